@@ -1,0 +1,618 @@
+"""Server plumbing shared by the partner sandboxes.
+
+The sandboxes are real HTTP servers rather than mocks so that the clients' keep-alive, retries, timeouts
+and error mapping are exercised exactly as against the partners. This module holds everything that is not
+a partner's contract: the threaded HTTP/1.1 server, JSON replies, fault injection, the `/_sandbox/` control
+endpoints, the download helper and the counters. `wallie.py` and `traede.py` only add their routes.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import http.server
+import ipaddress
+import json
+import logging
+import random
+import socket
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field, fields
+from email.message import Message
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+CONTROL_PREFIX = "/_sandbox/"
+DOWNLOAD_TIMEOUT = 10.0
+# What a misbehaving gateway might answer: claims to be JSON, is not.
+GARBAGE_BODY = b"<!DOCTYPE html><html><body><h1>502 Bad Gateway</h1></body></html>\x00{"
+BASE_COUNTERS = (
+    "requests",
+    "injected_500",
+    "injected_429",
+    "injected_malformed",
+    "downloads",
+    "download_failures",
+)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Requests and replies
+
+
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request as the partner handlers see it (body already read in full)."""
+
+    method: str
+    path: str
+    headers: Message
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+    @property
+    def is_json(self) -> bool:
+        content_type = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+        return content_type == "application/json"
+
+    def json(self) -> Any:
+        """Parse the body; raises ValueError when it is not JSON."""
+        return json.loads(self.body.decode("utf-8"))
+
+    def body_sent(self) -> Any:
+        """The body for the `rejected` log: parsed JSON when possible, else the raw text."""
+        try:
+            return self.json()
+        except ValueError:
+            return self.body.decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: bytes = b""
+    content_type: str | None = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_reply(status: int, payload: Any, headers: dict[str, str] | None = None) -> Reply:
+    return Reply(status, json.dumps(payload).encode("utf-8"), "application/json", dict(headers or {}))
+
+
+def empty_reply(status: int = 200) -> Reply:
+    return Reply(status, b"", None)
+
+
+@dataclass(frozen=True)
+class Route:
+    """A partner endpoint: POST handler plus the counter that tallies every request it receives."""
+
+    handler: Callable[[Request], Reply]
+    counter: str | None = None
+
+
+# --------------------------------------------------------------------------------------------------------
+# Validation helpers shared by both contracts
+
+
+def is_int(value: Any) -> bool:
+    """JSON integers only: `true` is a bool, and partners reject it where a number is due."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_nonempty_str(value: Any) -> bool:
+    return isinstance(value, str) and value.strip() != ""
+
+
+def is_http_url(value: Any) -> bool:
+    """An absolute http(s) URL with a host: the partner must be able to download it."""
+    if not isinstance(value, str) or any(ch.isspace() for ch in value):
+        return False
+    try:
+        parts = urllib.parse.urlsplit(value)
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        return False
+
+
+# --------------------------------------------------------------------------------------------------------
+# Faults
+
+
+def _check_fault(name: str, value: Any) -> Any:
+    """Validate and normalise one fault setting, so a typo fails loudly instead of silently doing nothing."""
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if name in ("error_rate", "throttle_rate"):
+        if not is_number or not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be a number between 0 and 1, got {value!r}")
+        return float(value)
+    if name == "latency_ms":
+        if not is_number or value < 0:
+            raise ValueError(f"latency_ms must be a number >= 0, got {value!r}")
+        return value
+    if name in ("retry_after", "seed"):
+        if not isinstance(value, int) or isinstance(value, bool) or (name == "retry_after" and value < 0):
+            raise ValueError(f"{name} must be an integer{' >= 0' if name == 'retry_after' else ''}, got {value!r}")
+        return value
+    if name in ("outage", "malformed"):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false, got {value!r}")
+        return value
+    if name == "reject":
+        if isinstance(value, (str, bytes)) or not all(isinstance(item, str) for item in value):
+            raise ValueError(f"reject must be a collection of id strings, got {value!r}")
+        return set(value)
+    raise ValueError(f"unknown fault setting {name!r}")
+
+
+@dataclass(frozen=True)
+class FaultDecision:
+    outage: bool = False
+    latency_s: float = 0.0
+    throttle: bool = False
+    retry_after: int = 1
+    error: bool = False
+    malformed: bool = False
+
+
+@dataclass
+class Faults:
+    """Fault injection switches, settable at any time from any thread.
+
+    Every assignment is validated. Assigning `seed` (even the same value) restarts the random sequence so
+    a test that sets rates and a seed gets the same faults on every run.
+    """
+
+    error_rate: float = 0.0
+    throttle_rate: float = 0.0
+    retry_after: int = 1
+    latency_ms: float = 0.0
+    outage: bool = False
+    malformed: bool = False
+    reject: set[str] = field(default_factory=set)
+    seed: int = 0
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        value = _check_fault(name, value)
+        with self._lock:
+            object.__setattr__(self, name, value)
+            if name == "seed":
+                object.__setattr__(self, "_rng", random.Random(value))
+
+    @property
+    def _lock(self) -> threading.RLock:
+        # Created on first use because the dataclass __init__ assigns fields before any __post_init__.
+        return self.__dict__.setdefault("_lock_", threading.RLock())
+
+    def update(self, **settings: Any) -> None:
+        """Apply several settings at once; nothing changes if any of them is invalid."""
+        checked = {name: _check_fault(name, value) for name, value in settings.items()}
+        with self._lock:
+            for name, value in checked.items():
+                setattr(self, name, value)
+
+    def restore_defaults(self) -> None:
+        defaults = Faults()
+        self.update(**{f.name: getattr(defaults, f.name) for f in fields(Faults)})
+
+    def as_dict(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "error_rate": self.error_rate,
+                "throttle_rate": self.throttle_rate,
+                "retry_after": self.retry_after,
+                "latency_ms": self.latency_ms,
+                "outage": self.outage,
+                "malformed": self.malformed,
+                "reject": sorted(self.reject),
+                "seed": self.seed,
+            }
+
+    def decide(self) -> FaultDecision:
+        """Draw this request's fault. Both draws happen under the lock so the sequence stays reproducible."""
+        with self._lock:
+            if self.outage:
+                return FaultDecision(outage=True)
+            throttle = self._rng.random() < self.throttle_rate
+            error = self._rng.random() < self.error_rate
+            return FaultDecision(
+                latency_s=self.latency_ms / 1000.0,
+                throttle=throttle,
+                retry_after=self.retry_after,
+                error=error,
+                malformed=self.malformed,
+            )
+
+
+# --------------------------------------------------------------------------------------------------------
+# HTTP server
+
+
+class _BadRequest(Exception):
+    pass
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """HTTP/1.1 keep-alive handler: always reads the whole body and always sends Content-Length."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "PartnerSandbox/1.0"
+    # Headers and body go out as two writes; with Nagle on, the body waits ~40 ms for the client's
+    # delayed ACK on every keep-alive request.
+    disable_nagle_algorithm = True
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        """Quiet: one stderr line per request would drown test and benchmark output."""
+
+    def _serve(self) -> None:
+        try:
+            body = self._read_body()
+        except _BadRequest as exc:
+            self.close_connection = True
+            self._write(json_reply(400, {"message": str(exc)}))
+            return
+        path = urllib.parse.urlsplit(self.path).path
+        self._write(self.server.sandbox._handle(Request(self.command, path, self.headers, body)))
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _serve
+
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            return self._read_chunked()
+        length = self.headers.get("Content-Length")
+        if length is None:
+            return b""
+        try:
+            size = int(length)
+        except ValueError:
+            raise _BadRequest(f"invalid Content-Length {length!r}") from None
+        if size < 0:
+            raise _BadRequest(f"invalid Content-Length {length!r}")
+        body = self.rfile.read(size)
+        if len(body) != size:
+            raise _BadRequest("connection closed before the whole body arrived")
+        return body
+
+    def _read_chunked(self) -> bytes:
+        chunks = []
+        while True:
+            line = self.rfile.readline(65537)
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise _BadRequest("invalid chunked encoding") from None
+            if size == 0:
+                while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return b"".join(chunks)
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline(65537)
+
+    def _write(self, reply: Reply) -> None:
+        self.send_response(reply.status)
+        if reply.content_type:
+            self.send_header("Content-Type", reply.content_type)
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(reply.body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(reply.body)
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    """Threaded server that can drop idle keep-alive connections on stop.
+
+    `block_on_close` is off because a client's pooled keep-alive connection would otherwise make
+    `server_close()` wait forever; instead `stop()` shuts the open sockets down.
+    """
+
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+    sandbox: Sandbox
+
+    def __init__(self, address: tuple[str, int], sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def process_request(self, request: socket.socket, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: socket.socket) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def drop_connections(self) -> None:
+        with self._connections_lock:
+            connections, self._connections = list(self._connections), set()
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients hanging up mid-request are normal; anything else is a sandbox bug worth a traceback."""
+        log.debug("connection from %s failed", client_address, exc_info=True)
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+# --------------------------------------------------------------------------------------------------------
+# Downloads
+
+
+def _is_loopback(url: str) -> bool:
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def download(url: str, timeout: float = DOWNLOAD_TIMEOUT) -> dict[str, Any]:
+    """GET the url like the partner would and return {"url", "sha256", "size"}; raises on any failure.
+
+    Loopback URLs (Azurite, test servers) bypass any proxy from the environment, as the partner's own
+    downloader would not go through the developer's proxy either.
+    """
+    handlers = [urllib.request.ProxyHandler({})] if _is_loopback(url) else []
+    opener = urllib.request.build_opener(*handlers)
+    request = urllib.request.Request(url, headers={"User-Agent": "PartnerSandbox-Downloader/1.0"})
+    with opener.open(request, timeout=timeout) as response:
+        if response.status != 200:
+            raise OSError(f"HTTP {response.status} {response.reason}")
+        digest, size = hashlib.sha256(), 0
+        while chunk := response.read(65536):
+            digest.update(chunk)
+            size += len(chunk)
+    return {"url": url, "sha256": digest.hexdigest(), "size": size}
+
+
+# --------------------------------------------------------------------------------------------------------
+# The sandbox
+
+
+class Sandbox:
+    """A partner sandbox: routes, faults, recorded requests and counters behind a local HTTP server.
+
+    Subclasses define `routes()` (path -> Route), `counters` (their extra stats), `_clear_state()` and
+    `_partner_state()`. All state is guarded by one lock; downloads happen outside it so slow downloads do
+    not serialise concurrent requests.
+    """
+
+    name = "sandbox"
+    counters: tuple[str, ...] = ()
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, download: bool = True) -> None:
+        self.host = host
+        self.port = port
+        self.download = download
+        self.faults = Faults()
+        self._lock = threading.RLock()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._routes = self.routes()
+        self._clear()
+
+    # --- lifecycle
+
+    def start(self) -> Sandbox:
+        if self._server is not None:
+            raise RuntimeError(f"{self.name} sandbox is already running at {self.url}")
+        server_class = _Server6 if ":" in self.host else _Server
+        self._server = server_class((self.host, self.port), self)
+        self.port = self._server.server_address[1]
+        # A short poll interval keeps stop() (which waits for the serve loop to notice) fast in tests.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name=f"{self.name}-sandbox", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        self._server = self._thread = None
+        server.shutdown()
+        server.drop_connections()
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """Base URL for clients; a wildcard bind address is reached through loopback."""
+        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    # --- faults and inspection
+
+    def configure_faults(self, **settings: Any) -> Faults:
+        self.faults.update(**settings)
+        return self.faults
+
+    def reset(self) -> None:
+        """Forget stored data, recorded requests and counters and restore default faults (not credentials)."""
+        self.faults.restore_defaults()
+        self._clear()
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            snapshot: dict[str, Any] = dict(self._stats)
+            snapshot["responses"] = dict(sorted(self._responses.items()))
+            return snapshot
+
+    @property
+    def received(self) -> list[Any]:
+        with self._lock:
+            return copy.deepcopy(self._received)
+
+    @property
+    def rejected(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy(self._rejected)
+
+    @property
+    def download_errors(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy(self._download_errors)
+
+    def state(self) -> dict[str, Any]:
+        """What GET /_sandbox/state answers."""
+        with self._lock:
+            return {
+                "stats": self.stats,
+                "faults": self.faults.as_dict(),
+                "received": self.received,
+                "rejected": self.rejected,
+                "download_errors": self.download_errors,
+                **copy.deepcopy(self._partner_state()),
+            }
+
+    # --- for subclasses
+
+    def routes(self) -> dict[str, Route]:
+        raise NotImplementedError
+
+    def _clear_state(self) -> None:
+        raise NotImplementedError
+
+    def _partner_state(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._stats[name] += n
+
+    def _accept(self, body: Any) -> None:
+        with self._lock:
+            self._received.append(body)
+
+    def _refuse(self, request: Request, status: int, payload: dict[str, Any]) -> Reply:
+        """Record a refused request and build its JSON error reply."""
+        errors = payload.get("errors") or [{"message": payload.get("message")}]
+        with self._lock:
+            self._rejected.append(
+                {"status": status, "path": request.path, "body_sent": request.body_sent(), "errors": errors}
+            )
+        return json_reply(status, payload)
+
+    def _fetch(self, url: str, **context: Any) -> dict[str, Any] | None:
+        """Download like the partner; a failure is counted and recorded, never raised (the partners
+        download asynchronously, so a bad URL does not fail the API call)."""
+        try:
+            result = download(url)
+        except Exception as exc:  # noqa: BLE001 - any failure is a recorded download failure
+            with self._lock:
+                self._stats["download_failures"] += 1
+                self._download_errors.append({**context, "url": url, "reason": f"{type(exc).__name__}: {exc}"})
+            return None
+        self._count("downloads")
+        return result
+
+    # --- request handling
+
+    def _clear(self) -> None:
+        with self._lock:
+            self._stats: Counter[str] = Counter({name: 0 for name in BASE_COUNTERS + self.counters})
+            self._responses: Counter[int] = Counter()
+            self._received: list[Any] = []
+            self._rejected: list[dict[str, Any]] = []
+            self._download_errors: list[dict[str, Any]] = []
+            self._clear_state()
+
+    def _handle(self, request: Request) -> Reply:
+        if request.path.startswith(CONTROL_PREFIX):
+            return self._control(request)
+        self._count("requests")
+        try:
+            reply = self._api(request)
+        except Exception:  # a sandbox bug must not look like a hung partner
+            log.exception("%s sandbox failed on %s %s", self.name, request.method, request.path)
+            reply = json_reply(500, {"message": "sandbox internal error (a bug in the sandbox, not a fault)"})
+        with self._lock:
+            self._responses[reply.status] += 1
+        return reply
+
+    def _api(self, request: Request) -> Reply:
+        route = self._routes.get(request.path)
+        if route is None:
+            return json_reply(404, {"message": f"no such endpoint: {request.path}"})
+        if route.counter:
+            self._count(route.counter)
+        if request.method != "POST":
+            return json_reply(405, {"message": f"{request.path} only accepts POST"}, {"Allow": "POST"})
+        return self._injected_fault() or route.handler(request)
+
+    def _injected_fault(self) -> Reply | None:
+        """Order: outage, latency, throttle, error, malformed."""
+        decision = self.faults.decide()
+        if decision.outage:
+            self._count("injected_500")
+            return json_reply(500, {"message": "Service unavailable (sandbox outage)"})
+        if decision.latency_s > 0:
+            time.sleep(decision.latency_s)
+        if decision.throttle:
+            self._count("injected_429")
+            return json_reply(
+                429, {"message": "Too Many Requests (sandbox throttle)"}, {"Retry-After": str(decision.retry_after)}
+            )
+        if decision.error:
+            self._count("injected_500")
+            return json_reply(500, {"message": "Internal server error (sandbox error_rate)"})
+        if decision.malformed:
+            self._count("injected_malformed")
+            return Reply(200, GARBAGE_BODY, "application/json")
+        return None
+
+    def _control(self, request: Request) -> Reply:
+        action = request.path[len(CONTROL_PREFIX):].strip("/")
+        allowed = {"state": "GET", "faults": "GET or POST", "reset": "POST"}
+        if action not in allowed:
+            return json_reply(404, {"message": f"no such control endpoint: {request.path}"})
+        if request.method not in allowed[action].split(" or "):
+            return json_reply(405, {"message": f"{request.path} accepts {allowed[action]}"})
+        if action == "state":
+            return json_reply(200, self.state())
+        if action == "reset":
+            self.reset()
+            return json_reply(200, {"status": "ok"})
+        if request.method == "POST":
+            try:
+                settings = request.json()
+                if not isinstance(settings, dict):
+                    raise ValueError("body must be a JSON object of fault settings")
+                self.faults.update(**settings)
+            except ValueError as exc:
+                return json_reply(400, {"message": str(exc)})
+        return json_reply(200, self.faults.as_dict())
