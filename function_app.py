@@ -1,0 +1,10 @@
+"""The Functions app: builds the app and registers the blueprints. Nothing else lives here."""
+import azure.functions as func
+
+from functions.image_deleted import bp as image_deleted
+from functions.image_uploaded import bp as image_uploaded
+from functions.nightly_sync import bp as nightly_sync
+
+app = func.FunctionApp()
+for blueprint in (image_uploaded, image_deleted, nightly_sync):
+    app.register_functions(blueprint)

@@ -1,0 +1,1 @@
+"""The Functions blueprints: one module per trigger, each a few lines around a call into ``shared``."""

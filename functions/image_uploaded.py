@@ -1,0 +1,35 @@
+"""Blob trigger: a new or overwritten image goes to Wallie, and its product's full set to TRAEDE.
+
+The parameter is an SDK-type ``BlobClient`` (azurefunctions-extensions-bindings-blob): the worker gets a
+client for the blob, not its bytes, so a 50 MB photo never travels through the worker just for its name.
+Source: Event Grid (the only one Flex Consumption supports); ``BLOB_TRIGGER_SOURCE=LogsAndContainerScan``
+switches to the polling source on Consumption/Premium. This is the one setting read at import, because
+the host needs it to index the function.
+"""
+import logging
+import os
+
+import azure.functions as func
+import azurefunctions.extensions.bindings.blob as blob
+
+from shared import jobs
+
+log = logging.getLogger(__name__)
+bp = func.Blueprint()
+
+_SOURCES = {s.value.lower(): s for s in func.BlobSource}
+_configured = os.environ.get("BLOB_TRIGGER_SOURCE", "EventGrid")
+SOURCE = _SOURCES.get(_configured.strip().lower())
+if SOURCE is None:
+    log.error("BLOB_TRIGGER_SOURCE=%r is invalid: expected EventGrid or LogsAndContainerScan; using EventGrid",
+              _configured)
+    SOURCE = func.BlobSource.EVENT_GRID
+
+
+@bp.function_name("image_uploaded")
+@bp.blob_trigger(arg_name="client", path="%IMAGES_CONTAINER%/{name}", connection="IMAGES_STORAGE",
+                 source=SOURCE)
+def image_uploaded(client: blob.BlobClient) -> None:
+    report = jobs.new_image(client.blob_name)
+    jobs.log_report(report, log)
+    jobs.raise_if_retry_can_help(report)

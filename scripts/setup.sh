@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what the demo and the tests need, into the repository: .venv (Python) and node_modules (Azurite).
+# Safe to run again: it only installs what is missing or changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $("$PYTHON" --version)"
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.requirements.sha
+want=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing Python packages (requirements-dev.txt)"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+  echo "$want" > "$stamp"
+fi
+if [ ! -x node_modules/.bin/azurite ]; then
+  echo "setup: installing Azurite (npm)"
+  command -v npm >/dev/null 2>&1 || { echo "setup: npm not found: install Node.js 18 or newer" >&2; exit 2; }
+  npm ci --no-audit --no-fund --loglevel=error
+fi

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# README command (b): install everything the tests need, then run the whole test suite with pytest.
+# Extra arguments go to pytest (e.g. scripts/test.sh -k sas -x).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+set +e
+.venv/bin/python -m pytest "$@"
+code=$?
+set -e
+if [ "$code" -eq 5 ]; then
+  echo "test.sh: pytest collected no tests: that is a failure, not a pass" >&2
+  exit 1
+fi
+exit "$code"

@@ -1,0 +1,125 @@
+"""The operator CLI: ``python -m shared sync [--item ID ...] [--dry-run] [--report PATH]``.
+
+Exit codes: 0 everything delivered, 1 a record was rejected or failed after retries, 2 configuration error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+from typing import Sequence, TextIO
+
+from . import redact
+from .errors import ConfigError, ImageSyncError
+from .factory import Components
+from .report import SyncReport
+from .settings import Settings
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_CONFIG = 0, 1, 2
+log = logging.getLogger("shared.cli")
+
+
+class DryRunOutput:
+    """A stand-in partner that prints what would be sent, one JSON object per line."""
+
+    def __init__(self, name: str, batch_size: int, out: TextIO):
+        self.name = name
+        self.batch_size = batch_size
+        self.out = out
+        self._lock = threading.Lock()
+
+    def send_images(self, records: list[dict]) -> None:
+        self._write([{"partner": "wallie", "record": r} for r in records])
+
+    def sync_products(self, products: list[dict]) -> None:
+        self._write([{"partner": "traede", "product": p} for p in products])
+
+    def _write(self, objects: list[dict]) -> None:
+        text = "".join(json.dumps(o, ensure_ascii=False) + "\n" for o in objects)
+        with self._lock:
+            self.out.write(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m shared", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sync = sub.add_parser("sync", help="sync images to the configured partners")
+    sync.add_argument("--item", action="append", metavar="ID", help="only this product (repeatable)")
+    sync.add_argument("--dry-run", action="store_true",
+                      help="print what would be sent (one JSON object per line); call no partner")
+    sync.add_argument("--report", metavar="PATH", help="also write the run report as JSON to PATH")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, env=None, stdout: TextIO | None = None,
+         stderr: TextIO | None = None) -> int:
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env(env)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=stderr)
+        return EXIT_CONFIG
+    _configure_logging(settings, stderr)
+    if args.command == "sync":
+        return _sync(args, settings, stdout, stderr)
+    return EXIT_CONFIG  # pragma: no cover - argparse rejects unknown commands
+
+
+def _sync(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: TextIO) -> int:
+    targets = {}
+    if args.dry_run:
+        batch = settings.wallie.batch_size if settings.wallie else 500
+        targets = {"wallie": DryRunOutput("wallie", batch, stdout), "traede": DryRunOutput("traede", 10, stdout)}
+    progress = _progress_printer(stderr) if stderr.isatty() and not args.dry_run else None
+    try:
+        with Components(settings, progress=progress, **targets) as parts:
+            report = parts.engine.full_sync(args.item, dry_run=args.dry_run)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=stderr)
+        return EXIT_CONFIG
+    except ImageSyncError as exc:
+        print(f"sync failed: {exc}", file=stderr)
+        return EXIT_PROBLEMS
+    if progress:
+        stderr.write("\n")
+    _print_report(report, stderr)
+    if args.report:
+        with open(args.report, "w", encoding="utf-8") as fh:
+            json.dump(report.to_dict(), fh, indent=2, ensure_ascii=False)
+    return EXIT_OK if report.ok else EXIT_PROBLEMS
+
+
+def _print_report(report: SyncReport, stderr: TextIO) -> None:
+    for s in report.skipped:
+        print(f"skipped: {s.blob_name!r}: {s.reason}", file=stderr)
+    for p in report.rejected:
+        print(f"rejected: {p.line()}", file=stderr)
+    for p in report.failed:
+        print(f"failed: {p.line()}", file=stderr)
+    print(report.summary(), file=stderr)
+
+
+def _progress_printer(stream: TextIO):
+    lock = threading.Lock()
+
+    def show(report: SyncReport) -> None:
+        with lock:
+            d = report.delivered
+            stream.write(f"\r{report.images} images listed, wallie {d.get('wallie', 0)}, "
+                         f"traede {d.get('traede', 0)} delivered ")
+            stream.flush()
+    return show
+
+
+def _configure_logging(settings: Settings, stream: TextIO) -> None:
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    redact.install(handler, settings.secrets())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("shared").setLevel(settings.log_level)

@@ -1,0 +1,61 @@
+"""Builds the engine and its parts from Settings: the one place triggers, CLI and benchmark share."""
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Callable
+
+from .catalog import Catalog
+from .errors import ConfigError
+from .layout import PathLayout
+from .sas import SasSigner
+from .settings import Settings
+from .storage import blob_service
+from .sync import SyncEngine, TraedeTarget, WallieTarget
+from .traede import TraedeClient
+from .wallie import WallieClient
+
+
+class Components:
+    """Everything one run needs; ``close()`` releases the HTTP pools."""
+
+    def __init__(self, settings: Settings, *, credential: Any = None, require_partner: bool = True,
+                 wallie: WallieTarget | None = None, traede: TraedeTarget | None = None,
+                 progress: Callable | None = None):
+        self.settings = settings
+        self.layout = PathLayout(settings.path_pattern)
+        self.service = blob_service(settings.storage, credential)
+        self.container = self.service.get_container_client(settings.storage.container)
+        self.catalog = Catalog(self.container, self.layout)
+        self.signer = SasSigner(self.service, settings.storage.container,
+                                ttl=timedelta(hours=settings.sas_ttl_hours),
+                                start_skew=timedelta(minutes=settings.sas_start_skew_minutes))
+        pool = settings.sync_concurrency + 2
+        self._owned = []
+        if wallie is None and traede is None:
+            if settings.wallie:
+                wallie = WallieClient.from_settings(settings.wallie, settings.http, pool_size=pool)
+                self._owned.append(wallie)
+            if settings.traede:
+                traede = TraedeClient.from_settings(settings.traede, settings.http, pool_size=pool)
+                self._owned.append(traede)
+            if require_partner and not (wallie or traede):
+                raise ConfigError("no partner is configured: set WALLIE_BASE_URL (with WALLIE_TENANT, "
+                                  "WALLIE_USERNAME, WALLIE_PASSWORD) and/or TRAEDE_BASE_URL (with "
+                                  "TRAEDE_ACCESS_TOKEN, TRAEDE_APP_KEY)")
+        self.engine = SyncEngine(
+            self.catalog, self.signer.url, wallie=wallie, traede=traede,
+            concurrency=settings.sync_concurrency,
+            color_attribute=settings.traede.color_attribute if settings.traede else "Color",
+            progress=progress,
+        )
+
+    def close(self) -> None:
+        for client in self._owned:
+            client.close()
+        self.service.close()
+
+    def __enter__(self) -> "Components":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

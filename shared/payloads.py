@@ -1,0 +1,53 @@
+"""What each partner receives for our images: Wallie records and TRAEDE product sets.
+
+Pure functions of the catalog records and their URLs, so a dry run, a real sync and the tests all
+build exactly the same bodies.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from .catalog import ImageRecord
+from .layout import TYPE_NAMES
+
+
+def wallie_record(image: ImageRecord, url: str) -> dict:
+    """One record for Wallie's ``POST /Images/urls``: exactly the documented fields."""
+    record = {"imageId": image.image_id, "itemId": image.item_id}
+    if image.color_id:
+        record["colorId"] = image.color_id
+    record["type"] = image.type
+    record["url"] = url
+    return record
+
+
+def traede_order(images: Iterable[ImageRecord]) -> list[ImageRecord]:
+    """Deterministic order: explicit sort, then colour, then kind (front first), then name."""
+    return sorted(images, key=lambda i: (i.sort is None, i.sort or 0, i.color_id or "", i.type, i.blob_name))
+
+
+def default_alt(image: ImageRecord) -> str:
+    kind = TYPE_NAMES.get(image.type, "image")
+    colour = f", colour {image.color_id}" if image.color_id else ""
+    return f"{image.item_id}{colour}, {kind}"
+
+
+def traede_product(item_id: str, images: Iterable[ImageRecord], url_for: Callable[[ImageRecord], str],
+                   *, color_attribute: str = "Color") -> dict:
+    """One product for TRAEDE's ``POST /products/images/sync``: ALL its images, numbered 1..n.
+
+    The stable ``existance_key`` lets TRAEDE skip images it already has although the SAS URL changes.
+    """
+    out = []
+    for n, image in enumerate(traede_order(images), start=1):
+        entry = {
+            "url": url_for(image),
+            "sort": n,
+            "existance_key": image.content_key,
+            "filename": image.filename,
+            "alt": image.alt or default_alt(image),
+        }
+        if image.color_id:
+            entry["attach_to_variants_matching_attribute_code"] = {color_attribute: image.color_id}
+        out.append(entry)
+    return {"item_number": item_id, "images": out}

@@ -1,0 +1,93 @@
+"""The run report: every catalog image ends up delivered, skipped or failed, each with its reason."""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A record a partner rejected, or that could not be delivered after retries."""
+
+    partner: str
+    item_id: str
+    blob_name: str | None
+    reason: str
+    status_code: int | None = None
+
+    def line(self) -> str:
+        code = f" (HTTP {self.status_code})" if self.status_code else ""
+        blob = f" blob {self.blob_name!r}" if self.blob_name else ""
+        return f"{self.partner}: item {self.item_id!r}{blob}{code}: {self.reason}"
+
+
+@dataclass
+class SyncReport:
+    """Counters and problems of one run; safe to update from worker threads."""
+
+    mode: str = "full"
+    dry_run: bool = False
+    images: int = 0
+    products: int = 0
+    skipped: list = field(default_factory=list)          # SkippedBlob
+    rejected: list = field(default_factory=list)         # Problem
+    failed: list = field(default_factory=list)           # Problem
+    delivered: dict = field(default_factory=lambda: {"wallie": 0, "traede": 0})
+    requests: int = 0
+    retries: int = 0
+    started: float = field(default_factory=time.monotonic)
+    seconds: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **counters: int) -> None:
+        with self._lock:
+            for name, value in counters.items():
+                setattr(self, name, getattr(self, name) + value)
+
+    def add_delivered(self, partner: str, count: int) -> None:
+        with self._lock:
+            self.delivered[partner] = self.delivered.get(partner, 0) + count
+
+    def add_problem(self, kind: str, problem: Problem) -> None:
+        with self._lock:
+            getattr(self, kind).append(problem)
+
+    def _retitle(self, mode: str) -> "SyncReport":
+        self.mode = mode
+        return self
+
+    def finish(self) -> "SyncReport":
+        self.seconds = round(time.monotonic() - self.started, 3)
+        return self
+
+    @property
+    def ok(self) -> bool:
+        return not self.rejected and not self.failed
+
+    def summary(self) -> str:
+        verb = "would send" if self.dry_run else "delivered"
+        parts = [
+            f"{self.mode} sync{' (dry run)' if self.dry_run else ''}: {self.images} images",
+            f"{self.products} products",
+            f"{verb} wallie={self.delivered.get('wallie', 0)} traede={self.delivered.get('traede', 0)}",
+            f"requests={self.requests}", f"retries={self.retries}", f"skipped={len(self.skipped)}",
+            f"rejected={len(self.rejected)}", f"failed={len(self.failed)}", f"{self.seconds:.1f}s",
+        ]
+        return ", ".join(parts)
+
+    def to_dict(self) -> dict:
+        return {
+            "mode": self.mode, "dry_run": self.dry_run, "ok": self.ok,
+            "images": self.images, "products": self.products,
+            "delivered": dict(self.delivered), "requests": self.requests, "retries": self.retries,
+            "seconds": self.seconds,
+            "skipped": [{"blob": s.blob_name, "reason": s.reason} for s in self.skipped],
+            "rejected": [_problem_dict(p) for p in self.rejected],
+            "failed": [_problem_dict(p) for p in self.failed],
+        }
+
+
+def _problem_dict(p: Problem) -> dict:
+    return {"partner": p.partner, "item": p.item_id, "blob": p.blob_name, "reason": p.reason,
+            "status_code": p.status_code}

@@ -1,0 +1,216 @@
+"""All app settings, read and checked in one place.
+
+The setting names are the public contract: the README, ``local.settings.json.example`` and
+``deploy/deploy.sh`` use the same ones. Nothing else in the package reads ``os.environ``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Mapping
+from urllib.parse import urlparse
+
+from .errors import ConfigError
+
+DEFAULT_CONTAINER = "product-images"
+DEFAULT_PATH_PATTERN = "{item_id}/{color_id}/{name}|{item_id}/{name}"
+MAX_SAS_TTL_HOURS = 168  # user-delegation keys live at most 7 days
+KEY_VAULT_PREFIX = "@Microsoft.KeyVault("
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """Where the images live: a connection string, or an identity-based account URL."""
+
+    connection_string: str | None = None
+    account_url: str | None = None
+    queue_url: str | None = None
+    container: str = DEFAULT_CONTAINER
+
+    @property
+    def uses_identity(self) -> bool:
+        return self.connection_string is None
+
+
+@dataclass(frozen=True)
+class WallieSettings:
+    base_url: str
+    tenant: str
+    username: str
+    password: str = field(repr=False)
+    batch_size: int = 500
+
+
+@dataclass(frozen=True)
+class TraedeSettings:
+    base_url: str
+    access_token: str = field(repr=False)
+    app_key: str = field(repr=False)
+    payload_key: str = "products"
+    color_attribute: str = "Color"
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    timeout_seconds: float = 30.0
+    max_retries: int = 5
+    backoff_seconds: float = 0.5
+    max_retry_seconds: float = 120.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    storage: StorageSettings
+    path_pattern: str = DEFAULT_PATH_PATTERN
+    sas_ttl_hours: float = 48.0
+    sas_start_skew_minutes: float = 15.0
+    wallie: WallieSettings | None = None
+    traede: TraedeSettings | None = None
+    http: HttpSettings = HttpSettings()
+    sync_concurrency: int = 4
+    log_level: str = "INFO"
+
+    def secrets(self) -> list[str]:
+        """Values that must never reach a log."""
+        values = [self.wallie and self.wallie.password, self.traede and self.traede.access_token,
+                  self.traede and self.traede.app_key]
+        return [v for v in values if v]
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Read every setting; raise ConfigError naming the first bad one."""
+        r = _Reader(os.environ if env is None else env)
+        return cls(
+            storage=_storage(r),
+            path_pattern=r.text("IMAGE_PATH_PATTERN", DEFAULT_PATH_PATTERN),
+            sas_ttl_hours=r.number("SAS_TTL_HOURS", 48, low=0.1, high=MAX_SAS_TTL_HOURS,
+                                   why="hours a partner has to download an image; at most 168 (7 days)"),
+            sas_start_skew_minutes=r.number("SAS_START_SKEW_MINUTES", 15, low=0, high=60,
+                                            why="minutes the SAS start is back-dated for clock skew"),
+            wallie=_wallie(r),
+            traede=_traede(r),
+            http=HttpSettings(
+                timeout_seconds=r.number("HTTP_TIMEOUT_SECONDS", 30, low=1, high=600),
+                max_retries=r.integer("HTTP_MAX_RETRIES", 5, low=0, high=20),
+                backoff_seconds=r.number("HTTP_RETRY_BACKOFF_SECONDS", 0.5, low=0, high=60),
+                max_retry_seconds=r.number("HTTP_RETRY_MAX_SECONDS", 120, low=1, high=3600),
+            ),
+            sync_concurrency=r.integer("SYNC_CONCURRENCY", 4, low=1, high=64),
+            log_level=r.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+        )
+
+
+def _storage(r: "_Reader") -> StorageSettings:
+    container = r.text("IMAGES_CONTAINER", DEFAULT_CONTAINER)
+    if not (3 <= len(container) <= 63) or not all(c.islower() or c.isdigit() or c == "-" for c in container):
+        raise ConfigError(f"IMAGES_CONTAINER={container!r} is not a valid container name: "
+                          "expected 3-63 lowercase letters, digits and hyphens")
+    conn = r.text("IMAGES_STORAGE", None)
+    if conn:
+        if "=" not in conn:
+            raise ConfigError("IMAGES_STORAGE is not a storage connection string: expected "
+                              "'UseDevelopmentStorage=true' or 'DefaultEndpointsProtocol=...;AccountName=...;"
+                              "AccountKey=...'")
+        return StorageSettings(connection_string=conn, container=container)
+    url = r.text("IMAGES_STORAGE__blobServiceUri", None)
+    account = r.text("IMAGES_STORAGE__accountName", None)
+    if url:
+        _require_url("IMAGES_STORAGE__blobServiceUri", url)
+    elif account:
+        url = f"https://{account}.blob.core.windows.net"
+    else:
+        raise ConfigError("IMAGES_STORAGE is not set: expected a connection string "
+                          "('UseDevelopmentStorage=true' for Azurite), or IMAGES_STORAGE__blobServiceUri / "
+                          "IMAGES_STORAGE__accountName for an identity-based connection")
+    queue = r.text("IMAGES_STORAGE__queueServiceUri", None)
+    if queue is None and account:
+        queue = f"https://{account}.queue.core.windows.net"
+    return StorageSettings(account_url=url.rstrip("/"), queue_url=queue, container=container)
+
+
+def _wallie(r: "_Reader") -> WallieSettings | None:
+    base = r.text("WALLIE_BASE_URL", None)
+    if not base:
+        return None
+    _require_url("WALLIE_BASE_URL", base)
+    return WallieSettings(
+        base_url=base.rstrip("/"),
+        tenant=r.required("WALLIE_TENANT", "the tenant code supplied by Wair", "WALLIE_BASE_URL"),
+        username=r.required("WALLIE_USERNAME", "the Wallie API user name", "WALLIE_BASE_URL"),
+        password=r.required("WALLIE_PASSWORD", "the Wallie API password", "WALLIE_BASE_URL"),
+        batch_size=r.integer("WALLIE_BATCH_SIZE", 500, low=1, high=1000),
+    )
+
+
+def _traede(r: "_Reader") -> TraedeSettings | None:
+    base = r.text("TRAEDE_BASE_URL", None)
+    if not base:
+        return None
+    _require_url("TRAEDE_BASE_URL", base)
+    return TraedeSettings(
+        base_url=base.rstrip("/"),
+        access_token=r.required("TRAEDE_ACCESS_TOKEN", "an access token issued for a TRAEDE API user",
+                                "TRAEDE_BASE_URL"),
+        app_key=r.required("TRAEDE_APP_KEY", "the TRAEDE API app key", "TRAEDE_BASE_URL"),
+        payload_key=r.text("TRAEDE_PAYLOAD_KEY", "products"),
+        color_attribute=r.text("TRAEDE_COLOR_ATTRIBUTE", "Color"),
+    )
+
+
+def _require_url(name: str, value: str) -> None:
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ConfigError(f"{name}={value!r} is not a URL: expected https://host[/path]")
+
+
+class _Reader:
+    """Typed access to the environment; every failure names the setting."""
+
+    def __init__(self, env: Mapping[str, str]):
+        self.env = env
+
+    def text(self, name: str, default: str | None) -> str | None:
+        value = self.env.get(name)
+        if value is None or not value.strip():
+            return default
+        value = value.strip()
+        if value.startswith(KEY_VAULT_PREFIX):
+            raise ConfigError(f"{name} is an unresolved Key Vault reference ({value.split('(')[0]}(...)): "
+                              "the Functions host could not read the secret; check that the app's managed "
+                              "identity has 'Key Vault Secrets User' on the vault and the secret exists")
+        return value
+
+    def required(self, name: str, what: str, because: str) -> str:
+        value = self.text(name, None)
+        if value is None:
+            raise ConfigError(f"{name} is not set: expected {what} (required because {because} is set)")
+        return value
+
+    def number(self, name: str, default: float, *, low: float, high: float, why: str = "") -> float:
+        raw = self.text(name, None)
+        if raw is None:
+            return float(default)
+        try:
+            value = float(raw)
+        except ValueError:
+            value = float("nan")
+        if not (low <= value <= high):
+            hint = f" ({why})" if why else ""
+            raise ConfigError(f"{name}={raw!r} is invalid: expected a number from {low:g} to {high:g}{hint}")
+        return value
+
+    def integer(self, name: str, default: int, *, low: int, high: int) -> int:
+        raw = self.text(name, None)
+        if raw is None:
+            return default
+        if not raw.lstrip("-").isdigit() or not (low <= int(raw) <= high):
+            raise ConfigError(f"{name}={raw!r} is invalid: expected a whole number from {low} to {high}")
+        return int(raw)
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        raw = self.text(name, None)
+        if raw is None:
+            return default
+        if raw.upper() not in choices:
+            raise ConfigError(f"{name}={raw!r} is invalid: expected one of {', '.join(choices)}")
+        return raw.upper()
