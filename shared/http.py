@@ -1,6 +1,7 @@
 """The one HTTP path both partner clients use: pooled session, timeouts, retries, error mapping."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -77,8 +78,12 @@ class PartnerHttp:
         self.retries = 0
 
     def post(self, path: str, *, headers: dict, json_body: Any = None, data: bytes | None = None,
-             what: str) -> requests.Response:
-        """POST and return a 2xx response; anything else raises the matching PartnerError."""
+             what: str, expect_json: bool = False) -> requests.Response:
+        """POST and return a 2xx response; anything else raises the matching PartnerError.
+
+        A 2xx whose body is not JSON (``expect_json``), or not JSON-or-empty, is an error too: a proxy or
+        error page answering 200 must not pass for a delivery.
+        """
         url = f"{self.base_url}{path}"
         if json_body is not None:
             headers = {**headers, "Content-Type": "application/json"}
@@ -95,9 +100,13 @@ class PartnerHttp:
                                                f"after retries ({_reason(exc)})") from None
         history = getattr(getattr(response.raw, "retries", None), "history", ()) or ()
         self._count(1 + len(history))
-        if response.ok:
-            return response
-        raise self.error_for(response, what)
+        if not response.ok:
+            raise self.error_for(response, what)
+        if (response.content or expect_json) and not _is_json(response):
+            raise TransientError(self.partner, f"{what}: HTTP {response.status_code} with a body that is not "
+                                               "JSON (a proxy or error page?)", status_code=response.status_code,
+                                 response_body=response.text[:200])
+        return response
 
     def error_for(self, response: requests.Response, what: str) -> PartnerError:
         code, body = response.status_code, response.text[:BODY_EXCERPT]
@@ -124,9 +133,15 @@ class PartnerHttp:
         self.session.close()
 
 
-def _dumps(body: Any) -> bytes:
-    import json
+def _is_json(response: requests.Response) -> bool:
+    try:
+        json.loads(response.content)
+    except ValueError:
+        return False
+    return True
 
+
+def _dumps(body: Any) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 

@@ -70,7 +70,7 @@ class SyncReport:
         parts = [
             f"{self.mode} sync{' (dry run)' if self.dry_run else ''}: {self.images} images",
             f"{self.products} products",
-            f"{verb} wallie={self.delivered.get('wallie', 0)} traede={self.delivered.get('traede', 0)}",
+            f"{verb} wallie={self.delivered.get('wallie', 0)} images traede={self.delivered.get('traede', 0)} products",
             f"requests={self.requests}", f"retries={self.retries}", f"skipped={len(self.skipped)}",
             f"rejected={len(self.rejected)}", f"failed={len(self.failed)}", f"{self.seconds:.1f}s",
         ]

@@ -32,7 +32,7 @@ class TraedeClient:
                              f"not {len(products)}")
         self.http.post("/products/images/sync", headers=self._headers,
                        json_body={self.payload_key: products},
-                       what=f"POST /products/images/sync ({len(products)} products)")
+                       what=f"POST /products/images/sync ({len(products)} products)", expect_json=True)
 
     def stats(self) -> dict:
         return self.http.stats()

@@ -11,6 +11,9 @@ from .http import PartnerHttp
 from .settings import HttpSettings, WallieSettings
 
 
+MAX_TOKEN_RENEWALS = 3
+
+
 class WallieClient:
     """Sends image records to Wallie. One token per run: cached until shortly before it expires,
     refreshed once when Wallie answers 401 mid-run."""
@@ -36,17 +39,23 @@ class WallieClient:
                    pool_size=pool_size)
 
     def send_images(self, records: list[dict]) -> None:
-        """Upsert a batch of image records (at most ``batch_size``)."""
+        """Upsert a batch of image records (at most ``batch_size``).
+
+        A 401 renews the token and sends again. One renewal is the rule; a few more are allowed because a
+        short-lived token can expire while urllib3 waits out a 429's Retry-After for the same call.
+        """
         body = {"images": records}
-        token = self._valid_token()
-        try:
-            self.http.post("/Images/urls", headers=self._headers(token), json_body=body,
-                           what=f"POST /Images/urls ({len(records)} images)")
-        except AuthError:
-            # The token may have expired between our check and Wallie's: renew once, then give up.
-            self._forget(token)
-            self.http.post("/Images/urls", headers=self._headers(self._valid_token()), json_body=body,
-                           what=f"POST /Images/urls ({len(records)} images, after renewing the token)")
+        what = f"POST /Images/urls ({len(records)} images)"
+        for renewals in range(MAX_TOKEN_RENEWALS + 1):
+            token = self._valid_token()
+            try:
+                self.http.post("/Images/urls", headers=self._headers(token), json_body=body, what=what)
+                return
+            except AuthError:
+                if renewals == MAX_TOKEN_RENEWALS:
+                    raise
+                self._forget(token)
+                what = f"POST /Images/urls ({len(records)} images, after renewing the token)"
 
     def check_token(self) -> None:
         """Fetch a fresh token: proves the URL, tenant and credentials (used by ``doctor``)."""
@@ -74,7 +83,7 @@ class WallieClient:
         try:
             response = self.http.post("/Token", headers={"X-Tenant": self.tenant},
                                       json_body={"username": self._username, "password": self._password},
-                                      what="POST /Token")
+                                      what="POST /Token", expect_json=True)
         except AuthError as exc:
             raise AuthError(self.name, "token request refused: check WALLIE_TENANT, WALLIE_USERNAME and "
                                        "WALLIE_PASSWORD", status_code=exc.status_code,

@@ -35,3 +35,47 @@ def container(blob_service):
 def storage_env(azurite, container) -> dict:
     """The settings a catalog-only run needs, pointing at this test's container."""
     return {"IMAGES_STORAGE": azurite.connection_string, "IMAGES_CONTAINER": container.container_name}
+
+
+# -- partners ---------------------------------------------------------------------------------------
+
+WALLIE_CREDENTIALS = {"tenant": "TENANT", "username": "wallie-user", "password": "wallie-secret-pw"}
+TRAEDE_CREDENTIALS = {"access_token": "traede-secret-token", "app_key": "traede-secret-appkey"}
+
+
+@pytest.fixture
+def wallie():
+    from devtools.sandboxes import WallieSandbox
+
+    with WallieSandbox(**WALLIE_CREDENTIALS) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def traede():
+    from devtools.sandboxes import TraedeSandbox
+
+    with TraedeSandbox(**TRAEDE_CREDENTIALS) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def sync_env(storage_env, wallie, traede) -> dict:
+    """Settings for a real sync against Azurite and both sandboxes, with quick retries."""
+    return {
+        **storage_env,
+        "WALLIE_BASE_URL": wallie.url, "WALLIE_TENANT": WALLIE_CREDENTIALS["tenant"],
+        "WALLIE_USERNAME": WALLIE_CREDENTIALS["username"], "WALLIE_PASSWORD": WALLIE_CREDENTIALS["password"],
+        "TRAEDE_BASE_URL": traede.url, "TRAEDE_ACCESS_TOKEN": TRAEDE_CREDENTIALS["access_token"],
+        "TRAEDE_APP_KEY": TRAEDE_CREDENTIALS["app_key"],
+        "HTTP_RETRY_BACKOFF_SECONDS": "0.01", "HTTP_TIMEOUT_SECONDS": "5",
+    }
+
+
+@pytest.fixture(autouse=True)
+def _fresh_jobs_cache():
+    """Trigger code caches its parts per worker; each test starts without them."""
+    yield
+    from shared import jobs
+
+    jobs.reset()

@@ -20,8 +20,8 @@ from . import TraedeSandbox, WallieSandbox
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m devtools.sandboxes", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--wallie-port", type=int, default=7071)
-    parser.add_argument("--traede-port", type=int, default=7072)
+    parser.add_argument("--wallie-port", type=int, default=8071)
+    parser.add_argument("--traede-port", type=int, default=8072)
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--error-rate", type=float, default=0.0)
     parser.add_argument("--throttle-rate", type=float, default=0.0)

@@ -1,0 +1,100 @@
+"""The local demo (README command a): Azurite + partner sandboxes, sample images, a real full sync.
+
+    python -m devtools.demo [--dry-run] [--keep-running]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import sys
+import time
+from contextlib import redirect_stdout
+
+from azure.storage.blob import BlobServiceClient
+
+from shared.cli import main as cli_main
+
+from .azurite import Azurite
+from .sandboxes import TraedeSandbox, WallieSandbox
+from .seed import JUNK, seed
+
+CONTAINER = "product-images"
+CREDENTIALS = {
+    "WALLIE_TENANT": "DEMO", "WALLIE_USERNAME": "wallie-user", "WALLIE_PASSWORD": "wallie-pass",
+    "TRAEDE_ACCESS_TOKEN": "traede-token", "TRAEDE_APP_KEY": "traede-app-key",
+}
+TYPE_NAMES = {0: "front", 1: "back", 2: "alternate", 3: "zoom", 4: "lifestyle", 5: "packaging", 99: "unknown"}
+
+
+def run(dry_run: bool = False, keep_running: bool = False) -> int:
+    print("Starting Azurite and the local Wallie and TRAEDE sandboxes ...")
+    with Azurite() as azurite, \
+            WallieSandbox(tenant="DEMO", username="wallie-user", password="wallie-pass") as wallie, \
+            TraedeSandbox(access_token="traede-token", app_key="traede-app-key") as traede:
+        service = BlobServiceClient.from_connection_string(azurite.connection_string)
+        container = service.create_container(CONTAINER)
+        uploaded = seed(container)
+        print(f"Seeded {len(uploaded)} sample images and {len(JUNK)} junk files into '{CONTAINER}'.\n")
+        env = {"IMAGES_STORAGE": azurite.connection_string, "IMAGES_CONTAINER": CONTAINER,
+               "WALLIE_BASE_URL": wallie.url, "TRAEDE_BASE_URL": traede.url, **CREDENTIALS}
+        if dry_run:
+            print("$ python -m shared sync --dry-run")
+            return cli_main(["sync", "--dry-run"], env=env)
+
+        print("$ python -m shared sync")
+        code = cli_main(["sync"], env=env)
+        _show_partners(wallie, traede, uploaded)
+
+        print("\nA second run sends the same imageIds and existance keys:")
+        before = traede.stats["images_new"]
+        second = cli_main(["sync"], env=env)
+        print(f"TRAEDE downloaded {traede.stats['images_new'] - before} new images on the second run.")
+        if keep_running:
+            _wait_with_env(env)
+        return code or second
+
+
+def _show_partners(wallie: WallieSandbox, traede: TraedeSandbox, uploaded: dict[str, bytes]) -> None:
+    digests = {hashlib.sha256(b).hexdigest(): name for name, b in uploaded.items()}
+    print("\nWallie received (POST /Images/urls):")
+    for image_id, record in sorted(wallie.images.items(), key=lambda kv: (kv[1]["itemId"], kv[1]["url"])):
+        got = wallie.downloaded.get(image_id, {})
+        blob = digests.get(got.get("sha256"))
+        check = f"downloaded {got.get('size')} bytes = {blob!r}" if blob else "NOT downloaded"
+        print(f"  item {record['itemId']:<7} colour {record.get('colorId', '-'):<4} "
+              f"{TYPE_NAMES.get(record.get('type'), '?'):<10} id {image_id[:8]}…  {check}")
+    print("\nTRAEDE received (POST /products/images/sync), the full set per product:")
+    for item, images in sorted(traede.products.items()):
+        print(f"  product {item}:")
+        for image in sorted(images, key=lambda i: i["sort"]):
+            attach = image.get("attach_to_variants_matching_attribute_code") or {}
+            print(f"    {image['sort']}. {image.get('filename')!s:<28} alt {image.get('alt')!r:<34} "
+                  f"variants {attach or '-'}")
+    s = traede.stats
+    print(f"  TRAEDE downloaded {s['images_new']} new images, kept {s['images_kept']}, deleted {s['images_deleted']}.")
+
+
+def _wait_with_env(env: dict) -> None:
+    print("\nEverything keeps running. In another shell, with these settings exported, try "
+          "`python -m shared sync --dry-run`:")
+    for k, v in env.items():
+        print(f"  export {k}='{v}'")
+    print("Ctrl-C stops it.")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devtools.demo", description=__doc__.split("\n")[0])
+    parser.add_argument("--dry-run", action="store_true", help="print what would be sent, call no partner")
+    parser.add_argument("--keep-running", action="store_true", help="leave Azurite and the sandboxes up")
+    args = parser.parse_args(argv)
+    return run(dry_run=args.dry_run, keep_running=args.keep_running)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
