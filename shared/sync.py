@@ -10,6 +10,8 @@ from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, Protocol
 
+from azure.core.exceptions import AzureError
+
 from .catalog import Catalog, CatalogEntry, ImageRecord, SkippedBlob
 from .errors import PartnerError, RejectedError
 from .payloads import traede_product, wallie_record
@@ -61,25 +63,45 @@ class SyncEngine:
         with _Runner(self, report) as run:
             products: dict[str, list[tuple[ImageRecord, str]]] = defaultdict(list)
             wallie_batch: list[_Unit] = []
-            for entry in entries:
-                if isinstance(entry, SkippedBlob):
-                    report.skipped.append(entry)
-                    continue
-                url = self.sign(entry.blob_name)
-                report.images += 1
-                products[entry.item_id].append((entry, url))
-                if self.wallie:
-                    wallie_batch.append(_Unit(wallie_record(entry, url), entry.item_id, entry.blob_name))
-                    if len(wallie_batch) >= self.wallie.batch_size:
-                        run.submit_wallie(wallie_batch)
-                        wallie_batch = []
+            try:
+                for entry in entries:
+                    if isinstance(entry, SkippedBlob):
+                        report.skipped.append(entry)
+                        continue
+                    url = self.sign(entry.blob_name)
+                    report.images += 1
+                    products[entry.item_id].append((entry, url))
+                    if self.wallie:
+                        wallie_batch.append(_Unit(wallie_record(entry, url), entry.item_id, entry.blob_name))
+                        if len(wallie_batch) >= self.wallie.batch_size:
+                            run.submit_wallie(wallie_batch)
+                            wallie_batch = []
+            except AzureError as exc:
+                listing_error = exc
+            else:
+                listing_error = None
             if wallie_batch:
-                run.submit_wallie(wallie_batch)
+                run.submit_wallie(wallie_batch)  # every listed image is complete on its own: upsert it
             for item_id in list(item_ids or ()):
                 products.setdefault(item_id, [])  # an asked-for product with no images left: empty set
             report.products = len(products)
-            run.submit_products(products)
+            if listing_error is None:
+                run.submit_products(products)
+            else:
+                self._listing_failed(report, products, listing_error)
         return report.finish()
+
+    def _listing_failed(self, report: SyncReport, products: dict, exc: Exception) -> None:
+        """The container could not be listed to the end: TRAEDE gets nothing, because a product whose
+        images were only partly listed would lose the rest there (full-set semantics)."""
+        reason = f"listing the container stopped after {report.images + len(report.skipped)} blobs " \
+                 f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        report.add_problem("failed", Problem("storage", "*", None, reason))
+        if self.traede:
+            for item_id in products:
+                report.add_problem("failed", Problem(self.traede.name, item_id, None,
+                                                     "not sent: the listing did not complete, and a partial "
+                                                     "set would delete images at TRAEDE"))
 
     def new_image(self, blob_name: str) -> SyncReport:
         """A blob just arrived: that image to Wallie, its product's complete set to TRAEDE."""
