@@ -159,3 +159,18 @@ def test_partner_outage_ends_in_bounded_time_with_every_record_failed(container,
     assert len(wallie.images) == 6  # the healthy partner still gets everything
     assert err.count("failed: traede:") == 3 and "HTTP 500" in err
     assert traede.stats["requests"] == 4  # one chunk: the first try + 3 retries
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_is_shown_on_a_terminal_only(container, sync_env):
+    upload_catalog(container, products=4, per_product=2)
+    tty = Terminal()
+    assert cli_main(["sync"], env=sync_env, stdout=io.StringIO(), stderr=tty) == 0
+    progress = [line for line in tty.getvalue().split("\r") if "images listed" in line]
+    assert progress and "8 images listed" in progress[-1]
+    code, err = sync(sync_env)  # a pipe or file: no carriage-return progress noise
+    assert code == 0 and "\r" not in err
