@@ -5,6 +5,7 @@ build exactly the same bodies.
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import Callable, Iterable
 
 from .catalog import ImageRecord
@@ -38,16 +39,29 @@ def traede_product(item_id: str, images: Iterable[ImageRecord], url_for: Callabl
 
     The stable ``existance_key`` lets TRAEDE skip images it already has although the SAS URL changes.
     """
+    ordered = traede_order(images)
+    names = _unique_filenames(ordered)
     out = []
-    for n, image in enumerate(traede_order(images), start=1):
+    for n, image in enumerate(ordered, start=1):
         entry = {
             "url": url_for(image),
             "sort": n,
             "existance_key": image.content_key,
-            "filename": image.filename,
+            "filename": names[image.blob_name],
             "alt": image.alt or default_alt(image),
         }
         if image.color_id:
             entry["attach_to_variants_matching_attribute_code"] = {color_attribute: image.color_id}
         out.append(entry)
     return {"item_number": item_id, "images": out}
+
+
+def _unique_filenames(images: list[ImageRecord]) -> dict[str, str]:
+    """File names unique within one product: ``front.jpg`` of two colours become ``100-front.jpg`` and
+    ``900-front.jpg``, so TRAEDE never stores one picture under another's name."""
+    plain = Counter(i.filename for i in images)
+    names = {i.blob_name: f"{i.color_id}-{i.filename}" if plain[i.filename] > 1 and i.color_id else i.filename
+             for i in images}
+    again = Counter(names.values())
+    return {i.blob_name: names[i.blob_name] if again[names[i.blob_name]] == 1 else f"{i.image_id[:8]}-{i.filename}"
+            for i in images}

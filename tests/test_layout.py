@@ -123,3 +123,13 @@ def test_content_key_follows_the_bytes_and_never_holds_a_url():
     assert a != content_key_for("id", b"\x02" * 16, '"e1"')
     assert content_key_for("id", None, '"e1"') != content_key_for("id", None, '"e2"')
     assert "http" not in a and "sig" not in a
+
+
+def test_traede_file_names_are_unique_within_a_product():
+    from shared.payloads import traede_product
+
+    images = [describe(n) for n in ("1/BLK/front.jpg", "1/WHT/front.jpg", "1/back.jpg", "1/BLK/back.jpg")]
+    product = traede_product("1", images, lambda i: "https://x/" + i.blob_name)
+    assert sorted(i["filename"] for i in product["images"]) == ["BLK-back.jpg", "BLK-front.jpg", "WHT-front.jpg",
+                                                                "back.jpg"]
+    assert [i["sort"] for i in product["images"]] == [1, 2, 3, 4]
