@@ -5,6 +5,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from .redact import redact
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -34,6 +36,7 @@ class SyncReport:
     rejected: list = field(default_factory=list)         # Problem
     failed: list = field(default_factory=list)           # Problem
     delivered: dict = field(default_factory=lambda: {"wallie": 0, "traede": 0})
+    partners: list = field(default_factory=list)         # names of the partners this run sends to
     requests: int = 0
     retries: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -50,8 +53,34 @@ class SyncReport:
             self.delivered[partner] = self.delivered.get(partner, 0) + count
 
     def add_problem(self, kind: str, problem: Problem) -> None:
+        # A partner may echo our request (SAS URLs) in its error text: the report is printed and saved.
+        clean = redact(problem.reason)
+        if clean != problem.reason:
+            problem = Problem(problem.partner, problem.item_id, problem.blob_name, clean, problem.status_code)
         with self._lock:
             getattr(self, kind).append(problem)
+
+    def accounting(self) -> dict:
+        """Per partner: what it should have received, and where each unit ended up.
+
+        Wallie counts images, TRAEDE counts products. ``unaccounted`` must be 0: a unit that is neither
+        delivered, rejected nor failed would be a silent loss. A storage problem (the listing stopped)
+        is reported under ``storage``: images that were never listed cannot be named.
+        """
+        with self._lock:
+            out = {}
+            named = set(self.partners) or {p for p, n in self.delivered.items() if n}
+            for partner in sorted(named | {p.partner for p in self.rejected + self.failed} - {"storage"}):
+                expected = self.products if partner == "traede" else self.images
+                delivered = self.delivered.get(partner, 0)
+                rejected = sum(1 for p in self.rejected if p.partner == partner)
+                failed = sum(1 for p in self.failed if p.partner == partner)
+                out[partner] = {"expected": expected, "delivered": delivered, "rejected": rejected,
+                                "failed": failed, "unaccounted": expected - delivered - rejected - failed}
+            out["storage"] = {"listed": self.images + len(self.skipped), "images": self.images,
+                              "skipped": len(self.skipped),
+                              "complete": not any(p.partner == "storage" for p in self.failed)}
+            return out
 
     def _retitle(self, mode: str) -> "SyncReport":
         self.mode = mode
@@ -85,6 +114,7 @@ class SyncReport:
             "skipped": [{"blob": s.blob_name, "reason": s.reason} for s in self.skipped],
             "rejected": [_problem_dict(p) for p in self.rejected],
             "failed": [_problem_dict(p) for p in self.failed],
+            "accounting": self.accounting(),
         }
 
 

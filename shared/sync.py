@@ -154,6 +154,7 @@ class _Runner:
         self.slots = threading.BoundedSemaphore(engine.concurrency * 2)
         self.futures: list[Future] = []
         self.targets = [t for t in (engine.wallie, engine.traede) if t is not None]
+        report.partners = [t.name for t in self.targets]
         self.before = {t.name: _stats(t) for t in self.targets}
 
     def __enter__(self) -> "_Runner":

@@ -1,0 +1,189 @@
+"""Fault suite: partners and storage misbehaving for real (sandboxes, Azurite), never a hang or a silent loss.
+
+Every test ends with `assert_accounted`: each catalog image is delivered, skipped or failed per partner,
+and every failure names the record (item and blob) that was not delivered.
+"""
+import io
+import json
+import time
+from datetime import timedelta
+
+import pytest
+
+from devtools.azurite import Azurite, free_port
+from devtools.images import png
+from shared.catalog import Catalog, image_id_for
+from shared.cli import main as cli_main
+from shared.factory import Components
+from shared.layout import PathLayout
+from shared.sas import SasSigner
+from shared.settings import HttpSettings, Settings
+from shared.storage import blob_service
+from shared.sync import SyncEngine
+from shared.traede import TraedeClient
+from shared.wallie import WallieClient
+from tests.conftest import TRAEDE_CREDENTIALS, WALLIE_CREDENTIALS
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def upload(container, products=4, per_product=3):
+    names = []
+    for p in range(products):
+        for kind in ["front", "back", "detail", "zoom"][:per_product]:
+            name = f"{7000 + p}/BLK/{kind}.png"
+            container.upload_blob(name, png(note=name))
+            names.append(name)
+    container.upload_blob("7000/notes.txt", b"not an image")  # one skip, to account for too
+    return names
+
+
+def run(env, tmp_path):
+    out, err = io.StringIO(), io.StringIO()
+    path = tmp_path / "report.json"
+    started = time.monotonic()
+    code = cli_main(["sync", "--report", str(path)], env=env, stdout=out, stderr=err)
+    return code, err.getvalue(), json.loads(path.read_text()), time.monotonic() - started
+
+
+def assert_accounted(report, names, partners=("wallie", "traede")):
+    """Every image: delivered, or named in a failure/rejection; every product likewise at TRAEDE."""
+    acc = report["accounting"]
+    for partner in partners:
+        assert acc[partner]["unaccounted"] == 0, acc
+    assert acc["storage"]["skipped"] == len(report["skipped"])
+    products = {n.split("/")[0] for n in names}
+    if "wallie" in partners:
+        assert acc["wallie"]["expected"] == len(names)
+        failed_blobs = [p["blob"] for p in report["failed"] + report["rejected"] if p["partner"] == "wallie"]
+        assert len(failed_blobs) == len(set(failed_blobs)) == acc["wallie"]["failed"] + acc["wallie"]["rejected"]
+        assert set(failed_blobs) <= set(names)
+    if "traede" in partners:
+        assert acc["traede"]["expected"] == len(products)
+        failed_items = [p["item"] for p in report["failed"] + report["rejected"] if p["partner"] == "traede"]
+        assert set(failed_items) <= products and len(failed_items) == len(set(failed_items))
+
+
+def test_partner_refusing_connections_fails_its_records_and_the_other_partner_gets_everything(
+        container, sync_env, traede, tmp_path):
+    names = upload(container)
+    env = {**sync_env, "WALLIE_BASE_URL": f"http://127.0.0.1:{free_port()}", "HTTP_MAX_RETRIES": "2"}
+    code, err, report, seconds = run(env, tmp_path)
+    assert code == 1 and seconds < 30
+    assert_accounted(report, names)
+    assert report["accounting"]["wallie"]["failed"] == len(names)
+    assert all("no answer from" in p["reason"] for p in report["failed"] if p["partner"] == "wallie")
+    assert report["delivered"]["traede"] == 4 and len(traede.products) == 4
+    assert f"failed: wallie: item '7000' blob '7000/BLK/front.png'" in err
+
+
+def test_partner_slower_than_the_timeout_ends_in_bounded_time(container, sync_env, wallie, traede, tmp_path):
+    names = upload(container, products=2, per_product=2)
+    traede.configure_faults(latency_ms=2500)
+    env = {**sync_env, "HTTP_TIMEOUT_SECONDS": "1", "HTTP_MAX_RETRIES": "1"}
+    code, err, report, seconds = run(env, tmp_path)
+    assert code == 1 and seconds < 30
+    assert_accounted(report, names)
+    assert report["accounting"]["traede"]["failed"] == 2 and len(wallie.images) == len(names)
+    assert "failed: traede: item '7000'" in err and "timed out" in err.lower()
+
+
+def test_storms_that_outlast_the_retries_name_every_undelivered_record(container, sync_env, wallie, traede, tmp_path):
+    names = upload(container, products=12, per_product=3)
+    for sandbox in (wallie, traede):
+        sandbox.configure_faults(error_rate=0.5, throttle_rate=0.3, retry_after=0, seed=3)
+    env = {**sync_env, "WALLIE_BATCH_SIZE": "2", "HTTP_MAX_RETRIES": "1"}
+    code, err, report, seconds = run(env, tmp_path)
+    assert seconds < 60
+    assert_accounted(report, names)
+    acc = report["accounting"]
+    assert acc["wallie"]["failed"] > 0 and acc["wallie"]["delivered"] > 0  # the seed gives a mix
+    delivered = {n for n in names if image_id_for(n) in wallie.images}
+    failed = {p["blob"] for p in report["failed"] if p["partner"] == "wallie"}
+    # The sandbox injects faults before it stores, so what it holds and what we report failed split the
+    # catalog exactly: nothing lost, nothing reported failed that arrived.
+    assert delivered | failed == set(names) and not delivered & failed
+    assert code == 1 and ("HTTP 500" in err or "HTTP 429" in err)
+
+
+def test_token_endpoint_failing_fails_wallie_records_with_the_reason(container, sync_env, wallie, traede, tmp_path):
+    names = upload(container, products=2, per_product=2)
+    wallie.configure_faults(outage=True)
+    code, err, report, seconds = run({**sync_env, "HTTP_MAX_RETRIES": "2"}, tmp_path)
+    assert code == 1 and seconds < 30
+    assert_accounted(report, names)
+    assert wallie.stats["token_requests"] >= 3 and wallie.stats["image_requests"] == 0
+    assert all("POST /Token" in p["reason"] for p in report["failed"])
+    assert len(traede.products) == 2
+
+
+def test_401_in_the_middle_of_a_run_renews_the_token_and_delivers_everything(container, sync_env, wallie, traede):
+    names = upload(container, products=6, per_product=3)
+    settings = Settings.from_env({**sync_env, "WALLIE_BATCH_SIZE": "3", "SYNC_CONCURRENCY": "1"})
+    revoked = []
+
+    def revoke_after_first_batch(report):
+        if not revoked and report.delivered["wallie"] >= 3:
+            revoked.append(True)
+            wallie.revoke_tokens()
+
+    with Components(settings, progress=revoke_after_first_batch) as parts:
+        report = parts.engine.full_sync()
+    assert revoked and report.ok, report.to_dict()
+    assert wallie.stats["responses"].get(401) == 1 and wallie.stats["token_requests"] == 2
+    assert set(wallie.images) == {image_id_for(n) for n in names}
+    assert_accounted(report.to_dict(), names)
+
+
+@pytest.mark.parametrize("partner", ["wallie", "traede"])
+def test_malformed_answers_are_never_taken_for_a_delivery(container, sync_env, wallie, traede, tmp_path, partner):
+    names = upload(container, products=2, per_product=2)
+    sandbox = {"wallie": wallie, "traede": traede}[partner]
+    sandbox.configure_faults(malformed=True)
+    code, err, report, seconds = run(sync_env, tmp_path)
+    assert code == 1 and seconds < 30
+    assert_accounted(report, names)
+    assert report["delivered"][partner] == 0
+    assert all("not JSON" in p["reason"] for p in report["failed"])
+    assert {p["partner"] for p in report["failed"]} == {partner}
+
+
+def test_storage_stopping_mid_listing_sends_listed_images_to_wallie_and_nothing_to_traede(wallie, traede):
+    """A separate Azurite, stopped for real between listing pages."""
+    with Azurite() as az:
+        settings = Settings.from_env({"IMAGES_STORAGE": az.connection_string, "IMAGES_CONTAINER": "faults"})
+        service = blob_service(settings.storage, retry_total=1, initial_backoff=0, increment_base=1,
+                               connection_timeout=2)
+        container = service.create_container("faults")
+        names = upload(container, products=5, per_product=3)  # 15 images + 1 skipped, 4 pages of 5
+        catalog = Catalog(container, PathLayout(settings.path_pattern), page_size=5)
+        signer = SasSigner(service, "faults", ttl=timedelta(hours=1), start_skew=timedelta(minutes=5))
+        signed = []
+
+        def sign_then_stop_storage(name):
+            signed.append(name)
+            if len(signed) == 6:  # the second page is being read: the third page will not come
+                az.process.terminate()
+                az.process.wait(10)
+            return signer.url(name)
+
+        http = HttpSettings(timeout_seconds=5, max_retries=1, backoff_seconds=0.01)
+        wallie_client = WallieClient(wallie.url, **WALLIE_CREDENTIALS, http=http)
+        traede_client = TraedeClient(traede.url, **TRAEDE_CREDENTIALS, http=http)
+        engine = SyncEngine(catalog, sign_then_stop_storage, wallie=wallie_client, traede=traede_client)
+        started = time.monotonic()
+        report = engine.full_sync()
+        assert time.monotonic() - started < 30
+        service.close()
+    data = report.to_dict()
+    assert not report.ok
+    assert data["accounting"]["storage"]["complete"] is False
+    assert 6 <= report.images < len(names)
+    assert data["accounting"]["wallie"] == {"expected": report.images, "delivered": report.images,
+                                            "rejected": 0, "failed": 0, "unaccounted": 0}
+    assert {r["itemId"] for r in wallie.images.values()} <= {n.split("/")[0] for n in names}
+    assert traede.stats["sync_requests"] == 0 and traede.products == {}
+    assert data["accounting"]["traede"]["failed"] == report.products and data["accounting"]["traede"]["unaccounted"] == 0
+    storage = [p for p in data["failed"] if p["partner"] == "storage"]
+    assert len(storage) == 1 and "listing the container stopped after" in storage[0]["reason"]
+    assert "ServiceRequestError" in storage[0]["reason"]
