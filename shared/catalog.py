@@ -64,6 +64,11 @@ def describe_blob(layout: PathLayout, name: str, size: int | None, metadata: Map
     base = posixpath.basename(name)
     if not base:
         return SkippedBlob(name, "name ends with '/': a folder marker, not an image")
+    if name.startswith("/") or "//" in name:
+        # Not guessed into a product: a per-product sync lists '<item>/' and would never see it there.
+        problem = "starts with '/'" if name.startswith("/") else "has an empty folder name ('//')"
+        return SkippedBlob(name, f"path does not fit IMAGE_PATH_PATTERN: the name {problem}; rename it to "
+                                 f"{'/'.join(p for p in name.split('/') if p)!r}")
     if base.startswith("."):
         return SkippedBlob(name, "hidden file (name starts with '.')")
     if base.lower() == "thumbs.db":

@@ -5,11 +5,14 @@ build exactly the same bodies.
 """
 from __future__ import annotations
 
+import posixpath
 from collections import Counter
 from typing import Callable, Iterable
 
 from .catalog import ImageRecord
 from .layout import TYPE_NAMES
+
+MAX_FILENAME_BYTES = 255
 
 
 def wallie_record(image: ImageRecord, url: str) -> dict:
@@ -59,9 +62,21 @@ def traede_product(item_id: str, images: Iterable[ImageRecord], url_for: Callabl
 def _unique_filenames(images: list[ImageRecord]) -> dict[str, str]:
     """File names unique within one product: ``front.jpg`` of two colours become ``100-front.jpg`` and
     ``900-front.jpg``, so TRAEDE never stores one picture under another's name."""
-    plain = Counter(i.filename for i in images)
-    names = {i.blob_name: f"{i.color_id}-{i.filename}" if plain[i.filename] > 1 and i.color_id else i.filename
+    plain = Counter(_fit(i.filename) for i in images)
+    names = {i.blob_name: _fit(f"{i.color_id}-{i.filename}" if plain[_fit(i.filename)] > 1 and i.color_id
+                               else i.filename)
              for i in images}
     again = Counter(names.values())
-    return {i.blob_name: names[i.blob_name] if again[names[i.blob_name]] == 1 else f"{i.image_id[:8]}-{i.filename}"
-            for i in images}
+    return {i.blob_name: names[i.blob_name] if again[names[i.blob_name]] == 1
+            else _fit(f"{i.image_id[:8]}-{i.filename}") for i in images}
+
+
+def _fit(filename: str) -> str:
+    """At most 255 UTF-8 bytes, extension kept: blob names reach 1,024 characters, file names on the
+    partner's side (a file system, a varchar(255)) do not."""
+    if len(filename.encode("utf-8")) <= MAX_FILENAME_BYTES:
+        return filename
+    stem, ext = posixpath.splitext(filename)
+    while stem and len((stem + ext).encode("utf-8")) > MAX_FILENAME_BYTES:
+        stem = stem[:-1]
+    return stem + ext
