@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import requests
 
+from .errors import RejectedError
 from .http import PartnerHttp
 from .settings import HttpSettings, TraedeSettings
 
@@ -33,6 +34,21 @@ class TraedeClient:
         self.http.post("/products/images/sync", headers=self._headers,
                        json_body={self.payload_key: products},
                        what=f"POST /products/images/sync ({len(products)} products)", expect_json=True)
+
+    def check_credentials(self) -> int:
+        """Prove the token and app key without changing anything (used by ``doctor``); returns the status.
+
+        TRAEDE has no read endpoint, so this sends an empty product list: it names no product, so no
+        image set can be replaced or deleted. TRAEDE authenticates before it validates, so the expected
+        answer is 422 (an empty list is invalid), not 401; a 2xx would prove the credentials as well.
+        """
+        try:
+            response = self.http.post("/products/images/sync", headers=self._headers,
+                                      json_body={self.payload_key: []},
+                                      what="POST /products/images/sync (empty list, credentials check)")
+        except RejectedError as exc:
+            return exc.status_code or 422
+        return response.status_code
 
     def stats(self) -> dict:
         return self.http.stats()

@@ -1,0 +1,238 @@
+"""``python -m shared doctor``: is this installation able to sync? One line per check, worst first to fix.
+
+Each check is a small function returning ``(status, message)``; it proves what it can from here and says
+so honestly where it cannot (partners download from the public internet, which this machine may not be).
+Checks never change anything: no blob is written, no partner record is sent.
+"""
+from __future__ import annotations
+
+import ipaddress
+import itertools
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Callable, Mapping, TextIO
+from urllib.parse import urlsplit
+
+import requests
+
+from .catalog import Catalog, ImageRecord
+from .errors import ConfigError, ImageSyncError, PartnerError
+from .layout import PathLayout
+from .redact import redact
+from .sas import SasSigner
+from .settings import HttpSettings, Settings
+from .storage import blob_service
+from .traede import TraedeClient
+from .wallie import WallieClient
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+SAMPLE_SCAN_LIMIT = 5000  # blobs looked at to find one image for the SAS round trip
+QUICK_STORAGE = {"retry_total": 1, "initial_backoff": 1, "increment_base": 2, "connection_timeout": 5,
+                 "read_timeout": 20}
+PUBLIC_NOTE = ("partners download from the public internet: if the storage account blocks public network "
+               "access (firewall rules, private endpoint only), they cannot download either")
+
+Result = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str
+    message: str
+
+    def line(self) -> str:
+        return f"{self.status.upper():<4} {self.name}: {self.message}"
+
+
+# -- the checks -----------------------------------------------------------------------------------------
+
+def check_settings(env: Mapping[str, str] | None) -> tuple[Result, Settings | None]:
+    try:
+        settings = Settings.from_env(env)
+        PathLayout(settings.path_pattern)
+    except ConfigError as exc:
+        return (FAIL, str(exc)), None
+    partners = [name for name, s in (("wallie", settings.wallie), ("traede", settings.traede)) if s]
+    if not partners:
+        return (FAIL, "no partner is configured: set WALLIE_BASE_URL and/or TRAEDE_BASE_URL"), settings
+    where = settings.storage.account_url or "connection string"
+    return (OK, f"container {settings.storage.container!r} ({where}), partners: {', '.join(partners)}, "
+                f"SAS valid {settings.sas_ttl_hours:g} h"), settings
+
+
+def check_storage(container: Any) -> Result:
+    """The container exists and this identity may list it."""
+    from azure.core.exceptions import AzureError
+
+    try:
+        container.get_container_properties()
+        next(container.list_blobs(results_per_page=1).by_page(), None)
+    except AzureError as exc:
+        return FAIL, _storage_problem(exc, container)
+    return OK, f"container {container.container_name!r} exists and can be listed"
+
+
+def check_sas(catalog: Catalog, signer: SasSigner) -> Result:
+    """Sign a URL for one real image and download its first bytes with no credentials but the SAS."""
+    from azure.core.exceptions import AzureError
+
+    try:
+        image = next((e for e in itertools.islice(catalog.scan(), SAMPLE_SCAN_LIMIT)
+                      if isinstance(e, ImageRecord)), None)
+    except AzureError as exc:
+        return FAIL, _storage_problem(exc, catalog.container)
+    if image is None:
+        return WARN, f"no image among the first {SAMPLE_SCAN_LIMIT} blobs to test a SAS URL with"
+    try:
+        url = signer.url(image.blob_name)
+    except AzureError as exc:  # identity mode: the user-delegation key
+        return FAIL, (f"cannot sign a SAS URL: {_first_line(exc)} (an identity needs the 'Storage Blob "
+                      "Delegator' role on the account, and 'Storage Blob Data Reader' to read)")
+    host = urlsplit(url).hostname or ""
+    try:
+        with requests.get(url, headers={"Range": "bytes=0-1023"}, timeout=15, stream=True) as response:
+            status, error = response.status_code, response.headers.get("x-ms-error-code", "")
+            got = len(response.raw.read(1024)) if response.ok else 0
+    except requests.RequestException as exc:
+        return FAIL, f"could not download {image.blob_name!r} from here ({type(exc).__name__}); {PUBLIC_NOTE}"
+    if status not in (200, 206):
+        hint = PUBLIC_NOTE if error == "AuthorizationFailure" or status == 403 else "the SAS was refused"
+        return FAIL, f"SAS download of {image.blob_name!r} answered HTTP {status} {error}: {hint}"
+    if _is_private(host):
+        return WARN, (f"downloaded {got} bytes of {image.blob_name!r} with the SAS alone, but {host} is a "
+                      f"private address; {PUBLIC_NOTE}")
+    kind = "user-delegation" if signer.uses_delegation_key else "account-key"
+    return OK, (f"downloaded {got} bytes of {image.blob_name!r} from this machine with the {kind} SAS "
+                f"alone (read-only, this blob, {signer.ttl.total_seconds() / 3600:g} h)")
+
+
+def check_wallie(settings: Settings) -> Result:
+    if settings.wallie is None:
+        return OK, "not configured (WALLIE_BASE_URL is not set)"
+    client = WallieClient.from_settings(settings.wallie, _quick_http(settings.http), pool_size=1)
+    try:
+        client.check_token()
+    except ImageSyncError as exc:
+        return FAIL, _partner_problem(exc)
+    finally:
+        client.close()
+    return OK, f"token issued by {settings.wallie.base_url} for tenant {settings.wallie.tenant!r}"
+
+
+def check_traede(settings: Settings) -> Result:
+    """An empty product list (see ``TraedeClient.check_credentials``): 422, not 401, proves the credentials."""
+    if settings.traede is None:
+        return OK, "not configured (TRAEDE_BASE_URL is not set)"
+    client = TraedeClient.from_settings(settings.traede, _quick_http(settings.http), pool_size=1)
+    try:
+        status = client.check_credentials()
+    except ImageSyncError as exc:
+        return FAIL, _partner_problem(exc)
+    finally:
+        client.close()
+    return OK, (f"{settings.traede.base_url} accepted the access token and app key (HTTP {status} to an "
+                "empty product list, which changes nothing)")
+
+
+# -- running them ---------------------------------------------------------------------------------------
+
+def run(env: Mapping[str, str] | None = None, *, credential: Any = None,
+        on_result: Callable[[Check], None] | None = None) -> list[Check]:
+    """Every check, in order; storage checks are skipped when storage cannot be opened at all."""
+    results: list[Check] = []
+
+    def record(name: str, result: Result) -> Check:
+        check = Check(name, *result)
+        results.append(check)
+        if on_result:
+            on_result(check)
+        return check
+
+    result, settings = check_settings(env)
+    record("settings", result)
+    if settings is None:
+        return results
+    service = blob_service(settings.storage, credential, **QUICK_STORAGE)
+    try:
+        container = service.get_container_client(settings.storage.container)
+        storage = record("storage", _guard(lambda: check_storage(container)))
+        if storage.status == FAIL:
+            record("sas", (WARN, "not tried: the container cannot be read"))
+        else:
+            catalog = Catalog(container, PathLayout(settings.path_pattern), page_size=1000)
+            signer = SasSigner(service, settings.storage.container, ttl=timedelta(hours=settings.sas_ttl_hours),
+                               start_skew=timedelta(minutes=settings.sas_start_skew_minutes))
+            record("sas", _guard(lambda: check_sas(catalog, signer)))
+    finally:
+        service.close()
+    record("wallie", _guard(lambda: check_wallie(settings)))
+    record("traede", _guard(lambda: check_traede(settings)))
+    return results
+
+
+def main(env: Mapping[str, str] | None, out: TextIO, *, credential: Any = None) -> int:
+    secrets: list[str] = []
+    try:
+        secrets = Settings.from_env(env).secrets()
+    except ConfigError:
+        pass
+
+    def show(check: Check) -> None:
+        print(redact(check.line(), secrets), file=out, flush=True)
+
+    results = run(env, credential=credential, on_result=show)
+    return 1 if any(c.status == FAIL for c in results) else 0
+
+
+# -- helpers --------------------------------------------------------------------------------------------
+
+def _guard(check: Callable[[], Result]) -> Result:
+    """A check that crashes is a failed check with its reason, never a traceback instead of a verdict."""
+    try:
+        return check()
+    except Exception as exc:  # noqa: BLE001 - doctor reports every problem as a line
+        return FAIL, f"{type(exc).__name__}: {_first_line(exc)}"
+
+
+def _storage_problem(exc: Exception, container: Any) -> str:
+    from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundError, ServiceRequestError
+
+    code = getattr(exc, "error_code", None) or ""
+    where = container.url.split("?")[0]
+    if isinstance(exc, ResourceNotFoundError) or code == "ContainerNotFound":
+        return f"container {container.container_name!r} does not exist ({where}): create it or fix IMAGES_CONTAINER"
+    if isinstance(exc, ServiceRequestError):
+        return f"cannot reach the storage account ({where}): {_first_line(exc)}"
+    if isinstance(exc, ClientAuthenticationError) or getattr(exc, "status_code", None) == 403:
+        return (f"access refused ({code or 'HTTP 403'}) at {where}: a wrong account key, an identity without "
+                "'Storage Blob Data Reader', or a firewall that does not admit this machine")
+    return f"{type(exc).__name__}: {_first_line(exc)}"
+
+
+def _partner_problem(exc: ImageSyncError) -> str:
+    if isinstance(exc, PartnerError):
+        body = " ".join((exc.response_body or "").split())[:200]
+        return exc.message + (f" ({body})" if body else "")
+    return str(exc)
+
+
+def _quick_http(http: HttpSettings) -> HttpSettings:
+    """Doctor answers within seconds: fewer retries and a shorter overall limit than a sync."""
+    return HttpSettings(timeout_seconds=min(http.timeout_seconds, 15), max_retries=min(http.max_retries, 1),
+                        backoff_seconds=min(http.backoff_seconds, 1), max_retry_seconds=min(http.max_retry_seconds, 30))
+
+
+def _is_private(host: str) -> bool:
+    if ".privatelink." in host:
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_private and not address.is_loopback
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__

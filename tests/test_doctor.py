@@ -1,0 +1,87 @@
+"""``python -m shared doctor`` against Azurite and the sandboxes: one line per check, exit 1 if any fails."""
+import io
+
+import pytest
+
+from devtools.azurite import free_port
+from devtools.images import jpeg
+from shared.cli import main as cli_main
+
+CHECKS = ["settings", "storage", "sas", "wallie", "traede"]
+
+
+def doctor(env):
+    out, err = io.StringIO(), io.StringIO()
+    code = cli_main(["doctor"], env=env, stdout=out, stderr=err)
+    lines = out.getvalue().splitlines()
+    return code, {line.split(":")[0].split()[1]: line for line in lines}, lines
+
+
+@pytest.fixture
+def image(container):
+    container.upload_blob("100/10/front.jpg", jpeg())
+    container.upload_blob("100/.DS_Store", b"junk")
+
+
+def test_good_configuration_passes_every_check_with_one_line_each(image, sync_env, wallie, traede):
+    code, checks, lines = doctor(sync_env)
+    assert code == 0, lines
+    assert len(lines) == len(CHECKS) and list(checks) == CHECKS
+    assert all(line.startswith("OK ") for line in lines), lines
+    assert "100/10/front.jpg" in checks["sas"] and "account-key" in checks["sas"]
+    assert "HTTP 422" in checks["traede"]  # the empty list was refused as invalid: credentials accepted
+    assert traede.products == {} and traede.stats["products_received"] == 0  # and nothing changed
+    assert wallie.images == {} and wallie.stats["token_requests"] == 1
+
+
+def test_wrong_wallie_password_fails_that_line_only(image, sync_env, wallie, traede):
+    code, checks, lines = doctor({**sync_env, "WALLIE_PASSWORD": "wrong-pw-1234"})
+    assert code == 1
+    assert checks["wallie"].startswith("FAIL wallie:") and "WALLIE_PASSWORD" in checks["wallie"]
+    assert [c for c, line in checks.items() if line.startswith("FAIL")] == ["wallie"]
+    assert "wrong-pw-1234" not in "\n".join(lines)
+
+
+@pytest.mark.parametrize("wrong", ["TRAEDE_ACCESS_TOKEN", "TRAEDE_APP_KEY"])
+def test_wrong_traede_credentials_fail_with_the_partners_reason(image, sync_env, traede, wrong):
+    code, checks, lines = doctor({**sync_env, wrong: "nope-nope"})
+    assert code == 1 and checks["traede"].startswith("FAIL traede:") and "HTTP 401" in checks["traede"]
+    assert "Unauthenticated" in checks["traede"]
+    assert "nope-nope" not in "\n".join(lines)
+
+
+def test_missing_container_fails_storage_and_does_not_try_the_sas(sync_env):
+    code, checks, lines = doctor({**sync_env, "IMAGES_CONTAINER": "no-such-container"})
+    assert code == 1
+    assert checks["storage"].startswith("FAIL") and "does not exist" in checks["storage"]
+    assert checks["sas"].startswith("WARN") and "not tried" in checks["sas"]
+    assert checks["wallie"].startswith("OK") and checks["traede"].startswith("OK")
+
+
+def test_empty_container_warns_that_no_sas_could_be_tested(container, sync_env):
+    code, checks, lines = doctor(sync_env)
+    assert code == 0 and checks["sas"].startswith("WARN") and "no image" in checks["sas"]
+
+
+def test_unreachable_storage_and_partners_fail_quickly(sync_env):
+    port = free_port()
+    env = {**sync_env, "IMAGES_STORAGE": sync_env["IMAGES_STORAGE"].replace(
+        sync_env["IMAGES_STORAGE"].split("BlobEndpoint=")[1].split(";")[0],
+        f"http://127.0.0.1:{port}/devstoreaccount1"),
+        "WALLIE_BASE_URL": f"http://127.0.0.1:{port}", "TRAEDE_BASE_URL": f"http://127.0.0.1:{port}"}
+    code, checks, lines = doctor(env)
+    assert code == 1
+    assert "cannot reach the storage account" in checks["storage"]
+    assert "no answer" in checks["wallie"] and "no answer" in checks["traede"]
+
+
+def test_bad_setting_is_one_failed_line(sync_env):
+    code, checks, lines = doctor({**sync_env, "SAS_TTL_HOURS": "500"})
+    assert code == 1 and lines == [lines[0]] and lines[0].startswith("FAIL settings: SAS_TTL_HOURS")
+    code, checks, lines = doctor({**sync_env, "IMAGE_PATH_PATTERN": "{name}"})
+    assert code == 1 and "IMAGE_PATH_PATTERN" in lines[0]
+
+
+def test_no_partner_configured_fails_settings(storage_env, image):
+    code, checks, lines = doctor(storage_env)
+    assert code == 1 and "no partner is configured" in checks["settings"]

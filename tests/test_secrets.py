@@ -1,0 +1,123 @@
+"""No password, token, app key or SAS signature in any log record (ours, urllib3, azure) or CLI output,
+even at DEBUG, during a run full of faults, through both boundaries: the CLI and the Functions jobs."""
+import http.server
+import io
+import json
+import logging
+import re
+import threading
+
+import pytest
+
+from shared import jobs
+from shared.cli import main as cli_main
+from tests.conftest import TRAEDE_CREDENTIALS, WALLIE_CREDENTIALS
+from devtools.images import png
+
+SIG = re.compile(r"(?i)sig(=|%3D)(?!REDACTED)")
+NOISY = ("shared", "urllib3", "azure", "requests")
+
+
+class EchoingPartner(http.server.BaseHTTPRequestHandler):
+    """A badly behaved TRAEDE: answers 500 with our own request (headers and body) in the error text."""
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+        reply = json.dumps({"message": "boom", "echo": {"headers": dict(self.headers), "body": body}}).encode()
+        self.send_response(500)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def echoing_partner():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), EchoingPartner)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def everything_at_debug():
+    """Every logger that might talk, at DEBUG; restored afterwards."""
+    saved = {name: logging.getLogger(name).level for name in NOISY}
+    root_handlers, root_level = logging.getLogger().handlers[:], logging.getLogger().level
+    for name in NOISY:
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    yield
+    for name, level in saved.items():
+        logging.getLogger(name).setLevel(level)
+    logging.getLogger().handlers[:] = root_handlers
+    logging.getLogger().setLevel(root_level)
+
+
+def faulty_env(sync_env, wallie, echo_url):
+    wallie.configure_faults(error_rate=0.3, seed=5)
+    wallie.token_lifetime = 1.0
+    return {**sync_env, "TRAEDE_BASE_URL": echo_url, "HTTP_MAX_RETRIES": "2", "WALLIE_BATCH_SIZE": "2",
+            "LOG_LEVEL": "DEBUG"}
+
+
+def secrets_in(text, wallie):
+    issued = list(wallie._tokens)  # the access tokens the sandbox handed out during the run
+    found = [s for s in [WALLIE_CREDENTIALS["password"], *TRAEDE_CREDENTIALS.values(), *issued] if s in text]
+    found += SIG.findall(text)
+    return found
+
+
+def upload(container):
+    for n in range(6):
+        container.upload_blob(f"9100/10/{n}.png", png(note=str(n)))
+
+
+def test_cli_output_and_every_log_record_at_debug_hold_no_secret(
+        container, sync_env, wallie, echoing_partner, everything_at_debug, tmp_path):
+    upload(container)
+    env = faulty_env(sync_env, wallie, echoing_partner)
+    out, err = io.StringIO(), io.StringIO()
+    code = cli_main(["sync", "--report", str(tmp_path / "r.json")], env=env, stdout=out, stderr=err)
+    text = out.getvalue() + err.getvalue() + (tmp_path / "r.json").read_text()
+    assert code == 1
+    assert "DEBUG urllib3" in text  # the capture really ran at DEBUG
+    assert "boom" in text and "REDACTED" in text  # the echo reached the output, redacted
+    assert secrets_in(text, wallie) == []
+    assert wallie._tokens, "the run must have used tokens for this test to mean anything"
+
+
+def test_functions_path_redacts_every_handler_the_host_installed(
+        container, sync_env, wallie, echoing_partner, everything_at_debug):
+    upload(container)
+    env = faulty_env(sync_env, wallie, echoing_partner)
+    stream = io.StringIO()
+    host_handler = logging.StreamHandler(stream)  # stands in for the Functions host's handler
+    host_handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().handlers[:] = [host_handler]
+    logging.getLogger().setLevel(logging.DEBUG)
+    report = jobs.full_sync(env)
+    jobs.log_report(report)
+    with pytest.raises(jobs.SyncFailed) as failed:
+        jobs.raise_if_not_ok(report)
+    text = stream.getvalue() + str(failed.value) + json.dumps(report.to_dict())
+    assert "DEBUG urllib3" in text and "boom" in text
+    assert secrets_in(text, wallie) == []
+
+
+def test_log_level_controls_our_verbosity(container, sync_env, wallie, traede):
+    upload(container)
+    container.upload_blob("9100/notes.txt", b"x")
+    for level, shown in (("WARNING", False), ("INFO", True)):
+        jobs.reset()
+        stream = io.StringIO()
+        logging.getLogger().handlers[:] = [logging.StreamHandler(stream)]
+        try:
+            jobs.log_report(jobs.full_sync({**sync_env, "LOG_LEVEL": level}), logging.getLogger("shared.jobs"))
+        finally:
+            logging.getLogger().handlers[:] = []
+        assert ("skipped '9100/notes.txt'" in stream.getvalue()) is shown, (level, stream.getvalue())
