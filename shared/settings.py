@@ -123,6 +123,8 @@ def _storage(r: "_Reader") -> StorageSettings:
                           "('UseDevelopmentStorage=true' for Azurite), or IMAGES_STORAGE__blobServiceUri / "
                           "IMAGES_STORAGE__accountName for an identity-based connection")
     queue = r.text("IMAGES_STORAGE__queueServiceUri", None)
+    if queue:
+        _require_url("IMAGES_STORAGE__queueServiceUri", queue)
     if queue is None and account:
         queue = f"https://{account}.queue.core.windows.net"
     return StorageSettings(account_url=url.rstrip("/"), queue_url=queue, container=container)
