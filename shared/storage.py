@@ -17,7 +17,8 @@ def blob_service(storage: StorageSettings, credential: Any = None, **options: An
 
     ``credential`` lets tests and tools pass a token credential; in Azure it defaults to
     ``DefaultAzureCredential`` (the app's managed identity). ``options`` override the client's retry and
-    timeout settings (``retry_total``, ``connection_timeout``...). Nothing connects until the first request.
+    timeout settings (``retry_total``, ``connection_timeout``...) or go to the SDK client (e.g.
+    ``connection_verify`` for a local TLS emulator). Nothing connects until the first request.
     """
     from azure.storage.blob import BlobServiceClient, ExponentialRetry
 
