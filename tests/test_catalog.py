@@ -27,22 +27,25 @@ def test_lists_images_and_skips_junk_with_reasons(container):
 
 
 def test_listing_is_streamed_page_by_page(container):
+    from azure.storage.blob import ContainerClient
+
     names = [f"{n:03d}/front.jpg" for n in range(7)]
     for name in names:
         container.upload_blob(name, png(note=name))
     pages = []
-    original = container.list_blobs
 
-    def recording_list_blobs(**kwargs):
-        pages.append(kwargs["results_per_page"])
-        return original(**kwargs)
+    def record(request):  # observe the real list requests, still served by Azurite
+        if "comp=list" in request.http_request.url:
+            pages.append(request.http_request.url)
 
-    container.list_blobs = recording_list_blobs  # observe the real SDK call, still served by Azurite
-    catalog = make_catalog(container, page_size=3)
+    observed = ContainerClient.from_container_url(container.url, credential=container.credential,
+                                                  raw_request_hook=record)
+    catalog = make_catalog(observed, page_size=3)
     iterator = catalog.scan()
     first = next(iterator)
-    assert first.blob_name == "000/front.jpg" and pages == [3]
+    assert first.blob_name == "000/front.jpg" and len(pages) == 1 and "maxresults=3" in pages[0]
     assert [e.blob_name for e in [first, *iterator]] == names
+    assert len(pages) == 3
 
 
 def test_content_key_changes_when_the_bytes_change_and_only_then(container):
