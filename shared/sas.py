@@ -1,6 +1,9 @@
 """Read-only, blob-scoped, time-limited SAS URLs that a partner downloads from the internet."""
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
@@ -11,6 +14,8 @@ from .errors import ConfigError
 # A user-delegation key may live at most 7 days; ask for what the SAS needs plus a margin.
 _DELEGATION_KEY_MARGIN = timedelta(hours=1)
 _DELEGATION_KEY_MAX = timedelta(days=7)
+# Signed once per second as a template; its name must not occur anywhere else in a string-to-sign.
+_TEMPLATE_BLOB = "sas-template-6f2b9c1e/x.jpg"
 
 
 def _utcnow() -> datetime:
@@ -22,6 +27,12 @@ class SasSigner:
 
     Start and expiry are computed per URL: start = now - skew (clock skew at the partner), expiry = now + ttl.
     The protocol is pinned to https whenever the endpoint is https.
+
+    Speed: a SAS carries whole seconds, so within one second every URL shares its fields and differs only in
+    the blob path inside the string-to-sign. The SDK signs a template blob once per second (its
+    ``sts_hook`` shows the string-to-sign); each URL then costs one HMAC instead of a full SDK call
+    (~8x faster). The template is checked against the SDK's own signature; if anything differs, every URL
+    is signed by the SDK.
     """
 
     def __init__(self, service_client: Any, container: str, *, ttl: timedelta, start_skew: timedelta,
@@ -39,6 +50,8 @@ class SasSigner:
         self._delegation_key: Any = None
         self._delegation_expiry: datetime | None = None
         self._lock = threading.Lock()
+        self._template: _Template | None = None
+        self._fast = True
 
     @property
     def uses_delegation_key(self) -> bool:
@@ -46,20 +59,57 @@ class SasSigner:
 
     def url(self, blob_name: str) -> str:
         """The download URL for one blob, valid from now - skew until now + ttl."""
-        from azure.storage.blob import BlobSasPermissions, generate_blob_sas
-
         now = self.clock()
         start, expiry = now - self.start_skew, now + self.ttl
+        window = (start.replace(microsecond=0), expiry.replace(microsecond=0))
+        template = self._template
+        if self._fast and (template is None or template.window != window):
+            template = self._template = self._make_template(now, start, expiry, window)
+        if self._fast and template is not None:
+            token = template.token(blob_name)
+        else:
+            token = self._sdk_token(blob_name, now, start, expiry)
+        return f"{self._container_url}/{quote(blob_name, safe='/~')}?{token}"
+
+    def _sdk_token(self, blob_name: str, now: datetime, start: datetime, expiry: datetime,
+                   sts_hook: Callable[[str], None] | None = None) -> str:
+        from azure.storage.blob import BlobSasPermissions, generate_blob_sas
+
         if self._account_key is not None:
             creds = {"account_key": self._account_key}
         else:
             creds = {"user_delegation_key": self._user_delegation_key(now, expiry)}
-        token = generate_blob_sas(
+        extra = {"sts_hook": sts_hook} if sts_hook else {}
+        return generate_blob_sas(
             self.account_name, self.container, blob_name,
             permission=BlobSasPermissions(read=True), start=start, expiry=expiry,
-            protocol="https" if self._https else None, **creds,
+            protocol="https" if self._https else None, **creds, **extra,
         )
-        return f"{self._container_url}/{quote(blob_name, safe='/~')}?{token}"
+
+    def _make_template(self, now: datetime, start: datetime, expiry: datetime,
+                       window: tuple) -> "_Template | None":
+        """Sign the template blob with the SDK and split its string-to-sign around the blob path."""
+        seen: list[str] = []
+        try:
+            token = self._sdk_token(_TEMPLATE_BLOB, now, start, expiry, sts_hook=seen.append)
+        except TypeError:  # an SDK without sts_hook
+            self._fast = False
+            return None
+        key = self._account_key if self._account_key is not None \
+            else self._user_delegation_key(now, expiry).value
+        resource = f"/blob/{self.account_name}/{self.container}/"
+        parts = token.split("&")
+        sigs = [i for i, p in enumerate(parts) if p.startswith("sig=")]
+        if len(seen) != 1 or seen[0].count(resource + _TEMPLATE_BLOB) != 1 or len(sigs) != 1:
+            self._fast = False
+            return None
+        head, tail = seen[0].split(resource + _TEMPLATE_BLOB)
+        template = _Template(window, base64.b64decode(key), head + resource, tail,
+                             "&".join(parts[:sigs[0]] + ["sig="]), "&".join([""] + parts[sigs[0] + 1:]))
+        if template.token(_TEMPLATE_BLOB) != token:
+            self._fast = False
+            return None
+        return template
 
     def _user_delegation_key(self, now: datetime, needed_until: datetime) -> Any:
         with self._lock:
@@ -70,3 +120,19 @@ class SasSigner:
                 self._delegation_key = self.service.get_user_delegation_key(now - self.start_skew, key_expiry)
                 self._delegation_expiry = key_expiry
             return self._delegation_key
+
+
+class _Template:
+    """Everything of a SAS token but the signature, for one second of start/expiry."""
+
+    __slots__ = ("window", "key", "head", "tail", "before_sig", "after_sig")
+
+    def __init__(self, window: tuple, key: bytes, head: str, tail: str, before_sig: str, after_sig: str):
+        self.window, self.key, self.head, self.tail = window, key, head, tail
+        self.before_sig, self.after_sig = before_sig, after_sig
+
+    def token(self, blob_name: str) -> str:
+        digest = hmac.new(self.key, (self.head + blob_name + self.tail).encode("utf-8"), hashlib.sha256).digest()
+        # quote() of base64, done by hand: only '+' and '=' need escaping ('/' stays, as the SDK leaves it).
+        sig = base64.b64encode(digest).decode().replace("+", "%2B").replace("=", "%3D")
+        return self.before_sig + sig + self.after_sig
