@@ -4,7 +4,8 @@ import azure.functions as func
 from functions.image_deleted import bp as image_deleted
 from functions.image_uploaded import bp as image_uploaded
 from functions.nightly_sync import bp as nightly_sync
+from functions.sync_shard import bp as sync_shard
 
 app = func.FunctionApp()
-for blueprint in (image_uploaded, image_deleted, nightly_sync):
+for blueprint in (image_uploaded, image_deleted, nightly_sync, sync_shard):
     app.register_functions(blueprint)

@@ -2,6 +2,8 @@
 
 It also covers what events cannot: blobs that existed before deployment and events that were missed.
 Schedule from ``SYNC_SCHEDULE`` (NCRONTAB, six fields, UTC; default ``0 0 2 * * *``). Never run_on_startup.
+A catalog of more than ``SYNC_SHARD_PRODUCTS`` products is not synced here but fanned out: shards go to
+the ``SYNC_SHARD_QUEUE`` queue and ``sync_shard`` runs them, spread over instances.
 """
 import logging
 
@@ -18,6 +20,6 @@ bp = func.Blueprint()
 def nightly_sync(timer: func.TimerRequest) -> None:
     if timer.past_due:
         log.warning("nightly_sync is running late (past due): the previous schedule was missed")
-    report = jobs.full_sync()
+    report = jobs.nightly()
     jobs.log_report(report, log)
     jobs.raise_if_not_ok(report)

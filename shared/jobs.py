@@ -58,6 +58,21 @@ def full_sync(env=None) -> SyncReport:
     return components(env).engine.full_sync()
 
 
+def nightly(env=None):
+    """The timer: a full sync in this process, or, for a catalog of more than SYNC_SHARD_PRODUCTS
+    products, shards enqueued for ``sync_shard`` (returns a ``shards.FanOut`` then)."""
+    from . import shards  # imported on first use: keeps the app's cold start lean
+
+    return shards.nightly(components(env))
+
+
+def sync_shard(message: str, env=None) -> SyncReport:
+    """One queue message of the nightly fan-out."""
+    from . import shards
+
+    return shards.run_shard(components(env), message)
+
+
 def log_report(report: SyncReport, logger: logging.Logger = log) -> None:
     """Log once, at the boundary: skipped at INFO, rejections and failures at ERROR, then the summary."""
     for s in report.skipped:

@@ -14,6 +14,7 @@ from .errors import ConfigError
 
 DEFAULT_CONTAINER = "product-images"
 DEFAULT_PATH_PATTERN = "{item_id}/{color_id}/{name}|{item_id}/{name}"
+DEFAULT_SHARD_QUEUE = "image-sync-shards"
 MAX_SAS_TTL_HOURS = 168  # user-delegation keys live at most 7 days
 KEY_VAULT_PREFIX = "@Microsoft.KeyVault("
 
@@ -68,6 +69,8 @@ class Settings:
     traede: TraedeSettings | None = None
     http: HttpSettings = HttpSettings()
     sync_concurrency: int = 4
+    sync_shard_products: int = 2000
+    sync_shard_queue: str = DEFAULT_SHARD_QUEUE
     log_level: str = "INFO"
 
     def secrets(self) -> list[str]:
@@ -96,6 +99,8 @@ class Settings:
                 max_retry_seconds=r.number("HTTP_RETRY_MAX_SECONDS", 120, low=1, high=3600),
             ),
             sync_concurrency=r.integer("SYNC_CONCURRENCY", 4, low=1, high=64),
+            sync_shard_products=r.integer("SYNC_SHARD_PRODUCTS", 2000, low=0, high=1_000_000),
+            sync_shard_queue=_shard_queue(r),
             log_level=r.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
         )
 
@@ -128,6 +133,16 @@ def _storage(r: "_Reader") -> StorageSettings:
     if queue is None and account:
         queue = f"https://{account}.queue.core.windows.net"
     return StorageSettings(account_url=url.rstrip("/"), queue_url=queue, container=container)
+
+
+def _shard_queue(r: "_Reader") -> str:
+    name = r.text("SYNC_SHARD_QUEUE", DEFAULT_SHARD_QUEUE)
+    # The Functions host adds "-poison" for failed messages, and that name must be valid too (<= 63).
+    if not (3 <= len(name) <= 56) or not all(c.islower() or c.isdigit() or c == "-" for c in name) \
+            or name[0] == "-" or name[-1] == "-" or "--" in name:
+        raise ConfigError(f"SYNC_SHARD_QUEUE={name!r} is not a valid queue name: expected 3-56 lowercase "
+                          "letters, digits and single hyphens, starting and ending with a letter or digit")
+    return name
 
 
 def _wallie(r: "_Reader") -> WallieSettings | None:

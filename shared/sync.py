@@ -60,6 +60,15 @@ class SyncEngine:
         """Every image (or every image of ``item_ids``) to Wallie, every product's full set to TRAEDE."""
         report = SyncReport(mode="full" if item_ids is None else "items", dry_run=dry_run)
         entries = self.catalog.scan() if item_ids is None else self._entries_of(item_ids, report)
+        return self._sync(entries, report, item_ids)
+
+    def sync_entries(self, entries: Iterable[CatalogEntry], *, mode: str = "shard") -> SyncReport:
+        """Like ``full_sync``, over the entries given (one shard's blobs): every product in them is sent
+        whole, so the caller must hand over all images of each product it includes."""
+        return self._sync(entries, SyncReport(mode=mode), None)
+
+    def _sync(self, entries: Iterable[CatalogEntry], report: SyncReport,
+              item_ids: Iterable[str] | None) -> SyncReport:
         with _Runner(self, report) as run:
             products: dict[str, list[tuple[ImageRecord, str]]] = defaultdict(list)
             wallie_batch: list[_Unit] = []

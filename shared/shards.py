@@ -1,0 +1,232 @@
+"""Fan-out of the nightly sync over many Functions instances, for catalogs one invocation cannot finish.
+
+When the layout starts with ``{item_id}<separator>`` the listing is sorted by product: every product's
+blobs share the prefix ``<item_id><separator>`` (its *group*) and groups never interleave. The timer lists
+the container once (names and metadata, no SAS, nothing sent) and cuts it after every
+``SYNC_SHARD_PRODUCTS`` groups. A shard owns the half-open key range ``(after, upto]`` of group keys, so
+the shards partition the whole key space and every product belongs to exactly one shard, also a product
+whose images straddle a listing page or that appears after the plan was made. A shard message is small
+JSON::
+
+    {"v": 1, "container": "product-images", "shard": 3, "shards": 50,
+     "after": "100599/", "upto": "100799/", "marker": "<listing continuation token>", "also": []}
+
+``marker`` is the continuation token of the listing page on which the shard's first product begins, so
+a shard lists only its own part of the container. ``also`` names the rare blobs whose ``itemid`` metadata
+points into this shard's range from a folder outside it: the shard that lists such a blob leaves it to
+its product's shard, so TRAEDE always gets each product's full set from exactly one shard.
+
+Layouts that do not start with ``{item_id}`` (``PathLayout.item_prefix_separator`` is None) cannot be cut
+this way: the timer then runs the single-process full sync, as does a catalog of at most
+``SYNC_SHARD_PRODUCTS`` products, or ``SYNC_SHARD_PRODUCTS=0``.
+"""
+from __future__ import annotations
+
+import bisect
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from .catalog import Catalog, CatalogEntry, ImageRecord, SkippedBlob
+from .errors import ConfigError
+from .report import SyncReport
+from .settings import StorageSettings
+
+log = logging.getLogger(__name__)
+
+MESSAGE_VERSION = 1
+# Queue messages hold 64 KiB; the Functions host expects base64, which grows text by a third.
+MAX_MESSAGE_CHARS = 45_000
+
+
+@dataclass
+class Shard:
+    """One queue message: the group keys in ``(after, upto]`` (None = open end), listed from ``marker``."""
+
+    index: int
+    count: int
+    container: str
+    after: str | None
+    upto: str | None
+    marker: str | None
+    also: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps({"v": MESSAGE_VERSION, "container": self.container, "shard": self.index,
+                           "shards": self.count, "after": self.after, "upto": self.upto,
+                           "marker": self.marker, "also": self.also}, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> "Shard":
+        try:
+            data = json.loads(text)
+            if data.get("v") != MESSAGE_VERSION:
+                raise ValueError(f"version {data.get('v')!r}, expected {MESSAGE_VERSION}")
+            return cls(index=int(data["shard"]), count=int(data["shards"]), container=str(data["container"]),
+                       after=data["after"], upto=data["upto"], marker=data["marker"], also=list(data["also"]))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not a shard message ({exc}): {text[:200]!r}") from None
+
+    def owns(self, key: str) -> bool:
+        return (self.after is None or key > self.after) and (self.upto is None or key <= self.upto)
+
+
+@dataclass
+class FanOut:
+    """The timer's outcome when it enqueued shards instead of syncing (duck-types ``SyncReport`` for
+    ``jobs.log_report``: nothing is skipped, rejected or failed at this stage)."""
+
+    shards: int
+    groups: int
+    queue: str
+    per_shard: int
+    listed: int
+    moved: int
+    seconds: float
+    skipped: list = field(default_factory=list)
+    rejected: list = field(default_factory=list)
+    failed: list = field(default_factory=list)
+    ok: bool = True
+
+    def summary(self) -> str:
+        moved = f", {self.moved} blobs sent with their product's shard (itemid metadata)" if self.moved else ""
+        return (f"nightly sync fanned out: {self.shards} shards enqueued to queue {self.queue!r} "
+                f"({self.groups} products in {self.listed} blobs, up to {self.per_shard} products a shard"
+                f"{moved}), {self.seconds:.1f}s")
+
+
+def group_key(name: str, sep: str) -> str:
+    """The listing group of a blob name: everything up to and including the first separator."""
+    cut = name.find(sep)
+    return name if cut < 0 else name[:cut + len(sep)]
+
+
+def plan(catalog: Catalog, per_shard: int, container: str) -> tuple[list[Shard], int, int, int] | None:
+    """Cut the container into shards of ``per_shard`` groups: ``(shards, groups, blobs, moved)``, or None
+    when the layout or the listing does not allow it (the caller then syncs in one process)."""
+    sep = catalog.layout.item_prefix_separator
+    if sep is None or per_shard <= 0:
+        return None
+    cuts: list[tuple[str | None, str | None]] = [(None, None)]  # (after, marker) of each shard
+    strays: list[tuple[str, str]] = []  # (key of the product's group, blob name)
+    last: str | None = None
+    in_shard = groups = listed = 0
+    for marker, blobs in catalog.pages():
+        for blob in blobs:
+            listed += 1
+            key = group_key(blob.name, sep)
+            if key != last:
+                if last is not None and key < last:
+                    log.warning("listing order differs from name order at %r: not sharding", blob.name)
+                    return None
+                if in_shard == per_shard:
+                    cuts.append((last, marker))
+                    in_shard = 0
+                in_shard += 1
+                groups += 1
+                last = key
+            if any(k.lower() == "itemid" for k in blob.metadata):
+                entry = catalog.describe(blob)
+                if isinstance(entry, ImageRecord):
+                    product_key = group_key(entry.item_id + sep, sep)
+                    if product_key != key:
+                        strays.append((product_key, blob.name))
+    if len(cuts) < 2:
+        return None
+    uptos = [after for after, _ in cuts[1:]]  # shard i ends where shard i + 1 starts
+    shards = [Shard(i, len(cuts), container, after, uptos[i] if i < len(uptos) else None, marker)
+              for i, (after, marker) in enumerate(cuts)]
+    for product_key, name in strays:
+        shards[bisect.bisect_left(uptos, product_key)].also.append(name)
+    if any(len(s.to_json()) > MAX_MESSAGE_CHARS for s in shards):
+        log.warning("%d blobs carry itemid metadata pointing outside their folder: too many to route "
+                    "through shard messages; not sharding", len(strays))
+        return None
+    return shards, groups, listed, len(strays)
+
+
+def shard_entries(catalog: Catalog, shard: Shard) -> Iterator[CatalogEntry]:
+    """The shard's blobs: its own listing range, minus blobs another shard's product claims, plus ``also``."""
+    sep = catalog.layout.item_prefix_separator
+    if sep is None:
+        raise ConfigError("IMAGE_PATH_PATTERN does not start with {item_id} and a separator: "
+                          "shards cannot be listed (the nightly sync runs in one process for this layout)")
+    yield from _listed_range(catalog, shard, sep)
+    for name in shard.also:
+        entry = catalog.get(name)
+        if isinstance(entry, ImageRecord) and not shard.owns(group_key(entry.item_id + sep, sep)):
+            entry = SkippedBlob(name, f"itemid metadata changed to {entry.item_id!r} since the shards were "
+                                      "planned: the next nightly sync sends it")
+        yield entry
+
+
+def _listed_range(catalog: Catalog, shard: Shard, sep: str) -> Iterator[CatalogEntry]:
+    for _marker, blobs in catalog.pages(marker=shard.marker):
+        for blob in blobs:
+            key = group_key(blob.name, sep)
+            if shard.after is not None and key <= shard.after:
+                continue  # the page began in the previous shard
+            if shard.upto is not None and key > shard.upto:
+                return  # the next shard's first product
+            entry = catalog.describe(blob)
+            if isinstance(entry, ImageRecord) and not shard.owns(group_key(entry.item_id + sep, sep)):
+                yield SkippedBlob(entry.blob_name, f"itemid metadata puts it in product {entry.item_id!r}, "
+                                                   "which another shard sends (with this image)")
+                continue
+            yield entry
+
+
+def queue_client(storage: StorageSettings, queue: str, credential: Any = None):
+    """The shard queue, base64-encoded as the Functions queue trigger expects."""
+    from azure.storage.queue import QueueClient, TextBase64EncodePolicy
+
+    encode = TextBase64EncodePolicy()
+    if storage.connection_string:
+        return QueueClient.from_connection_string(storage.connection_string, queue, message_encode_policy=encode)
+    if not storage.queue_url:
+        raise ConfigError("IMAGES_STORAGE__queueServiceUri is not set: expected the queue endpoint of the images "
+                          "account (https://<account>.queue.core.windows.net), needed to fan the nightly sync "
+                          "out because the catalog has more than SYNC_SHARD_PRODUCTS products")
+    if credential is None:
+        from azure.identity import DefaultAzureCredential
+
+        credential = DefaultAzureCredential()
+    return QueueClient(storage.queue_url, queue, credential=credential, message_encode_policy=encode)
+
+
+def nightly(parts: Any, *, credential: Any = None) -> SyncReport | FanOut:
+    """The timer's work: plan shards and enqueue them, or sync everything here when sharding does not apply."""
+    settings = parts.settings
+    started = time.monotonic()
+    planned = plan(parts.catalog, settings.sync_shard_products, settings.storage.container)
+    if planned is None:
+        return parts.engine.full_sync()
+    shards, groups, listed, moved = planned
+    queue = queue_client(settings.storage, settings.sync_shard_queue, credential)
+    try:
+        from azure.core.exceptions import ResourceExistsError
+
+        try:
+            queue.create_queue()
+        except ResourceExistsError:
+            pass
+        for shard in shards:
+            queue.send_message(shard.to_json())
+    finally:
+        queue.close()
+    return FanOut(shards=len(shards), groups=groups, queue=settings.sync_shard_queue,
+                  per_shard=settings.sync_shard_products, listed=listed, moved=moved,
+                  seconds=round(time.monotonic() - started, 3))
+
+
+def run_shard(parts: Any, message: str) -> SyncReport:
+    """One shard: its products' images to Wallie, each of its products' full set to TRAEDE."""
+    shard = Shard.from_json(message)
+    if shard.container != parts.settings.storage.container:
+        raise ConfigError(f"shard message is for container {shard.container!r}, but IMAGES_CONTAINER is "
+                          f"{parts.settings.storage.container!r}")
+    report = parts.engine.sync_entries(shard_entries(parts.catalog, shard), mode=f"shard {shard.index + 1}/"
+                                                                                  f"{shard.count}")
+    return report
