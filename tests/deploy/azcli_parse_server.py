@@ -1,25 +1,29 @@
-"""Check `az` argument lists against the real Azure CLI's parser, offline.
+"""Check `az` argument lists against the real Azure CLI's parser, offline; optionally answer them
+from the fake Azure in fake_az.py.
 
-Runs inside the CLI venv (`.venv-azcli`, made by scripts/setup-azure-cli.sh) as one long-lived process,
-because loading azure-cli costs about a second per start and a deploy run makes dozens of calls.
+Runs inside the CLI venv (`.venv-azcli`, made by scripts/setup-azure-cli.sh) as one long-lived
+process: loading azure-cli costs about a second per start and a deploy run makes ~70 calls, so each
+call through a fresh `az` would make the tests several times slower.
 
 How a check works: the server imports azure-cli once and replaces `AzCliCommandInvoker._run_job` (the
 step after parsing and validation that would call Azure) with one that raises a sentinel. For each
-request it forks; the child runs the real `cli.invoke(argv)`, so the real command table, argparse
+request it runs the real `cli.invoke(argv)` in this process, so the real command table, argparse
 parser (required arguments, choices, unknown arguments, misspelt commands) and the command's own
-validators all run. The child has no route to Azure: it uses a fake, token-less profile in
-AZURE_CONFIG_DIR (so validators that only need a subscription id run on) and any socket connect
-raises. Outcomes:
+validators all run. Nothing can reach Azure: the profile in AZURE_CONFIG_DIR is a fake one without
+tokens (so validators that only need a subscription id run on) and every socket connect raises.
+Outcomes:
 
-- ``ok``     the sentinel was reached, or a validator needed a login/token or the network (so the
-             arguments had already parsed);
+- ``ok``     the sentinel was reached, or - after the arguments had parsed - a validator needed a
+             login/token or the network;
 - ``error``  anything else: argparse errors (exit 2), validation errors, unknown commands.
 
-The child also returns the parsed arguments (the handler's keyword arguments, as the parser produced
-them before validation), which the fake `az` uses to key its fake resources.
+The reply carries the parsed arguments (the handler's keyword arguments as the parser produced them,
+before validation); the fake Azure keys its resources on them. Identical argument lists without file
+arguments are answered from a cache.
 
-Protocol: a Unix socket; one JSON line in (``{"argv": [...], "cwd": "..."}``), one JSON line out
-(``{"status", "command", "params", "stderr", "seconds"}``).
+Protocol: a Unix socket; one JSON line in, one JSON line out.
+  {"argv": [...], "cwd": "..."}                      -> {"status", "command", "params", "stderr", ...}
+  {"argv": [...], "cwd": "...", "fake_state": DIR}   -> the fake `az`'s {"stdout", "stderr", "rc"}
 
 Usage: python azcli_parse_server.py SOCKET_PATH   (prints "ready" on stdout when listening)
 """
@@ -31,6 +35,7 @@ import signal
 import socket
 import socketserver
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("AZURE_CORE_COLLECT_TELEMETRY", "0")
@@ -39,11 +44,18 @@ os.environ.setdefault("AZURE_CORE_SURVEY_MESSAGE", "0")
 os.environ.setdefault("AZURE_CORE_DISABLE_PROGRESS_BAR", "1")
 os.environ["AZURE_EXTENSION_USE_DYNAMIC_INSTALL"] = "no"  # an unknown command must not look for extensions
 
+import azure.cli.core.util  # noqa: E402
 from azure.cli.core import get_default_cli  # noqa: E402
 from azure.cli.core.commands import AzCliCommandInvoker  # noqa: E402
 
-# Commands from each module the deploy scripts use, parsed once in the parent so that the forked
-# children find the modules already imported (a cold module load costs up to ~0.7 s).
+# A fresh config dir makes every CLI start look up the latest CLI version online; not here.
+azure.cli.core.util.handle_version_update = lambda: None
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fake_az  # noqa: E402
+
+# Commands from each module the deploy scripts use, parsed once at start so that the modules are
+# imported before the first timed request.
 WARM_UP = [
     ["group", "show", "-n", "warm"],
     ["storage", "account", "show", "-n", "warm"],
@@ -61,16 +73,21 @@ WARM_UP = [
 
 LOGIN_HINTS = ("az login", "please run 'az login'", "msal token cache", "get_access_token")
 
+# Arguments naming files are checked against the file system by some validators: such argument lists
+# are never answered from the cache.
+FILE_ARGUMENTS = {"--file", "-f", "--src", "--src-path", "--properties", "-p"}
+
 
 class _Executed(BaseException):
     """Raised instead of running a command: parsing and validation passed."""
 
 
 class _NetworkBlocked(Exception):
-    """Raised by every socket connect in a child."""
+    """Raised by every socket connect."""
 
 
 _captured = {}
+_cache = {}
 
 
 def _fake_run_job(self, expanded_arg, cmd_copy):
@@ -104,7 +121,8 @@ def _plain_params(namespace):
 
 def _block_network():
     def refuse(*_args, **_kwargs):
-        _captured["network"] = True
+        if "params" in _captured:  # only what validators or the command itself try counts
+            _captured["network"] = True
         raise _NetworkBlocked("network disabled by the parse check")
 
     socket.socket.connect = refuse
@@ -114,43 +132,47 @@ def _block_network():
 
 
 def _invoke(argv):
-    """Run the real CLI on argv in this process; return (status, command, stderr)."""
+    """Run the real CLI on argv; return (status or None, command, exit code or message)."""
     cli = get_default_cli()
-    out = io.StringIO()
     try:
-        exit_code = cli.invoke(argv, out_file=out)
+        exit_code = cli.invoke(argv, out_file=io.StringIO())
     except _Executed as done:
-        return "ok", str(done), ""
+        return "ok", str(done), 0
     except SystemExit as ex:  # argparse exits before knack can catch it
         exit_code = ex.code
     return None, (cli.data or {}).get("command"), exit_code
 
 
-def _child(argv, cwd, write_fd):
-    """Forked child: redirect output, block the network, invoke, report on write_fd."""
+def check(argv, cwd):
+    """Parse-check one argument list with stdout/stderr (file descriptors 1 and 2) captured."""
     _captured.clear()
     started = time.monotonic()
+    saved_cwd = os.getcwd()
     try:
         os.chdir(cwd)
     except OSError:
         pass
-    err_path = f"/tmp/.azparse-{os.getpid()}.err"
-    err_fd = os.open(err_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.dup2(err_fd, 2)
-    _block_network()
-    status, command, extra = "error", None, None
-    try:
-        status, command, extra = _invoke(argv)
-    except BaseException as ex:  # noqa: BLE001 - report anything unexpected as an error
-        status, extra = None, f"{type(ex).__name__}: {ex}"
+    sys.stdout.flush()
     sys.stderr.flush()
-    os.lseek(err_fd, 0, os.SEEK_SET)
-    stderr = os.read(err_fd, 1 << 20).decode("utf-8", "replace")
-    os.unlink(err_path)
+    saved_out, saved_err = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile() as err_file, open(os.devnull, "wb") as devnull:
+        os.dup2(devnull.fileno(), 1)
+        os.dup2(err_file.fileno(), 2)
+        try:
+            status, command, extra = _invoke(argv)
+        except BaseException as ex:  # noqa: BLE001 - report anything unexpected as an error
+            status, command, extra = None, None, f"{type(ex).__name__}: {ex}"
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved_out, 1)
+            os.dup2(saved_err, 2)
+            os.close(saved_out)
+            os.close(saved_err)
+            os.chdir(saved_cwd)
+        err_file.seek(0)
+        stderr = err_file.read().decode("utf-8", "replace")
     if status is None:
-        # Arguments parsed (the validation step saw them) and a validator then needed Azure.
         parsed = "params" in _captured
         text = stderr.lower()
         if parsed and (_captured.get("network") or any(hint in text for hint in LOGIN_HINTS)):
@@ -159,7 +181,7 @@ def _child(argv, cwd, write_fd):
             status = "error"
             if isinstance(extra, str):
                 stderr += extra
-    reply = {
+    return {
         "status": status,
         "command": command,
         "params": _captured.get("params", {}),
@@ -167,31 +189,17 @@ def _child(argv, cwd, write_fd):
         "network_attempted": bool(_captured.get("network")),
         "seconds": round(time.monotonic() - started, 3),
     }
-    data = json.dumps(reply).encode()
-    view = memoryview(data)
-    while view:
-        view = view[os.write(write_fd, view):]
-    os._exit(0)
 
 
-def check(argv, cwd):
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_fd)
-        _child(argv, cwd, write_fd)
-    os.close(write_fd)
-    chunks = []
-    while True:
-        chunk = os.read(read_fd, 65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(read_fd)
-    os.waitpid(pid, 0)
-    if not chunks:
-        return {"status": "error", "stderr": "parse child died without a reply", "params": {}}
-    return json.loads(b"".join(chunks))
+def cached_check(argv, cwd):
+    cacheable = not any(arg.startswith("@") or arg in FILE_ARGUMENTS for arg in argv)
+    key = json.dumps(argv)
+    if cacheable and key in _cache:
+        return dict(_cache[key], cached=True)
+    reply = check(argv, cwd)
+    if cacheable:
+        _cache[key] = reply
+    return reply
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -200,29 +208,23 @@ class _Handler(socketserver.StreamRequestHandler):
         if not line:
             return
         request = json.loads(line)
-        reply = check(request["argv"], request.get("cwd") or os.getcwd())
+        parsed = cached_check(request["argv"], request.get("cwd") or os.getcwd())
+        if request.get("fake_state"):
+            reply = fake_az.respond(request["argv"], parsed, request["fake_state"])
+        else:
+            reply = parsed
         self.wfile.write(json.dumps(reply).encode() + b"\n")
 
 
 def warm_up():
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        for argv in WARM_UP:
-            try:
-                _invoke(argv)
-            except BaseException:  # noqa: BLE001 - warm-up only imports modules
-                pass
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(devnull)
-        os.close(saved)
+    for argv in WARM_UP:
+        check(argv, os.getcwd())
+    _cache.clear()
 
 
 def main():
     path = sys.argv[1]
+    _block_network()
     warm_up()
     if os.path.exists(path):
         os.unlink(path)

@@ -1,0 +1,168 @@
+"""Helpers for the deploy script tests: paths, the fake `az` directory, a fake project, assertions.
+
+Kept apart from conftest.py (fixtures only) so test modules can import them by a unique name.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY_DIR = REPO / "deploy"
+HERE = Path(__file__).resolve().parent
+SETUP_HINT = "run scripts/setup-azure-cli.sh (installs azure-cli and shellcheck into .venv-azcli)"
+
+SECRETS = {
+    "WALLIE_PASSWORD": "wallie-pw-Zq81!SECRET",
+    "TRAEDE_ACCESS_TOKEN": "traede-token-Kx92SECRET",
+    "TRAEDE_APP_KEY": "traede-appkey-Mv73SECRET",
+}
+
+ENV_FILE_TEXT = """\
+# test deployment
+RESOURCE_GROUP=rg-imgsync-test
+LOCATION=westeurope
+APP_NAME=imgsync-test
+IMAGES_STORAGE_ACCOUNT=stproductimgtest
+WALLIE_BASE_URL=https://wallie.example.com/api
+WALLIE_TENANT=acme
+WALLIE_USERNAME=svc-images
+TRAEDE_BASE_URL=https://api.traede.example.com
+SYNC_SCHEDULE="0 30 1 * * *"
+"""
+
+# Commands that change something in Azure; a second deploy must make none of them.
+MUTATING_VERBS = {"create", "assign", "set", "register", "recover", "delete", "purge", "update", "config-zip",
+                  "restart"}
+
+
+def az_cli_venv():
+    return Path(os.environ.get("AZ_CLI_VENV") or REPO / ".venv-azcli")
+
+
+class FakeAz:
+    """A directory with the fake `az` first on PATH and the fake Azure's state."""
+
+    def __init__(self, root, cli_python, socket_path):
+        self.root = Path(root)
+        self.bin = self.root / "bin"
+        self.state_dir = self.root / "state"
+        self.build_dir = self.root / "build"
+        for directory in (self.bin, self.state_dir, self.build_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        shim = self.bin / "az"
+        shim.write_text(f'#!/bin/sh\nexec "{cli_python}" -I -S "{HERE / "az_client.py"}" "$@"\n')
+        shim.chmod(0o755)
+        self.socket_path = socket_path
+
+    def env(self, **extra):
+        env = {
+            "PATH": f"{self.bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "HOME": str(self.root),
+            "LANG": "C.UTF-8",
+            "TMPDIR": str(self.root),
+            "FAKE_AZ_STATE": str(self.state_dir),
+            "FAKE_AZ_SOCKET": str(self.socket_path),
+            "DEPLOY_RETRY_SLEEP": "0",
+            "DEPLOY_RETRY_ATTEMPTS": "5",
+            "DEPLOY_BUILD_DIR": str(self.build_dir),
+        }
+        env.update({k: v for k, v in extra.items() if v is not None})
+        return env
+
+    @property
+    def log_path(self):
+        return self.state_dir / "calls.jsonl"
+
+    def calls(self):
+        if not self.log_path.exists():
+            return []
+        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
+
+    def clear_log(self):
+        if self.log_path.exists():
+            self.log_path.unlink()
+
+    def state(self):
+        return json.loads((self.state_dir / "state.json").read_text())
+
+    def write_state(self, state):
+        (self.state_dir / "state.json").write_text(json.dumps(state))
+
+    def copy_state_from(self, other):
+        shutil.copy(other.state_dir / "state.json", self.state_dir / "state.json")
+
+
+def make_project(root):
+    """A minimal Functions project tree, independent of the real app code."""
+    root = Path(root)
+    (root / "functions").mkdir(parents=True)
+    (root / "shared").mkdir()
+    (root / "tests").mkdir()
+    (root / "devtools").mkdir()
+    (root / "deploy").mkdir()
+    (root / "host.json").write_text('{"version": "2.0"}\n')
+    (root / "function_app.py").write_text("import azure.functions as func\napp = func.FunctionApp()\n")
+    (root / "requirements.txt").write_text("azure-functions\nrequests\n")
+    (root / "functions" / "__init__.py").write_text("")
+    (root / "functions" / "image_uploaded.py").write_text('"""Blob trigger."""\n')
+    (root / "shared" / "__init__.py").write_text("")
+    (root / "tests" / "test_something.py").write_text("def test_x():\n    pass\n")
+    (root / "devtools" / "seed.py").write_text("")
+    (root / "deploy" / "deploy.sh").write_text("#!/bin/sh\n")
+    (root / "local.settings.json").write_text('{"Values": {"WALLIE_PASSWORD": "local-secret"}}\n')
+    (root / ".funcignore").write_text("# not deployed\n.git*\n.vscode\ntests/\ndevtools/\nbench/\ndeploy/\n.venv*\n")
+    return root
+
+
+def run_script(script, fake, *args, secrets=True, extra_env=None, timeout=300):
+    env = fake.env(**(SECRETS if secrets else {}))
+    env.update(extra_env or {})
+    started = time.monotonic()
+    result = subprocess.run(["bash", str(DEPLOY_DIR / script), *map(str, args)], capture_output=True,
+                            text=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def assert_ok(result):
+    assert result.returncode == 0, f"exit {result.returncode}\nSTDOUT:\n{result.stdout}\nSTDERR:\n{result.stderr}"
+
+
+def parse_failures(calls):
+    return [c for c in calls if c["parse"] != "ok"]
+
+
+def command_of(call):
+    return call.get("command") or ""
+
+
+def is_mutating(call):
+    return command_of(call).split(" ")[-1] in MUTATING_VERBS
+
+
+def ask_parser(socket_path, argv):
+    """Check one az argument list with the parse server directly (as the fake az does)."""
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(str(socket_path))
+    sock.sendall(json.dumps({"argv": argv, "cwd": os.getcwd()}).encode() + b"\n")
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    sock.close()
+    return json.loads(data)
+
+
+def dry_run_commands(stdout):
+    """The az argument lists a --dry-run printed ("+ az ..." lines, shell-quoted)."""
+    import shlex
+
+    return [shlex.split(line[len("+ az "):]) for line in stdout.splitlines() if line.startswith("+ az ")]

@@ -1,0 +1,104 @@
+"""--dry-run, --help, flags and settings validation of deploy.sh and teardown.sh."""
+
+import pytest
+
+from deploy_harness import (DEPLOY_DIR, SECRETS, ask_parser, assert_ok, dry_run_commands, run_script)
+
+
+@pytest.mark.parametrize("plan", ["flex", "consumption", "premium"])
+def test_deploy_dry_run_prints_commands_the_real_cli_accepts(plan, make_fake_az, env_file, project_dir,
+                                                             parse_server, tmp_path):
+    fake = make_fake_az()
+    result = run_script("deploy.sh", fake, "--env-file", env_file, "--project-dir", project_dir, "--plan", plan,
+                        "--dry-run")
+    assert_ok(result)
+    assert fake.calls() == [], "a dry run calls no az at all"
+    commands = dry_run_commands(result.stdout)
+    names = [" ".join(c[:3]) for c in commands]
+    assert names[0] == "provider register --namespace"
+    assert "functionapp create --name" in names
+    assert any(c[:2] == ["keyvault", "create"] for c in commands)
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("value")
+    for argv in commands:
+        # The dry run names the temporary secret file it would write; the CLI checks that it exists.
+        argv = [str(secret_file) if arg.startswith("<temporary file") else arg for arg in argv]
+        reply = ask_parser(parse_server, argv)
+        assert reply["status"] == "ok", f"az {' '.join(argv)}\n{reply['stderr']}"
+    for value in SECRETS.values():
+        assert value not in result.stdout + result.stderr
+    subscriptions = [c for c in commands if c[:4] == ["eventgrid", "system-topic", "event-subscription", "create"]]
+    assert len(subscriptions) == (2 if plan == "flex" else 1)
+
+
+def test_teardown_dry_run(make_fake_az, env_file, parse_server):
+    fake = make_fake_az()
+    result = run_script("teardown.sh", fake, "--env-file", env_file, "--images-resource-group", "rg-customer",
+                        "--purge-key-vault", "--dry-run", secrets=False)
+    assert_ok(result)
+    assert fake.calls() == []
+    commands = dry_run_commands(result.stdout)
+    assert [c[:2] for c in commands][-2:] == [["group", "delete"], ["keyvault", "purge"]]
+    assert ["eventgrid", "system-topic", "event-subscription", "delete"] in [c[:4] for c in commands]
+    for argv in commands:
+        reply = ask_parser(parse_server, argv)
+        assert reply["status"] == "ok", f"az {' '.join(argv)}\n{reply['stderr']}"
+
+
+@pytest.mark.parametrize("script", ["deploy.sh", "teardown.sh"])
+def test_help(script, make_fake_az):
+    result = run_script(script, make_fake_az(), "--help", secrets=False)
+    assert_ok(result)
+    assert result.stdout.startswith(f"Usage: deploy/{script}")
+    assert "--env-file" in result.stdout and "--dry-run" in result.stdout
+
+
+@pytest.mark.parametrize("script", ["deploy.sh", "teardown.sh"])
+def test_unknown_flag_fails(script, make_fake_az):
+    result = run_script(script, make_fake_az(), "--resource-grup", "x", secrets=False)
+    assert result.returncode != 0 and "unknown argument: --resource-grup" in result.stderr
+
+
+def test_missing_settings_are_listed(make_fake_az):
+    result = run_script("deploy.sh", make_fake_az(), "-g", "rg", secrets=False)
+    assert result.returncode != 0
+    assert "LOCATION APP_NAME IMAGES_STORAGE_ACCOUNT" in result.stderr
+
+
+def test_unknown_setting_in_env_file_is_an_error(make_fake_az, tmp_path):
+    env = tmp_path / "deploy.env"
+    env.write_text("RESOURCE_GROUP=rg\nWALLIE_PASSWROD=oops\n")
+    result = run_script("deploy.sh", make_fake_az(), "--env-file", env, secrets=False)
+    assert result.returncode != 0 and "unknown setting 'WALLIE_PASSWROD'" in result.stderr
+
+
+def test_bad_names_are_rejected_before_any_az_call(make_fake_az, env_file):
+    fake = make_fake_az()
+    result = run_script("deploy.sh", fake, "--env-file", env_file, "--images-account", "Product_Images",
+                        secrets=False)
+    assert result.returncode != 0 and "IMAGES_STORAGE_ACCOUNT" in result.stderr
+    result = run_script("deploy.sh", fake, "--env-file", env_file, "--plan", "dedicated", secrets=False)
+    assert result.returncode != 0 and "one of flex, consumption, premium" in result.stderr
+    assert fake.calls() == []
+
+
+def test_environment_wins_over_env_file_and_flags_win_over_both(make_fake_az, env_file, project_dir):
+    fake = make_fake_az()
+    result = run_script("deploy.sh", fake, "--env-file", env_file, "--project-dir", project_dir, "--dry-run",
+                        "--app-name", "from-flag",
+                        extra_env={"LOCATION": "northeurope", "APP_NAME": "from-env"})
+    assert_ok(result)
+    create = next(c for c in dry_run_commands(result.stdout) if c[:2] == ["functionapp", "create"])
+    assert create[create.index("--name") + 1] == "from-flag"
+    assert create[create.index("--flexconsumption-location") + 1] == "northeurope"
+
+
+def test_example_env_file_lists_every_setting():
+    example = (DEPLOY_DIR / "deploy.env.example").read_text()
+    lib = (DEPLOY_DIR / "lib.sh").read_text()
+    block = lib[lib.index("CONFIG_VARS=(") + len("CONFIG_VARS=("):]
+    names = block[:block.index(")")].split()
+    for name in names:
+        assert f"{name}=" in example, f"{name} is not documented in deploy.env.example"
+    for secret in SECRETS:
+        assert f"\n{secret}=" not in example, "secret values belong in the environment, not the example file"

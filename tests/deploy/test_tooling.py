@@ -1,0 +1,21 @@
+"""shellcheck on the deploy scripts; the CLI setup script is idempotent."""
+
+import os
+import subprocess
+
+from deploy_harness import DEPLOY_DIR, REPO, az_cli_venv
+
+
+def test_shellcheck_clean(shellcheck_bin):
+    scripts = sorted(str(p) for p in DEPLOY_DIR.glob("*.sh")) + [str(REPO / "scripts" / "setup-azure-cli.sh")]
+    result = subprocess.run([shellcheck_bin, "--external-sources", *scripts], capture_output=True, text=True,
+                            cwd=REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_setup_script_skips_when_installed(cli_python):
+    env = dict(os.environ, AZ_CLI_VENV=str(az_cli_venv()))
+    result = subprocess.run(["bash", str(REPO / "scripts" / "setup-azure-cli.sh")], capture_output=True,
+                            text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "already in" in result.stdout
