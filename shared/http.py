@@ -98,6 +98,10 @@ class PartnerHttp:
             self._count(1 + self.max_retries)
             raise TransientError(self.partner, f"{what}: no answer from {self.base_url} "
                                                f"after retries ({_reason(exc)})") from None
+        except requests.exceptions.RequestException as exc:
+            # e.g. the connection broke mid-answer (ChunkedEncodingError): no verdict from the partner.
+            self._count(1)
+            raise TransientError(self.partner, f"{what}: the answer broke off ({_reason(exc)})") from None
         history = getattr(getattr(response.raw, "retries", None), "history", ()) or ()
         self._count(1 + len(history))
         if not response.ok:

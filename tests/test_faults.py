@@ -187,3 +187,38 @@ def test_storage_stopping_mid_listing_sends_listed_images_to_wallie_and_nothing_
     storage = [p for p in data["failed"] if p["partner"] == "storage"]
     assert len(storage) == 1 and "listing the container stopped after" in storage[0]["reason"]
     assert "ServiceRequestError" in storage[0]["reason"]
+
+
+@pytest.fixture
+def truncating_partner():
+    """Answers 200 with a Content-Length it never delivers, then hangs up (a dying proxy)."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(1 << 20)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"st")
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+
+
+def test_an_answer_that_breaks_off_is_a_named_failure_not_a_crash(container, sync_env, wallie, truncating_partner,
+                                                                   tmp_path):
+    names = upload(container, products=3, per_product=2)
+    code, err, report, seconds = run({**sync_env, "TRAEDE_BASE_URL": truncating_partner}, tmp_path)
+    assert code == 1 and seconds < 30
+    assert_accounted(report, names)
+    assert report["accounting"]["traede"]["failed"] == 3 and len(wallie.images) == len(names)
+    assert all("answer broke off" in p["reason"] for p in report["failed"])
