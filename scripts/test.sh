@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+scripts/setup-azure-cli.sh   # the real Azure CLI parser checks every az call of deploy/ (own venv)
 set +e
 .venv/bin/python -m pytest "$@"
 code=$?
