@@ -6,7 +6,9 @@ Listing streams page by page, so memory does not grow with the container. Every 
 from __future__ import annotations
 
 import base64
+import hashlib
 import posixpath
+import threading
 import uuid
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping, Union
@@ -17,6 +19,7 @@ from .layout import PathLayout, parse_sort, parse_type, type_from_words
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp", ".avif"})
 # Fixed forever: changing it would give every image a new Wallie imageId.
 IMAGE_ID_NAMESPACE = uuid.UUID("6f2b9c1e-4c1a-5d7e-9a3b-2f1e0c8d7b6a")
+_NAMESPACE_BYTES = IMAGE_ID_NAMESPACE.bytes
 LIST_PAGE_SIZE = 5000  # the service maximum: fewest round trips
 
 
@@ -50,7 +53,13 @@ CatalogEntry = Union[ImageRecord, SkippedBlob]
 
 def image_id_for(blob_name: str) -> str:
     """A stable UUID from the blob's path in the container: same blob, same id, on every run and machine."""
-    return str(uuid.uuid5(IMAGE_ID_NAMESPACE, blob_name))
+    # uuid.uuid5, spelled out: the same bytes and bits without building a UUID object (a quarter of the
+    # per-blob cost of describing a listing).
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + blob_name.encode("utf-8")).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def content_key_for(image_id: str, content_md5: bytes | None, etag: str | None) -> str:
@@ -142,10 +151,18 @@ class Catalog:
                 yield self.describe(blob)
 
     def pages(self, prefix: str | None = None, marker: str | None = None) -> Iterator[tuple[str | None, list]]:
-        """``(marker that fetched it, blobs)`` per listing page, starting at ``marker`` (None: the start)."""
+        """``(marker that fetched it, blobs)`` per listing page, starting at ``marker`` (None: the start).
+
+        The next page is requested while the caller works on this one (at most one page ahead): listing is
+        sequential, and at catalog scale the storage round trips and our parsing/signing take about as long
+        as each other, so overlapping them nearly halves a full sync.
+        """
         fetch = self._fetch_page if _raw_listing_supported(self.container) else self._fetch_page_sdk
+        ahead = _PageAhead(fetch, prefix, marker)
         while True:
-            blobs, next_marker = fetch(prefix, marker)
+            blobs, next_marker = ahead.result()
+            if next_marker:
+                ahead = _PageAhead(fetch, prefix, next_marker)
             yield marker, blobs
             if not next_marker:
                 return
@@ -230,6 +247,29 @@ def parse_listing(xml: bytes) -> tuple[list[ListedBlob], str | None]:
         metadata = {m.tag: m.text or "" for m in meta_el} if meta_el is not None else {}
         blobs.append(ListedBlob(name, size, metadata, md5, etag))
     return blobs, root.findtext("NextMarker") or None
+
+
+class _PageAhead:
+    """One listing request on a helper thread; ``result()`` waits for it and re-raises its error here."""
+
+    def __init__(self, fetch: Any, prefix: str | None, marker: str | None):
+        self._outcome: tuple | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fetch, prefix, marker), name="catalog-list",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, fetch: Any, prefix: str | None, marker: str | None) -> None:
+        try:
+            self._outcome = fetch(prefix, marker)
+        except BaseException as exc:  # handed to the consuming thread
+            self._error = exc
+
+    def result(self) -> tuple:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._outcome
 
 
 def _raw_listing_supported(container: Any) -> bool:

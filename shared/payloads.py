@@ -62,6 +62,9 @@ def traede_product(item_id: str, images: Iterable[ImageRecord], url_for: Callabl
 def _unique_filenames(images: list[ImageRecord]) -> dict[str, str]:
     """File names unique within one product: ``front.jpg`` of two colours become ``100-front.jpg`` and
     ``900-front.jpg``, so TRAEDE never stores one picture under another's name."""
+    plain_names = [i.filename for i in images]
+    if len(set(plain_names)) == len(plain_names) and all(len(n) <= MAX_FILENAME_BYTES // 4 for n in plain_names):
+        return dict(zip((i.blob_name for i in images), plain_names))  # the usual case: nothing to change
     plain = Counter(_fit(i.filename) for i in images)
     names = {i.blob_name: _fit(f"{i.color_id}-{i.filename}" if plain[_fit(i.filename)] > 1 and i.color_id
                                else i.filename)

@@ -43,7 +43,8 @@ def test_listing_is_streamed_page_by_page(container):
     catalog = make_catalog(observed, page_size=3)
     iterator = catalog.scan()
     first = next(iterator)
-    assert first.blob_name == "000/front.jpg" and len(pages) == 1 and "maxresults=3" in pages[0]
+    # one page read, at most one more requested ahead: memory stays at two pages whatever the container
+    assert first.blob_name == "000/front.jpg" and len(pages) <= 2 and "maxresults=3" in pages[0]
     assert [e.blob_name for e in [first, *iterator]] == names
     assert len(pages) == 3
 
