@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import TYPE_CHECKING
 
 from . import redact
 from .errors import ImageSyncError
-from .factory import Components
 from .report import SyncReport
 from .settings import Settings
 
+if TYPE_CHECKING:  # the parts pull in requests and the storage SDK: imported on first use, not at cold start
+    from .factory import Components
+
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
-_cached: tuple[Settings, Components] | None = None
+_cached: "tuple[Settings, Components] | None" = None
 
 
 class SyncFailed(ImageSyncError):
@@ -27,7 +30,9 @@ class SyncFailed(ImageSyncError):
         self.report = report
 
 
-def components(env=None) -> Components:
+def components(env=None) -> "Components":
+    from .factory import Components
+
     global _cached
     settings = Settings.from_env(env)
     with _lock:
