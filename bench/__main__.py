@@ -1,0 +1,223 @@
+"""Benchmark: ``python -m bench --images 100000 --products 20000 --latency-ms 20``.
+
+Seeds (or reuses) a synthetic catalog in Azurite, starts the partner sandboxes in their own process with
+injected latency, runs the full sync in a fresh process (its peak RSS is the app's own), then a naive
+baseline (one request per image and per product, one after another) on a sample, scaled up. Prints a
+table and, last, one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = REPO / "bench" / ".cache" / "azurite"
+WALLIE = {"tenant": "TENANT", "username": "wallie-user", "password": "wallie-pass"}
+TRAEDE = {"access_token": "traede-token", "app_key": "traede-app-key"}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("--images", type=int, default=100_000)
+    p.add_argument("--products", type=int, default=20_000)
+    p.add_argument("--latency-ms", type=float, default=20.0, help="injected partner latency per request")
+    p.add_argument("--concurrency", type=int, default=16, help="SYNC_CONCURRENCY for the full sync")
+    p.add_argument("--batch-size", type=int, default=500, help="WALLIE_BATCH_SIZE")
+    p.add_argument("--naive-sample", type=int, default=300, help="images in the naive baseline's sample")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA,
+                   help="Azurite's persistent folder (the catalog is reused from here)")
+    p.add_argument("--in-memory", action="store_true", help="a throwaway Azurite (nothing reused)")
+    p.add_argument("--profile", type=Path, help="write a pyinstrument profile of the full sync here")
+    args = p.parse_args(argv)
+    if not (1 <= args.products <= args.images):
+        p.error("expected 1 <= --products <= --images")
+    return args
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class Sandboxes:
+    """``python -m devtools.sandboxes`` in its own process: its CPU is not our client's."""
+
+    def __init__(self, latency_ms: float):
+        self.latency_ms = latency_ms
+        self.ready = Path(tempfile.mkdtemp(prefix="bench-")) / "ready.json"
+
+    def __enter__(self) -> dict:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "devtools.sandboxes", "--wallie-port", "0", "--traede-port", "0",
+             "--latency-ms", str(self.latency_ms), "--no-download", "--ready-file", str(self.ready)],
+            cwd=REPO, stdout=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while not self.ready.exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the partner sandboxes did not start")
+            time.sleep(0.05)
+        return json.loads(self.ready.read_text())
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def sync_env(conn: str, container: str, urls: dict, args: argparse.Namespace) -> dict:
+    return {
+        "IMAGES_STORAGE": conn, "IMAGES_CONTAINER": container,
+        "WALLIE_BASE_URL": urls["wallie"], "WALLIE_TENANT": WALLIE["tenant"],
+        "WALLIE_USERNAME": WALLIE["username"], "WALLIE_PASSWORD": WALLIE["password"],
+        "WALLIE_BATCH_SIZE": str(args.batch_size),
+        "TRAEDE_BASE_URL": urls["traede"], "TRAEDE_ACCESS_TOKEN": TRAEDE["access_token"],
+        "TRAEDE_APP_KEY": TRAEDE["app_key"], "SYNC_CONCURRENCY": str(args.concurrency),
+    }
+
+
+def run_full_sync(env: dict, profile: Path | None) -> dict:
+    cmd = [sys.executable, "-m", "bench.child"] + (["--profile", str(profile)] if profile else [])
+    child_env = {k: v for k, v in os.environ.items()
+                 if not k.startswith(("IMAGES_", "WALLIE_", "TRAEDE_", "SYNC_", "HTTP_", "SAS_"))}
+    started = time.perf_counter()
+    result = subprocess.run(cmd, cwd=REPO, env={**child_env, **env}, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"the full sync failed:\n{result.stderr[-3000:]}")
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    out["process_s"] = round(time.perf_counter() - started, 3)
+    return out
+
+
+def measure_sas(parts, count: int = 20_000) -> float:
+    names = [f"{100000 + i}/BLK/front-{i}.jpg" for i in range(count)]
+    started = time.perf_counter()
+    for name in names:
+        parts.signer.url(name)
+    return count / (time.perf_counter() - started)
+
+
+def measure_listing(parts, limit: int = 20_000) -> float:
+    """Blobs per second through Catalog (list + parse + describe), over the first ``limit`` blobs."""
+    started, count = time.perf_counter(), 0
+    for _ in parts.catalog.scan():
+        count += 1
+        if count >= limit:
+            break
+    return count / (time.perf_counter() - started)
+
+
+def run_naive(parts, env: dict, sample_images: int, images: int, products: int) -> dict:
+    """One Wallie request per image and one TRAEDE request per product, serially, on a sample of whole
+    products; scaled to the catalog per request kind (listing time included)."""
+    from shared.catalog import ImageRecord
+    from shared.payloads import traede_product, wallie_record
+    from shared.settings import Settings
+    from shared.traede import TraedeClient
+    from shared.wallie import WallieClient
+
+    settings = Settings.from_env(env)
+    wallie = WallieClient.from_settings(settings.wallie, settings.http, pool_size=1)
+    traede = TraedeClient.from_settings(settings.traede, settings.http, pool_size=1)
+    per_product = images / products
+    want_products = max(1, min(products, round(sample_images / per_product)))
+    by_item: dict[str, list[ImageRecord]] = {}
+    list_started = time.perf_counter()
+    for entry in parts.catalog.scan():
+        if isinstance(entry, ImageRecord):
+            if entry.item_id not in by_item and len(by_item) == want_products:
+                break
+            by_item.setdefault(entry.item_id, []).append(entry)
+    list_s = time.perf_counter() - list_started
+    try:
+        wallie._valid_token()
+        started = time.perf_counter()
+        urls = {}
+        for records in by_item.values():
+            for record in records:
+                urls[record.blob_name] = parts.signer.url(record.blob_name)
+                wallie.send_images([wallie_record(record, urls[record.blob_name])])
+        wallie_s = time.perf_counter() - started
+        started = time.perf_counter()
+        for item, records in by_item.items():
+            traede.sync_products([traede_product(item, records, lambda r: urls[r.blob_name])])
+        traede_s = time.perf_counter() - started
+    finally:
+        wallie.close()
+        traede.close()
+    sample_images_n = sum(len(v) for v in by_item.values())
+    per_image, per_product_s = wallie_s / sample_images_n, traede_s / len(by_item)
+    scaled = per_image * images + per_product_s * products + list_s * images / sample_images_n
+    return {"sample_images": sample_images_n, "sample_products": len(by_item), "per_image_ms": per_image * 1000,
+            "per_product_ms": per_product_s * 1000, "naive_wall_s": scaled,
+            "naive_requests": images + products + 1}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sys.path.insert(0, str(REPO))
+    from azure.storage.blob import BlobServiceClient
+
+    from bench.storage import PersistentAzurite, ensure_catalog
+    from shared.factory import Components
+    from shared.settings import Settings
+
+    log(f"bench: {args.images} images over {args.products} products, partner latency {args.latency_ms:g} ms, "
+        f"{os.cpu_count()} cores")
+    with PersistentAzurite(None if args.in_memory else args.data_dir) as azurite:
+        service = BlobServiceClient.from_connection_string(azurite.connection_string)
+        container, reused, seed_s = ensure_catalog(service, args.images, args.products, log=log)
+        service.close()
+        log(f"catalog {container}: {'reused' if reused else f'seeded in {seed_s:.1f}s'}")
+        with Sandboxes(args.latency_ms) as urls:
+            env = sync_env(azurite.connection_string, container, urls, args)
+            log("full sync (fresh process)...")
+            full = run_full_sync(env, args.profile)
+            if not full["ok"] or full["images"] != args.images:
+                raise RuntimeError(f"the full sync did not deliver everything: {full}")
+            log(f"full sync: {full['wall_s']:.1f}s; naive baseline on a sample...")
+            with Components(Settings.from_env(env)) as parts:
+                sas_per_s = measure_sas(parts)
+                list_per_s = measure_listing(parts)
+                naive = run_naive(parts, env, args.naive_sample, args.images, args.products)
+    min_requests = math.ceil(args.images / args.batch_size) + math.ceil(args.products / 10) + 1
+    result = {
+        "images": args.images, "products": args.products, "latency_ms": args.latency_ms,
+        "cores": os.cpu_count(), "concurrency": args.concurrency,
+        "wall_s": full["wall_s"], "naive_wall_s": round(naive["naive_wall_s"], 1),
+        "speedup": round(naive["naive_wall_s"] / full["wall_s"], 1),
+        "requests": full["requests"], "min_requests": min_requests, "retries": full["retries"],
+        "naive_requests": naive["naive_requests"], "peak_rss_mb": full["peak_rss_mb"],
+        "sas_per_s": round(sas_per_s), "list_per_s": round(list_per_s),
+        "naive_sample_images": naive["sample_images"], "catalog_reused": reused, "seed_s": round(seed_s, 1),
+    }
+    rows = [
+        ("catalog", f"{args.images} images / {args.products} products ({'reused' if reused else 'seeded'})"),
+        ("partner latency", f"{args.latency_ms:g} ms per request (sandboxes in their own process)"),
+        ("full sync wall", f"{full['wall_s']:.1f} s  (SYNC_CONCURRENCY={args.concurrency})"),
+        ("requests", f"{full['requests']}  (minimum {min_requests}; retries {full['retries']})"),
+        ("peak RSS", f"{full['peak_rss_mb']:.0f} MB (sync process)"),
+        ("naive baseline", f"{naive['naive_wall_s']:.0f} s  (scaled from {naive['sample_images']} images: "
+                           f"{naive['per_image_ms']:.1f} ms/image, {naive['per_product_ms']:.1f} ms/product)"),
+        ("speedup", f"{result['speedup']}x"),
+        ("SAS signing", f"{sas_per_s:,.0f} URLs/s"),
+        ("listing", f"{list_per_s:,.0f} blobs/s (list + parse + describe)"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

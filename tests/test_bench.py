@@ -1,0 +1,105 @@
+"""The benchmark command end to end (small and fast; no timing assertions), and the fast paths it
+motivated, each proven equal to the SDK path it replaces."""
+import json
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from devtools.images import jpeg
+from shared.catalog import Catalog, parse_listing
+from shared.layout import PathLayout
+from shared.sas import SasSigner
+from shared.settings import DEFAULT_PATH_PATTERN
+
+REPO = Path(__file__).resolve().parent.parent
+KEYS = {"images", "products", "wall_s", "naive_wall_s", "speedup", "requests", "min_requests", "peak_rss_mb",
+        "sas_per_s", "list_per_s"}
+
+
+def test_bench_smoke_run_prints_the_figures_and_sends_the_minimum_requests():
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--images", "300", "--products", "60", "--latency-ms", "1",
+         "--naive-sample", "20", "--in-memory"],
+        cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    figures = json.loads(lines[-1])
+    assert KEYS <= set(figures)
+    assert (figures["images"], figures["products"]) == (300, 60)
+    assert figures["requests"] == figures["min_requests"] == 1 + 1 + 6  # token, 1 Wallie batch, 6 TRAEDE
+    assert any(line.startswith("speedup") for line in lines[:-1])  # the readable table
+
+
+NAMES = ["100/BLK/front.jpg", "100/BLK/Back Shot.PNG", "100-a/x.jpg", "200/ünï cødé #1 (50%).jpg",
+         "200/a+b=c&d.jpg", "300/notes.txt", "300/.DS_Store", "300/empty.jpg", "stray.jpg", "400/tab\tname.jpg"]
+
+
+@pytest.fixture
+def varied(container):
+    for name in NAMES:
+        data = b"" if name.endswith("empty.jpg") else jpeg(note=name)
+        container.upload_blob(name, data, metadata={"ItemId": "500", "alt": "x"} if name == "stray.jpg" else None)
+    return container
+
+
+def test_raw_listing_describes_every_blob_exactly_as_the_sdk_listing(varied):
+    import shared.catalog as catalog_module
+
+    catalog = Catalog(varied, PathLayout(DEFAULT_PATH_PATTERN), page_size=3)
+    fast = list(catalog.scan()), catalog.product("200"), list(catalog.scan(prefix="200/ünï"))
+    original = catalog_module._raw_listing_supported
+    catalog_module._raw_listing_supported = lambda container: False  # the SDK's list_blobs path
+    try:
+        slow = list(catalog.scan()), catalog.product("200"), list(catalog.scan(prefix="200/ünï"))
+    finally:
+        catalog_module._raw_listing_supported = original
+    assert fast == slow and len(fast[0]) == len(NAMES) and len(fast[1][0]) == 2 and len(fast[2]) == 1
+
+
+def test_image_ids_are_still_uuid5_of_the_blob_name():
+    import uuid
+
+    from shared.catalog import IMAGE_ID_NAMESPACE, image_id_for
+
+    for name in NAMES + ["", "a" * 1024, "😀/front.jpg", "100/BLK/front.jpg"]:
+        assert image_id_for(name) == str(uuid.uuid5(IMAGE_ID_NAMESPACE, name))
+
+
+def test_listing_parser_reads_percent_encoded_names():
+    xml = (b'<?xml version="1.0" encoding="utf-8"?><EnumerationResults><Blobs><Blob><Name Encoded="true">'
+           b'a%01b.jpg</Name><Properties><Content-Length>3</Content-Length><Etag>0x1</Etag></Properties>'
+           b'<Metadata><itemid>7</itemid></Metadata></Blob></Blobs><NextMarker>m2</NextMarker></EnumerationResults>')
+    (blob,), marker = parse_listing(xml)
+    assert (blob.name, blob.size, blob.etag, blob.metadata, blob.content_md5, marker) == \
+        ("a\x01b.jpg", 3, "0x1", {"itemid": "7"}, None, "m2")
+
+
+def test_fast_sas_is_the_sdk_sas_byte_for_byte(blob_service):
+    from azure.storage.blob import BlobSasPermissions, generate_blob_sas
+
+    now = datetime(2026, 5, 1, 12, 0, 0, 250_000, tzinfo=timezone.utc)
+    ttl, skew = timedelta(hours=48), timedelta(minutes=15)
+    signer = SasSigner(blob_service, "imgs", ttl=ttl, start_skew=skew, clock=lambda: now)
+    for name in NAMES:
+        token = generate_blob_sas(blob_service.account_name, "imgs", name, account_key=signer._account_key,
+                                  permission=BlobSasPermissions(read=True), start=now - skew, expiry=now + ttl)
+        assert signer.url(name).split("?", 1)[1] == token, name
+        assert signer.url(name).split("?", 1)[0].endswith("/imgs/" + quote(name, safe="/~"))
+    assert signer._fast  # the template path served these
+
+
+def test_sas_urls_stay_valid_across_seconds_and_open_the_blob(varied, blob_service):
+    import urllib.request
+
+    ticks = iter([datetime.now(timezone.utc) + timedelta(seconds=s) for s in (0, 0, 1, 1, 2)])
+    signer = SasSigner(blob_service, varied.container_name, ttl=timedelta(hours=1),
+                       start_skew=timedelta(minutes=15), clock=lambda: next(ticks))
+    urls = [signer.url("100/BLK/front.jpg") for _ in range(5)]
+    assert len(set(urls)) == 3  # a new template each second
+    for url in urls:
+        with urllib.request.urlopen(url) as response:  # Azurite checks the signature for real
+            assert response.read() == jpeg(note="100/BLK/front.jpg")
