@@ -37,6 +37,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="Azurite's persistent folder (the catalog is reused from here)")
     p.add_argument("--in-memory", action="store_true", help="a throwaway Azurite (nothing reused)")
     p.add_argument("--profile", type=Path, help="write a pyinstrument profile of the full sync here")
+    p.add_argument("--fan-out", type=int, metavar="PRODUCTS",
+                   help="also time the fan-out path with SYNC_SHARD_PRODUCTS=PRODUCTS (plan, then each shard)")
     args = p.parse_args(argv)
     if not (1 <= args.products <= args.images):
         p.error("expected 1 <= --products <= --images")
@@ -85,8 +87,9 @@ def sync_env(conn: str, container: str, urls: dict, args: argparse.Namespace) ->
     }
 
 
-def run_full_sync(env: dict, profile: Path | None) -> dict:
-    cmd = [sys.executable, "-m", "bench.child"] + (["--profile", str(profile)] if profile else [])
+def run_full_sync(env: dict, profile: Path | None, *, fan_out: bool = False) -> dict:
+    cmd = [sys.executable, "-m", "bench.child"] + (["--profile", str(profile)] if profile else []) \
+        + (["--fan-out"] if fan_out else [])
     child_env = {k: v for k, v in os.environ.items()
                  if not k.startswith(("IMAGES_", "WALLIE_", "TRAEDE_", "SYNC_", "HTTP_", "SAS_"))}
     started = time.perf_counter()
@@ -185,6 +188,13 @@ def main(argv: list[str] | None = None) -> int:
             if not full["ok"] or full["images"] != args.images:
                 raise RuntimeError(f"the full sync did not deliver everything: {full}")
             log(f"full sync: {full['wall_s']:.1f}s; naive baseline on a sample...")
+            fanned = None
+            if args.fan_out:
+                log(f"fan-out with SYNC_SHARD_PRODUCTS={args.fan_out}...")
+                fanned = run_full_sync({**env, "SYNC_SHARD_PRODUCTS": str(args.fan_out),
+                                        "SYNC_SHARD_QUEUE": f"bench-shards-{os.getpid()}"}, None, fan_out=True)
+                if not fanned["ok"] or fanned["images"] != args.images:
+                    raise RuntimeError(f"the fan-out did not deliver everything: {fanned}")
             with Components(Settings.from_env(env)) as parts:
                 sas_per_s = measure_sas(parts)
                 list_per_s = measure_listing(parts)
@@ -212,6 +222,12 @@ def main(argv: list[str] | None = None) -> int:
         ("SAS signing", f"{sas_per_s:,.0f} URLs/s"),
         ("listing", f"{list_per_s:,.0f} blobs/s (list + parse + describe)"),
     ]
+    if fanned:
+        result["fan_out"] = {k: fanned[k] for k in ("shards", "plan_s", "shard_max_s", "shard_sum_s", "requests",
+                                                     "peak_rss_mb")}
+        rows.append(("fan-out", f"{fanned['shards']} shards of {args.fan_out} products: timer {fanned['plan_s']:.1f} s, "
+                                f"slowest shard {fanned['shard_max_s']:.1f} s, all shards {fanned['shard_sum_s']:.1f} s "
+                                f"one after another, {fanned['requests']} requests"))
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")

@@ -23,7 +23,7 @@ KEYS = {"images", "products", "wall_s", "naive_wall_s", "speedup", "requests", "
 def test_bench_smoke_run_prints_the_figures_and_sends_the_minimum_requests():
     result = subprocess.run(
         [sys.executable, "-m", "bench", "--images", "300", "--products", "60", "--latency-ms", "1",
-         "--naive-sample", "20", "--in-memory"],
+         "--naive-sample", "20", "--in-memory", "--fan-out", "20"],
         cwd=REPO, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
@@ -32,6 +32,8 @@ def test_bench_smoke_run_prints_the_figures_and_sends_the_minimum_requests():
     assert (figures["images"], figures["products"]) == (300, 60)
     assert figures["requests"] == figures["min_requests"] == 1 + 1 + 6  # token, 1 Wallie batch, 6 TRAEDE
     assert any(line.startswith("speedup") for line in lines[:-1])  # the readable table
+    fan_out = figures["fan_out"]  # 60 products in shards of 20: each shard may end with a part-full batch
+    assert fan_out["shards"] == 3 and figures["min_requests"] <= fan_out["requests"] <= figures["min_requests"] + 3
 
 
 NAMES = ["100/BLK/front.jpg", "100/BLK/Back Shot.PNG", "100-a/x.jpg", "200/ünï cødé #1 (50%).jpg",
