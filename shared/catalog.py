@@ -92,10 +92,18 @@ def describe_blob(layout: PathLayout, name: str, size: int | None, metadata: Map
         return SkippedBlob(name, "empty blob (0 bytes)")
     meta = {k.lower(): v for k, v in (metadata or {}).items()}
     fields = layout.match(name)
-    item_id = (meta.get("itemid") or "").strip() or (fields.item_id if fields else None)
+    meta_item = (meta.get("itemid") or "").strip()
+    item_id = meta_item or (fields.item_id if fields else None)
     if not item_id:
         return SkippedBlob(name, f"path does not fit IMAGE_PATH_PATTERN {layout.pattern!r} "
                                  "and the blob has no 'itemid' metadata")
+    sep = layout.item_prefix_separator
+    if meta_item and sep and (fields is None or fields.item_id != meta_item):
+        # With a folder-per-product layout the blob and delete triggers list '<item>/' to build a product's
+        # full set for TRAEDE; an image filed elsewhere would be deleted there at the product's next upload.
+        where = f"the folder {fields.item_id!r}" if fields else f"a path outside IMAGE_PATH_PATTERN {layout.pattern!r}"
+        return SkippedBlob(name, f"metadata itemid {meta_item!r} disagrees with {where}: move the blob under "
+                                 f"'{meta_item}{sep}' or correct its metadata")
     color_id = (meta.get("colorid") or "").strip() or (fields.color_id if fields else None)
     try:
         if meta.get("type", "").strip():

@@ -55,6 +55,7 @@ class PathLayout:
     def __init__(self, pattern: str):
         self.pattern = pattern
         self._regexes = [self._compile(p) for p in pattern.split("|")]
+        self._separator = self._item_prefix_separator()
 
     @staticmethod
     def _compile(pattern: str) -> re.Pattern[str]:
@@ -81,6 +82,9 @@ class PathLayout:
 
         Lets a one-product sync list only ``<item_id><separator>`` instead of the whole container.
         """
+        return self._separator
+
+    def _item_prefix_separator(self) -> str | None:
         seps = set()
         for p in self.pattern.split("|"):
             if not p.startswith("{item_id}"):

@@ -9,12 +9,11 @@ whose images straddle a listing page or that appears after the plan was made. A 
 JSON::
 
     {"v": 1, "container": "product-images", "shard": 3, "shards": 50,
-     "after": "100599/", "upto": "100799/", "marker": "<listing continuation token>", "also": []}
+     "after": "100599/", "upto": "100799/", "marker": "<listing continuation token>"}
 
 ``marker`` is the continuation token of the listing page on which the shard's first product begins, so
-a shard lists only its own part of the container. ``also`` names the rare blobs whose ``itemid`` metadata
-points into this shard's range from a folder outside it: the shard that lists such a blob leaves it to
-its product's shard, so TRAEDE always gets each product's full set from exactly one shard.
+a shard lists only its own part of the container. With such a layout ``itemid`` metadata cannot move an
+image into another product's folder (the catalog skips it), so a product's images are all in its group.
 
 Layouts that do not start with ``{item_id}`` (``PathLayout.item_prefix_separator`` is None) cannot be cut
 this way: the timer then runs the single-process full sync, as does a catalog of at most
@@ -22,14 +21,13 @@ this way: the timer then runs the single-process full sync, as does a catalog of
 """
 from __future__ import annotations
 
-import bisect
 import json
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from .catalog import Catalog, CatalogEntry, ImageRecord, SkippedBlob
+from .catalog import Catalog, CatalogEntry
 from .errors import ConfigError
 from .report import SyncReport
 from .settings import StorageSettings
@@ -37,8 +35,6 @@ from .settings import StorageSettings
 log = logging.getLogger(__name__)
 
 MESSAGE_VERSION = 1
-# Queue messages hold 64 KiB; the Functions host expects base64, which grows text by a third.
-MAX_MESSAGE_CHARS = 45_000
 
 
 @dataclass
@@ -51,12 +47,11 @@ class Shard:
     after: str | None
     upto: str | None
     marker: str | None
-    also: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps({"v": MESSAGE_VERSION, "container": self.container, "shard": self.index,
                            "shards": self.count, "after": self.after, "upto": self.upto,
-                           "marker": self.marker, "also": self.also}, separators=(",", ":"))
+                           "marker": self.marker}, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> "Shard":
@@ -65,7 +60,7 @@ class Shard:
             if data.get("v") != MESSAGE_VERSION:
                 raise ValueError(f"version {data.get('v')!r}, expected {MESSAGE_VERSION}")
             return cls(index=int(data["shard"]), count=int(data["shards"]), container=str(data["container"]),
-                       after=data["after"], upto=data["upto"], marker=data["marker"], also=list(data["also"]))
+                       after=data["after"], upto=data["upto"], marker=data["marker"])
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not a shard message ({exc}): {text[:200]!r}") from None
 
@@ -83,7 +78,6 @@ class FanOut:
     queue: str
     per_shard: int
     listed: int
-    moved: int
     seconds: float
     skipped: list = field(default_factory=list)
     rejected: list = field(default_factory=list)
@@ -91,10 +85,9 @@ class FanOut:
     ok: bool = True
 
     def summary(self) -> str:
-        moved = f", {self.moved} blobs sent with their product's shard (itemid metadata)" if self.moved else ""
         return (f"nightly sync fanned out: {self.shards} shards enqueued to queue {self.queue!r} "
-                f"({self.groups} products in {self.listed} blobs, up to {self.per_shard} products a shard"
-                f"{moved}), {self.seconds:.1f}s")
+                f"({self.groups} products in {self.listed} blobs, up to {self.per_shard} products a shard), "
+                f"{self.seconds:.1f}s")
 
 
 def group_key(name: str, sep: str) -> str:
@@ -103,14 +96,13 @@ def group_key(name: str, sep: str) -> str:
     return name if cut < 0 else name[:cut + len(sep)]
 
 
-def plan(catalog: Catalog, per_shard: int, container: str) -> tuple[list[Shard], int, int, int] | None:
-    """Cut the container into shards of ``per_shard`` groups: ``(shards, groups, blobs, moved)``, or None
+def plan(catalog: Catalog, per_shard: int, container: str) -> tuple[list[Shard], int, int] | None:
+    """Cut the container into shards of ``per_shard`` groups: ``(shards, groups, blobs)``, or None
     when the layout or the listing does not allow it (the caller then syncs in one process)."""
     sep = catalog.layout.item_prefix_separator
     if sep is None or per_shard <= 0:
         return None
     cuts: list[tuple[str | None, str | None]] = [(None, None)]  # (after, marker) of each shard
-    strays: list[tuple[str, str]] = []  # (key of the product's group, blob name)
     last: str | None = None
     in_shard = groups = listed = 0
     for marker, blobs in catalog.pages():
@@ -127,42 +119,20 @@ def plan(catalog: Catalog, per_shard: int, container: str) -> tuple[list[Shard],
                 in_shard += 1
                 groups += 1
                 last = key
-            if any(k.lower() == "itemid" for k in blob.metadata):
-                entry = catalog.describe(blob)
-                if isinstance(entry, ImageRecord):
-                    product_key = group_key(entry.item_id + sep, sep)
-                    if product_key != key:
-                        strays.append((product_key, blob.name))
     if len(cuts) < 2:
         return None
     uptos = [after for after, _ in cuts[1:]]  # shard i ends where shard i + 1 starts
     shards = [Shard(i, len(cuts), container, after, uptos[i] if i < len(uptos) else None, marker)
               for i, (after, marker) in enumerate(cuts)]
-    for product_key, name in strays:
-        shards[bisect.bisect_left(uptos, product_key)].also.append(name)
-    if any(len(s.to_json()) > MAX_MESSAGE_CHARS for s in shards):
-        log.warning("%d blobs carry itemid metadata pointing outside their folder: too many to route "
-                    "through shard messages; not sharding", len(strays))
-        return None
-    return shards, groups, listed, len(strays)
+    return shards, groups, listed
 
 
 def shard_entries(catalog: Catalog, shard: Shard) -> Iterator[CatalogEntry]:
-    """The shard's blobs: its own listing range, minus blobs another shard's product claims, plus ``also``."""
+    """The shard's blobs: its own range of product folders, listed from the page where it begins."""
     sep = catalog.layout.item_prefix_separator
     if sep is None:
         raise ConfigError("IMAGE_PATH_PATTERN does not start with {item_id} and a separator: "
                           "shards cannot be listed (the nightly sync runs in one process for this layout)")
-    yield from _listed_range(catalog, shard, sep)
-    for name in shard.also:
-        entry = catalog.get(name)
-        if isinstance(entry, ImageRecord) and not shard.owns(group_key(entry.item_id + sep, sep)):
-            entry = SkippedBlob(name, f"itemid metadata changed to {entry.item_id!r} since the shards were "
-                                      "planned: the next nightly sync sends it")
-        yield entry
-
-
-def _listed_range(catalog: Catalog, shard: Shard, sep: str) -> Iterator[CatalogEntry]:
     for _marker, blobs in catalog.pages(marker=shard.marker):
         for blob in blobs:
             key = group_key(blob.name, sep)
@@ -170,12 +140,7 @@ def _listed_range(catalog: Catalog, shard: Shard, sep: str) -> Iterator[CatalogE
                 continue  # the page began in the previous shard
             if shard.upto is not None and key > shard.upto:
                 return  # the next shard's first product
-            entry = catalog.describe(blob)
-            if isinstance(entry, ImageRecord) and not shard.owns(group_key(entry.item_id + sep, sep)):
-                yield SkippedBlob(entry.blob_name, f"itemid metadata puts it in product {entry.item_id!r}, "
-                                                   "which another shard sends (with this image)")
-                continue
-            yield entry
+            yield catalog.describe(blob)
 
 
 def queue_client(storage: StorageSettings, queue: str, credential: Any = None):
@@ -203,7 +168,7 @@ def nightly(parts: Any, *, credential: Any = None) -> SyncReport | FanOut:
     planned = plan(parts.catalog, settings.sync_shard_products, settings.storage.container)
     if planned is None:
         return parts.engine.full_sync()
-    shards, groups, listed, moved = planned
+    shards, groups, listed = planned
     queue = queue_client(settings.storage, settings.sync_shard_queue, credential)
     try:
         from azure.core.exceptions import ResourceExistsError
@@ -217,7 +182,7 @@ def nightly(parts: Any, *, credential: Any = None) -> SyncReport | FanOut:
     finally:
         queue.close()
     return FanOut(shards=len(shards), groups=groups, queue=settings.sync_shard_queue,
-                  per_shard=settings.sync_shard_products, listed=listed, moved=moved,
+                  per_shard=settings.sync_shard_products, listed=listed,
                   seconds=round(time.monotonic() - started, 3))
 
 

@@ -31,7 +31,7 @@ VALID = {
     "8002/side.webp": None,                                  # no colour folder
     "8002/meta-type.jpg": {"type": "3", "sort": "2"},        # metadata as numbers
     "8002/meta-word.jpg": {"Type": "Lifestyle", "SORT": " 7 "},  # any case, words, spaces
-    "stray-with-itemid.jpg": {"itemid": "8003"},             # path does not fit, metadata names the item
+    "8003/meta-item.jpg": {"ItemId": "8003", "colorid": "BLK"},  # metadata agreeing with its folder
 }
 
 # blob name -> (bytes or None for a real image, metadata, what the reason must say)
@@ -57,6 +57,8 @@ SKIPPED = {
     "8002/sort-fraction.jpg": (None, {"sort": "1.5"}, "metadata sort '1.5'"),
     "8002/sort-huge.jpg": (None, {"sort": "99999999999"}, "metadata sort '99999999999'"),
     "8002/folder/": (b"", None, "folder marker"),
+    "stray-with-itemid.jpg": (None, {"itemid": "8003"}, "metadata itemid '8003' disagrees"),
+    "8002/filed-elsewhere.jpg": (None, {"itemid": "8003"}, "move the blob under '8003/'"),
 }
 LARGE = "8002/large.jpg"  # 12 MB: listed, signed and delivered, never downloaded by us
 
@@ -108,7 +110,7 @@ def test_valid_images_arrive_with_working_urls_and_the_rest_are_skipped_with_a_r
         assert wallie.downloaded[image_id]["sha256"] == hashlib.sha256(body).hexdigest(), name
     assert wallie.images[image_id_for("8002/meta-type.jpg")]["type"] == 3
     assert wallie.images[image_id_for("8002/meta-word.jpg")]["type"] == 4
-    assert wallie.images[image_id_for("stray-with-itemid.jpg")]["itemId"] == "8003"
+    assert wallie.images[image_id_for("8003/meta-item.jpg")]["colorId"] == "BLK"
 
     # TRAEDE: full sets, every image downloaded, every filename within 255 characters and unique
     assert sorted(traede.products) == ["8001", "8002", "8003"]

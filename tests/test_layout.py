@@ -68,14 +68,25 @@ def test_kind_from_the_first_kind_word_left_to_right(stem, kind):
 
 
 def test_metadata_overrides_the_path_in_any_case():
-    record = describe("100/10/front.jpg", metadata={"ItemId": "200", "COLORID": "20", "Type": "4",
+    record = describe("100/10/front.jpg", metadata={"ItemId": "100", "COLORID": "20", "Type": "4",
                                                     "sort": "7", "Alt": "On a model"})
-    assert (record.item_id, record.color_id, record.type, record.sort, record.alt) == ("200", "20", 4, 7, "On a model")
+    assert (record.item_id, record.color_id, record.type, record.sort, record.alt) == ("100", "20", 4, 7, "On a model")
 
 
-def test_metadata_item_id_rescues_a_path_outside_the_layout():
-    record = describe("loose-file.jpg", metadata={"itemid": "300"})
+def test_metadata_item_id_moves_an_image_when_products_are_not_folders():
+    layout = PathLayout("{color_id}/{item_id}-{name}")
+    assert layout.item_prefix_separator is None  # a product sync scans the whole container
+    assert describe("BLK/100-front.jpg", layout, metadata={"itemid": "200"}).item_id == "200"
+    record = describe("loose-file.jpg", layout, metadata={"itemid": "300"})
     assert record.item_id == "300" and record.color_id is None
+
+
+@pytest.mark.parametrize("name", ["200/10/front.jpg", "loose-file.jpg"])
+def test_metadata_item_id_cannot_move_an_image_out_of_its_product_folder(name):
+    # The triggers build a product's set by listing '100/': an image filed elsewhere would vanish at TRAEDE.
+    entry = describe(name, metadata={"itemid": "100"})
+    assert isinstance(entry, SkippedBlob)
+    assert "metadata itemid '100' disagrees" in entry.reason and "move the blob under '100/'" in entry.reason
 
 
 @pytest.mark.parametrize("metadata, expected", [({"type": "7"}, "type '7'"), ({"sort": "first"}, "sort 'first'"),

@@ -1,0 +1,56 @@
+"""The README stays true: every command, setting, script and function it names exists."""
+import json
+import os
+import re
+import shlex
+
+import pytest
+
+from shared.cli import build_parser
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+HOST_SETTINGS = {"BLOB_TRIGGER_SOURCE", "SYNC_SCHEDULE"}  # read by the Functions host, not by Settings
+
+
+def test_the_two_opening_commands_exist_and_are_executable():
+    opening = README.split("## How it works")[0]
+    commands = re.findall(r"^\./(scripts/\S+)", opening, flags=re.M)
+    assert commands[:2] == ["scripts/demo.sh", "scripts/test.sh"]
+    for path in commands:
+        assert os.access(os.path.join(REPO, path), os.X_OK), path
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = open(os.path.join(REPO, ".ci", "run"), encoding="utf-8").read()
+    assert "scripts/test.sh" in ci
+
+
+@pytest.mark.parametrize("command", sorted(set(re.findall(r"python -m shared ([^\n#`]+)", README))))
+def test_every_cli_command_in_the_readme_parses(command):
+    build_parser().parse_args(shlex.split(command.strip()))
+
+
+def test_every_setting_in_the_readme_table_is_read_and_listed_in_the_example():
+    table = README.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    names = set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)`", table, flags=re.M))
+    names |= set(re.findall(r"^\| `[A-Z_]+` / `([A-Z][A-Z0-9_]+)`", table, flags=re.M))
+    settings_source = open(os.path.join(REPO, "shared", "settings.py"), encoding="utf-8").read()
+    example = json.load(open(os.path.join(REPO, "local.settings.json.example")))["Values"]
+    assert len(names) > 20
+    for name in names - HOST_SETTINGS:
+        assert f'"{name}"' in settings_source, f"{name} is in the README but not read by Settings"
+    identity_only = {n for n in names if "__" in n}
+    for name in names - identity_only:
+        assert name in example, f"{name} is missing from local.settings.json.example"
+
+
+def test_every_function_in_the_readme_table_is_in_the_app():
+    import function_app
+
+    indexed = {f.get_function_name() for f in function_app.app.get_functions()}
+    table = README.split("## Running in Azure", 1)[1].split("\n- ", 1)[0]
+    named = set(re.findall(r"^\| `([a-z_]+)` \|", table, flags=re.M))
+    assert named and named <= indexed
+    for name in indexed:
+        assert f"`{name}`" in README, f"function {name} is not documented"
