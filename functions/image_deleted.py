@@ -6,7 +6,6 @@ import logging
 import azure.functions as func
 
 from shared import jobs
-from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()
@@ -20,11 +19,9 @@ def image_deleted(event: func.EventGridEvent) -> None:
     if event.event_type != BLOB_DELETED:
         log.info("ignored Event Grid event %s (%s): only %s is handled", event.id, event.event_type, BLOB_DELETED)
         return
-    container = Settings.from_env().storage.container
-    name = jobs.blob_name_from_subject(event.subject, container)
-    if name is None:
-        log.info("ignored deletion outside container %r: %s", container, event.subject)
+    report = jobs.deleted_blob(event.subject)
+    if report is None:
+        log.info("ignored deletion outside the images container: %s", event.subject)
         return
-    report = jobs.deleted_image(name)
     jobs.log_report(report, log)
     jobs.raise_if_retry_can_help(report)

@@ -48,15 +48,12 @@ def new_image(blob_name: str, env=None) -> SyncReport:
     return components(env).engine.new_image(blob_name)
 
 
-def deleted_image(blob_name: str, env=None) -> SyncReport:
-    return components(env).engine.deleted_image(blob_name)
-
-
-def blob_name_from_subject(subject: str, container: str) -> str | None:
-    """The blob name in an Event Grid storage subject, if the event is about our container."""
-    marker = f"/containers/{container}/blobs/"
-    head, found, name = subject.partition(marker)
-    return name if found and name else None
+def deleted_blob(subject: str, env=None) -> SyncReport | None:
+    """A BlobDeleted event: re-send its product; None when the event's blob is not in our container."""
+    parts = components(env)
+    marker = f"/containers/{parts.settings.storage.container}/blobs/"
+    _, found, name = subject.partition(marker)
+    return parts.engine.deleted_image(name) if found and name else None
 
 
 def full_sync(env=None) -> SyncReport:

@@ -14,6 +14,7 @@ from .errors import ConfigError
 # A user-delegation key may live at most 7 days; ask for what the SAS needs plus a margin.
 _DELEGATION_KEY_MARGIN = timedelta(hours=1)
 _DELEGATION_KEY_MAX = timedelta(days=7)
+MAX_TTL = timedelta(hours=168)  # SAS_TTL_HOURS' limit: what a user-delegation key can cover
 # Signed once per second as a template; its name must not occur anywhere else in a string-to-sign.
 _TEMPLATE_BLOB = "sas-template-6f2b9c1e/x.jpg"
 
@@ -37,6 +38,9 @@ class SasSigner:
 
     def __init__(self, service_client: Any, container: str, *, ttl: timedelta, start_skew: timedelta,
                  clock: Callable[[], datetime] = _utcnow):
+        if not timedelta(0) < ttl <= MAX_TTL:
+            raise ConfigError(f"a SAS may live from a moment to {MAX_TTL.days} days, not {ttl}: partners need "
+                              "time to download, and a longer-lived URL is a longer-lived leak")
         self.service = service_client
         self.container = container
         self.ttl = ttl

@@ -80,3 +80,11 @@ def test_writing_or_deleting_with_the_url_is_refused(blob_service, container):
     assert put.status_code == 403
     assert requests.delete(url, timeout=10).status_code == 403
     assert container.download_blob("1/front.jpg").readall() == data
+
+
+@pytest.mark.parametrize("ttl", [timedelta(hours=169), timedelta(0), timedelta(hours=-1)])
+def test_signer_refuses_a_lifetime_outside_0_to_7_days(blob_service, container, ttl):
+    from shared.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="7 days"):
+        signer(blob_service, container, ttl=ttl)
