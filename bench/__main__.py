@@ -170,13 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))
     from azure.storage.blob import BlobServiceClient
 
-    from bench.storage import PersistentAzurite, ensure_catalog
+    from bench.storage import ensure_catalog
+    from devtools.azurite import Azurite
     from shared.factory import Components
     from shared.settings import Settings
 
     log(f"bench: {args.images} images over {args.products} products, partner latency {args.latency_ms:g} ms, "
         f"{os.cpu_count()} cores")
-    with PersistentAzurite(None if args.in_memory else args.data_dir) as azurite:
+    with Azurite(persist_dir=None if args.in_memory else args.data_dir, extra_args=("--loose",)) as azurite:
         service = BlobServiceClient.from_connection_string(azurite.connection_string)
         container, reused, seed_s = ensure_catalog(service, args.images, args.products, log=log)
         service.close()

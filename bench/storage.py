@@ -9,77 +9,19 @@ from __future__ import annotations
 import hashlib
 import base64
 import http.client
-import os
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from urllib.parse import quote, urlsplit
 
-from devtools.azurite import ACCOUNT, ACCOUNT_KEY, _listening, azurite_binary, free_port
+from devtools.azurite import ACCOUNT, ACCOUNT_KEY
 
 COLOURS = ("BLK", "WHT")
 KINDS = ("front", "back", "detail", "zoom", "lifestyle", "packaging")
 SEED_VERSION = "1"
 # A few bytes are enough: the sandboxes run with downloads off, and the catalog only needs size > 0.
 JPEG_BYTES = b"\xff\xd8\xff\xe0bench\xff\xd9"
-
-
-class PersistentAzurite:
-    """Azurite blob + queue with ``--location`` (disk), on free ports; state survives ``stop()``."""
-
-    def __init__(self, location: Path | None, host: str = "127.0.0.1"):
-        self.location = location
-        self.host = host
-        self.blob_port, self.queue_port = free_port(), free_port()
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def connection_string(self) -> str:
-        return (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
-                f"BlobEndpoint=http://{self.host}:{self.blob_port}/{ACCOUNT};"
-                f"QueueEndpoint=http://{self.host}:{self.queue_port}/{ACCOUNT};")
-
-    def start(self) -> "PersistentAzurite":
-        args = [azurite_binary(), "--silent", "--skipApiVersionCheck", "--disableTelemetry", "--loose",
-                "--blobHost", self.host, "--blobPort", str(self.blob_port),
-                "--queueHost", self.host, "--queuePort", str(self.queue_port),
-                "--tableHost", self.host, "--tablePort", str(free_port())]
-        if self.location is None:
-            args.append("--inMemoryPersistence")
-            log = subprocess.DEVNULL
-        else:
-            self.location.mkdir(parents=True, exist_ok=True)
-            args += ["--location", str(self.location)]
-            log = open(self.location / "azurite.log", "ab")
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 180  # loading a big persisted catalog takes a while
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"Azurite exited with {self.process.returncode} (see {self.location})")
-            if _listening(self.host, self.blob_port) and _listening(self.host, self.queue_port):
-                return self
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("Azurite did not start listening within 180 s")
-
-    def stop(self) -> None:
-        """SIGTERM lets Azurite write its database to disk before it exits."""
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-
-    def __enter__(self) -> "PersistentAzurite":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def catalog_names(images: int, products: int):

@@ -33,17 +33,24 @@ def free_port() -> int:
 
 
 class Azurite:
-    """``with Azurite() as az: az.connection_string`` — a fresh, empty emulator, removed afterwards."""
+    """``with Azurite() as az: az.connection_string`` — a fresh, empty emulator, removed afterwards.
+
+    With ``persist_dir`` the data lives on disk there and survives ``stop()`` (the benchmark reuses a
+    seeded catalog that took minutes to upload); loading a large one takes longer, hence the timeouts.
+    """
 
     def __init__(self, *, host: str = "127.0.0.1", extra_args: tuple[str, ...] = (),
-                 scheme: str = "http", workdir: str | None = None):
+                 scheme: str = "http", persist_dir: str | os.PathLike | None = None):
         self.host = host
         self.scheme = scheme
         self.extra_args = extra_args
         self.blob_port = free_port()
         self.queue_port = free_port()
-        self._own_dir = workdir is None
-        self.workdir = workdir or tempfile.mkdtemp(prefix="azurite-")
+        self.persist_dir = Path(persist_dir) if persist_dir is not None else None
+        if self.persist_dir is not None:
+            self.persist_dir.mkdir(parents=True, exist_ok=True)
+        self.workdir = str(self.persist_dir) if self.persist_dir else tempfile.mkdtemp(prefix="azurite-")
+        self.start_timeout, self.stop_timeout = (180, 60) if self.persist_dir else (60, 10)
         self.process: subprocess.Popen | None = None
 
     @property
@@ -60,14 +67,15 @@ class Azurite:
                 f"BlobEndpoint={self.blob_endpoint};QueueEndpoint={self.queue_endpoint};")
 
     def start(self) -> "Azurite":
-        args = [azurite_binary(), "--silent", "--skipApiVersionCheck", "--disableTelemetry", "--inMemoryPersistence",
+        storage = ["--location", self.workdir] if self.persist_dir else ["--inMemoryPersistence"]
+        args = [azurite_binary(), "--silent", "--skipApiVersionCheck", "--disableTelemetry", *storage,
                 "--blobHost", self.host, "--blobPort", str(self.blob_port),
                 "--queueHost", self.host, "--queuePort", str(self.queue_port), "--tableHost", self.host,
                 "--tablePort", str(free_port()), *self.extra_args]
-        self._log = open(os.path.join(self.workdir, "azurite.log"), "wb")
+        self._log = open(os.path.join(self.workdir, "azurite.log"), "ab")
         self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"Azurite exited with {self.process.returncode}: "
@@ -76,19 +84,20 @@ class Azurite:
                 return self
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError("Azurite did not start listening within 60 s")
+        raise RuntimeError(f"Azurite did not start listening within {self.start_timeout} s")
 
     def stop(self) -> None:
+        """SIGTERM first: a persistent Azurite writes its database to disk before it exits."""
         if self.process and self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(10)
+                self.process.wait(self.stop_timeout)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
         if getattr(self, "_log", None):
             self._log.close()
-        if self._own_dir:
+        if self.persist_dir is None:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> "Azurite":
