@@ -1,4 +1,4 @@
-"""shellcheck on the deploy scripts; the CLI setup script is idempotent."""
+"""shellcheck on every shell script of the repo; the CLI setup script is idempotent."""
 
 import os
 import subprocess
@@ -7,7 +7,8 @@ from deploy_harness import DEPLOY_DIR, REPO, az_cli_venv
 
 
 def test_shellcheck_clean(shellcheck_bin):
-    scripts = sorted(str(p) for p in DEPLOY_DIR.glob("*.sh")) + [str(REPO / "scripts" / "setup-azure-cli.sh")]
+    scripts = sorted(str(p) for p in [*DEPLOY_DIR.glob("*.sh"), *(REPO / "scripts").glob("*.sh"), REPO / ".ci" / "run"])
+    assert len(scripts) >= 7
     result = subprocess.run([shellcheck_bin, "--external-sources", *scripts], capture_output=True, text=True,
                             cwd=REPO)
     assert result.returncode == 0, result.stdout + result.stderr
