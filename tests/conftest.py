@@ -9,6 +9,15 @@ from devtools.azurite import Azurite
 
 
 @pytest.fixture(scope="session")
+def indexed():
+    """What the Functions host indexes, by function name. get_functions() may run only once per app
+    object, so every test that inspects function_app.app shares this."""
+    import function_app
+
+    return {f.get_function_name(): f for f in function_app.app.get_functions()}
+
+
+@pytest.fixture(scope="session")
 def azurite():
     with Azurite() as az:
         yield az

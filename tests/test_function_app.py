@@ -23,14 +23,6 @@ from shared.jobs import SyncFailed
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
-def indexed():
-    """What the Functions host indexes. get_functions() may run once per app object."""
-    import function_app
-
-    return {f.get_function_name(): f for f in function_app.app.get_functions()}
-
-
 def binding(function, kind):
     return next(b for b in function.get_bindings() if b.type == kind)
 
