@@ -11,7 +11,7 @@ from .http import PartnerHttp
 from .settings import HttpSettings, WallieSettings
 
 
-MAX_TOKEN_RENEWALS = 3
+MAX_TOKEN_RENEWALS = 5
 
 
 class WallieClient:
