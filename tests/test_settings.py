@@ -105,6 +105,17 @@ def test_every_setting_is_documented_in_the_readme_and_the_example_settings(name
 
 
 @pytest.mark.parametrize("name", settings_read())
+def test_every_setting_is_set_by_the_deploy(name):
+    if name in ("IMAGES_STORAGE", "IMAGES_STORAGE__accountName"):
+        return  # Azure uses the identity-based form (blobServiceUri / queueServiceUri) instead
+    deploy = (ROOT / "deploy" / "deploy.sh").read_text()
+    assert f'"{name}=' in deploy, f"deploy/deploy.sh does not set the app setting {name}"
+    assert f"{name}=" in (ROOT / "deploy" / "deploy.env.example").read_text() or name.startswith(
+        ("IMAGES_STORAGE__", "WALLIE_PASSWORD", "TRAEDE_ACCESS_TOKEN", "TRAEDE_APP_KEY", "IMAGE_PATH_PATTERN")), \
+        f"deploy/deploy.env.example does not list {name}"
+
+
+@pytest.mark.parametrize("name", settings_read())
 def test_every_setting_has_a_missing_or_invalid_case_in_this_file(name):
     first_cases = Path(__file__).read_text().split("# -- every setting", 1)[0]
     covered = {_setting(c) for c in MORE_BAD} | COVERED_BELOW
