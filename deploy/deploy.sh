@@ -52,39 +52,28 @@ EOF
 }
 
 FORCE_CODE_DEPLOY=0
-ENV_FILE=""
-declare -A FLAGS=()
 
 parse_args() {
   while (($#)); do
     case "$1" in
       -h | --help) usage; exit 0 ;;
-      --env-file) ENV_FILE="${2:?--env-file needs a path}"; shift 2 ;;
-      -g | --resource-group) FLAGS[RESOURCE_GROUP]="${2:?$1 needs a value}"; shift 2 ;;
       -l | --location) FLAGS[LOCATION]="${2:?$1 needs a value}"; shift 2 ;;
-      -n | --app-name) FLAGS[APP_NAME]="${2:?$1 needs a value}"; shift 2 ;;
       --plan) FLAGS[PLAN]="${2:?$1 needs a value}"; shift 2 ;;
-      --images-account) FLAGS[IMAGES_STORAGE_ACCOUNT]="${2:?$1 needs a value}"; shift 2 ;;
-      --images-resource-group) FLAGS[IMAGES_RESOURCE_GROUP]="${2:?$1 needs a value}"; shift 2 ;;
       --container) FLAGS[IMAGES_CONTAINER]="${2:?$1 needs a value}"; shift 2 ;;
       --host-storage-account) FLAGS[HOST_STORAGE_ACCOUNT]="${2:?$1 needs a value}"; shift 2 ;;
-      --key-vault) FLAGS[KEY_VAULT_NAME]="${2:?$1 needs a value}"; shift 2 ;;
       --project-dir) FLAGS[PROJECT_DIR]="${2:?$1 needs a value}"; shift 2 ;;
       --force-code-deploy) FORCE_CODE_DEPLOY=1; shift ;;
-      --dry-run) DRY_RUN=1; shift ;;
-      *) usage >&2; die "unknown argument: $1" ;;
+      *)
+        parse_common_option "$@"
+        ((COMMON_SHIFT)) || { usage >&2; die "unknown argument: $1"; }
+        shift "$COMMON_SHIFT"
+        ;;
     esac
   done
 }
 
 load_config() {
-  if [[ -n "$ENV_FILE" ]]; then
-    load_env_file "$ENV_FILE"
-  fi
-  local key
-  for key in "${!FLAGS[@]}"; do
-    printf -v "$key" '%s' "${FLAGS[$key]}"
-  done
+  load_env_and_flags
   apply_common_defaults
   PROJECT_DIR="${PROJECT_DIR:-$(cd "$SCRIPT_DIR/.." && pwd)}"
   FLEX_INSTANCE_MEMORY="${FLEX_INSTANCE_MEMORY:-2048}"

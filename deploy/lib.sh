@@ -26,6 +26,35 @@ CONFIG_VARS=(
 MANAGED_TAG_KEY="image-sync-app"
 
 DRY_RUN=0
+ENV_FILE=""
+declare -A FLAGS=()
+
+# The options deploy.sh and teardown.sh share. parse_common_option ARG [VALUE] records ENV_FILE, a flag in
+# FLAGS or DRY_RUN, and leaves in COMMON_SHIFT how many words it used (0: not a shared option).
+parse_common_option() {
+  COMMON_SHIFT=2
+  case "$1" in
+    --env-file) ENV_FILE="${2:?--env-file needs a path}" ;;
+    -g | --resource-group) FLAGS[RESOURCE_GROUP]="${2:?$1 needs a value}" ;;
+    -n | --app-name) FLAGS[APP_NAME]="${2:?$1 needs a value}" ;;
+    --images-account) FLAGS[IMAGES_STORAGE_ACCOUNT]="${2:?$1 needs a value}" ;;
+    --images-resource-group) FLAGS[IMAGES_RESOURCE_GROUP]="${2:?$1 needs a value}" ;;
+    --key-vault) FLAGS[KEY_VAULT_NAME]="${2:?$1 needs a value}" ;;
+    --dry-run) DRY_RUN=1; COMMON_SHIFT=1 ;;
+    *) COMMON_SHIFT=0 ;;
+  esac
+}
+
+# The configuration in force: the env file (which never overrides the environment), then the flags.
+load_env_and_flags() {
+  if [[ -n "$ENV_FILE" ]]; then
+    load_env_file "$ENV_FILE"
+  fi
+  local key
+  for key in "${!FLAGS[@]}"; do
+    printf -v "$key" '%s' "${FLAGS[$key]}"
+  done
+}
 
 log() { printf '==> %s\n' "$*" >&2; }
 note() { printf '    %s\n' "$*" >&2; }

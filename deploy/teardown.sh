@@ -40,24 +40,19 @@ EOF
 ASSUME_YES=0
 PURGE_KEY_VAULT=0
 NO_WAIT=0
-ENV_FILE=""
-declare -A FLAGS=()
 
 parse_args() {
   while (($#)); do
     case "$1" in
       -h | --help) usage; exit 0 ;;
-      --env-file) ENV_FILE="${2:?--env-file needs a path}"; shift 2 ;;
-      -g | --resource-group) FLAGS[RESOURCE_GROUP]="${2:?$1 needs a value}"; shift 2 ;;
-      -n | --app-name) FLAGS[APP_NAME]="${2:?$1 needs a value}"; shift 2 ;;
-      --images-account) FLAGS[IMAGES_STORAGE_ACCOUNT]="${2:?$1 needs a value}"; shift 2 ;;
-      --images-resource-group) FLAGS[IMAGES_RESOURCE_GROUP]="${2:?$1 needs a value}"; shift 2 ;;
-      --key-vault) FLAGS[KEY_VAULT_NAME]="${2:?$1 needs a value}"; shift 2 ;;
       --purge-key-vault) PURGE_KEY_VAULT=1; shift ;;
       --no-wait) NO_WAIT=1; shift ;;
       --yes | -y) ASSUME_YES=1; shift ;;
-      --dry-run) DRY_RUN=1; shift ;;
-      *) usage >&2; die "unknown argument: $1" ;;
+      *)
+        parse_common_option "$@"
+        ((COMMON_SHIFT)) || { usage >&2; die "unknown argument: $1"; }
+        shift "$COMMON_SHIFT"
+        ;;
     esac
   done
   if ((PURGE_KEY_VAULT && NO_WAIT)); then
@@ -66,13 +61,7 @@ parse_args() {
 }
 
 load_config() {
-  if [[ -n "$ENV_FILE" ]]; then
-    load_env_file "$ENV_FILE"
-  fi
-  local key
-  for key in "${!FLAGS[@]}"; do
-    printf -v "$key" '%s' "${FLAGS[$key]}"
-  done
+  load_env_and_flags
   require_vars RESOURCE_GROUP APP_NAME IMAGES_STORAGE_ACCOUNT
   apply_common_defaults
 }
