@@ -11,10 +11,10 @@ import socket
 import sys
 
 
-def main(argv):
-    request = {"argv": argv, "cwd": os.getcwd(), "fake_state": os.environ["FAKE_AZ_STATE"]}
+def roundtrip(socket_path, request):
+    """Send one JSON request line to the parse server; its JSON answer, or None if it hung up."""
     sock = socket.socket(socket.AF_UNIX)
-    sock.connect(os.environ["FAKE_AZ_SOCKET"])
+    sock.connect(str(socket_path))
     sock.sendall(json.dumps(request).encode() + b"\n")
     data = b""
     while not data.endswith(b"\n"):
@@ -23,10 +23,15 @@ def main(argv):
             break
         data += chunk
     sock.close()
-    if not data:
+    return json.loads(data) if data else None
+
+
+def main(argv):
+    request = {"argv": argv, "cwd": os.getcwd(), "fake_state": os.environ["FAKE_AZ_STATE"]}
+    reply = roundtrip(os.environ["FAKE_AZ_SOCKET"], request)
+    if reply is None:
         sys.stderr.write("fake az: no answer from the parse server\n")
         return 98
-    reply = json.loads(data)
     sys.stdout.write(reply["stdout"])
     sys.stderr.write(reply["stderr"])
     return reply["rc"]

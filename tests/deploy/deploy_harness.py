@@ -146,19 +146,9 @@ def is_mutating(call):
 
 def ask_parser(socket_path, argv):
     """Check one az argument list with the parse server directly (as the fake az does)."""
-    import socket
+    from az_client import roundtrip
 
-    sock = socket.socket(socket.AF_UNIX)
-    sock.connect(str(socket_path))
-    sock.sendall(json.dumps({"argv": argv, "cwd": os.getcwd()}).encode() + b"\n")
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    sock.close()
-    return json.loads(data)
+    return roundtrip(socket_path, {"argv": argv, "cwd": os.getcwd()})
 
 
 def dry_run_commands(stdout):

@@ -21,13 +21,6 @@ IMAGE_BYTES = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40
 
 
 @pytest.fixture
-def http():
-    with requests.Session() as session:
-        session.trust_env = False
-        yield session
-
-
-@pytest.fixture
 def image_server():
     """A tiny origin the sandboxes download from: /img.png serves bytes, anything else is 404."""
 

@@ -18,13 +18,6 @@ def traede():
         yield sandbox
 
 
-@pytest.fixture
-def http():
-    with requests.Session() as session:
-        session.trust_env = False
-        yield session
-
-
 def sync(http, traede, products, headers=AUTH, key="products"):
     return http.post(f"{traede.url}/products/images/sync", json={key: products}, headers=headers)
 

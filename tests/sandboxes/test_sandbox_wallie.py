@@ -21,13 +21,6 @@ def wallie():
         yield sandbox
 
 
-@pytest.fixture
-def http():
-    with requests.Session() as session:
-        session.trust_env = False
-        yield session
-
-
 def get_token(http, wallie):
     response = http.post(f"{wallie.url}/Token", json=CREDENTIALS, headers=TENANT)
     assert response.status_code == 200, response.text
