@@ -23,6 +23,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--wallie-port", type=int, default=8071)
     parser.add_argument("--traede-port", type=int, default=8072)
     parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--latency-jitter-ms", type=float, default=0.0,
+                        help="add a random 0..N ms to each request's latency (seeded by --seed)")
     parser.add_argument("--error-rate", type=float, default=0.0)
     parser.add_argument("--throttle-rate", type=float, default=0.0)
     parser.add_argument("--retry-after", type=int, default=1, help="Retry-After seconds on injected 429s")
@@ -63,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         for sandbox in (wallie, traede):
             sandbox.configure_faults(
                 latency_ms=args.latency_ms,
+                latency_jitter_ms=args.latency_jitter_ms,
                 error_rate=args.error_rate,
                 throttle_rate=args.throttle_rate,
                 retry_after=args.retry_after,

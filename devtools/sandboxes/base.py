@@ -16,6 +16,7 @@ import json
 import logging
 import random
 import socket
+import struct
 import threading
 import time
 import urllib.parse
@@ -38,7 +39,13 @@ BASE_COUNTERS = (
     "injected_malformed",
     "downloads",
     "download_failures",
+    "injected_hang",
+    "injected_reset",
+    "injected_413",
+    "injected_redirect",
+    "injected_drip",
 )
+HANG_LIMIT_S = 600.0  # a hung request is released at the latest when the sandbox stops, or after this
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -80,6 +87,8 @@ class Reply:
     body: bytes = b""
     content_type: str | None = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
+    reset: bool = False  # no answer: the connection is reset (RST) instead
+    drip_bytes_per_s: float = 0.0  # write the answer this slowly
 
 
 def json_reply(status: int, payload: Any, headers: dict[str, str] | None = None) -> Reply:
@@ -133,17 +142,29 @@ def _check_fault(name: str, value: Any) -> Any:
         if not is_number or not 0.0 <= value <= 1.0:
             raise ValueError(f"{name} must be a number between 0 and 1, got {value!r}")
         return float(value)
-    if name == "latency_ms":
+    if name in ("latency_ms", "latency_jitter_ms"):
         if not is_number or value < 0:
-            raise ValueError(f"latency_ms must be a number >= 0, got {value!r}")
+            raise ValueError(f"{name} must be a number >= 0, got {value!r}")
         return value
     if name in ("retry_after", "seed"):
         if not isinstance(value, int) or isinstance(value, bool) or (name == "retry_after" and value < 0):
             raise ValueError(f"{name} must be an integer{' >= 0' if name == 'retry_after' else ''}, got {value!r}")
         return value
-    if name in ("outage", "malformed"):
+    if name in ("outage", "malformed", "hang", "echo_credentials"):
         if not isinstance(value, bool):
             raise ValueError(f"{name} must be true or false, got {value!r}")
+        return value
+    if name in ("reset_after_apply", "max_body_bytes"):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        return value
+    if name == "drip_bytes_per_s":
+        if not is_number or value < 0:
+            raise ValueError(f"drip_bytes_per_s must be a number >= 0 (0 = off), got {value!r}")
+        return float(value)
+    if name == "redirect_to":
+        if not isinstance(value, str) or (value and not is_http_url(value)):
+            raise ValueError(f"redirect_to must be an http(s) URL or empty, got {value!r}")
         return value
     if name == "reject":
         if isinstance(value, (str, bytes)) or not all(isinstance(item, str) for item in value):
@@ -174,10 +195,18 @@ class Faults:
     throttle_rate: float = 0.0
     retry_after: int = 1
     latency_ms: float = 0.0
+    latency_jitter_ms: float = 0.0  # each request waits latency_ms plus a uniform 0..jitter (seeded draw)
     outage: bool = False
     malformed: bool = False
     reject: set[str] = field(default_factory=set)
     seed: int = 0
+    # Network-level misbehaviour (each off by default):
+    hang: bool = False  # accept the request, never answer (until the sandbox stops)
+    reset_after_apply: int = 0  # the next N requests are applied, then the connection is reset, no answer
+    drip_bytes_per_s: float = 0.0  # the answer (status line included) trickles out at this rate
+    max_body_bytes: int = 0  # a request body larger than this gets 413 Payload Too Large
+    redirect_to: str = ""  # answer 307 with Location: <redirect_to><path>, before looking at anything else
+    echo_credentials: bool = False  # error answers quote the request's headers and body back
 
     def __setattr__(self, name: str, value: Any) -> None:
         value = _check_fault(name, value)
@@ -209,11 +238,26 @@ class Faults:
                 "throttle_rate": self.throttle_rate,
                 "retry_after": self.retry_after,
                 "latency_ms": self.latency_ms,
+                "latency_jitter_ms": self.latency_jitter_ms,
                 "outage": self.outage,
                 "malformed": self.malformed,
                 "reject": sorted(self.reject),
                 "seed": self.seed,
+                "hang": self.hang,
+                "reset_after_apply": self.reset_after_apply,
+                "drip_bytes_per_s": self.drip_bytes_per_s,
+                "max_body_bytes": self.max_body_bytes,
+                "redirect_to": self.redirect_to,
+                "echo_credentials": self.echo_credentials,
             }
+
+    def take_reset(self) -> bool:
+        """Whether this request is one of the next ``reset_after_apply`` ones (and count it)."""
+        with self._lock:
+            if self.reset_after_apply <= 0:
+                return False
+            object.__setattr__(self, "reset_after_apply", self.reset_after_apply - 1)
+            return True
 
     def decide(self) -> FaultDecision:
         """Draw this request's fault. Both draws happen under the lock so the sequence stays reproducible."""
@@ -222,8 +266,9 @@ class Faults:
                 return FaultDecision(outage=True)
             throttle = self._rng.random() < self.throttle_rate
             error = self._rng.random() < self.error_rate
+            jitter = self._rng.random() * self.latency_jitter_ms if self.latency_jitter_ms else 0.0
             return FaultDecision(
-                latency_s=self.latency_ms / 1000.0,
+                latency_s=(self.latency_ms + jitter) / 1000.0,
                 throttle=throttle,
                 retry_after=self.retry_after,
                 error=error,
@@ -237,6 +282,19 @@ class Faults:
 
 class _BadRequest(Exception):
     pass
+
+
+def _with_echo(reply: Reply, request: Request) -> Reply:
+    """A careless partner's error page: it quotes our request, credentials included."""
+    try:
+        payload = json.loads(reply.body) if reply.body else {}
+    except ValueError:
+        payload = {"message": reply.body.decode("utf-8", errors="replace")}
+    if not isinstance(payload, dict):
+        payload = {"message": payload}
+    payload["echo"] = {"headers": dict(request.headers.items()),
+                       "body": request.body.decode("utf-8", errors="replace")}
+    return json_reply(reply.status, payload, reply.headers)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -297,6 +355,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.rfile.readline(65537)
 
     def _write(self, reply: Reply) -> None:
+        if reply.reset:
+            self._reset()
+            return
+        if reply.drip_bytes_per_s:
+            self._drip(reply)
+            return
         self.send_response(reply.status)
         if reply.content_type:
             self.send_header("Content-Type", reply.content_type)
@@ -307,6 +371,36 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(reply.body)
+
+
+    def _reset(self) -> None:
+        """Abort the connection with a TCP reset: the client sees 'connection reset by peer'."""
+        self.close_connection = True
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        self.connection.close()
+
+    def _drip(self, reply: Reply) -> None:
+        """The whole answer, status line first, one byte at a time at ``drip_bytes_per_s``."""
+        head = [f"HTTP/1.1 {reply.status} {self.responses.get(reply.status, ('',))[0]}"]
+        if reply.content_type:
+            head.append(f"Content-Type: {reply.content_type}")
+        head += [f"{k}: {v}" for k, v in reply.headers.items()]
+        head += [f"Content-Length: {len(reply.body)}", "Connection: close", "", ""]
+        data = "\r\n".join(head).encode("latin-1") + reply.body
+        self.close_connection = True
+        pause = 1.0 / reply.drip_bytes_per_s
+        stopping = self.server.sandbox._stopping
+        try:
+            for i in range(len(data)):
+                self.wfile.write(data[i:i + 1])
+                self.wfile.flush()
+                if stopping.wait(pause):
+                    return
+        except OSError:
+            pass  # the client gave up: that is what a deadline is for
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -408,6 +502,7 @@ class Sandbox:
         self.port = port
         self.download = download
         self.faults = Faults()
+        self._stopping = threading.Event()  # releases hung and dripping requests when the sandbox stops
         self._lock = threading.RLock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -419,6 +514,7 @@ class Sandbox:
     def start(self) -> Sandbox:
         if self._server is not None:
             raise RuntimeError(f"{self.name} sandbox is already running at {self.url}")
+        self._stopping.clear()
         server_class = _Server6 if ":" in self.host else _Server
         self._server = server_class((self.host, self.port), self)
         self.port = self._server.server_address[1]
@@ -434,6 +530,7 @@ class Sandbox:
         if server is None:
             return
         self._server = self._thread = None
+        self._stopping.set()
         server.shutdown()
         server.drop_connections()
         server.server_close()
@@ -570,9 +667,31 @@ class Sandbox:
             return json_reply(404, {"message": f"no such endpoint: {request.path}"})
         if route.counter:
             self._count(route.counter)
+        faults = self.faults
+        if faults.redirect_to:
+            self._count("injected_redirect")
+            return Reply(307, b"", None, {"Location": faults.redirect_to.rstrip("/") + request.path})
         if request.method != "POST":
             return json_reply(405, {"message": f"{request.path} only accepts POST"}, {"Allow": "POST"})
-        return self._injected_fault() or route.handler(request)
+        if faults.hang:
+            self._count("injected_hang")
+            self._stopping.wait(HANG_LIMIT_S)
+            return Reply(0, reset=True)
+        if faults.max_body_bytes and len(request.body) > faults.max_body_bytes:
+            self._count("injected_413")
+            return json_reply(413, {"message": f"Payload Too Large: at most {faults.max_body_bytes} bytes, "
+                                               f"got {len(request.body)}"})
+        reply = self._injected_fault() or route.handler(request)
+        if faults.echo_credentials and reply.status >= 400:
+            reply = _with_echo(reply, request)
+        if faults.take_reset():
+            self._count("injected_reset")
+            return Reply(0, reset=True)  # applied (the handler ran), but the client never hears so
+        if faults.drip_bytes_per_s:
+            self._count("injected_drip")
+            return Reply(reply.status, reply.body, reply.content_type, reply.headers,
+                         drip_bytes_per_s=faults.drip_bytes_per_s)
+        return reply
 
     def _injected_fault(self) -> Reply | None:
         """Order: outage, latency, throttle, error, malformed."""

@@ -7,6 +7,7 @@ by accident and re-downloads nothing that did not change.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from .base import Reply, Request, Route, Sandbox, is_http_url, is_int, is_nonempty_str, json_reply
@@ -64,12 +65,23 @@ class TraedeSandbox(Sandbox):
         with self._lock:
             return {item: {k: dict(v) for k, v in keys.items()} for item, keys in self._downloaded.items()}
 
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """Every product set in the order TRAEDE applied it: {"seq", "item_number", "keys", "at"}.
+
+        ``keys`` are the image keys of the set (existance_key, else URL) and ``at`` is time.time() when it
+        was applied; tests read the order to prove a product's set never goes backwards.
+        """
+        with self._lock:
+            return [dict(entry, keys=list(entry["keys"])) for entry in self._history]
+
     def _clear_state(self) -> None:
         self._products: dict[str, list[dict[str, Any]]] = {}
         self._downloaded: dict[str, dict[str, dict[str, Any]]] = {}
+        self._history: list[dict[str, Any]] = []
 
     def _partner_state(self) -> dict[str, Any]:
-        return {"products": self._products, "downloaded": self._downloaded}
+        return {"products": self._products, "downloaded": self._downloaded, "history": self._history}
 
     # --- endpoint
 
@@ -138,6 +150,8 @@ class TraedeSandbox(Sandbox):
                 for image_key in gone:
                     downloads.pop(image_key, None)
                 self._products[item_number] = after
+                self._history.append({"seq": len(self._history) + 1, "item_number": item_number,
+                                      "keys": [image["key"] for image in after], "at": time.time()})
         return to_download
 
     # --- contract
