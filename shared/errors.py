@@ -1,4 +1,10 @@
-"""The error tree every caller handles: one root, subclasses only where a caller acts differently."""
+"""The error tree every caller handles: one root, subclasses only where a caller acts differently.
+
+What a caller does next, by class: ``TransientError`` — retry later (the host retries the invocation);
+``RejectedError`` — isolate the record (split the batch) and report it, never retry it; ``TooLargeError`` —
+split the batch until it fits, like a rejection; ``StopPartnerError`` — send nothing more to that partner
+this run (its credentials or its address are wrong), and do not ask the host to retry in vain.
+"""
 from __future__ import annotations
 
 
@@ -14,7 +20,8 @@ class PartnerError(ImageSyncError):
     """A partner answered with an error (or not at all).
 
     ``status_code`` is None when no HTTP answer arrived (connection refused, timeout).
-    ``response_body`` is the partner's text, cut to a readable length; it never holds our credentials.
+    ``response_body`` is the partner's text, cut to a readable length; secrets are redacted wherever it
+    is shown.
     """
 
     def __init__(self, partner: str, message: str, *, status_code: int | None = None,
@@ -26,12 +33,24 @@ class PartnerError(ImageSyncError):
         self.response_body = response_body
 
 
-class AuthError(PartnerError):
+class StopPartnerError(PartnerError):
+    """This partner cannot be used with the current configuration: stop sending to it for this run."""
+
+
+class AuthError(StopPartnerError):
     """Credentials were refused: retrying with the same ones cannot help."""
+
+
+class RedirectError(StopPartnerError):
+    """The partner's base URL answers with a redirect: the setting points at the wrong address."""
 
 
 class RejectedError(PartnerError):
     """The partner refused the records themselves (400/422): retrying the same records cannot help."""
+
+
+class TooLargeError(RejectedError):
+    """413: the request body is too large; a smaller batch may pass, a single record will not."""
 
 
 class TransientError(PartnerError):

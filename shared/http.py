@@ -1,133 +1,276 @@
-"""The one HTTP path both partner clients use: pooled session, timeouts, retries, error mapping."""
+"""The one HTTP path both partner clients use: pooled session, hard deadlines, retries, error mapping.
+
+Every call goes through ``PartnerHttp.post``:
+
+- **A real deadline per attempt.** ``HTTP_TIMEOUT_SECONDS`` bounds a whole attempt: connecting, sending
+  and reading the complete answer. A socket timeout alone would not (an answer that trickles in one byte a
+  second never trips it), so a watchdog shuts the attempt's socket down when its time is up.
+- **Retries that are safe.** Both partners upsert, so a POST is retried after a connection error, a
+  timeout, an answer that broke off (reset, truncated body, protocol error), 429 and 5xx, honouring
+  ``Retry-After``, with exponential backoff and jitter. ``HTTP_RETRY_MAX_SECONDS`` bounds the whole call,
+  waits included: a wait that would end past it is not started.
+- **Credentials stay home.** Redirects are never followed: a 3xx is a failure naming ``Location`` and the
+  base-URL setting, so no header, token or body ever goes to another origin.
+- **Errors say what to do next** (see ``errors.py``): transient, rejected (isolate the record), too large
+  (split the batch), or stop the partner (credentials refused, redirected).
+"""
 from __future__ import annotations
 
 import json
+import random
+import socket
 import threading
 import time
-from typing import Any
+from email.utils import parsedate_to_datetime
+from typing import Any, Callable, Mapping
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from .errors import AuthError, PartnerError, RejectedError, TransientError
+from .errors import AuthError, PartnerError, RedirectError, RejectedError, TooLargeError, TransientError
 from .settings import HttpSettings
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 BODY_EXCERPT = 2000
+BACKOFF_MAX_SECONDS = 30.0
+CONNECT_TIMEOUT_MAX = 10.0
+# A lock-guarded attempt needs at least this much of the lock left, or it is not started.
+GUARD_MARGIN_SECONDS = 2.0
+
+_local = threading.local()
 
 
-class DeadlineRetry(Retry):
-    """urllib3 Retry that also stops once a request has spent ``max_seconds`` (sleeps included).
+class _Attempt:
+    """One attempt's deadline: a watchdog that shuts the attempt's socket down when time is up.
 
-    Honours Retry-After (429/503) and backs off exponentially with jitter. The deadline starts at the
-    first failure of each request, so one template instance serves every request of a session.
+    The connection registers itself here when urllib3 sends the request on it (``_TrackedConnection``),
+    from the attempt's own thread, so the watchdog knows which socket to close.
     """
 
-    def __init__(self, *args: Any, max_seconds: float = 120.0, deadline: float | None = None, **kw: Any):
-        super().__init__(*args, **kw)
-        self.max_seconds = max_seconds
-        self.deadline = deadline
+    def __init__(self, seconds: float):
+        self.fired = False
+        self._connection: Any = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(seconds, 0.0), self.fire)
+        self._timer.daemon = True
 
-    def new(self, **kw: Any) -> "DeadlineRetry":
-        kw.setdefault("max_seconds", self.max_seconds)
-        kw.setdefault("deadline", self.deadline if self.deadline is not None
-                      else time.monotonic() + self.max_seconds)
-        return super().new(**kw)
+    def bind(self, connection: Any) -> None:
+        with self._lock:
+            self._connection = connection
+            fired = self.fired
+        if fired:
+            _shut(connection)
 
-    def is_exhausted(self) -> bool:
-        return super().is_exhausted() or (self.deadline is not None and time.monotonic() >= self.deadline)
+    def fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            connection = self._connection
+        if connection is not None:
+            _shut(connection)
 
-    def sleep(self, response: Any = None) -> None:
-        wait = self.get_retry_after(response) if response is not None and self.respect_retry_after_header \
-            else None
-        if wait is None:
-            wait = self.get_backoff_time()
-        if self.deadline is not None:
-            wait = min(wait, max(0.0, self.deadline - time.monotonic()))
-        if wait > 0:
-            time.sleep(wait)
+    def __enter__(self) -> "_Attempt":
+        _local.attempt = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        _local.attempt = None
 
 
-def make_retry(http: HttpSettings) -> DeadlineRetry:
-    # Both partners upsert by id, so retrying a POST is safe: allowed_methods=None retries every verb.
-    return DeadlineRetry(
-        total=http.max_retries, connect=http.max_retries, read=http.max_retries, status=http.max_retries,
-        other=0, allowed_methods=None, status_forcelist=RETRY_STATUSES,
-        backoff_factor=http.backoff_seconds, backoff_max=30, backoff_jitter=http.backoff_seconds / 2,
-        respect_retry_after_header=True, raise_on_status=False, raise_on_redirect=False,
-        max_seconds=http.max_retry_seconds,
-    )
+def _shut(connection: Any) -> None:
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+class _Tracked:
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        attempt = getattr(_local, "attempt", None)
+        if attempt is not None:
+            attempt.bind(self)
+        return super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _TrackedHTTPConnection(_Tracked, HTTPConnection):
+    pass
+
+
+class _TrackedHTTPSConnection(_Tracked, HTTPSConnection):
+    pass
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _TrackedHTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _TrackedHTTPSConnection
+
+
+class _Adapter(HTTPAdapter):
+    """No retries of its own (``PartnerHttp`` decides) and connections the watchdog can find."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+class _Retry(Exception):
+    """An attempt that may be repeated: why, and the answer's status and body if there was one."""
+
+    def __init__(self, why: str, status: int | None = None, body: str | None = None,
+                 retry_after: float | None = None):
+        super().__init__(why)
+        self.why, self.status, self.body, self.retry_after = why, status, body, retry_after
 
 
 class PartnerHttp:
-    """A partner's base URL and a pooled ``requests.Session`` with retries mounted on it."""
+    """A partner's base URL and a pooled ``requests.Session``; ``post`` is the only way out."""
 
     def __init__(self, partner: str, base_url: str, http: HttpSettings, *, pool_size: int = 8,
-                 session: requests.Session | None = None):
+                 base_url_setting: str = "the base URL setting", session: requests.Session | None = None,
+                 stop: threading.Event | None = None):
         self.partner = partner
         self.base_url = base_url.rstrip("/")
-        self.timeout = http.timeout_seconds
-        self.max_retries = http.max_retries
+        self.base_url_setting = base_url_setting
+        self.http = http
+        self.stop = stop or threading.Event()
         self.session = session or requests.Session()
-        adapter = HTTPAdapter(max_retries=make_retry(http), pool_connections=2, pool_maxsize=pool_size)
+        self.session.trust_env = False  # no proxy or .netrc credentials from the environment
+        adapter = _Adapter(max_retries=0, pool_connections=2, pool_maxsize=pool_size)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self._lock = threading.Lock()
+        self._attempts: set[_Attempt] = set()
         self.requests = 0
         self.retries = 0
 
-    def post(self, path: str, *, headers: dict, json_body: Any = None, data: bytes | None = None,
-             what: str, expect_json: bool = False) -> requests.Response:
-        """POST and return a 2xx response; anything else raises the matching PartnerError.
+    def post(self, path: str, *, headers: Mapping[str, str] | None = None, auth: requests.auth.AuthBase | None = None,
+             json_body: Any = None, what: str, expect_json: bool = False,
+             guard: Callable[[], float] | None = None) -> requests.Response:
+        """POST and return a 2xx answer whose body was read in full; anything else raises.
 
-        A 2xx whose body is not JSON (``expect_json``), or not JSON-or-empty, is an error too: a proxy or
-        error page answering 200 must not pass for a delivery.
+        ``guard`` (optional) returns the seconds for which the caller's lock is still certainly held; an
+        attempt never runs past it, and none starts with less than ``GUARD_MARGIN_SECONDS`` left.
         """
         url = f"{self.base_url}{path}"
-        if json_body is not None:
-            headers = {**headers, "Content-Type": "application/json"}
-            data = _dumps(json_body)
+        body = _dumps(json_body)
+        send_headers = {**(headers or {}), "Content-Type": "application/json"}
+        started = time.monotonic()
+        call_deadline = started + self.http.max_retry_seconds
+        attempt = 0
         try:
-            response = self.session.post(url, data=data, headers=headers, timeout=self.timeout)
-        except requests.exceptions.RetryError as exc:
-            self._count(1 + self.max_retries)
-            raise TransientError(self.partner, f"{what}: gave up after retries ({_reason(exc)})") from None
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-            # urllib3 does not hand back its last Retry: a request that gave up made up to 1 + max tries.
-            self._count(1 + self.max_retries)
-            raise TransientError(self.partner, f"{what}: no answer from {self.base_url} "
-                                               f"after retries ({_reason(exc)})") from None
+            while True:
+                attempt += 1
+                budget = min(self.http.timeout_seconds, call_deadline - time.monotonic())
+                if guard is not None:
+                    held = guard() - GUARD_MARGIN_SECONDS
+                    if held <= 0:
+                        raise TransientError(self.partner, f"{what}: not sent: this product's lock could not be "
+                                                           "kept (storage unreachable?); it is retried later")
+                    budget = min(budget, held)
+                try:
+                    return self._checked(self._attempt(url, body, send_headers, auth, budget), what, expect_json)
+                except _Retry as retry:
+                    wait = self._wait(attempt, retry)
+                    if attempt > self.http.max_retries or time.monotonic() + wait >= call_deadline:
+                        raise self._gave_up(what, retry, attempt, time.monotonic() - started) from None
+                    if self.stop.wait(wait):
+                        raise TransientError(self.partner, f"{what}: not sent: the run was stopped while "
+                                                           f"waiting to retry ({retry.why})") from None
+        finally:
+            with self._lock:
+                self.requests += 1
+                self.retries += attempt - 1
+
+    # -- one attempt --------------------------------------------------------------------------------
+
+    def _attempt(self, url: str, body: bytes, headers: dict, auth: Any, budget: float) -> requests.Response:
+        if self.stop.is_set():
+            raise TransientError(self.partner, "not sent: the run was stopped")
+        watchdog = _Attempt(budget)
+        with self._lock:
+            self._attempts.add(watchdog)
+        try:
+            with watchdog:
+                response = self.session.post(url, data=body, headers=headers, auth=auth, allow_redirects=False,
+                                             stream=True, timeout=(min(CONNECT_TIMEOUT_MAX, budget), budget))
+                try:
+                    response.content  # the whole answer, within the same deadline
+                finally:
+                    response.close()
         except requests.exceptions.RequestException as exc:
-            # e.g. the connection broke mid-answer (ChunkedEncodingError): no verdict from the partner.
-            self._count(1)
-            raise TransientError(self.partner, f"{what}: the answer broke off ({_reason(exc)})") from None
-        history = getattr(getattr(response.raw, "retries", None), "history", ()) or ()
-        self._count(1 + len(history))
-        if not response.ok:
+            if self.stop.is_set() and watchdog.fired:
+                raise TransientError(self.partner, "not sent: the run was stopped mid-request "
+                                                   "(the partner may or may not have applied it)") from exc
+            if watchdog.fired:
+                raise _Retry(f"timed out: no complete answer within {budget:g} s (HTTP_TIMEOUT_SECONDS)") from exc
+            raise _Retry(_describe(exc, self.base_url)) from exc
+        finally:
+            with self._lock:
+                self._attempts.discard(watchdog)
+        return response
+
+    def _checked(self, response: requests.Response, what: str, expect_json: bool) -> requests.Response:
+        code = response.status_code
+        if 300 <= code < 400:
+            location = response.headers.get("Location", "(no Location header)")
+            raise RedirectError(self.partner, f"{what}: HTTP {code} redirect to {location} was not followed "
+                                              f"(credentials never leave for another address): set "
+                                              f"{self.base_url_setting} to the address that answers",
+                                status_code=code)
+        if code in RETRY_STATUSES or code >= 500:
+            raise _Retry(f"HTTP {code}", code, _excerpt(response), _retry_after(response))
+        if code >= 400:
             raise self.error_for(response, what)
-        if (response.content or expect_json) and not _is_json(response):
-            raise TransientError(self.partner, f"{what}: HTTP {response.status_code} with a body that is not "
-                                               "JSON (a proxy or error page?)", status_code=response.status_code,
-                                 response_body=response.text[:200])
+        if (response.content or expect_json) and not _is_json(response.content):
+            raise _Retry(f"HTTP {code} with a body that is not JSON (a proxy or error page?)", code,
+                         _excerpt(response, 200))
         return response
 
     def error_for(self, response: requests.Response, what: str) -> PartnerError:
-        code, body = response.status_code, response.text[:BODY_EXCERPT]
+        code, body = response.status_code, _excerpt(response)
         message = f"{what}: HTTP {code}"
         if code in (401, 403):
             return AuthError(self.partner, message, status_code=code, response_body=body)
+        if code == 413:
+            return TooLargeError(self.partner, f"{message} (payload too large)", status_code=code,
+                                 response_body=body)
         if code in (400, 422):
             return RejectedError(self.partner, message, status_code=code, response_body=body)
-        if code in RETRY_STATUSES or code >= 500:
-            return TransientError(self.partner, f"{message} after retries", status_code=code,
-                                  response_body=body)
         return PartnerError(self.partner, message, status_code=code, response_body=body)
 
-    def _count(self, attempts: int) -> None:
+    # -- retries ------------------------------------------------------------------------------------
+
+    def _wait(self, attempt: int, retry: _Retry) -> float:
+        if retry.retry_after is not None:
+            return retry.retry_after
+        backoff = self.http.backoff_seconds
+        return min(BACKOFF_MAX_SECONDS, backoff * 2 ** (attempt - 1)) + random.uniform(0, backoff / 2)
+
+    def _gave_up(self, what: str, retry: _Retry, attempts: int, seconds: float) -> TransientError:
+        tries = f"{attempts} attempt{'s' if attempts > 1 else ''} in {seconds:.1f} s"
+        if retry.status is None:
+            return TransientError(self.partner, f"{what}: no answer from {self.base_url} after retries "
+                                                f"({retry.why}; {tries})")
+        return TransientError(self.partner, f"{what}: {retry.why} after retries ({tries})",
+                              status_code=retry.status, response_body=retry.body)
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    def abort(self) -> None:
+        """Cut every attempt in flight now (the run is stopping and its grace period is over)."""
+        self.stop.set()
         with self._lock:
-            self.requests += 1
-            self.retries += max(0, attempts - 1)
+            attempts = list(self._attempts)
+        for attempt in attempts:
+            attempt.fire()
 
     def stats(self) -> dict:
         with self._lock:
@@ -137,9 +280,9 @@ class PartnerHttp:
         self.session.close()
 
 
-def _is_json(response: requests.Response) -> bool:
+def _is_json(content: bytes) -> bool:
     try:
-        json.loads(response.content)
+        json.loads(content)
     except ValueError:
         return False
     return True
@@ -149,10 +292,36 @@ def _dumps(body: Any) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def _reason(exc: Exception) -> str:
+def _excerpt(response: requests.Response, limit: int = BODY_EXCERPT) -> str:
+    return response.content[:limit].decode("utf-8", errors="replace")
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    """Seconds the partner asked us to wait (``Retry-After`` as seconds or an HTTP date), if any."""
+    value = (response.headers.get("Retry-After") or "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _describe(exc: requests.exceptions.RequestException, base_url: str) -> str:
+    """A short cause without the URL (urllib3 repeats it) and without the exception's nesting."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return "connection timed out"
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return "read timed out"
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return "the answer broke off mid-body"
     text = str(exc)
-    # urllib3 messages embed the URL; keep the cause readable and short.
     for marker in ("Caused by ", "(Caused by "):
         if marker in text:
             text = text.split(marker, 1)[1]
-    return text.strip("()")[:300]
+    text = text.replace(base_url, "").strip("()")
+    if "RemoteDisconnected" in text or "Connection aborted" in text or "reset" in text.lower():
+        return f"the connection broke before the answer was complete ({text[:200]})"
+    return text[:300]

@@ -1,13 +1,28 @@
 """Client for TRAEDE's ``POST /products/images/sync`` (full image set per product, 10 products a call)."""
 from __future__ import annotations
 
+import threading
+from typing import Callable
+
 import requests
 
-from .errors import RejectedError
+from .errors import AuthError, RejectedError
 from .http import PartnerHttp
 from .settings import HttpSettings, TraedeSettings
 
 MAX_PRODUCTS_PER_REQUEST = 10  # TRAEDE's documented limit
+CHECK_SETTINGS = "check TRAEDE_ACCESS_TOKEN and TRAEDE_APP_KEY"
+
+
+class _TraedeAuth(requests.auth.AuthBase):
+    """The bearer token and the app key, attached by the session to each request it sends."""
+
+    def __init__(self, access_token: str, app_key: str):
+        self._headers = {"Authorization": f"Bearer {access_token}", "X-Traede-App-Key": app_key}
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers.update(self._headers)
+        return request
 
 
 class TraedeClient:
@@ -16,24 +31,25 @@ class TraedeClient:
 
     def __init__(self, base_url: str, access_token: str, app_key: str, *, payload_key: str = "products",
                  http: HttpSettings = HttpSettings(), pool_size: int = 8,
-                 session: requests.Session | None = None):
-        self.http = PartnerHttp(self.name, base_url, http, pool_size=pool_size, session=session)
+                 session: requests.Session | None = None, stop: threading.Event | None = None):
+        self.http = PartnerHttp(self.name, base_url, http, pool_size=pool_size, base_url_setting="TRAEDE_BASE_URL",
+                                session=session, stop=stop)
         self.payload_key = payload_key
-        self._headers = {"Authorization": f"Bearer {access_token}", "X-Traede-App-Key": app_key}
+        self._auth = _TraedeAuth(access_token, app_key)
 
     @classmethod
-    def from_settings(cls, s: TraedeSettings, http: HttpSettings, *, pool_size: int = 8) -> "TraedeClient":
+    def from_settings(cls, s: TraedeSettings, http: HttpSettings, *, pool_size: int = 8,
+                      stop: threading.Event | None = None) -> "TraedeClient":
         return cls(s.base_url, s.access_token, s.app_key, payload_key=s.payload_key, http=http,
-                   pool_size=pool_size)
+                   pool_size=pool_size, stop=stop)
 
-    def sync_products(self, products: list[dict]) -> None:
+    def sync_products(self, products: list[dict], guard: Callable[[], float] | None = None) -> None:
         """Replace the image sets of up to 10 products (each must carry ALL its images)."""
         if not 1 <= len(products) <= MAX_PRODUCTS_PER_REQUEST:
             raise ValueError(f"TRAEDE takes 1 to {MAX_PRODUCTS_PER_REQUEST} products a request, "
                              f"not {len(products)}")
-        self.http.post("/products/images/sync", headers=self._headers,
-                       json_body={self.payload_key: products},
-                       what=f"POST /products/images/sync ({len(products)} products)", expect_json=True)
+        self._post({self.payload_key: products}, f"POST /products/images/sync ({len(products)} products)",
+                   guard=guard)
 
     def check_credentials(self) -> int:
         """Prove the token and app key without changing anything (used by ``doctor``); returns the status.
@@ -43,12 +59,20 @@ class TraedeClient:
         answer is 422 (an empty list is invalid), not 401; a 2xx would prove the credentials as well.
         """
         try:
-            response = self.http.post("/products/images/sync", headers=self._headers,
-                                      json_body={self.payload_key: []},
-                                      what="POST /products/images/sync (empty list, credentials check)")
+            self._post({self.payload_key: []}, "POST /products/images/sync (empty list, credentials check)",
+                       expect_json=False)
         except RejectedError as exc:
             return exc.status_code or 422
-        return response.status_code
+        return 200
+
+    def _post(self, body: dict, what: str, *, expect_json: bool = True,
+              guard: Callable[[], float] | None = None) -> None:
+        try:
+            self.http.post("/products/images/sync", auth=self._auth, json_body=body, what=what,
+                           expect_json=expect_json, guard=guard)
+        except AuthError as exc:
+            raise AuthError(self.name, f"{exc.message}: TRAEDE refused the credentials: {CHECK_SETTINGS}",
+                            status_code=exc.status_code, response_body=exc.response_body) from exc
 
     def stats(self) -> dict:
         return self.http.stats()

@@ -3,27 +3,51 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Callable
 
 import requests
 
+from . import redact
 from .errors import AuthError, PartnerError
 from .http import PartnerHttp
 from .settings import HttpSettings, WallieSettings
 
+CHECK_SETTINGS = "check WALLIE_TENANT, WALLIE_USERNAME and WALLIE_PASSWORD"
 
-MAX_TOKEN_RENEWALS = 5
+
+class _TokenRefused(AuthError):
+    """POST /Token refused the credentials themselves: renewing again cannot help."""
+
+
+class _BearerToken(requests.auth.AuthBase):
+    """Attaches a valid token to every attempt, so a token that expires during a retry wait is renewed
+    before the next attempt instead of being refused; remembers, per thread, which token it sent."""
+
+    def __init__(self, client: "WallieClient"):
+        self.client = client
+        self.sent = threading.local()
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        token = self.client._valid_token()
+        self.sent.token = token
+        request.headers["Authorization"] = f"Bearer {token}"
+        return request
 
 
 class WallieClient:
-    """Sends image records to Wallie. One token per run: cached until shortly before it expires,
-    refreshed once when Wallie answers 401 mid-run."""
+    """Sends image records to Wallie with one cached token, renewed shortly before it expires.
+
+    A 401 renews the token once and sends again; a 401 for the renewed token means Wallie refuses
+    credentials it has just accepted, an ``AuthError`` (retrying cannot help).
+    """
 
     name = "wallie"
 
     def __init__(self, base_url: str, tenant: str, username: str, password: str, *,
                  batch_size: int = 500, http: HttpSettings = HttpSettings(), pool_size: int = 8,
-                 session: requests.Session | None = None):
-        self.http = PartnerHttp(self.name, base_url, http, pool_size=pool_size, session=session)
+                 session: requests.Session | None = None, stop: threading.Event | None = None):
+        self.http = PartnerHttp(self.name, base_url, http, pool_size=pool_size, base_url_setting="WALLIE_BASE_URL",
+                                session=session, stop=stop)
         self.tenant = tenant
         self.batch_size = batch_size
         self._username = username
@@ -31,39 +55,38 @@ class WallieClient:
         self._token: str | None = None
         self._token_expires = 0.0
         self._token_lock = threading.Lock()
+        self._auth = _BearerToken(self)
         self.token_requests = 0
 
     @classmethod
-    def from_settings(cls, s: WallieSettings, http: HttpSettings, *, pool_size: int = 8) -> "WallieClient":
+    def from_settings(cls, s: WallieSettings, http: HttpSettings, *, pool_size: int = 8,
+                      stop: threading.Event | None = None) -> "WallieClient":
         return cls(s.base_url, s.tenant, s.username, s.password, batch_size=s.batch_size, http=http,
-                   pool_size=pool_size)
+                   pool_size=pool_size, stop=stop)
 
-    def send_images(self, records: list[dict]) -> None:
-        """Upsert a batch of image records (at most ``batch_size``).
-
-        A 401 renews the token and sends again. One renewal is the rule; a few more are allowed because a
-        short-lived token can expire while urllib3 waits out a 429's Retry-After for the same call.
-        """
+    def send_images(self, records: list[dict], guard: Callable[[], float] | None = None) -> None:
+        """Upsert a batch of image records (at most ``batch_size``)."""
         body = {"images": records}
         what = f"POST /Images/urls ({len(records)} images)"
-        for renewals in range(MAX_TOKEN_RENEWALS + 1):
-            token = self._valid_token()
+        for renewed in (False, True):
             try:
-                self.http.post("/Images/urls", headers=self._headers(token), json_body=body, what=what)
+                self.http.post("/Images/urls", headers={"X-Tenant": self.tenant}, auth=self._auth, json_body=body,
+                               what=what, guard=guard)
                 return
-            except AuthError:
-                if renewals == MAX_TOKEN_RENEWALS:
-                    raise
-                self._forget(token)
+            except _TokenRefused:
+                raise
+            except AuthError as exc:
+                if renewed:
+                    raise AuthError(self.name, f"{what}: HTTP {exc.status_code} for a token Wallie issued moments "
+                                               f"ago: {CHECK_SETTINGS} (the user may lack rights for this tenant)",
+                                    status_code=exc.status_code, response_body=exc.response_body) from exc
+                self._forget(getattr(self._auth.sent, "token", None))
                 what = f"POST /Images/urls ({len(records)} images, after renewing the token)"
 
     def check_token(self) -> None:
         """Fetch a fresh token: proves the URL, tenant and credentials (used by ``doctor``)."""
         self._forget(self._token)
         self._valid_token()
-
-    def _headers(self, token: str) -> dict:
-        return {"X-Tenant": self.tenant, "Authorization": f"Bearer {token}"}
 
     def _valid_token(self) -> str:
         with self._token_lock:
@@ -75,7 +98,7 @@ class WallieClient:
 
     def _forget(self, token: str | None) -> None:
         with self._token_lock:
-            if self._token == token:
+            if token is None or self._token == token:
                 self._token = None
 
     def _fetch_token(self) -> tuple[str, float]:
@@ -85,9 +108,8 @@ class WallieClient:
                                       json_body={"username": self._username, "password": self._password},
                                       what="POST /Token", expect_json=True)
         except AuthError as exc:
-            raise AuthError(self.name, "token request refused: check WALLIE_TENANT, WALLIE_USERNAME and "
-                                       "WALLIE_PASSWORD", status_code=exc.status_code,
-                            response_body=exc.response_body) from None
+            raise _TokenRefused(self.name, f"token request refused: {CHECK_SETTINGS}",
+                            status_code=exc.status_code, response_body=exc.response_body) from exc
         try:
             data = response.json()
             token, lifetime = data["accessToken"], float(data.get("expiresIn") or 0)
@@ -95,8 +117,8 @@ class WallieClient:
                 raise ValueError("empty accessToken")
         except (ValueError, KeyError, TypeError) as exc:
             raise PartnerError(self.name, f"POST /Token answered 200 without a usable token ({exc})",
-                               status_code=response.status_code,
-                               response_body=response.text[:200]) from None
+                               status_code=response.status_code) from exc
+        redact.register(token)  # a token Wallie issued is a secret too: never printed, logged or saved
         return token, max(lifetime, 1.0)
 
     def stats(self) -> dict:
