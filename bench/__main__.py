@@ -52,14 +52,16 @@ def log(message: str) -> None:
 class Sandboxes:
     """``python -m devtools.sandboxes`` in its own process: its CPU is not our client's."""
 
-    def __init__(self, latency_ms: float):
+    def __init__(self, latency_ms: float, extra_args: list[str] | None = None):
         self.latency_ms = latency_ms
+        self.extra_args = list(extra_args or ())
         self.ready = Path(tempfile.mkdtemp(prefix="bench-")) / "ready.json"
 
     def __enter__(self) -> dict:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "devtools.sandboxes", "--wallie-port", "0", "--traede-port", "0",
-             "--latency-ms", str(self.latency_ms), "--no-download", "--ready-file", str(self.ready)],
+             "--latency-ms", str(self.latency_ms), "--no-download", "--ready-file", str(self.ready),
+             *self.extra_args],
             cwd=REPO, stdout=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 30
         while not self.ready.exists():

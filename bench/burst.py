@@ -1,0 +1,240 @@
+"""Burst benchmark: ``python -m bench.burst --uploads 2000 --products 200``.
+
+A studio drops a season at once: N images over P products are uploaded concurrently into a real Azurite,
+and each finished upload is handed, as Event Grid would, to one of ``--instances`` worker processes
+(``bench.burst_worker``), each running the blob trigger's work on ``--parallel`` threads, and serving the
+product queue when the app has one. The partners answer with random latency (``--latency-ms`` plus up to
+``--jitter-ms``), so requests overtake each other as they do on the internet.
+
+It measures what the issue asks for: TRAEDE and Wallie requests, the time from the last upload until
+every product's complete set is at TRAEDE, how many products were still incomplete when the run gave up,
+and how often TRAEDE applied a set that lacked an image an earlier set of that product had (a stale set
+overtaking a newer one: uploads only, so a set should never shrink). Prints a table, then one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+WALLIE = {"tenant": "TENANT", "username": "wallie-user", "password": "wallie-pass"}
+TRAEDE = {"access_token": "traede-token", "app_key": "traede-app-key"}
+KINDS = ("front", "back", "detail", "zoom", "lifestyle", "packaging", "side", "model", "mood", "alt")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.burst", description=__doc__.splitlines()[0])
+    p.add_argument("--uploads", type=int, default=2000)
+    p.add_argument("--products", type=int, default=200)
+    p.add_argument("--latency-ms", type=float, default=20.0)
+    p.add_argument("--jitter-ms", type=float, default=80.0, help="random extra latency per partner request")
+    p.add_argument("--instances", type=int, default=4, help="worker processes (Functions instances)")
+    p.add_argument("--parallel", type=int, default=4, help="trigger invocations at once per instance")
+    p.add_argument("--upload-threads", type=int, default=8)
+    p.add_argument("--rate", type=float, default=50.0,
+                   help="uploads per second (a studio's uplink; 0 = as fast as Azurite takes them)")
+    p.add_argument("--give-up-s", type=float, default=60.0,
+                   help="stop waiting for complete products this long after the last upload")
+    p.add_argument("--order", choices=("folders", "shuffled"), default="folders",
+                   help="folders: a product's images are uploaded together, as a studio drops a folder "
+                        "(the default); shuffled: all uploads in random order")
+    p.add_argument("--seed", type=int, default=1)
+    args = p.parse_args(argv)
+    if not 1 <= args.products <= args.uploads:
+        p.error("expected 1 <= --products <= --uploads")
+    return args
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def blob_names(uploads: int, products: int) -> list[str]:
+    names = []
+    for n in range(uploads):
+        item, k = 500000 + n % products, n // products
+        names.append(f"{item}/{('BLK', 'WHT')[k % 2]}/{KINDS[k % len(KINDS)]}-{k}.jpg")
+    return names
+
+
+def sandbox_state(url: str) -> dict:
+    with urllib.request.urlopen(f"{url}/_sandbox/state", timeout=30) as response:
+        return json.loads(response.read())
+
+
+def stale_sets(history: list[dict]) -> int:
+    """Sets TRAEDE applied that lack an image the previous set of the same product had."""
+    last: dict[str, set] = {}
+    stale = 0
+    for entry in history:
+        keys = set(entry["keys"])
+        if not keys >= last.get(entry["item_number"], set()):
+            stale += 1
+        last[entry["item_number"]] = keys
+    return stale
+
+
+def app_env(conn: str, container: str, urls: dict) -> dict:
+    return {
+        "IMAGES_STORAGE": conn, "IMAGES_CONTAINER": container,
+        "WALLIE_BASE_URL": urls["wallie"], "WALLIE_TENANT": WALLIE["tenant"],
+        "WALLIE_USERNAME": WALLIE["username"], "WALLIE_PASSWORD": WALLIE["password"],
+        "TRAEDE_BASE_URL": urls["traede"], "TRAEDE_ACCESS_TOKEN": TRAEDE["access_token"],
+        "TRAEDE_APP_KEY": TRAEDE["app_key"], "HTTP_RETRY_BACKOFF_SECONDS": "0.2", "LOG_LEVEL": "WARNING",
+    }
+
+
+def has_product_queue() -> bool:
+    """Whether the app under test coalesces products over a queue (PRODUCT_SYNC_QUEUE)."""
+    return (REPO / "functions" / "product_sync.py").exists()
+
+
+def run(args: argparse.Namespace) -> dict:
+    sys.path.insert(0, str(REPO))
+    from azure.storage.blob import BlobServiceClient
+
+    from bench.__main__ import Sandboxes
+    from devtools.azurite import Azurite
+
+    names = blob_names(args.uploads, args.products)
+    if args.order == "shuffled":
+        random.Random(args.seed).shuffle(names)
+    else:
+        names.sort(key=lambda name: name.split("/", 1)[0])
+    expected: dict[str, set[str]] = {}
+    for name in names:
+        expected.setdefault(name.split("/", 1)[0], set()).add(name.rsplit("/", 1)[1])
+    queue = f"burst-products-{os.getpid()}" if has_product_queue() else None
+    with Azurite(extra_args=("--loose",)) as azurite, \
+            Sandboxes(args.latency_ms, ["--latency-jitter-ms", str(args.jitter_ms), "--seed", str(args.seed)]) as urls:
+        service = BlobServiceClient.from_connection_string(azurite.connection_string)
+        container = service.create_container("burst")
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith(("IMAGES_", "WALLIE_", "TRAEDE_"))},
+               **app_env(azurite.connection_string, "burst", urls)}
+        if queue:
+            env.update({"PRODUCT_SYNC_QUEUE": queue, "SYNC_STATE_CONTAINER": f"burst-state-{os.getpid()}"})
+        workers = [subprocess.Popen([sys.executable, "-m", "bench.burst_worker", "--parallel", str(args.parallel)]
+                                    + (["--queue", queue] if queue else []),
+                                    cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                   for _ in range(args.instances)]
+        for worker in workers:  # warm: imports done and parts built, as on a running instance
+            if worker.stdout.readline().strip() != "ready":
+                raise RuntimeError("a burst worker did not start")
+        feed_lock = threading.Lock()
+        turn = iter(range(10**9))
+        pace = threading.Semaphore(0) if args.rate else None
+
+        def pacer() -> None:
+            for _ in names:
+                pace.release()
+                time.sleep(1 / args.rate)
+
+        def upload(name: str) -> None:
+            if pace is not None:
+                pace.acquire()
+            container.upload_blob(name, f"burst {name}".encode() + b"\xff\xd9", overwrite=True)
+            with feed_lock:  # Event Grid: the BlobCreated event goes to some instance right away
+                worker = workers[next(turn) % len(workers)]
+                worker.stdin.write(name + "\n")
+                worker.stdin.flush()
+
+        log(f"burst: {args.uploads} uploads over {args.products} products, {args.instances} instances x "
+            f"{args.parallel} invocations, partners {args.latency_ms:g} ms + up to {args.jitter_ms:g} ms, "
+            f"{'product queue' if queue else 'direct sends (no product queue)'}")
+        started = time.monotonic()
+        if pace is not None:
+            threading.Thread(target=pacer, daemon=True).start()
+        with ThreadPoolExecutor(max_workers=args.upload_threads) as pool:
+            list(pool.map(upload, names))
+        last_upload = time.monotonic()
+        for worker in workers:
+            worker.stdin.close()
+        complete_s, incomplete = None, len(expected)
+        while time.monotonic() - last_upload < args.give_up_s:
+            products = sandbox_state(urls["traede"])["products"]
+            incomplete = sum(1 for item, files in expected.items()
+                             if {i["filename"] for i in products.get(item, [])} != files)
+            if incomplete == 0:
+                complete_s = time.monotonic() - last_upload
+                break
+            time.sleep(0.25)
+        quiet = settle(urls)
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        counts = []
+        for worker in workers:
+            out = worker.stdout.read()
+            worker.wait(60)
+            counts.append(json.loads(out.strip().splitlines()[-1]))
+        traede, wallie = sandbox_state(urls["traede"]), sandbox_state(urls["wallie"])
+        final_incomplete = sum(1 for item, files in expected.items()
+                               if {i["filename"] for i in traede["products"].get(item, [])} != files)
+        service.close()
+    return {
+        "uploads": args.uploads, "products": args.products, "instances": args.instances,
+        "parallel": args.parallel, "latency_ms": args.latency_ms, "jitter_ms": args.jitter_ms,
+        "path": "product queue" if queue else "direct",
+        "upload_s": round(last_upload - started, 2),
+        "complete_after_last_upload_s": None if complete_s is None else round(complete_s, 2),
+        "incomplete_at_give_up": incomplete, "incomplete_at_end": final_incomplete,
+        "traede_requests": traede["stats"]["sync_requests"],
+        "traede_product_sends": traede["stats"]["products_received"],
+        "traede_stale_sets": stale_sets(traede["history"]),
+        "traede_images_deleted": traede["stats"]["images_deleted"],
+        "wallie_requests": wallie["stats"]["image_requests"], "wallie_token_requests": wallie["stats"]["token_requests"],
+        "invocations": sum(c["invocations"] for c in counts),
+        "failed_invocations": sum(c["failed_invocations"] for c in counts),
+        "quiet_after_s": quiet,
+    }
+
+
+def settle(urls: dict, quiet_s: float = 3.0, limit_s: float = 120.0) -> float:
+    """Wait until neither partner has seen a request for ``quiet_s``; returns how long that took."""
+    started = time.monotonic()
+    last, since = None, time.monotonic()
+    while time.monotonic() - started < limit_s:
+        now = (sandbox_state(urls["traede"])["stats"]["requests"], sandbox_state(urls["wallie"])["stats"]["requests"])
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            break
+        time.sleep(0.5)
+    return round(time.monotonic() - started, 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    result = run(args)
+    rows = [
+        ("path", result["path"]),
+        ("uploads", f"{args.uploads} over {args.products} products in {result['upload_s']} s "
+                    f"({args.order}, {args.rate:g}/s)"),
+        ("complete after last upload", f"{result['complete_after_last_upload_s']} s" if
+         result["complete_after_last_upload_s"] is not None else
+         f"never within {args.give_up_s:g} s ({result['incomplete_at_give_up']} products incomplete)"),
+        ("incomplete at the end", str(result["incomplete_at_end"])),
+        ("TRAEDE requests", f"{result['traede_requests']} ({result['traede_product_sends']} product sets, "
+                            f"{result['traede_stale_sets']} stale sets applied, "
+                            f"{result['traede_images_deleted']} images deleted)"),
+        ("Wallie requests", f"{result['wallie_requests']} (+{result['wallie_token_requests']} token)"),
+        ("trigger invocations", f"{result['invocations']} ({result['failed_invocations']} failed and retried)"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
