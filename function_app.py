@@ -4,8 +4,9 @@ import azure.functions as func
 from functions.image_deleted import bp as image_deleted
 from functions.image_uploaded import bp as image_uploaded
 from functions.nightly_sync import bp as nightly_sync
+from functions.product_sync import bp as product_sync
 from functions.sync_shard import bp as sync_shard
 
 app = func.FunctionApp()
-for blueprint in (image_uploaded, image_deleted, nightly_sync, sync_shard):
+for blueprint in (image_uploaded, image_deleted, product_sync, nightly_sync, sync_shard):
     app.register_functions(blueprint)

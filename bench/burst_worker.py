@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.burst_worker")
     parser.add_argument("--parallel", type=int, default=4)
     parser.add_argument("--queue", help="also serve this queue with the product_sync function")
+    parser.add_argument("--visibility", type=int, default=30,
+                        help="seconds a received message stays invisible (a crashed instance's message reappears)")
     args = parser.parse_args(argv)
 
     from shared import jobs
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.queue:
         from devtools.queue_host import QueueHost
 
-        host = QueueHost.for_function("product_sync", args.queue).start()
+        host = QueueHost.for_function("product_sync", args.queue, visibility_timeout=args.visibility).start()
     with ThreadPoolExecutor(max_workers=args.parallel) as pool:
         for line in sys.stdin:
             if line.strip():

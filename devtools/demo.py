@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import sys
 import time
-from contextlib import redirect_stdout
 
 from azure.storage.blob import BlobServiceClient
 

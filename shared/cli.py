@@ -31,10 +31,10 @@ class DryRunOutput:
         self.out = out
         self._lock = threading.Lock()
 
-    def send_images(self, records: list[dict]) -> None:
+    def send_images(self, records: list[dict], guard=None) -> None:
         self._write([{"partner": "wallie", "record": r} for r in records])
 
-    def sync_products(self, products: list[dict]) -> None:
+    def sync_products(self, products: list[dict], guard=None) -> None:
         self._write([{"partner": "traede", "product": p} for p in products])
 
     def _write(self, objects: list[dict]) -> None:
@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--dry-run", action="store_true",
                       help="print what would be sent (one JSON object per line); call no partner")
     sync.add_argument("--report", metavar="PATH", help="also write the run report as JSON to PATH")
+    flush = sub.add_parser("flush", help="send every pending product to TRAEDE now, without waiting for "
+                                         "PRODUCT_SYNC_DELAY_SECONDS (uploads and deletes queue their product)")
+    flush.add_argument("--list", action="store_true", help="only list the pending products; send nothing")
     sub.add_parser("doctor", help="check settings, storage, a SAS download and both partners' credentials; "
                                   "one line per check, exit 1 if any fails")
     return parser
@@ -77,6 +80,8 @@ def main(argv: Sequence[str] | None = None, *, env=None, stdout: TextIO | None =
     _configure_logging(settings, stderr)
     if args.command == "sync":
         return _sync(args, settings, stdout, stderr)
+    if args.command == "flush":
+        return _flush(args, settings, stdout, stderr)
     return EXIT_CONFIG  # pragma: no cover - argparse rejects unknown commands
 
 
@@ -86,9 +91,19 @@ def _sync(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: 
         batch = settings.wallie.batch_size if settings.wallie else 500
         targets = {"wallie": DryRunOutput("wallie", batch, stdout), "traede": DryRunOutput("traede", 10, stdout)}
     progress = _progress_printer(stderr) if stderr.isatty() and not args.dry_run else None
+    def waiting(line: str) -> None:
+        print(line, file=stderr, flush=True)
+
     try:
         with Components(settings, progress=progress, **targets) as parts:
-            report = parts.engine.full_sync(args.item, dry_run=args.dry_run)
+            if args.dry_run:
+                report = parts.engine.full_sync(args.item, dry_run=True)
+            elif args.item and parts.engine.traede:
+                report = parts.products.sync_now(args.item, on_wait=waiting)
+            else:
+                with parts.products.full_sync_unit("CLI sync", wait_seconds=float("inf"), on_wait=waiting) as unit:
+                    report = parts.engine.full_sync(args.item, withhold=unit.withhold, track=unit.pending)
+                    unit.settle(report)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=stderr)
         return EXIT_CONFIG
@@ -101,6 +116,26 @@ def _sync(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: 
     if args.report:
         with open(args.report, "w", encoding="utf-8") as fh:
             json.dump(report.to_dict(), fh, indent=2, ensure_ascii=False)
+    return EXIT_OK if report.ok else EXIT_PROBLEMS
+
+
+def _flush(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: TextIO) -> int:
+    try:
+        with Components(settings) as parts:
+            if args.list:
+                pending = parts.products.pending()
+                for item, age in sorted(pending.items()):
+                    print(f"{item}\tpending for {age:.0f} s", file=stdout)
+                print(f"{len(pending)} products pending", file=stderr)
+                return EXIT_OK
+            report = parts.products.flush(on_wait=lambda line: print(line, file=stderr, flush=True))
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=stderr)
+        return EXIT_CONFIG
+    except ImageSyncError as exc:
+        print(redact.redact(f"flush failed: {exc}"), file=stderr)
+        return EXIT_PROBLEMS
+    _print_report(report, stderr, settings.secrets())
     return EXIT_OK if report.ok else EXIT_PROBLEMS
 
 

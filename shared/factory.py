@@ -5,11 +5,13 @@ from datetime import timedelta
 from typing import Any, Callable
 
 from .catalog import Catalog
+from .coordination import StateContainer
 from .errors import ConfigError
 from .layout import PathLayout
+from .product_queue import ProductQueue
 from .sas import SasSigner
 from .settings import Settings
-from .storage import blob_service
+from .storage import blob_service, default_credential, queue_client
 from .sync import SyncEngine, TraedeTarget, WallieTarget
 from .traede import TraedeClient
 from .wallie import WallieClient
@@ -22,15 +24,19 @@ class Components:
                  wallie: WallieTarget | None = None, traede: TraedeTarget | None = None,
                  progress: Callable | None = None):
         self.settings = settings
+        storage = settings.storage
+        if credential is None and storage.uses_identity:
+            credential = default_credential()  # one credential for every blob and queue client
+        self.credential = credential
         self.layout = PathLayout(settings.path_pattern)
-        self.service = blob_service(settings.storage, credential)
-        self.container = self.service.get_container_client(settings.storage.container)
+        self.service = blob_service(storage, credential)
+        self.container = self.service.get_container_client(storage.container)
         self.catalog = Catalog(self.container, self.layout)
-        self.signer = SasSigner(self.service, settings.storage.container,
+        self.signer = SasSigner(self.service, storage.container,
                                 ttl=timedelta(hours=settings.sas_ttl_hours),
                                 start_skew=timedelta(minutes=settings.sas_start_skew_minutes))
         pool = settings.sync_concurrency + 2
-        self._owned = []
+        self._owned: list[Any] = []
         if wallie is None and traede is None:
             if settings.wallie:
                 wallie = WallieClient.from_settings(settings.wallie, settings.http, pool_size=pool)
@@ -48,6 +54,14 @@ class Components:
             color_attribute=settings.traede.color_attribute if settings.traede else "Color",
             progress=progress,
         )
+        self.products = ProductQueue(
+            self.engine, StateContainer(self.service, settings.sync_state_container),
+            container=storage.container, queue=self.product_queue_client,
+            delay_seconds=settings.product_sync_delay_seconds, lock_seconds=settings.product_lock_seconds)
+
+    def product_queue_client(self) -> Any:
+        return queue_client(self.settings.storage, self.settings.product_sync_queue, self.credential,
+                            needed_for="needed to queue product syncs (PRODUCT_SYNC_QUEUE)")
 
     def close(self) -> None:
         for client in self._owned:

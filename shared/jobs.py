@@ -45,19 +45,30 @@ def components(env=None) -> "Components":
 
 
 def new_image(blob_name: str, env=None) -> SyncReport:
-    return components(env).engine.new_image(blob_name)
+    """The blob trigger: the image to Wallie now, its product to TRAEDE through the product queue."""
+    return components(env).products.image_uploaded(blob_name)
 
 
 def deleted_blob(subject: str, env=None) -> SyncReport | None:
-    """A BlobDeleted event: re-send its product; None when the event's blob is not in our container."""
+    """A BlobDeleted event: queue its product; None when the event's blob is not in our container."""
     parts = components(env)
     marker = f"/containers/{parts.settings.storage.container}/blobs/"
     _, found, name = subject.partition(marker)
-    return parts.engine.deleted_image(name) if found and name else None
+    return parts.products.image_deleted(name) if found and name else None
 
 
 def full_sync(env=None) -> SyncReport:
-    return components(env).engine.full_sync()
+    """Everything in this process, behind a full-sync fence (see ``coordination``)."""
+    parts = components(env)
+    with parts.products.full_sync_unit("full sync") as unit:
+        report = parts.engine.full_sync(withhold=unit.withhold, track=unit.pending)
+        unit.settle(report)
+    return report
+
+
+def product_message(message: str, env=None) -> SyncReport:
+    """One message of the product queue: the product's (and up to nine settled others') complete sets."""
+    return components(env).products.run_message(message)
 
 
 def nightly(env=None):

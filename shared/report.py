@@ -4,6 +4,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Iterable
 
 from .redact import redact
 
@@ -35,8 +36,13 @@ class SyncReport:
     skipped: list = field(default_factory=list)          # SkippedBlob
     rejected: list = field(default_factory=list)         # Problem
     failed: list = field(default_factory=list)           # Problem
+    deferred: list = field(default_factory=list)         # Problem: left to another process (not a failure)
     delivered: dict = field(default_factory=lambda: {"wallie": 0, "traede": 0})
     partners: list = field(default_factory=list)         # names of the partners this run sends to
+    queued: list = field(default_factory=list)           # products handed to the product queue
+    notes: list = field(default_factory=list)            # what a person should know about this run
+    track: set = field(default_factory=set)              # products whose TRAEDE delivery is recorded...
+    delivered_items: set = field(default_factory=set)    # ...here, when delivered
     requests: int = 0
     retries: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -48,9 +54,10 @@ class SyncReport:
             for name, value in counters.items():
                 setattr(self, name, getattr(self, name) + value)
 
-    def add_delivered(self, partner: str, count: int) -> None:
+    def add_delivered(self, partner: str, count: int, items: Iterable[str] = ()) -> None:
         with self._lock:
             self.delivered[partner] = self.delivered.get(partner, 0) + count
+            self.delivered_items.update(i for i in items if i in self.track)
 
     def add_problem(self, kind: str, problem: Problem) -> None:
         # A partner may echo our request (SAS URLs) in its error text: the report is printed and saved.
@@ -59,6 +66,32 @@ class SyncReport:
             problem = Problem(problem.partner, problem.item_id, problem.blob_name, clean, problem.status_code)
         with self._lock:
             getattr(self, kind).append(problem)
+
+    def add_deferred(self, problem: Problem) -> None:
+        with self._lock:
+            self.deferred.append(problem)
+
+    def outcome(self, partner: str, item_id: str) -> str:
+        """What became of a tracked product at ``partner``: failed, rejected, deferred, delivered, or
+        "not sent" (e.g. a dry run, or a product the run never reached)."""
+        with self._lock:
+            for kind in ("failed", "rejected", "deferred"):
+                if any(p.partner == partner and p.item_id == item_id for p in getattr(self, kind)):
+                    return kind
+            return "delivered" if item_id in self.delivered_items else "not sent"
+
+    def merge(self, other: "SyncReport") -> None:
+        """Add another run's outcome to this one (an operation made of several engine runs)."""
+        with self._lock:
+            for name in ("images", "products", "requests", "retries"):
+                setattr(self, name, getattr(self, name) + getattr(other, name))
+            for name in ("skipped", "rejected", "failed", "deferred", "queued", "notes"):
+                getattr(self, name).extend(getattr(other, name))
+            for partner, count in other.delivered.items():
+                self.delivered[partner] = self.delivered.get(partner, 0) + count
+            self.partners = list(dict.fromkeys(self.partners + other.partners))
+            self.track |= other.track
+            self.delivered_items |= other.delivered_items
 
     def accounting(self) -> dict:
         """Per partner: what it should have received, and where each unit ended up.
@@ -75,16 +108,14 @@ class SyncReport:
                 delivered = self.delivered.get(partner, 0)
                 rejected = sum(1 for p in self.rejected if p.partner == partner)
                 failed = sum(1 for p in self.failed if p.partner == partner)
+                deferred = sum(1 for p in self.deferred if p.partner == partner)
                 out[partner] = {"expected": expected, "delivered": delivered, "rejected": rejected,
-                                "failed": failed, "unaccounted": expected - delivered - rejected - failed}
+                                "failed": failed, "deferred": deferred,
+                                "unaccounted": expected - delivered - rejected - failed - deferred}
             out["storage"] = {"listed": self.images + len(self.skipped), "images": self.images,
                               "skipped": len(self.skipped),
                               "complete": not any(p.partner == "storage" for p in self.failed)}
             return out
-
-    def _retitle(self, mode: str) -> "SyncReport":
-        self.mode = mode
-        return self
 
     def finish(self) -> "SyncReport":
         self.seconds = round(time.monotonic() - self.started, 3)
@@ -103,6 +134,10 @@ class SyncReport:
             f"requests={self.requests}", f"retries={self.retries}", f"skipped={len(self.skipped)}",
             f"rejected={len(self.rejected)}", f"failed={len(self.failed)}", f"{self.seconds:.1f}s",
         ]
+        if self.deferred:
+            parts.insert(-1, f"deferred={len(self.deferred)}")
+        if self.queued:
+            parts.insert(-1, f"queued for TRAEDE={len(self.queued)}")
         return ", ".join(parts)
 
     def to_dict(self) -> dict:
@@ -114,6 +149,8 @@ class SyncReport:
             "skipped": [{"blob": s.blob_name, "reason": s.reason} for s in self.skipped],
             "rejected": [_problem_dict(p) for p in self.rejected],
             "failed": [_problem_dict(p) for p in self.failed],
+            "deferred": [_problem_dict(p) for p in self.deferred],
+            "queued": list(self.queued), "notes": list(self.notes),
             "accounting": self.accounting(),
         }
 

@@ -15,6 +15,8 @@ from .errors import ConfigError
 DEFAULT_CONTAINER = "product-images"
 DEFAULT_PATH_PATTERN = "{item_id}/{color_id}/{name}|{item_id}/{name}"
 DEFAULT_SHARD_QUEUE = "image-sync-shards"
+DEFAULT_PRODUCT_QUEUE = "image-sync-products"
+DEFAULT_STATE_CONTAINER = "image-sync-state"
 MAX_SAS_TTL_HOURS = 168  # user-delegation keys live at most 7 days
 KEY_VAULT_PREFIX = "@Microsoft.KeyVault("
 
@@ -71,6 +73,10 @@ class Settings:
     sync_concurrency: int = 4
     sync_shard_products: int = 2000
     sync_shard_queue: str = DEFAULT_SHARD_QUEUE
+    product_sync_queue: str = DEFAULT_PRODUCT_QUEUE
+    product_sync_delay_seconds: float = 10.0
+    product_lock_seconds: int = 60
+    sync_state_container: str = DEFAULT_STATE_CONTAINER
     log_level: str = "INFO"
 
     def secrets(self) -> list[str]:
@@ -100,16 +106,27 @@ class Settings:
             ),
             sync_concurrency=r.integer("SYNC_CONCURRENCY", 4, low=1, high=64),
             sync_shard_products=r.integer("SYNC_SHARD_PRODUCTS", 2000, low=0, high=1_000_000),
-            sync_shard_queue=_shard_queue(r),
+            sync_shard_queue=_queue_name("SYNC_SHARD_QUEUE", r.text("SYNC_SHARD_QUEUE", DEFAULT_SHARD_QUEUE)),
+            product_sync_queue=_queue_name("PRODUCT_SYNC_QUEUE", r.text("PRODUCT_SYNC_QUEUE", DEFAULT_PRODUCT_QUEUE)),
+            product_sync_delay_seconds=r.number(
+                "PRODUCT_SYNC_DELAY_SECONDS", 10, low=0, high=300,
+                why="seconds an upload waits for the rest of its burst before its product goes to TRAEDE"),
+            product_lock_seconds=r.integer("PRODUCT_LOCK_SECONDS", 60, low=15, high=60),
+            sync_state_container=_container_name("SYNC_STATE_CONTAINER",
+                                                 r.text("SYNC_STATE_CONTAINER", DEFAULT_STATE_CONTAINER)),
             log_level=r.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
         )
 
 
-def _storage(r: "_Reader") -> StorageSettings:
-    container = r.text("IMAGES_CONTAINER", DEFAULT_CONTAINER)
-    if not (3 <= len(container) <= 63) or not all(c.islower() or c.isdigit() or c == "-" for c in container):
-        raise ConfigError(f"IMAGES_CONTAINER={container!r} is not a valid container name: "
+def _container_name(setting: str, name: str) -> str:
+    if not (3 <= len(name) <= 63) or not all(c.islower() or c.isdigit() or c == "-" for c in name):
+        raise ConfigError(f"{setting}={name!r} is not a valid container name: "
                           "expected 3-63 lowercase letters, digits and hyphens")
+    return name
+
+
+def _storage(r: "_Reader") -> StorageSettings:
+    container = _container_name("IMAGES_CONTAINER", r.text("IMAGES_CONTAINER", DEFAULT_CONTAINER))
     conn = r.text("IMAGES_STORAGE", None)
     if conn:
         if "=" not in conn:
@@ -135,12 +152,11 @@ def _storage(r: "_Reader") -> StorageSettings:
     return StorageSettings(account_url=url.rstrip("/"), queue_url=queue, container=container)
 
 
-def _shard_queue(r: "_Reader") -> str:
-    name = r.text("SYNC_SHARD_QUEUE", DEFAULT_SHARD_QUEUE)
+def _queue_name(setting: str, name: str) -> str:
     # The Functions host adds "-poison" for failed messages, and that name must be valid too (<= 63).
     if not (3 <= len(name) <= 56) or not all(c.islower() or c.isdigit() or c == "-" for c in name) \
             or name[0] == "-" or name[-1] == "-" or "--" in name:
-        raise ConfigError(f"SYNC_SHARD_QUEUE={name!r} is not a valid queue name: expected 3-56 lowercase "
+        raise ConfigError(f"{setting}={name!r} is not a valid queue name: expected 3-56 lowercase "
                           "letters, digits and single hyphens, starting and ending with a letter or digit")
     return name
 

@@ -24,13 +24,14 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from .catalog import Catalog, CatalogEntry
 from .errors import ConfigError
 from .report import SyncReport
-from .settings import StorageSettings
+from .storage import ensure_queue, queue_client
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +48,12 @@ class Shard:
     after: str | None
     upto: str | None
     marker: str | None
+    run: str = ""  # the night's run: shards of one run cover disjoint products and never wait for each other
 
     def to_json(self) -> str:
         return json.dumps({"v": MESSAGE_VERSION, "container": self.container, "shard": self.index,
                            "shards": self.count, "after": self.after, "upto": self.upto,
-                           "marker": self.marker}, separators=(",", ":"))
+                           "marker": self.marker, "run": self.run}, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> "Shard":
@@ -60,7 +62,8 @@ class Shard:
             if data.get("v") != MESSAGE_VERSION:
                 raise ValueError(f"version {data.get('v')!r}, expected {MESSAGE_VERSION}")
             return cls(index=int(data["shard"]), count=int(data["shards"]), container=str(data["container"]),
-                       after=data["after"], upto=data["upto"], marker=data["marker"])
+                       after=data["after"], upto=data["upto"], marker=data["marker"],
+                       run=str(data.get("run") or ""))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not a shard message ({exc}): {text[:200]!r}") from None
 
@@ -96,7 +99,7 @@ def group_key(name: str, sep: str) -> str:
     return name if cut < 0 else name[:cut + len(sep)]
 
 
-def plan(catalog: Catalog, per_shard: int, container: str) -> tuple[list[Shard], int, int] | None:
+def plan(catalog: Catalog, per_shard: int, container: str, run: str = "") -> tuple[list[Shard], int, int] | None:
     """Cut the container into shards of ``per_shard`` groups: ``(shards, groups, blobs)``, or None
     when the layout or the listing does not allow it (the caller then syncs in one process)."""
     sep = catalog.layout.item_prefix_separator
@@ -122,7 +125,7 @@ def plan(catalog: Catalog, per_shard: int, container: str) -> tuple[list[Shard],
     if len(cuts) < 2:
         return None
     uptos = [after for after, _ in cuts[1:]]  # shard i ends where shard i + 1 starts
-    shards = [Shard(i, len(cuts), container, after, uptos[i] if i < len(uptos) else None, marker)
+    shards = [Shard(i, len(cuts), container, after, uptos[i] if i < len(uptos) else None, marker, run)
               for i, (after, marker) in enumerate(cuts)]
     return shards, groups, listed
 
@@ -143,40 +146,26 @@ def shard_entries(catalog: Catalog, shard: Shard) -> Iterator[CatalogEntry]:
             yield catalog.describe(blob)
 
 
-def queue_client(storage: StorageSettings, queue: str, credential: Any = None):
-    """The shard queue, base64-encoded as the Functions queue trigger expects."""
-    from azure.storage.queue import QueueClient, TextBase64EncodePolicy
+def nightly(parts: Any) -> SyncReport | FanOut:
+    """The timer's work: plan shards and enqueue them, or sync everything here when sharding does not apply.
 
-    encode = TextBase64EncodePolicy()
-    if storage.connection_string:
-        return QueueClient.from_connection_string(storage.connection_string, queue, message_encode_policy=encode)
-    if not storage.queue_url:
-        raise ConfigError("IMAGES_STORAGE__queueServiceUri is not set: expected the queue endpoint of the images "
-                          "account (https://<account>.queue.core.windows.net), needed to fan the nightly sync "
-                          "out because the catalog has more than SYNC_SHARD_PRODUCTS products")
-    if credential is None:
-        from azure.identity import DefaultAzureCredential
-
-        credential = DefaultAzureCredential()
-    return QueueClient(storage.queue_url, queue, credential=credential, message_encode_policy=encode)
-
-
-def nightly(parts: Any, *, credential: Any = None) -> SyncReport | FanOut:
-    """The timer's work: plan shards and enqueue them, or sync everything here when sharding does not apply."""
+    Planning only lists names; each shard (or the single full sync) raises its own fence while it sends.
+    """
     settings = parts.settings
     started = time.monotonic()
-    planned = plan(parts.catalog, settings.sync_shard_products, settings.storage.container)
+    run = f"nightly-{uuid.uuid4().hex[:12]}"
+    planned = plan(parts.catalog, settings.sync_shard_products, settings.storage.container, run)
     if planned is None:
-        return parts.engine.full_sync()
+        with parts.products.full_sync_unit("nightly sync", run=run) as unit:
+            report = parts.engine.full_sync(withhold=unit.withhold, track=unit.pending)
+            unit.settle(report)
+        return report
     shards, groups, listed = planned
-    queue = queue_client(settings.storage, settings.sync_shard_queue, credential)
+    queue = queue_client(settings.storage, settings.sync_shard_queue, parts.credential,
+                         needed_for="needed to fan the nightly sync out because the catalog has more than "
+                                    "SYNC_SHARD_PRODUCTS products")
     try:
-        from azure.core.exceptions import ResourceExistsError
-
-        try:
-            queue.create_queue()
-        except ResourceExistsError:
-            pass
+        ensure_queue(queue)
         for shard in shards:
             queue.send_message(shard.to_json())
     finally:
@@ -192,6 +181,9 @@ def run_shard(parts: Any, message: str) -> SyncReport:
     if shard.container != parts.settings.storage.container:
         raise ConfigError(f"shard message is for container {shard.container!r}, but IMAGES_CONTAINER is "
                           f"{parts.settings.storage.container!r}")
-    report = parts.engine.sync_entries(shard_entries(parts.catalog, shard), mode=f"shard {shard.index + 1}/"
-                                                                                  f"{shard.count}")
+    what = f"shard {shard.index + 1}/{shard.count}"
+    with parts.products.full_sync_unit(f"nightly {what}", run=shard.run or f"shard-{uuid.uuid4().hex}") as unit:
+        report = parts.engine.sync_entries(shard_entries(parts.catalog, shard), mode=what, withhold=unit.withhold,
+                                           track=unit.pending)
+        unit.settle(report)
     return report

@@ -1,8 +1,13 @@
-"""Opening the images account: a connection string locally, a managed identity in Azure."""
+"""Opening the images account: a connection string locally, a managed identity in Azure.
+
+The one place that builds storage clients. Blob and queue clients share one credential and the same
+retry policy, so a storage outage surfaces at the same pace everywhere.
+"""
 from __future__ import annotations
 
 from typing import Any
 
+from .errors import ConfigError
 from .settings import StorageSettings
 
 # The SDK's defaults wait 15 s, 18 s and 24 s between retries and 20 s for a connection: a storage outage
@@ -10,6 +15,20 @@ from .settings import StorageSettings
 # run that cannot list ends (and says so) instead of eating the function's time limit.
 CLIENT_DEFAULTS = {"retry_total": 3, "initial_backoff": 1, "increment_base": 3, "connection_timeout": 10,
                    "read_timeout": 60}
+
+
+def _retry_policy(policy: Any, opts: dict) -> tuple[Any, dict]:
+    opts = {**CLIENT_DEFAULTS, **opts}
+    retry = policy(initial_backoff=opts.pop("initial_backoff"), increment_base=opts.pop("increment_base"),
+                             retry_total=opts.pop("retry_total"))
+    return retry, opts
+
+
+def default_credential() -> Any:
+    """The managed identity in Azure; the developer's ``az login`` on a workstation."""
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential()
 
 
 def blob_service(storage: StorageSettings, credential: Any = None, **options: Any):
@@ -22,13 +41,35 @@ def blob_service(storage: StorageSettings, credential: Any = None, **options: An
     """
     from azure.storage.blob import BlobServiceClient, ExponentialRetry
 
-    opts = {**CLIENT_DEFAULTS, **options}
-    retry = ExponentialRetry(initial_backoff=opts.pop("initial_backoff"), increment_base=opts.pop("increment_base"),
-                             retry_total=opts.pop("retry_total"))
+    retry, opts = _retry_policy(ExponentialRetry, options)
     if storage.connection_string:
         return BlobServiceClient.from_connection_string(storage.connection_string, retry_policy=retry, **opts)
-    if credential is None:
-        from azure.identity import DefaultAzureCredential
+    return BlobServiceClient(storage.account_url, credential=credential or default_credential(),
+                             retry_policy=retry, **opts)
 
-        credential = DefaultAzureCredential()
-    return BlobServiceClient(storage.account_url, credential=credential, retry_policy=retry, **opts)
+
+def queue_client(storage: StorageSettings, queue: str, credential: Any = None, *, needed_for: str = "",
+                 **options: Any):
+    """A queue on the images account, base64-encoded as the Functions queue trigger expects."""
+    from azure.storage.queue import ExponentialRetry, QueueClient, TextBase64EncodePolicy
+
+    retry, opts = _retry_policy(ExponentialRetry, options)
+    encode = TextBase64EncodePolicy()
+    if storage.connection_string:
+        return QueueClient.from_connection_string(storage.connection_string, queue, message_encode_policy=encode,
+                                                  retry_policy=retry, **opts)
+    if not storage.queue_url:
+        raise ConfigError("IMAGES_STORAGE__queueServiceUri is not set: expected the queue endpoint of the images "
+                          f"account (https://<account>.queue.core.windows.net){', ' + needed_for if needed_for else ''}")
+    return QueueClient(storage.queue_url, queue, credential=credential or default_credential(),
+                       message_encode_policy=encode, retry_policy=retry, **opts)
+
+
+def ensure_queue(client: Any) -> None:
+    """Create the queue if it does not exist yet (the deploy creates it in Azure)."""
+    from azure.core.exceptions import ResourceExistsError
+
+    try:
+        client.create_queue()
+    except ResourceExistsError:
+        pass

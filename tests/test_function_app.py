@@ -5,20 +5,17 @@ import logging
 import os
 import subprocess
 import sys
-import types
 import uuid
-from datetime import datetime, timezone
 
-import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob_ext
 import pytest
-from azurefunctions.extensions.base import Datum
 from azurefunctions.extensions.bindings.blob.blobClientConverter import BlobClientConverter
 
 from devtools.images import jpeg
 from shared.catalog import image_id_for
 from azure.functions.timer import TimerRequest
 from shared.jobs import SyncFailed
+from tests.host_objects import deleted_event, sdk_blob_client
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,10 +25,16 @@ def binding(function, kind):
 
 
 def test_the_app_indexes_exactly_the_triggers(indexed):
-    assert sorted(indexed) == ["image_deleted", "image_uploaded", "nightly_sync", "sync_shard"]
+    assert sorted(indexed) == ["image_deleted", "image_uploaded", "nightly_sync", "product_sync", "sync_shard"]
     assert indexed["image_uploaded"].get_trigger().type == "blobTrigger"
     assert indexed["image_deleted"].get_trigger().type == "eventGridTrigger"
     assert indexed["nightly_sync"].get_trigger().type == "timerTrigger"
+    assert indexed["product_sync"].get_trigger().type == "queueTrigger"
+
+
+def test_product_queue_binding_reads_its_queue_name_from_a_setting(indexed):
+    trigger = binding(indexed["product_sync"], "queueTrigger").get_dict_repr()
+    assert trigger["queueName"] == "%PRODUCT_SYNC_QUEUE%" and trigger["connection"] == "IMAGES_STORAGE"
 
 
 def test_blob_trigger_binding(indexed):
@@ -108,27 +111,22 @@ def test_polling_source_is_a_setting():
 
 @pytest.fixture
 def app_env(sync_env, monkeypatch):
-    """The host passes settings as environment variables; so do these tests."""
-    for key, value in sync_env.items():
+    """The host passes settings as environment variables; so do these tests. A product queue and a
+    state container of its own per test, and no waiting for the rest of a burst."""
+    suffix = uuid.uuid4().hex[:10]
+    env = {**sync_env, "PRODUCT_SYNC_QUEUE": f"products-{suffix}", "SYNC_STATE_CONTAINER": f"state-{suffix}",
+           "PRODUCT_SYNC_DELAY_SECONDS": "0"}
+    for key, value in env.items():
         monkeypatch.setenv(key, value)
-    return sync_env
+    return env
 
 
-def sdk_blob_client(container_name, blob_name):
-    """Exactly what the worker hands the function: the extension decodes the host's model binding data."""
-    content = json.dumps({"Connection": "IMAGES_STORAGE", "ContainerName": container_name, "BlobName": blob_name})
-    data = types.SimpleNamespace(version="1.0", source="AzureStorageBlobs", content_type="application/json",
-                                 content=content)
-    return BlobClientConverter.decode(Datum(value=data, type="model_binding_data"), trigger_metadata={},
-                                      pytype=blob_ext.BlobClient)
+@pytest.fixture
+def host(app_env):
+    """The Functions host serving product_sync on the test's product queue."""
+    from devtools.queue_host import QueueHost
 
-
-def deleted_event(container_name, blob_name, event_type="Microsoft.Storage.BlobDeleted"):
-    return func.EventGridEvent(
-        id=str(uuid.uuid4()), data={"api": "DeleteBlob", "url": f"https://acct.blob.core.windows.net/x/{blob_name}"},
-        topic="/subscriptions/s/resourceGroups/r/providers/Microsoft.Storage/storageAccounts/acct",
-        subject=f"/blobServices/default/containers/{container_name}/blobs/{blob_name}",
-        event_type=event_type, event_time=datetime.now(timezone.utc), data_version="1")
+    return QueueHost.for_function("product_sync", app_env["PRODUCT_SYNC_QUEUE"], visibility_timeout=2)
 
 
 def seed_product(container, item="700", colours=("BLK",), kinds=("front", "back")):
@@ -138,7 +136,8 @@ def seed_product(container, item="700", colours=("BLK",), kinds=("front", "back"
     return names
 
 
-def test_image_uploaded_sends_that_image_and_its_products_full_set(app_env, container, wallie, traede):
+def test_image_uploaded_sends_the_image_now_and_queues_its_products_full_set(app_env, container, wallie, traede,
+                                                                              host):
     from functions.image_uploaded import image_uploaded
 
     existing = seed_product(container)
@@ -147,8 +146,11 @@ def test_image_uploaded_sends_that_image_and_its_products_full_set(app_env, cont
     assert client.blob_name == "700/BLK/zoom.jpg"
     image_uploaded(client)
     assert list(wallie.images) == [image_id_for("700/BLK/zoom.jpg")]
+    assert traede.products == {} and host.pending() == 1  # the product waits in the queue
+    host.drain()
     assert sorted(i["filename"] for i in traede.products["700"]) == sorted(
         [n.rsplit("/", 1)[1] for n in existing] + ["zoom.jpg"])
+    assert host.stats()["completed"] == 1
 
 
 def test_image_uploaded_ignores_junk_without_raising(app_env, container, wallie, traede, caplog):
@@ -161,14 +163,29 @@ def test_image_uploaded_ignores_junk_without_raising(app_env, container, wallie,
     assert "not an image" in caplog.text
 
 
-def test_image_uploaded_raises_on_a_partner_outage_so_the_host_retries(app_env, container, traede, monkeypatch):
+def test_image_uploaded_raises_on_a_wallie_outage_so_the_host_retries(app_env, container, wallie, monkeypatch):
     from functions.image_uploaded import image_uploaded
 
     monkeypatch.setenv("HTTP_MAX_RETRIES", "1")
     seed_product(container)
-    traede.configure_faults(outage=True)
+    wallie.configure_faults(outage=True)
     with pytest.raises(SyncFailed, match="failed after retries"):
         image_uploaded(sdk_blob_client(container.container_name, "700/BLK/front.jpg"))
+
+
+def test_a_traede_outage_retries_the_product_message_then_poisons_it_naming_the_product(
+        app_env, container, traede, host, monkeypatch):
+    from functions.image_uploaded import image_uploaded
+
+    monkeypatch.setenv("HTTP_MAX_RETRIES", "0")
+    seed_product(container)
+    traede.configure_faults(outage=True)
+    image_uploaded(sdk_blob_client(container.container_name, "700/BLK/front.jpg"))
+    host.max_dequeue_count = 3
+    host.drain(timeout=30)
+    assert host.stats()["failures"] == 3 and host.stats()["poisoned"] == 1
+    assert [json.loads(m)["item"] for m in host.poisoned()] == ["700"]
+    assert traede.stats["sync_requests"] == 3
 
 
 def test_image_uploaded_logs_a_rejection_and_does_not_retry(app_env, container, wallie, caplog):
@@ -183,7 +200,7 @@ def test_image_uploaded_logs_a_rejection_and_does_not_retry(app_env, container, 
                for r in errors)
 
 
-def test_image_deleted_resyncs_the_product_without_the_image(app_env, container, traede):
+def test_image_deleted_resyncs_the_product_without_the_image(app_env, container, traede, host):
     from functions.image_deleted import image_deleted
 
     seed_product(container, kinds=("front", "back", "detail"))
@@ -192,17 +209,20 @@ def test_image_deleted_resyncs_the_product_without_the_image(app_env, container,
     assert len(traede.products["700"]) == 3
     container.delete_blob("700/BLK/back.jpg")
     image_deleted(deleted_event(container.container_name, "700/BLK/back.jpg"))
+    host.drain()
     assert sorted(i["filename"] for i in traede.products["700"]) == ["detail.jpg", "front.jpg"]
 
 
-def test_deleting_the_last_image_empties_the_product_at_traede(app_env, container, traede):
+def test_deleting_the_last_image_empties_the_product_at_traede(app_env, container, traede, host):
     from functions.image_deleted import image_deleted
 
     container.upload_blob("701/front.jpg", jpeg())
     image_deleted(deleted_event(container.container_name, "701/front.jpg"))  # not yet deleted: full set of 1
+    host.drain()
     assert len(traede.products["701"]) == 1
     container.delete_blob("701/front.jpg")
     image_deleted(deleted_event(container.container_name, "701/front.jpg"))
+    host.drain()
     assert traede.products["701"] == []
 
 

@@ -2,7 +2,7 @@
 https when the endpoint is, starting at most `skew` in the past and ending at most `ttl` ahead.
 Signed offline for hundreds of cases, then a sample downloaded from Azurite (which checks for real)."""
 from datetime import datetime, timedelta, timezone
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 import requests

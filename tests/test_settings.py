@@ -150,6 +150,12 @@ MORE_BAD = [
     ({**BASE, "HTTP_RETRY_MAX_SECONDS": "1h"}, "HTTP_RETRY_MAX_SECONDS", "expected a number"),
     ({**BASE, "SYNC_CONCURRENCY": "many"}, "SYNC_CONCURRENCY", "whole number from 1 to 64"),
     ({**BASE, "LOG_LEVEL": "verbose"}, "LOG_LEVEL", "expected one of DEBUG, INFO, WARNING, ERROR"),
+    ({**BASE, "PRODUCT_SYNC_QUEUE": "products--queue"}, "PRODUCT_SYNC_QUEUE", "not a valid queue name"),
+    ({**BASE, "PRODUCT_SYNC_DELAY_SECONDS": "301"}, "PRODUCT_SYNC_DELAY_SECONDS", "from 0 to 300"),
+    ({**BASE, "PRODUCT_SYNC_DELAY_SECONDS": "soon"}, "PRODUCT_SYNC_DELAY_SECONDS", "rest of its burst"),
+    ({**BASE, "PRODUCT_LOCK_SECONDS": "10"}, "PRODUCT_LOCK_SECONDS", "whole number from 15 to 60"),
+    ({**BASE, "PRODUCT_LOCK_SECONDS": "infinite"}, "PRODUCT_LOCK_SECONDS", "whole number from 15 to 60"),
+    ({**BASE, "SYNC_STATE_CONTAINER": "State"}, "SYNC_STATE_CONTAINER", "3-63 lowercase"),
     # the shard settings arrive with the sharding work; until then these two have nothing to test
     *[pytest.param(*case, marks=pytest.mark.skipif(case[1] not in settings_read(), reason="not read yet"))
       for case in [({**BASE, "SYNC_SHARD_PRODUCTS": "-1"}, "SYNC_SHARD_PRODUCTS", "whole number from 0 to 1000000"),

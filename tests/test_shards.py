@@ -204,7 +204,7 @@ class NoToken:
 
 
 def test_identity_mode_needs_the_queue_endpoint_to_fan_out():
-    from shared.shards import queue_client
+    from shared.storage import queue_client
 
     storage = Settings.from_env({"IMAGES_STORAGE__blobServiceUri": "https://acct.blob.core.windows.net"}).storage
     with pytest.raises(ConfigError, match="IMAGES_STORAGE__queueServiceUri is not set"):

@@ -3,7 +3,6 @@ import hashlib
 import io
 import json
 
-import pytest
 
 from devtools.images import jpeg, png
 from devtools.seed import SAMPLE_IMAGES, seed

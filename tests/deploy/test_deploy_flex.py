@@ -59,7 +59,8 @@ def test_first_run_creates_everything(flex):
     host_accounts = [name for name in state["accounts"] if name != "stproductimgtest"]
     assert "stproductimgtest" in state["accounts"] and len(host_accounts) == 1
     queues = sorted(q.rsplit("/", 1)[1] for q in state["queues"])
-    assert queues == ["image-sync-shards", "image-sync-shards-poison", "webjobs-blobtrigger-poison"]
+    assert queues == ["image-sync-products", "image-sync-products-poison", "image-sync-shards",
+                      "image-sync-shards-poison", "webjobs-blobtrigger-poison"]
     assert [c.rsplit("/", 1)[1] for c in state["containers"]] == ["product-images"]
     assert state["containers"][next(iter(state["containers"]))]["publicAccess"] == "off"
 
@@ -162,6 +163,8 @@ def test_role_assignments_are_narrow(flex):
     assert roles == sorted([
         ("Storage Blob Data Reader", f"{account_id}/blobServices/default/containers/product-images"),
         ("Storage Blob Delegator", account_id),
+        ("Storage Queue Data Contributor", f"{account_id}/queueServices/default/queues/image-sync-products"),
+        ("Storage Queue Data Contributor", f"{account_id}/queueServices/default/queues/image-sync-products-poison"),
         ("Storage Queue Data Contributor", f"{account_id}/queueServices/default/queues/image-sync-shards"),
         ("Storage Queue Data Contributor", f"{account_id}/queueServices/default/queues/image-sync-shards-poison"),
         ("Storage Queue Data Contributor", f"{account_id}/queueServices/default/queues/webjobs-blobtrigger-poison"),

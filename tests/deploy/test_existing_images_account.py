@@ -58,7 +58,7 @@ def test_existing_account_in_other_resource_group(with_topic, make_fake_az, env_
     settings = state["apps"]["imgsync-test"]["settings"]
     assert settings["IMAGES_STORAGE__blobServiceUri"] == f"https://{ACCOUNT}.blob.core.windows.net"
     queues = sorted(q for q in state["queues"] if q.startswith(ACCOUNT_ID.lower()))
-    assert len(queues) == 3
+    assert len(queues) == 5
     topic_name = "customer-events" if with_topic else f"{ACCOUNT}-events"
     assert topic_name in state["topics"]
     assert state["topics"][topic_name]["resourceGroup"] == CUSTOMER_RG
@@ -66,7 +66,7 @@ def test_existing_account_in_other_resource_group(with_topic, make_fake_az, env_
     ours = {k for k in state["event_subscriptions"] if k.split("/")[1].startswith("imgsync-test-")}
     assert ours == {f"{topic_name}/imgsync-test-blob-created", f"{topic_name}/imgsync-test-blob-deleted"}
     principal = state["apps"]["imgsync-test"]["identity"]["principalId"]
-    assert len([r for r in state["roles"] if r["principalId"] == principal]) == 6
+    assert len([r for r in state["roles"] if r["principalId"] == principal]) == 8
 
     # --- teardown ------------------------------------------------------------------------------
     fake.clear_log()
@@ -82,7 +82,7 @@ def test_existing_account_in_other_resource_group(with_topic, make_fake_az, env_
     state = fake.state()
     assert ACCOUNT in state["accounts"] and CUSTOMER_RG in state["groups"], "the customer's account stays"
     assert "rg-imgsync-test" not in state["groups"]
-    assert state["containers"] and len([q for q in state["queues"] if q.startswith(ACCOUNT_ID.lower())]) == 3
+    assert state["containers"] and len([q for q in state["queues"] if q.startswith(ACCOUNT_ID.lower())]) == 5
     assert [r["principalId"] for r in state["roles"]] == [OTHER_PRINCIPAL]
     assert not any(k.split("/")[1].startswith("imgsync-test-") for k in state["event_subscriptions"])
     if with_topic:

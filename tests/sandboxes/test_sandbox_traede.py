@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import requests
 
 from devtools.sandboxes import TraedeSandbox
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-import requests
 
 from devtools.sandboxes import WallieSandbox
 
