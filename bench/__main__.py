@@ -123,7 +123,7 @@ def measure_listing(parts, limit: int = 20_000) -> float:
 def run_naive(parts, env: dict, sample_images: int, images: int, products: int) -> dict:
     """One Wallie request per image and one TRAEDE request per product, serially, on a sample of whole
     products; scaled to the catalog per request kind (listing time included)."""
-    from shared.catalog import ImageRecord
+    from shared.catalog import ImageRecord, SignedImage
     from shared.payloads import traede_product, wallie_record
     from shared.settings import Settings
     from shared.traede import TraedeClient
@@ -145,15 +145,16 @@ def run_naive(parts, env: dict, sample_images: int, images: int, products: int) 
     try:
         wallie._valid_token()
         started = time.perf_counter()
-        urls = {}
-        for records in by_item.values():
+        signed: dict[str, list[SignedImage]] = {}
+        for item, records in by_item.items():
             for record in records:
-                urls[record.blob_name] = parts.signer.url(record.blob_name)
-                wallie.send_images([wallie_record(record, urls[record.blob_name])])
+                image = SignedImage(record, parts.signer.url(record.blob_name))
+                signed.setdefault(item, []).append(image)
+                wallie.send_images([wallie_record(image)])
         wallie_s = time.perf_counter() - started
         started = time.perf_counter()
-        for item, records in by_item.items():
-            traede.sync_products([traede_product(item, records, lambda r: urls[r.blob_name])])
+        for item, product_images in signed.items():
+            traede.sync_products([traede_product(item, product_images)])
         traede_s = time.perf_counter() - started
     finally:
         wallie.close()

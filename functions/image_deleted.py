@@ -23,5 +23,4 @@ def image_deleted(event: func.EventGridEvent) -> None:
     if report is None:
         log.info("ignored deletion outside the images container: %s", event.subject)
         return
-    jobs.log_report(report, log)
-    jobs.raise_if_retry_can_help(report)
+    jobs.conclude(report, log)

@@ -31,5 +31,4 @@ if SOURCE is None:
                  source=SOURCE)
 def image_uploaded(client: blob.BlobClient) -> None:
     report = jobs.new_image(client.blob_name)
-    jobs.log_report(report, log)
-    jobs.raise_if_retry_can_help(report)
+    jobs.conclude(report, log, park=lambda: jobs.park_blob(client.blob_name))

@@ -21,5 +21,4 @@ def nightly_sync(timer: func.TimerRequest) -> None:
     if timer.past_due:
         log.warning("nightly_sync is running late (past due): the previous schedule was missed")
     report = jobs.nightly()
-    jobs.log_report(report, log)
-    jobs.raise_if_not_ok(report)
+    jobs.conclude_nightly(report, log)

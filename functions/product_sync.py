@@ -4,7 +4,8 @@
 invisible for ``PRODUCT_SYNC_DELAY_SECONDS``; this function then sends the product, together with up to
 nine other products whose burst has settled, under a per-product lock. A transient failure raises: the
 host retries the message (``extensions.queues.maxDequeueCount`` in host.json, 5) and then moves it to
-``<PRODUCT_SYNC_QUEUE>-poison``, where it names the product. A rejected product does not raise.
+``<PRODUCT_SYNC_QUEUE>-poison``, where it names the product. Refused credentials or a redirect put the
+message there at once (five retries cannot help). A rejected product does not raise.
 """
 import logging
 
@@ -22,6 +23,6 @@ def product_sync(message: func.QueueMessage) -> None:
     attempt = getattr(message, "dequeue_count", None) or 1
     if attempt > 1:
         log.warning("product message %s: attempt %d", message.id, attempt)
-    report = jobs.product_message(message.get_body().decode("utf-8"))
-    jobs.log_report(report, log)
-    jobs.raise_if_retry_can_help(report)
+    body = message.get_body().decode("utf-8")
+    report = jobs.product_message(body)
+    jobs.conclude(report, log, park=lambda: jobs.park_message("PRODUCT_SYNC_QUEUE", body))

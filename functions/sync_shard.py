@@ -21,6 +21,6 @@ def sync_shard(message: func.QueueMessage) -> None:
     attempt = getattr(message, "dequeue_count", None) or 1  # set by the worker's QueueMessage
     if attempt > 1:
         log.warning("shard message %s: attempt %d", message.id, attempt)
-    report = jobs.sync_shard(message.get_body().decode("utf-8"))
-    jobs.log_report(report, log)
-    jobs.raise_if_retry_can_help(report)
+    body = message.get_body().decode("utf-8")
+    report = jobs.sync_shard(body)
+    jobs.conclude(report, log, park=lambda: jobs.park_message("SYNC_SHARD_QUEUE", body))

@@ -43,6 +43,15 @@ class ImageRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class SignedImage:
+    """An image and the SAS URL a partner downloads it from: the one value that flows from the listing
+    to both partners' payloads."""
+
+    record: ImageRecord
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
 class SkippedBlob:
     blob_name: str
     reason: str
@@ -95,6 +104,11 @@ def describe_blob(layout: PathLayout, name: str, size: int | None, metadata: Map
     meta_item = (meta.get("itemid") or "").strip()
     item_id = meta_item or (fields.item_id if fields else None)
     if not item_id:
+        dots = [seg for seg in name.split("/")[:-1] if seg in (".", "..")]
+        if dots:
+            return SkippedBlob(name, f"path does not fit IMAGE_PATH_PATTERN: the name has a {dots[0]!r} folder, "
+                                     "which web clients drop before they download; rename it to "
+                                     f"{'/'.join(s for s in name.split('/') if s not in ('.', '..'))!r}")
         return SkippedBlob(name, f"path does not fit IMAGE_PATH_PATTERN {layout.pattern!r} "
                                  "and the blob has no 'itemid' metadata")
     sep = layout.item_prefix_separator

@@ -1,6 +1,8 @@
-"""The operator CLI: ``python -m shared sync [--item ID ...] [--dry-run] [--report PATH]`` and ``doctor``.
+"""The operator CLI: ``python -m shared sync [--item ID ...] [--dry-run] [--report PATH]``, ``flush`` and
+``doctor``.
 
-Exit codes: 0 everything delivered, 1 a record was rejected or failed after retries, 2 configuration error.
+Exit codes: 0 everything delivered, 1 a record was rejected or failed after retries, 2 configuration error,
+130/143 stopped by SIGINT/SIGTERM (128 + the signal: the summary and the report say what was not sent).
 ``doctor`` exits 1 when any check fails.
 """
 from __future__ import annotations
@@ -10,35 +12,36 @@ import json
 import logging
 import sys
 import threading
-from typing import Sequence, TextIO
+from typing import Any, Sequence, TextIO
 
 from . import redact
 from .errors import ConfigError, ImageSyncError
 from .factory import Components
 from .report import SyncReport
 from .settings import Settings
+from .stopping import Stopper
+from .traede import TraedeClient
+from .wallie import WallieClient
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_CONFIG = 0, 1, 2
 log = logging.getLogger("shared.cli")
 
 
 class DryRunOutput:
-    """A stand-in partner that prints what would be sent, one JSON object per line."""
+    """Stands in for a partner client (same name, unit and batch size) and prints what would be sent, one
+    JSON object per line: ``{"partner": ..., "record": ...}`` or ``{"partner": ..., "product": ...}``."""
 
-    def __init__(self, name: str, batch_size: int, out: TextIO):
-        self.name = name
+    def __init__(self, like: Any, batch_size: int, out: TextIO):
+        self.name = like.name
+        self.unit = like.unit
         self.batch_size = batch_size
         self.out = out
+        self._key = "product" if like.unit == "products" else "record"
         self._lock = threading.Lock()
 
-    def send_images(self, records: list[dict], guard=None) -> None:
-        self._write([{"partner": "wallie", "record": r} for r in records])
-
-    def sync_products(self, products: list[dict], guard=None) -> None:
-        self._write([{"partner": "traede", "product": p} for p in products])
-
-    def _write(self, objects: list[dict]) -> None:
-        text = "".join(json.dumps(o, ensure_ascii=False) + "\n" for o in objects)
+    def send(self, payloads: list[dict], guard: Any = None) -> None:
+        text = "".join(json.dumps({"partner": self.name, self._key: p}, ensure_ascii=False) + "\n"
+                       for p in payloads)
         with self._lock:
             self.out.write(text)
 
@@ -89,13 +92,18 @@ def _sync(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: 
     targets = {}
     if args.dry_run:
         batch = settings.wallie.batch_size if settings.wallie else 500
-        targets = {"wallie": DryRunOutput("wallie", batch, stdout), "traede": DryRunOutput("traede", 10, stdout)}
+        targets = {"wallie": DryRunOutput(WallieClient, batch, stdout),
+                   "traede": DryRunOutput(TraedeClient, TraedeClient.batch_size, stdout)}
     progress = _progress_printer(stderr) if stderr.isatty() and not args.dry_run else None
+
     def waiting(line: str) -> None:
         print(line, file=stderr, flush=True)
 
+    stopper = Stopper()
+    stopper.install()
     try:
-        with Components(settings, progress=progress, **targets) as parts:
+        with Components(settings, progress=progress, stop=stopper.stop, **targets) as parts:
+            stopper.on_abort(parts.abort)
             if args.dry_run:
                 report = parts.engine.full_sync(args.item, dry_run=True)
             elif args.item and parts.engine.traede:
@@ -110,12 +118,18 @@ def _sync(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: 
     except ImageSyncError as exc:
         print(redact.redact(f"sync failed: {exc}", settings.secrets()), file=stderr)
         return EXIT_PROBLEMS
+    finally:
+        stopper.uninstall()
     if progress:
         stderr.write("\n")
+    if stopper.stop.is_set():
+        report.interrupted = stopper.stop.reason
     _print_report(report, stderr, settings.secrets())
     if args.report:
         with open(args.report, "w", encoding="utf-8") as fh:
-            json.dump(report.to_dict(), fh, indent=2, ensure_ascii=False)
+            json.dump(redact.redact_tree(report.to_dict()), fh, indent=2, ensure_ascii=False)
+    if report.interrupted:
+        return stopper.exit_code
     return EXIT_OK if report.ok else EXIT_PROBLEMS
 
 
@@ -140,11 +154,9 @@ def _flush(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr:
 
 
 def _print_report(report: SyncReport, stderr: TextIO, secrets: Sequence[str] = ()) -> None:
-    """Printed, not logged: the log filter does not see these lines, so they are redacted here."""
-    lines = [f"skipped: {s.blob_name!r}: {s.reason}" for s in report.skipped]
-    lines += [f"rejected: {p.line()}" for p in report.rejected]
-    lines += [f"failed: {p.line()}" for p in report.failed]
-    for line in lines + [report.summary()]:
+    """One line per cause, then the summary. Printed, not logged: the log filter does not see these
+    lines, so they are redacted here."""
+    for line in report.grouped_lines() + [report.summary()]:
         print(redact.redact(line, secrets), file=stderr)
 
 
@@ -153,9 +165,8 @@ def _progress_printer(stream: TextIO):
 
     def show(report: SyncReport) -> None:
         with lock:
-            d = report.delivered
-            stream.write(f"\r{report.images} images listed, wallie {d.get('wallie', 0)}, "
-                         f"traede {d.get('traede', 0)} delivered ")
+            sent = ", ".join(f"{name} {count}" for name, count in report.delivered.items())
+            stream.write(f"\r{report.images} images listed, {sent} delivered ")
             stream.flush()
     return show
 

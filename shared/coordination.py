@@ -149,11 +149,23 @@ class PendingMarks:
         return {_item(b.name, PENDING): (b.etag, (now - b.creation_time).total_seconds() if b.creation_time else 0.0)
                 for b in self.state.listing(PENDING)}
 
-    def due(self, after_seconds: float, limit: int, exclude: Iterable[str] = ()) -> list[str]:
-        """Up to ``limit`` products pending for at least ``after_seconds`` (their burst had its time)."""
-        skip = set(exclude)
-        ready = [(age, item) for item, (_, age) in self.snapshot().items() if age >= after_seconds and item not in skip]
-        return [item for _, item in sorted(ready, reverse=True)[:limit]]
+    def due(self, after_seconds: float, limit: int, exclude: Iterable[str] = (), *, scan: int = 1000) -> list[str]:
+        """Up to ``limit`` products pending for at least ``after_seconds`` (their burst had its time),
+        looking at no more than ``scan`` marks: a message must not cost a walk over a huge backlog."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        skip, found = set(exclude), []
+        now = datetime.now(timezone.utc)
+        try:
+            for n, b in enumerate(self.state.client.list_blobs(name_starts_with=PENDING, results_per_page=200)):
+                if n >= scan or len(found) >= limit:
+                    break
+                item = _item(b.name, PENDING)
+                if item not in skip and b.creation_time and (now - b.creation_time).total_seconds() >= after_seconds:
+                    found.append(item)
+        except ResourceNotFoundError:
+            return []
+        return found
 
 
 @dataclass

@@ -11,8 +11,9 @@ from .layout import PathLayout
 from .product_queue import ProductQueue
 from .sas import SasSigner
 from .settings import Settings
+from .stopping import StopSignal
 from .storage import blob_service, default_credential, queue_client
-from .sync import SyncEngine, TraedeTarget, WallieTarget
+from .sync import SyncEngine, Target
 from .traede import TraedeClient
 from .wallie import WallieClient
 
@@ -21,9 +22,10 @@ class Components:
     """Everything one run needs; ``close()`` releases the HTTP pools."""
 
     def __init__(self, settings: Settings, *, credential: Any = None, require_partner: bool = True,
-                 wallie: WallieTarget | None = None, traede: TraedeTarget | None = None,
-                 progress: Callable | None = None):
+                 wallie: Target | None = None, traede: Target | None = None,
+                 progress: Callable | None = None, stop: StopSignal | None = None):
         self.settings = settings
+        self.stop = stop or StopSignal()  # one stop for the engine, its lanes and every HTTP wait
         storage = settings.storage
         if credential is None and storage.uses_identity:
             credential = default_credential()  # one credential for every blob and queue client
@@ -39,10 +41,10 @@ class Components:
         self._owned: list[Any] = []
         if wallie is None and traede is None:
             if settings.wallie:
-                wallie = WallieClient.from_settings(settings.wallie, settings.http, pool_size=pool)
+                wallie = WallieClient.from_settings(settings.wallie, settings.http, pool_size=pool, stop=self.stop)
                 self._owned.append(wallie)
             if settings.traede:
-                traede = TraedeClient.from_settings(settings.traede, settings.http, pool_size=pool)
+                traede = TraedeClient.from_settings(settings.traede, settings.http, pool_size=pool, stop=self.stop)
                 self._owned.append(traede)
             if require_partner and not (wallie or traede):
                 raise ConfigError("no partner is configured: set WALLIE_BASE_URL (with WALLIE_TENANT, "
@@ -52,7 +54,7 @@ class Components:
             self.catalog, self.signer.url, wallie=wallie, traede=traede,
             concurrency=settings.sync_concurrency,
             color_attribute=settings.traede.color_attribute if settings.traede else "Color",
-            progress=progress,
+            progress=progress, stop=self.stop,
         )
         self.products = ProductQueue(
             self.engine, StateContainer(self.service, settings.sync_state_container),
@@ -62,6 +64,24 @@ class Components:
     def product_queue_client(self) -> Any:
         return queue_client(self.settings.storage, self.settings.product_sync_queue, self.credential,
                             needed_for="needed to queue product syncs (PRODUCT_SYNC_QUEUE)")
+
+    def park(self, queue: str, body: str) -> None:
+        """Put a message in a queue of the images account (a poison queue: work retrying cannot cure)."""
+        from .storage import ensure_queue
+
+        client = queue_client(self.settings.storage, queue, self.credential)
+        try:
+            ensure_queue(client)
+            client.send_message(body)
+        finally:
+            client.close()
+
+    def abort(self) -> None:
+        """Cut every partner request in flight (a stopping run whose grace period is over)."""
+        for client in (self.engine.wallie, self.engine.traede):
+            abort = getattr(client, "abort", None)
+            if callable(abort):
+                abort()
 
     def close(self) -> None:
         for client in self._owned:

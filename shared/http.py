@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import socket
 import threading
 import time
@@ -322,6 +323,9 @@ def _describe(exc: requests.exceptions.RequestException, base_url: str) -> str:
         if marker in text:
             text = text.split(marker, 1)[1]
     text = text.replace(base_url, "").strip("()")
+    refused = re.search(r"Failed to establish a new connection: \[Errno -?\d+\] ([^\"')]+)", text)
+    if refused:
+        return refused.group(1).strip().lower()
     if "RemoteDisconnected" in text or "Connection aborted" in text or "reset" in text.lower():
         return f"the connection broke before the answer was complete ({text[:200]})"
     return text[:300]

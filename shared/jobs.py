@@ -5,21 +5,32 @@ reused by later invocations in the same worker while the settings stay the same.
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from . import redact
 from .errors import ImageSyncError
 from .report import SyncReport
 from .settings import Settings
+from .stopping import Stopper
 
 if TYPE_CHECKING:  # the parts pull in requests and the storage SDK: imported on first use, not at cold start
     from .factory import Components
+    from .shards import FanOut
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _cached: "tuple[Settings, Components] | None" = None
+
+# In a Functions worker (the host sets FUNCTIONS_WORKER_RUNTIME), SIGTERM on scale-in stops the running
+# invocations gracefully (see ``stopping``): they report what was not sent and fail, so the host retries
+# them; after the grace period the worker goes away as before. The app is imported on the main thread.
+STOPPER = Stopper()
+if os.environ.get("FUNCTIONS_WORKER_RUNTIME"):
+    STOPPER.install(then_exit=True)
 
 
 class SyncFailed(ImageSyncError):
@@ -40,7 +51,9 @@ def components(env=None) -> "Components":
             if _cached is not None:
                 _cached[1].close()
             _protect_logs(settings)
-            _cached = (settings, Components(settings))
+            parts = Components(settings, stop=STOPPER.stop)
+            STOPPER.on_abort(parts.abort)
+            _cached = (settings, parts)
         return _cached[1]
 
 
@@ -71,7 +84,7 @@ def product_message(message: str, env=None) -> SyncReport:
     return components(env).products.run_message(message)
 
 
-def nightly(env=None):
+def nightly(env=None) -> "SyncReport | FanOut":
     """The timer: a full sync in this process, or, for a catalog of more than SYNC_SHARD_PRODUCTS
     products, shards enqueued for ``sync_shard`` (returns a ``shards.FanOut`` then)."""
     from . import shards  # imported on first use: keeps the app's cold start lean
@@ -87,26 +100,72 @@ def sync_shard(message: str, env=None) -> SyncReport:
 
 
 def log_report(report: SyncReport, logger: logging.Logger = log) -> None:
-    """Log once, at the boundary: skipped at INFO, rejections and failures at ERROR, then the summary."""
-    for s in report.skipped:
-        logger.info("skipped %r: %s", s.blob_name, s.reason)
-    for p in report.rejected:
-        logger.error("rejected: %s", p.line())
-    for p in report.failed:
-        logger.error("failed: %s", p.line())
+    """Log once, at the boundary: one line per cause (a count, the reason, the first names), at INFO for
+    skipped blobs and at ERROR for rejections and failures, then the summary. Every name is in the report."""
+    for line in report.grouped_lines():
+        logger.log(logging.INFO if line.startswith("skipped") else logging.ERROR, "%s", line)
     logger.log(logging.INFO if report.ok else logging.ERROR, "%s", report.summary())
 
 
+def conclude(report: SyncReport, logger: logging.Logger, *, park: Callable[[], str] | None = None) -> None:
+    """How a blob or queue trigger ends: log the report; raise when a retry can help (the host retries the
+    invocation, then poisons it); when only a retry *cannot* help (credentials refused, a redirect), put
+    the work in the poison queue at once with ``park`` instead of five retries in vain. Rejected records
+    do not raise: retrying them cannot help either, and each is logged with the partner's reason."""
+    log_report(report, logger)
+    failed = report.failed
+    if any(p.retryable for p in failed):
+        raise SyncFailed(report, f"{len(failed)} deliveries failed after retries")
+    if failed:
+        if park is None:
+            raise SyncFailed(report, f"{len(failed)} deliveries failed; retrying cannot help until the "
+                                     "configuration is fixed")
+        where = park()
+        logger.error("not retried: retrying cannot help until the configuration is fixed (see the 'stopped:' "
+                     "line); the work was put in %s for a later retry", where)
+
+
 def raise_if_retry_can_help(report: SyncReport) -> None:
-    """Transient failures raise (the host retries, then poisons); rejections do not (retry cannot help)."""
-    if report.failed:
+    """Failures a retry may cure raise (the host retries, then poisons); rejections do not."""
+    if any(p.retryable for p in report.failed):
         raise SyncFailed(report, f"{len(report.failed)} deliveries failed after retries")
+
+
+def conclude_nightly(outcome: "SyncReport | FanOut", logger: logging.Logger) -> None:
+    """The timer: a fan-out only logs what it enqueued; a full sync fails the invocation on any rejected or
+    failed record, so it shows in monitoring (timers are not retried by the host)."""
+    if not isinstance(outcome, SyncReport):
+        logger.info("%s", outcome.summary())
+        return
+    log_report(outcome, logger)
+    raise_if_not_ok(outcome)
 
 
 def raise_if_not_ok(report: SyncReport) -> None:
     """For the nightly run: any rejected or failed record marks the invocation failed in monitoring."""
     if not report.ok:
         raise SyncFailed(report, f"{len(report.rejected)} rejected, {len(report.failed)} failed")
+
+
+def park_message(queue_setting: str, body: str, env=None) -> str:
+    """Put a queue message in ``<queue>-poison`` ourselves (what the host would do after 5 failures)."""
+    parts = components(env)
+    queue = {"PRODUCT_SYNC_QUEUE": parts.settings.product_sync_queue,
+             "SYNC_SHARD_QUEUE": parts.settings.sync_shard_queue}[queue_setting] + "-poison"
+    parts.park(queue, body)
+    return f"queue {queue}"
+
+
+def park_blob(blob_name: str, env=None) -> str:
+    """Put a blob in ``webjobs-blobtrigger-poison``, in the message format the blob extension uses."""
+    parts = components(env)
+    body = json.dumps({"Type": "BlobTrigger", "FunctionId": "Host.Functions.image_uploaded", "BlobType": "BlockBlob",
+                       "ContainerName": parts.settings.storage.container, "BlobName": blob_name})
+    parts.park(BLOB_POISON_QUEUE, body)
+    return f"queue {BLOB_POISON_QUEUE}"
+
+
+BLOB_POISON_QUEUE = "webjobs-blobtrigger-poison"
 
 
 def _protect_logs(settings: Settings) -> None:

@@ -25,11 +25,13 @@ TYPE_WORDS = {
     "packaging": 5, "package": 5,
 }
 
-# What each placeholder may match. Ids stop at "/" so a pattern never spans folders by accident.
+# What each placeholder may match. Ids stop at "/" so a pattern never spans folders by accident, and an id
+# is never "." or "..": web clients remove such path segments, and they name nothing.
+_ID = r"(?!\.\.?(?:/|$))[^/]+?"
 _PLACEHOLDERS = {
-    "item_id": r"[^/]+?",
-    "color_id": r"[^/]+?",
-    "type": r"[^/]+?",
+    "item_id": _ID,
+    "color_id": _ID,
+    "type": _ID,
     "sort": r"[0-9]+",
     "name": r"[^/]+",
     "ext": r"[A-Za-z0-9]+",

@@ -7,27 +7,29 @@ from __future__ import annotations
 
 import posixpath
 from collections import Counter
-from typing import Callable, Iterable
+from typing import Iterable
 
-from .catalog import ImageRecord
+from .catalog import ImageRecord, SignedImage
 from .layout import TYPE_NAMES
 
 MAX_FILENAME_BYTES = 255
 
 
-def wallie_record(image: ImageRecord, url: str) -> dict:
+def wallie_record(signed: SignedImage) -> dict:
     """One record for Wallie's ``POST /Images/urls``: exactly the documented fields."""
-    record = {"imageId": image.image_id, "itemId": image.item_id}
+    image = signed.record
+    record: dict = {"imageId": image.image_id, "itemId": image.item_id}
     if image.color_id:
         record["colorId"] = image.color_id
     record["type"] = image.type
-    record["url"] = url
+    record["url"] = signed.url
     return record
 
 
-def traede_order(images: Iterable[ImageRecord]) -> list[ImageRecord]:
-    """Deterministic order: explicit sort, then colour, then kind (front first), then name."""
-    return sorted(images, key=lambda i: (i.sort is None, i.sort or 0, i.color_id or "", i.type, i.blob_name))
+def order_key(i: ImageRecord) -> tuple:
+    """TRAEDE's deterministic order: explicit sort, then colour, then kind (front first), then name."""
+    return (i.sort is None, i.sort or 0, i.color_id or "", i.type, i.blob_name)
+
 
 
 def default_alt(image: ImageRecord) -> str:
@@ -36,18 +38,18 @@ def default_alt(image: ImageRecord) -> str:
     return f"{image.item_id}{colour}, {kind}"
 
 
-def traede_product(item_id: str, images: Iterable[ImageRecord], url_for: Callable[[ImageRecord], str],
-                   *, color_attribute: str = "Color") -> dict:
+def traede_product(item_id: str, images: Iterable[SignedImage], *, color_attribute: str = "Color") -> dict:
     """One product for TRAEDE's ``POST /products/images/sync``: ALL its images, numbered 1..n.
 
     The stable ``existance_key`` lets TRAEDE skip images it already has although the SAS URL changes.
     """
-    ordered = traede_order(images)
-    names = _unique_filenames(ordered)
+    ordered = sorted(images, key=lambda s: order_key(s.record))
+    names = _unique_filenames([s.record for s in ordered])
     out = []
-    for n, image in enumerate(ordered, start=1):
+    for n, signed in enumerate(ordered, start=1):
+        image = signed.record
         entry = {
-            "url": url_for(image),
+            "url": signed.url,
             "sort": n,
             "existance_key": image.content_key,
             "filename": names[image.blob_name],

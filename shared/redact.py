@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from typing import Iterable
+from typing import Any, Iterable
 
 MASK = "REDACTED"
 MIN_SECRET_LENGTH = 4  # shorter values would blank out ordinary words
@@ -52,6 +52,18 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
         if secret in text:
             text = text.replace(secret, MASK)
     return text
+
+
+def redact_tree(value: Any) -> Any:
+    """Every string inside a JSON-like value, redacted (a report file is written from this, so that a
+    replacement can never break the JSON around it)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact_tree(k): redact_tree(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_tree(v) for v in value]
+    return value
 
 
 class RedactingFilter(logging.Filter):

@@ -1,160 +1,312 @@
-"""The run report: every catalog image ends up delivered, skipped or failed, each with its reason."""
+"""The run report: every catalog image ends up delivered, skipped, rejected, failed or deferred, by name.
+
+Typed per partner (``PartnerTally``): the engine records outcomes through ``add_*`` methods, and nothing
+here knows a partner by name: each partner client says what it counts (``unit``: images or products).
+Safe to update from worker threads.
+"""
 from __future__ import annotations
 
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Iterable
+from datetime import datetime, timezone
+from typing import Any, Iterable
 
+from .catalog import SkippedBlob
 from .redact import redact
 
+STORAGE = "storage"  # not a partner: where listing failures are reported
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, slots=True)
 class Problem:
-    """A record a partner rejected, or that could not be delivered after retries."""
+    """A record a partner rejected, one that could not be delivered, or one left to another sender."""
 
     partner: str
     item_id: str
     blob_name: str | None
     reason: str
     status_code: int | None = None
+    retryable: bool = True  # for a failure: can a later attempt with the same configuration succeed?
 
     def line(self) -> str:
         code = f" (HTTP {self.status_code})" if self.status_code else ""
         blob = f" blob {self.blob_name!r}" if self.blob_name else ""
         return f"{self.partner}: item {self.item_id!r}{blob}{code}: {self.reason}"
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"partner": self.partner, "item": self.item_id, "blob": self.blob_name, "reason": self.reason,
+                "status_code": self.status_code}
+
+
+@dataclass(slots=True)
+class PartnerTally:
+    """One partner's outcome of a run, counted in its own unit (Wallie: images; TRAEDE: products)."""
+
+    name: str
+    unit: str
+    delivered: int = 0
+    rejected: list[Problem] = field(default_factory=list)
+    failed: list[Problem] = field(default_factory=list)
+    deferred: list[Problem] = field(default_factory=list)
+    requests: int = 0
+    retries: int = 0
+    stopped: str | None = None  # why nothing more was sent to this partner in this run
+
 
 @dataclass
 class SyncReport:
-    """Counters and problems of one run; safe to update from worker threads."""
+    """Counters and problems of one run."""
 
     mode: str = "full"
     dry_run: bool = False
     images: int = 0
     products: int = 0
-    skipped: list = field(default_factory=list)          # SkippedBlob
-    rejected: list = field(default_factory=list)         # Problem
-    failed: list = field(default_factory=list)           # Problem
-    deferred: list = field(default_factory=list)         # Problem: left to another process (not a failure)
-    delivered: dict = field(default_factory=lambda: {"wallie": 0, "traede": 0})
-    partners: list = field(default_factory=list)         # names of the partners this run sends to
-    queued: list = field(default_factory=list)           # products handed to the product queue
-    notes: list = field(default_factory=list)            # what a person should know about this run
-    track: set = field(default_factory=set)              # products whose TRAEDE delivery is recorded...
-    delivered_items: set = field(default_factory=set)    # ...here, when delivered
-    requests: int = 0
-    retries: int = 0
+    skipped: list[SkippedBlob] = field(default_factory=list)
+    storage_failures: list[Problem] = field(default_factory=list)
+    tallies: dict[str, PartnerTally] = field(default_factory=dict)
+    queued: list[str] = field(default_factory=list)      # products handed to the product queue
+    notes: list[str] = field(default_factory=list)       # what a person should know about this run
+    track: set[str] = field(default_factory=set)         # products whose delivery is recorded...
+    delivered_items: set[str] = field(default_factory=set)  # ...here, when their product set arrived
+    interrupted: str | None = None                       # the signal that stopped the run, if any
+    started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     started: float = field(default_factory=time.monotonic)
     seconds: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def add(self, **counters: int) -> None:
+    # -- recording ----------------------------------------------------------------------------------
+
+    def partner(self, name: str, unit: str) -> PartnerTally:
+        """Register a partner this run sends to (idempotent) and return its tally."""
         with self._lock:
-            for name, value in counters.items():
-                setattr(self, name, getattr(self, name) + value)
+            tally = self.tallies.get(name)
+            if tally is None:
+                tally = self.tallies[name] = PartnerTally(name, unit)
+            return tally
 
     def add_delivered(self, partner: str, count: int, items: Iterable[str] = ()) -> None:
         with self._lock:
-            self.delivered[partner] = self.delivered.get(partner, 0) + count
+            self._tally(partner).delivered += count
             self.delivered_items.update(i for i in items if i in self.track)
 
-    def add_problem(self, kind: str, problem: Problem) -> None:
-        # A partner may echo our request (SAS URLs) in its error text: the report is printed and saved.
-        clean = redact(problem.reason)
-        if clean != problem.reason:
-            problem = Problem(problem.partner, problem.item_id, problem.blob_name, clean, problem.status_code)
-        with self._lock:
-            getattr(self, kind).append(problem)
+    def add_rejected(self, problem: Problem) -> None:
+        self._add("rejected", problem)
+
+    def add_failed(self, problem: Problem) -> None:
+        self._add("failed", problem)
 
     def add_deferred(self, problem: Problem) -> None:
+        self._add("deferred", problem)
+
+    def add_storage_failure(self, problem: Problem) -> None:
         with self._lock:
-            self.deferred.append(problem)
+            self.storage_failures.append(_clean(problem))
 
-    def outcome(self, partner: str, item_id: str) -> str:
-        """What became of a tracked product at ``partner``: failed, rejected, deferred, delivered, or
-        "not sent" (e.g. a dry run, or a product the run never reached)."""
+    def add_skipped(self, entry: SkippedBlob) -> None:
         with self._lock:
-            for kind in ("failed", "rejected", "deferred"):
-                if any(p.partner == partner and p.item_id == item_id for p in getattr(self, kind)):
-                    return kind
-            return "delivered" if item_id in self.delivered_items else "not sent"
+            self.skipped.append(entry)
 
-    def merge(self, other: "SyncReport") -> None:
-        """Add another run's outcome to this one (an operation made of several engine runs)."""
+    def add_traffic(self, partner: str, requests: int, retries: int) -> None:
         with self._lock:
-            for name in ("images", "products", "requests", "retries"):
-                setattr(self, name, getattr(self, name) + getattr(other, name))
-            for name in ("skipped", "rejected", "failed", "deferred", "queued", "notes"):
-                getattr(self, name).extend(getattr(other, name))
-            for partner, count in other.delivered.items():
-                self.delivered[partner] = self.delivered.get(partner, 0) + count
-            self.partners = list(dict.fromkeys(self.partners + other.partners))
-            self.track |= other.track
-            self.delivered_items |= other.delivered_items
+            tally = self._tally(partner)
+            tally.requests += requests
+            tally.retries += retries
 
-    def accounting(self) -> dict:
-        """Per partner: what it should have received, and where each unit ended up.
-
-        Wallie counts images, TRAEDE counts products. ``unaccounted`` must be 0: a unit that is neither
-        delivered, rejected nor failed would be a silent loss. A storage problem (the listing stopped)
-        is reported under ``storage``: images that were never listed cannot be named.
-        """
+    def stop_partner(self, partner: str, why: str) -> None:
         with self._lock:
-            out = {}
-            named = set(self.partners) or {p for p, n in self.delivered.items() if n}
-            for partner in sorted(named | {p.partner for p in self.rejected + self.failed} - {"storage"}):
-                expected = self.products if partner == "traede" else self.images
-                delivered = self.delivered.get(partner, 0)
-                rejected = sum(1 for p in self.rejected if p.partner == partner)
-                failed = sum(1 for p in self.failed if p.partner == partner)
-                deferred = sum(1 for p in self.deferred if p.partner == partner)
-                out[partner] = {"expected": expected, "delivered": delivered, "rejected": rejected,
-                                "failed": failed, "deferred": deferred,
-                                "unaccounted": expected - delivered - rejected - failed - deferred}
-            out["storage"] = {"listed": self.images + len(self.skipped), "images": self.images,
-                              "skipped": len(self.skipped),
-                              "complete": not any(p.partner == "storage" for p in self.failed)}
-            return out
+            tally = self._tally(partner)
+            if tally.stopped is None:
+                tally.stopped = why
 
-    def finish(self) -> "SyncReport":
-        self.seconds = round(time.monotonic() - self.started, 3)
-        return self
+    def _add(self, kind: str, problem: Problem) -> None:
+        # A partner may echo our request (URLs, headers) in its error text: the report is printed and saved.
+        problem = _clean(problem)
+        with self._lock:
+            getattr(self._tally(problem.partner), kind).append(problem)
+
+    def _tally(self, partner: str) -> PartnerTally:
+        tally = self.tallies.get(partner)
+        if tally is None:
+            tally = self.tallies[partner] = PartnerTally(partner, "records")
+        return tally
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    @property
+    def rejected(self) -> list[Problem]:
+        return [p for t in self.tallies.values() for p in t.rejected]
+
+    @property
+    def failed(self) -> list[Problem]:
+        return list(self.storage_failures) + [p for t in self.tallies.values() for p in t.failed]
+
+    @property
+    def deferred(self) -> list[Problem]:
+        return [p for t in self.tallies.values() for p in t.deferred]
+
+    @property
+    def delivered(self) -> dict[str, int]:
+        return {name: t.delivered for name, t in self.tallies.items()}
+
+    @property
+    def requests(self) -> int:
+        return sum(t.requests for t in self.tallies.values())
+
+    @property
+    def retries(self) -> int:
+        return sum(t.retries for t in self.tallies.values())
 
     @property
     def ok(self) -> bool:
         return not self.rejected and not self.failed
 
+    def outcome(self, partner: str, item_id: str) -> str:
+        """What became of a tracked product at ``partner``: failed, rejected, deferred, delivered, or
+        "not sent" (e.g. a dry run, or a product the run never reached)."""
+        with self._lock:
+            tally = self.tallies.get(partner)
+            for kind in ("failed", "rejected", "deferred"):
+                if tally and any(p.item_id == item_id for p in getattr(tally, kind)):
+                    return kind
+            return "delivered" if item_id in self.delivered_items else "not sent"
+
+    def accounting(self) -> dict[str, Any]:
+        """Per partner: what it should have received, and where each unit ended up.
+
+        ``unaccounted`` must be 0: a unit that is neither delivered, rejected, failed nor deferred would be
+        a silent loss. A storage problem (the listing stopped) is reported under ``storage``: images that
+        were never listed cannot be named.
+        """
+        with self._lock:
+            out: dict[str, Any] = {}
+            for name, t in sorted(self.tallies.items()):
+                expected = self.products if t.unit == "products" else self.images
+                out[name] = {"expected": expected, "delivered": t.delivered, "rejected": len(t.rejected),
+                             "failed": len(t.failed), "deferred": len(t.deferred),
+                             "unaccounted": expected - t.delivered - len(t.rejected) - len(t.failed)
+                             - len(t.deferred)}
+            out[STORAGE] = {"listed": self.images + len(self.skipped), "images": self.images,
+                            "skipped": len(self.skipped), "complete": not self.storage_failures}
+            return out
+
+    def merge(self, other: "SyncReport") -> None:
+        """Add another run's outcome to this one (an operation made of several engine runs)."""
+        with self._lock:
+            self.images += other.images
+            self.products += other.products
+            self.skipped.extend(other.skipped)
+            self.storage_failures.extend(other.storage_failures)
+            self.queued.extend(other.queued)
+            self.notes.extend(other.notes)
+            for name, t in other.tallies.items():
+                mine = self.tallies.setdefault(name, PartnerTally(name, t.unit))
+                mine.delivered += t.delivered
+                mine.requests += t.requests
+                mine.retries += t.retries
+                mine.rejected.extend(t.rejected)
+                mine.failed.extend(t.failed)
+                mine.deferred.extend(t.deferred)
+                mine.stopped = mine.stopped or t.stopped
+            self.track |= other.track
+            self.delivered_items |= other.delivered_items
+            self.interrupted = self.interrupted or other.interrupted
+
+    def finish(self) -> "SyncReport":
+        self.seconds = round(time.monotonic() - self.started, 3)
+        return self
+
+    # -- telling ------------------------------------------------------------------------------------
+
     def summary(self) -> str:
         verb = "would send" if self.dry_run else "delivered"
+        sent = " ".join(f"{t.name}={t.delivered} {t.unit}" for t in self.tallies.values()) or "nothing"
         parts = [
             f"{self.mode} sync{' (dry run)' if self.dry_run else ''}: {self.images} images",
             f"{self.products} products",
-            f"{verb} wallie={self.delivered.get('wallie', 0)} images traede={self.delivered.get('traede', 0)} products",
+            f"{verb} {sent}",
             f"requests={self.requests}", f"retries={self.retries}", f"skipped={len(self.skipped)}",
-            f"rejected={len(self.rejected)}", f"failed={len(self.failed)}", f"{self.seconds:.1f}s",
+            f"rejected={len(self.rejected)}", f"failed={len(self.failed)}",
         ]
         if self.deferred:
-            parts.insert(-1, f"deferred={len(self.deferred)}")
+            parts.append(f"deferred={len(self.deferred)}")
         if self.queued:
-            parts.insert(-1, f"queued for TRAEDE={len(self.queued)}")
+            parts.append(f"queued for TRAEDE={len(self.queued)}")
+        if self.interrupted:
+            parts.append(f"STOPPED by {self.interrupted}")
+        parts.append(f"{self.seconds:.1f}s")
         return ", ".join(parts)
 
-    def to_dict(self) -> dict:
+    def grouped_lines(self, sample: int = 3) -> list[str]:
+        """Skips and problems as one line per cause: the count, the reason and the first few names.
+
+        A night with 10,000 junk blobs, or a partner that refused every record, must not write 10,000
+        lines to the logs (Application Insights bills them); ``to_dict`` keeps every one for the report.
+        """
+        lines = []
+        skipped: dict[str, list[SkippedBlob]] = {}
+        for entry in self.skipped:
+            skipped.setdefault(entry.reason, []).append(entry)
+        for reason, entries in skipped.items():
+            if len(entries) == 1:
+                lines.append(f"skipped: {entries[0].blob_name!r}: {reason}")
+            else:
+                lines.append(f"skipped: {len(entries)} blobs: {reason}: "
+                             f"{_sample([repr(e.blob_name) for e in entries], sample)}")
+        folded = {(t.name, not_sent_reason(t.stopped)) for t in self.tallies.values() if t.stopped}
+        for kind, problems in (("rejected", self.rejected), ("failed", self.failed)):
+            causes: dict[tuple, list[Problem]] = {}
+            for p in problems:
+                if (p.partner, p.reason) not in folded:
+                    causes.setdefault((p.partner, p.reason, p.status_code), []).append(p)
+            for (partner, reason, status), group in causes.items():
+                if len(group) == 1:
+                    lines.append(f"{kind}: {group[0].line()}")
+                    continue
+                unit = "records" if partner not in self.tallies else self.tallies[partner].unit
+                code = f" (HTTP {status})" if status else ""
+                lines.append(f"{kind}: {partner}: {len(group)} {unit}{code}: {reason}: "
+                             f"{_sample([_name(p) for p in group], sample)}")
+        for t in self.tallies.values():
+            if t.stopped:
+                count = sum(1 for p in t.failed if p.reason == not_sent_reason(t.stopped))
+                lines.append(f"stopped: {t.name}: {t.stopped}; {count} {t.unit} not sent "
+                             "(each is named in the --report file)")
+        return lines
+
+    def to_dict(self) -> dict[str, Any]:
         return {
-            "mode": self.mode, "dry_run": self.dry_run, "ok": self.ok,
+            "mode": self.mode, "dry_run": self.dry_run, "ok": self.ok, "started_at": self.started_at,
+            "interrupted": self.interrupted,
             "images": self.images, "products": self.products,
-            "delivered": dict(self.delivered), "requests": self.requests, "retries": self.retries,
+            "delivered": self.delivered, "requests": self.requests, "retries": self.retries,
             "seconds": self.seconds,
             "skipped": [{"blob": s.blob_name, "reason": s.reason} for s in self.skipped],
-            "rejected": [_problem_dict(p) for p in self.rejected],
-            "failed": [_problem_dict(p) for p in self.failed],
-            "deferred": [_problem_dict(p) for p in self.deferred],
+            "rejected": [p.to_dict() for p in self.rejected],
+            "failed": [p.to_dict() for p in self.failed],
+            "deferred": [p.to_dict() for p in self.deferred],
+            "stopped_partners": {t.name: t.stopped for t in self.tallies.values() if t.stopped},
             "queued": list(self.queued), "notes": list(self.notes),
             "accounting": self.accounting(),
         }
 
 
-def _problem_dict(p: Problem) -> dict:
-    return {"partner": p.partner, "item": p.item_id, "blob": p.blob_name, "reason": p.reason,
-            "status_code": p.status_code}
+def not_sent_reason(stopped: str) -> str:
+    """The reason given for every unit a stopped partner did not get."""
+    return f"not sent: {stopped}"
+
+
+def _clean(problem: Problem) -> Problem:
+    clean = redact(problem.reason)
+    if clean == problem.reason:
+        return problem
+    return Problem(problem.partner, problem.item_id, problem.blob_name, clean, problem.status_code,
+                   problem.retryable)
+
+
+def _name(p: Problem) -> str:
+    return f"item {p.item_id!r}" + (f" blob {p.blob_name!r}" if p.blob_name else "")
+
+
+def _sample(names: list[str], sample: int) -> str:
+    return ", ".join(names[:sample]) + (f" and {len(names) - sample} more" if len(names) > sample else "")

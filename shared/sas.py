@@ -73,7 +73,7 @@ class SasSigner:
             token = template.token(blob_name)
         else:
             token = self._sdk_token(blob_name, now, start, expiry)
-        return f"{self._container_url}/{quote(blob_name, safe='/~')}?{token}"
+        return f"{self._container_url}/{url_path(blob_name)}?{token}"
 
     def _sdk_token(self, blob_name: str, now: datetime, start: datetime, expiry: datetime,
                    sts_hook: Callable[[str], None] | None = None) -> str:
@@ -124,6 +124,20 @@ class SasSigner:
                 self._delegation_key = self.service.get_user_delegation_key(now - self.start_skew, key_expiry)
                 self._delegation_expiry = key_expiry
             return self._delegation_key
+
+
+def url_path(blob_name: str) -> str:
+    """The blob name as a URL path every common client sends unchanged.
+
+    Percent-encoding as usual (``%``, ``#``, ``?``, spaces, unicode), and also the dots of ``.`` and ``..``
+    segments: requests, curl and browsers remove such segments before sending (RFC 3986 dot-segment
+    removal), so ``300010/../front.jpg`` would reach the service as ``front.jpg`` and fail its signature.
+    ``%2E`` is not a dot segment for them, and the storage service decodes it back to the blob's name.
+    """
+    path = quote(blob_name, safe="/~")
+    if "." in path and ("/." in path or path.startswith(".")):
+        path = "/".join("%2E" * len(seg) if seg in (".", "..") else seg for seg in path.split("/"))
+    return path
 
 
 class _Template:

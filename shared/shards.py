@@ -25,7 +25,7 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 from .catalog import Catalog, CatalogEntry
@@ -71,10 +71,9 @@ class Shard:
         return (self.after is None or key > self.after) and (self.upto is None or key <= self.upto)
 
 
-@dataclass
+@dataclass(frozen=True)
 class FanOut:
-    """The timer's outcome when it enqueued shards instead of syncing (duck-types ``SyncReport`` for
-    ``jobs.log_report``: nothing is skipped, rejected or failed at this stage)."""
+    """The timer's outcome when it enqueued shards instead of syncing: nothing was sent yet."""
 
     shards: int
     groups: int
@@ -82,10 +81,6 @@ class FanOut:
     per_shard: int
     listed: int
     seconds: float
-    skipped: list = field(default_factory=list)
-    rejected: list = field(default_factory=list)
-    failed: list = field(default_factory=list)
-    ok: bool = True
 
     def summary(self) -> str:
         return (f"nightly sync fanned out: {self.shards} shards enqueued to queue {self.queue!r} "

@@ -27,6 +27,7 @@ class _TraedeAuth(requests.auth.AuthBase):
 
 class TraedeClient:
     name = "traede"
+    unit = "products"  # one record per product: its complete image set
     batch_size = MAX_PRODUCTS_PER_REQUEST
 
     def __init__(self, base_url: str, access_token: str, app_key: str, *, payload_key: str = "products",
@@ -50,6 +51,8 @@ class TraedeClient:
                              f"not {len(products)}")
         self._post({self.payload_key: products}, f"POST /products/images/sync ({len(products)} products)",
                    guard=guard)
+
+    send = sync_products  # the engine's name for it (see ``sync.Target``)
 
     def check_credentials(self) -> int:
         """Prove the token and app key without changing anything (used by ``doctor``); returns the status.
@@ -76,6 +79,9 @@ class TraedeClient:
 
     def stats(self) -> dict:
         return self.http.stats()
+
+    def abort(self) -> None:
+        self.http.abort()
 
     def close(self) -> None:
         self.http.close()

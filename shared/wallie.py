@@ -13,6 +13,10 @@ from .http import PartnerHttp
 from .settings import HttpSettings, WallieSettings
 
 CHECK_SETTINGS = "check WALLIE_TENANT, WALLIE_USERNAME and WALLIE_PASSWORD"
+# A refused login is remembered this long: the other workers of the same run do not ask again. A login
+# that got no answer (after its retries) is remembered briefly, for the workers that were waiting for it.
+REFUSAL_MEMORY_SECONDS = 30.0
+FAILURE_MEMORY_SECONDS = 5.0
 
 
 class _TokenRefused(AuthError):
@@ -42,6 +46,7 @@ class WallieClient:
     """
 
     name = "wallie"
+    unit = "images"  # one record per image
 
     def __init__(self, base_url: str, tenant: str, username: str, password: str, *,
                  batch_size: int = 500, http: HttpSettings = HttpSettings(), pool_size: int = 8,
@@ -55,6 +60,7 @@ class WallieClient:
         self._token: str | None = None
         self._token_expires = 0.0
         self._token_lock = threading.Lock()
+        self._refusal: tuple[float, PartnerError] | None = None
         self._auth = _BearerToken(self)
         self.token_requests = 0
 
@@ -83,15 +89,29 @@ class WallieClient:
                 self._forget(getattr(self._auth.sent, "token", None))
                 what = f"POST /Images/urls ({len(records)} images, after renewing the token)"
 
+    send = send_images  # the engine's name for it (see ``sync.Target``)
+
     def check_token(self) -> None:
         """Fetch a fresh token: proves the URL, tenant and credentials (used by ``doctor``)."""
         self._forget(self._token)
+        self._refusal = None
         self._valid_token()
 
     def _valid_token(self) -> str:
         with self._token_lock:
+            if self._refusal is not None:
+                at, failure = self._refusal
+                memory = REFUSAL_MEMORY_SECONDS if isinstance(failure, _TokenRefused) else FAILURE_MEMORY_SECONDS
+                if time.monotonic() - at < memory:
+                    raise type(failure)(self.name, failure.message, status_code=failure.status_code,
+                                        response_body=failure.response_body)
             if self._token is None or time.monotonic() >= self._token_expires:
-                self._token, lifetime = self._fetch_token()
+                try:
+                    self._token, lifetime = self._fetch_token()
+                except PartnerError as exc:
+                    self._refusal = (time.monotonic(), exc)
+                    raise
+                self._refusal = None
                 # Renew a little early: 10% of the lifetime, at most a minute.
                 self._token_expires = time.monotonic() + lifetime - min(60.0, lifetime * 0.1)
             return self._token
@@ -123,6 +143,9 @@ class WallieClient:
 
     def stats(self) -> dict:
         return {**self.http.stats(), "token_requests": self.token_requests}
+
+    def abort(self) -> None:
+        self.http.abort()
 
     def close(self) -> None:
         self.http.close()

@@ -67,14 +67,19 @@ def assert_accounted(report, names, partners=("wallie", "traede")):
 def test_partner_refusing_connections_fails_its_records_and_the_other_partner_gets_everything(
         container, sync_env, traede, tmp_path):
     names = upload(container)
-    env = {**sync_env, "WALLIE_BASE_URL": f"http://127.0.0.1:{free_port()}", "HTTP_MAX_RETRIES": "2"}
+    env = {**sync_env, "WALLIE_BASE_URL": f"http://127.0.0.1:{free_port()}", "HTTP_MAX_RETRIES": "2",
+           "WALLIE_BATCH_SIZE": "2", "SYNC_CONCURRENCY": "1"}
     code, err, report, seconds = run(env, tmp_path)
     assert code == 1 and seconds < 30
     assert_accounted(report, names)
     assert report["accounting"]["wallie"]["failed"] == len(names)
-    assert all("no answer from" in p["reason"] for p in report["failed"] if p["partner"] == "wallie")
+    reasons = [p["reason"] for p in report["failed"] if p["partner"] == "wallie"]
+    assert sum("no answer from" in r and "connection refused" in r for r in reasons) == 6  # 3 calls of 2
+    assert sum("not sent: 3 calls in a row failed" in r for r in reasons) == 6  # the breaker: no more calls
     assert report["delivered"]["traede"] == 4 and len(traede.products) == 4
-    assert "failed: wallie: item '7000' blob '7000/BLK/front.png'" in err
+    # one line per cause, not one per image
+    assert "stopped: wallie: 3 calls in a row failed after their retries" in err and "6 images not sent" in err
+    assert len([line for line in err.splitlines() if line.startswith(("failed: wallie", "stopped: wallie"))]) == 2
 
 
 def test_partner_slower_than_the_timeout_ends_in_bounded_time(container, sync_env, wallie, traede, tmp_path):
@@ -85,7 +90,7 @@ def test_partner_slower_than_the_timeout_ends_in_bounded_time(container, sync_en
     assert code == 1 and seconds < 30
     assert_accounted(report, names)
     assert report["accounting"]["traede"]["failed"] == 2 and len(wallie.images) == len(names)
-    assert "failed: traede: item '7000'" in err and "timed out" in err.lower()
+    assert "failed: traede: 2 products" in err and "item '7000', item '7001'" in err and "timed out" in err.lower()
 
 
 def test_storms_that_outlast_the_retries_name_every_undelivered_record(container, sync_env, wallie, traede, tmp_path):
@@ -148,8 +153,10 @@ def test_malformed_answers_are_never_taken_for_a_delivery(container, sync_env, w
     assert {p["partner"] for p in report["failed"]} == {partner}
 
 
-def test_storage_stopping_mid_listing_sends_listed_images_to_wallie_and_nothing_to_traede(wallie, traede):
-    """A separate Azurite, stopped for real between listing pages."""
+def test_storage_stopping_mid_listing_withholds_only_the_product_not_listed_whole(wallie, traede):
+    """A separate Azurite, stopped for real between listing pages. Products whose folder was listed to the
+    end went to TRAEDE while the listing went on; the one being listed is withheld (a partial set would
+    delete images at TRAEDE); every listed image went to Wallie."""
     with Azurite() as az:
         settings = Settings.from_env({"IMAGES_STORAGE": az.connection_string, "IMAGES_CONTAINER": "faults"})
         service = blob_service(settings.storage, retry_total=1, initial_backoff=0, increment_base=1,
@@ -182,8 +189,15 @@ def test_storage_stopping_mid_listing_sends_listed_images_to_wallie_and_nothing_
     assert data["accounting"]["wallie"] == {"expected": report.images, "delivered": report.images,
                                             "rejected": 0, "failed": 0, "deferred": 0, "unaccounted": 0}
     assert {r["itemId"] for r in wallie.images.values()} <= {n.split("/")[0] for n in names}
-    assert traede.stats["sync_requests"] == 0 and traede.products == {}
-    assert data["accounting"]["traede"]["failed"] == report.products and data["accounting"]["traede"]["unaccounted"] == 0
+    listed = {n.split("/")[0] for n in signed}
+    complete = sorted(traede.products)
+    assert complete and len(complete) == len(listed) - 1  # the folders listed to the end
+    for item in complete:
+        assert len(traede.products[item]) == 3  # each whole: nothing partial ever reached TRAEDE
+    withheld = [p for p in data["failed"] if p["partner"] == "traede"]
+    assert [p["item"] for p in withheld] == sorted(listed - set(complete))
+    assert "partial set would delete images" in withheld[0]["reason"]
+    assert data["accounting"]["traede"]["unaccounted"] == 0
     storage = [p for p in data["failed"] if p["partner"] == "storage"]
     assert len(storage) == 1 and "listing the container stopped after" in storage[0]["reason"]
     assert "ServiceRequestError" in storage[0]["reason"]

@@ -137,10 +137,11 @@ def test_content_key_follows_the_bytes_and_never_holds_a_url():
 
 
 def test_traede_file_names_are_unique_within_a_product():
+    from shared.catalog import SignedImage
     from shared.payloads import traede_product
 
     images = [describe(n) for n in ("1/BLK/front.jpg", "1/WHT/front.jpg", "1/back.jpg", "1/BLK/back.jpg")]
-    product = traede_product("1", images, lambda i: "https://x/" + i.blob_name)
+    product = traede_product("1", [SignedImage(i, "https://x/" + i.blob_name) for i in images])
     assert sorted(i["filename"] for i in product["images"]) == ["BLK-back.jpg", "BLK-front.jpg", "WHT-front.jpg",
                                                                 "back.jpg"]
     assert [i["sort"] for i in product["images"]] == [1, 2, 3, 4]

@@ -120,4 +120,4 @@ def test_log_level_controls_our_verbosity(container, sync_env, wallie, traede):
             jobs.log_report(jobs.full_sync({**sync_env, "LOG_LEVEL": level}), logging.getLogger("shared.jobs"))
         finally:
             logging.getLogger().handlers[:] = []
-        assert ("skipped '9100/notes.txt'" in stream.getvalue()) is shown, (level, stream.getvalue())
+        assert ("skipped: '9100/notes.txt'" in stream.getvalue()) is shown, (level, stream.getvalue())

@@ -137,14 +137,20 @@ def test_only_the_configured_partner_is_called(container, sync_env, wallie, trae
     assert wallie.stats["requests"] == 0 and len(traede.products) == 2
 
 
-def test_wrong_credentials_fail_every_record_with_the_reason(container, sync_env, wallie, traede):
+def test_wrong_credentials_stop_each_partner_once_with_one_line(container, sync_env, wallie, traede):
     upload_catalog(container, products=3, per_product=2)
-    env = {**sync_env, "WALLIE_PASSWORD": "bad-pw-4711", "TRAEDE_APP_KEY": "bad-key-4712"}
+    env = {**sync_env, "WALLIE_PASSWORD": "bad-pw-4711", "TRAEDE_APP_KEY": "bad-key-4712", "WALLIE_BATCH_SIZE": "1"}
     code, err = sync(env)
     assert code == 1
-    assert "token request refused: check WALLIE_TENANT, WALLIE_USERNAME and WALLIE_PASSWORD" in err
-    assert err.count("failed: wallie:") == 6 and err.count("failed: traede:") == 3
-    assert "failed=9" in err.splitlines()[-1]
+    lines = err.splitlines()
+    wallie_lines = [line for line in lines if line.startswith(("failed: wallie", "stopped: wallie"))]
+    assert [line for line in lines if line.startswith("stopped: wallie: token request refused: check WALLIE_TENANT, "
+                                                       "WALLIE_USERNAME and WALLIE_PASSWORD")]
+    assert "6 images not sent" in err and "3 products not sent" in err and "TRAEDE_APP_KEY" in err
+    assert len(wallie_lines) == 1  # not one line per record
+    assert wallie.stats["token_requests"] == 1 and wallie.stats["image_requests"] == 0  # asked once, not 6 times
+    assert traede.stats["sync_requests"] == 1
+    assert "failed=9" in lines[-1]
     assert "bad-pw-4711" not in err and "bad-key-4712" not in err  # secrets are never echoed
 
 
@@ -155,7 +161,7 @@ def test_partner_outage_ends_in_bounded_time_with_every_record_failed(container,
     code, err = sync(env)
     assert code == 1
     assert len(wallie.images) == 6  # the healthy partner still gets everything
-    assert err.count("failed: traede:") == 3 and "HTTP 500" in err
+    assert "failed: traede: 3 products (HTTP 500)" in err  # one line for the cause, naming the first items
     assert traede.stats["requests"] == 4  # one chunk: the first try + 3 retries
 
 

@@ -1,0 +1,215 @@
+"""Each partner's own lane: its workers, its queue and its breaker. A dead, slow or throttled partner costs
+only itself: the listing never waits for it, and the other partner's first request and throughput do not
+depend on it.
+
+- **Own workers.** ``workers`` threads per partner take batches from the lane's queue; the Wallie token is
+  fetched by a Wallie worker, never by the listing.
+- **Never blocks the listing.** The queue keeps ``memory_batches`` batches in memory and spills the rest to
+  a temporary file, so memory stays flat while a slow partner catches up.
+- **Stops once.** Credentials refused, a redirect, or ``BREAKER_FAILURES`` calls in a row that failed after
+  all their retries stop the lane: the rest of its queue is reported as not sent, each unit by name, with one reason.
+- **Graceful stop.** When the run's ``stop`` event is set the workers take no new batch; what is queued is
+  reported as not sent. ``abort()`` cuts the requests still in flight.
+- **Isolates records.** A rejected or too large batch is split until the offending records stand alone.
+"""
+from __future__ import annotations
+
+import pickle
+import struct
+import tempfile
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .errors import PartnerError, RejectedError, StopPartnerError, TooLargeError, TransientError
+from .report import Problem, SyncReport, not_sent_reason
+
+BREAKER_FAILURES = 3  # calls in a row that failed after all their retries: the partner looks down
+_LENGTH = struct.Struct("<I")
+
+
+@dataclass(slots=True)
+class Unit:
+    """One record on its way to a partner (a Wallie record, a TRAEDE product), and what names it."""
+
+    payload: dict
+    item_id: str
+    blob_name: str | None
+
+
+class _SpillQueue:
+    """A FIFO of batches: the first ``memory`` in memory, the rest in a temporary file."""
+
+    def __init__(self, memory: int):
+        self.memory = memory
+        self._items: deque[list[Unit]] = deque()
+        self._file: Any = None
+        self._write_at = self._read_at = 0
+        self._on_disk = 0
+        self.spilled = 0
+        self._closed = False
+        self._cond = threading.Condition()
+
+    def put(self, batch: list[Unit]) -> None:
+        with self._cond:
+            if len(self._items) < self.memory and not self._on_disk:
+                self._items.append(batch)
+            else:
+                if self._file is None:
+                    self._file = tempfile.TemporaryFile(prefix="image-sync-lane-")
+                data = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+                self._file.seek(self._write_at)
+                self._file.write(_LENGTH.pack(len(data)) + data)
+                self._write_at = self._file.tell()
+                self._on_disk += 1
+                self.spilled += 1
+            self._cond.notify()
+
+    def take(self) -> list[Unit] | None:
+        """The next batch; waits while the queue is empty and open; None once closed and empty."""
+        with self._cond:
+            while not self._items and not self._on_disk and not self._closed:
+                self._cond.wait()
+            if self._items:
+                return self._items.popleft()
+            if self._on_disk:
+                self._file.seek(self._read_at)
+                (size,) = _LENGTH.unpack(self._file.read(_LENGTH.size))
+                batch = pickle.loads(self._file.read(size))
+                self._read_at = self._file.tell()
+                self._on_disk -= 1
+                if not self._on_disk:  # drained: start the file over
+                    self._file.seek(0)
+                    self._file.truncate()
+                    self._write_at = self._read_at = 0
+                return batch
+            return None
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def dispose(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+class Lane:
+    def __init__(self, target: Any, report: SyncReport, *, workers: int, stop: threading.Event,
+                 guard: Callable[[], float] | None = None, track_items: bool = False,
+                 on_delivered: Callable[[SyncReport], None] | None = None, memory_batches: int | None = None):
+        self.target = target
+        self.name: str = target.name
+        self.report = report
+        self.stop = stop
+        self.guard = guard
+        self.track_items = track_items
+        self.on_delivered = on_delivered
+        self.queue = _SpillQueue(memory_batches if memory_batches is not None else 2 * workers)
+        self._lock = threading.Lock()
+        self._stopped: str | None = None  # why this partner gets nothing more in this run
+        self._stopped_retryable = True
+        self._failed_calls = 0
+        report.partner(self.name, getattr(target, "unit", "records"))
+        self._before = _stats(target)
+        self._threads = [threading.Thread(target=self._work, name=f"{self.name}-lane-{n}", daemon=True)
+                         for n in range(workers)]
+        for thread in self._threads:
+            thread.start()
+
+    def put(self, units: list[Unit]) -> None:
+        if units:
+            self.queue.put(units)
+
+    def finish(self) -> None:
+        """No more batches: wait until the queue is empty and the workers are done; count the traffic."""
+        self.queue.close()
+        for thread in self._threads:
+            thread.join()
+        self.queue.dispose()
+        after = _stats(self.target)
+        self.report.add_traffic(self.name, after["requests"] - self._before["requests"],
+                                after["retries"] - self._before["retries"])
+
+    def abort(self) -> None:
+        """Cut the requests in flight (the run was stopped and its grace period is over)."""
+        abort = getattr(self.target, "abort", None)
+        if callable(abort):
+            abort()
+
+    # -- the workers --------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while (batch := self.queue.take()) is not None:
+            if self._stopped:
+                self._fail(batch, not_sent_reason(self._stopped), retryable=self._stopped_retryable)
+            elif self.stop.is_set():
+                reason = getattr(self.stop, "reason", None) or "a stop request"
+                self._fail(batch, f"not sent: the run was stopped ({reason}) before it was sent")
+            else:
+                self._deliver(batch)
+
+    def _deliver(self, units: list[Unit]) -> None:
+        """Send a batch; on a rejection (or 413) split it until the offending records stand alone."""
+        try:
+            self.target.send(units_payloads(units), guard=self.guard)
+        except RejectedError as exc:
+            if len(units) > 1:
+                mid = len(units) // 2
+                self._deliver(units[:mid])
+                self._deliver(units[mid:])
+                return
+            reason = _reason(exc)
+            if isinstance(exc, TooLargeError):
+                reason = f"too large for {self.name} even on its own: {reason}"
+            for u in units:
+                self.report.add_rejected(Problem(self.name, u.item_id, u.blob_name, reason, exc.status_code))
+            return
+        except StopPartnerError as exc:
+            # Retrying with the same credentials or address cannot help: stop, with one reason for all.
+            self._stop(_reason(exc), retryable=False)
+            self._fail(units, not_sent_reason(self._stopped or _reason(exc)), exc.status_code, retryable=False)
+            return
+        except PartnerError as exc:
+            self._fail(units, _reason(exc), exc.status_code, retryable=isinstance(exc, TransientError))
+            if isinstance(exc, TransientError) and not self.stop.is_set():
+                with self._lock:
+                    self._failed_calls += 1
+                    failed = self._failed_calls
+                if failed >= BREAKER_FAILURES:
+                    self._stop(f"{failed} calls in a row failed after their retries ({self.name} looks down; "
+                               "a later run re-sends)", retryable=True)
+            return
+        with self._lock:
+            self._failed_calls = 0
+        self.report.add_delivered(self.name, len(units), items=[u.item_id for u in units] if self.track_items else ())
+        if self.on_delivered:
+            self.on_delivered(self.report)
+
+    def _stop(self, why: str, *, retryable: bool) -> None:
+        """Send nothing more to this partner in this run; every unit left gets one reason."""
+        with self._lock:
+            if self._stopped is None:
+                self._stopped = why
+                self._stopped_retryable = retryable
+                self.report.stop_partner(self.name, why)
+
+    def _fail(self, units: list[Unit], reason: str, status: int | None = None, *, retryable: bool = True) -> None:
+        for u in units:
+            self.report.add_failed(Problem(self.name, u.item_id, u.blob_name, reason, status, retryable))
+
+
+def units_payloads(units: list[Unit]) -> list[dict]:
+    return [u.payload for u in units]
+
+
+def _reason(exc: PartnerError) -> str:
+    body = " ".join((exc.response_body or "").split())
+    return exc.message + (f": {body}" if body else "")
+
+
+def _stats(target: object) -> dict:
+    stats = getattr(target, "stats", None)
+    return stats() if callable(stats) else {"requests": 0, "retries": 0}
