@@ -53,6 +53,9 @@ azure.cli.core.util.handle_version_update = lambda: None
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fake_az  # noqa: E402
+from azure.cli.core import __version__ as CLI_VERSION  # noqa: E402
+
+fake_az.CLI_VERSION = CLI_VERSION  # what the fake's `az version` reports, unless a test says otherwise
 
 # Commands from each module the deploy scripts use, parsed once at start so that the modules are
 # imported before the first timed request.
@@ -66,9 +69,9 @@ WARM_UP = [
     ["eventgrid", "system-topic", "list"],
     ["resource", "show", "--ids", "/subscriptions/0/resourceGroups/w/providers/Microsoft.Web/sites/w"],
     ["provider", "show", "-n", "Microsoft.Web"],
-    ["ad", "signed-in-user", "show"],
     ["account", "show"],
     ["tag", "list"],
+    ["rest", "--url", "/subscriptions/0/providers/Microsoft.Authorization/permissions"],
 ]
 
 LOGIN_HINTS = ("az login", "please run 'az login'", "msal token cache", "get_access_token")

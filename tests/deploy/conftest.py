@@ -21,15 +21,19 @@ from deploy_harness import (ENV_FILE_TEXT, HERE, SETUP_HINT, FakeAz, assert_ok, 
                             make_project, run_script)
 
 
-@pytest.fixture(scope="session")
-def cli_python():
-    python = az_cli_venv() / "bin" / "python"
+def venv_python(venv):
+    python = venv / "bin" / "python"
     if not python.exists():
-        pytest.fail(f"Azure CLI venv not found at {az_cli_venv()}: {SETUP_HINT}")
+        pytest.fail(f"Azure CLI venv not found at {venv}: {SETUP_HINT}")
     probe = subprocess.run([str(python), "-c", "import azure.cli.core, jmespath"], capture_output=True, text=True)
     if probe.returncode != 0:
         pytest.fail(f"azure-cli is not importable from {python}: {SETUP_HINT}\n{probe.stderr}")
     return python
+
+
+@pytest.fixture(scope="session")
+def cli_python():
+    return venv_python(az_cli_venv())
 
 
 @pytest.fixture(scope="session")
@@ -42,8 +46,11 @@ def shellcheck_bin():
 
 @pytest.fixture(scope="session")
 def parse_server(cli_python, tmp_path_factory):
-    """The long-lived real-CLI parser; yields its socket path."""
-    base = tmp_path_factory.mktemp("azparse")
+    """The long-lived real-CLI parser of the pinned CLI; yields its socket path."""
+    yield from serve_parser(cli_python, tmp_path_factory.mktemp("azparse"))
+
+
+def serve_parser(cli_python, base):
     config = base / "azure-config"
     config.mkdir()
     # A token-less logged-in profile: validators that need only a subscription id run on, any call
@@ -74,7 +81,8 @@ def parse_server(cli_python, tmp_path_factory):
         proc.kill()
         log.seek(0)
         pytest.fail(f"parse server did not start: {line!r}\n{log.read()[-3000:]}")
-    print(f"\nparse server ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
+    print(f"\nparse server ({cli_python.parent.parent.name}) ready in {time.monotonic() - started:.1f}s",
+          file=sys.stderr)
     yield socket_path
     proc.terminate()
     try:

@@ -93,11 +93,24 @@ def test_environment_wins_over_env_file_and_flags_win_over_both(make_fake_az, en
     assert create[create.index("--flexconsumption-location") + 1] == "northeurope"
 
 
-def test_example_env_file_lists_every_setting():
-    example = (DEPLOY_DIR / "deploy.env.example").read_text()
+def config_names():
+    """Every name deploy.env may set: lib.sh's CONFIG_VARS and deploy.sh's APP_SETTINGS."""
+    import re
+
     lib = (DEPLOY_DIR / "lib.sh").read_text()
     block = lib[lib.index("CONFIG_VARS=(") + len("CONFIG_VARS=("):]
     names = block[:block.index(")")].split()
+    deploy = (DEPLOY_DIR / "deploy.sh").read_text()
+    block = deploy[deploy.index("\nAPP_SETTINGS=(") + len("\nAPP_SETTINGS=("):]
+    names += re.findall(r'^\s*"([A-Z][A-Z0-9_]*)=', block[:block.index("\n)")], flags=re.M)
+    return names
+
+
+def test_example_env_file_lists_every_setting():
+    example = (DEPLOY_DIR / "deploy.env.example").read_text()
+    names = config_names()
+    assert {"PRODUCT_SYNC_QUEUE", "PRODUCT_SYNC_DELAY_SECONDS", "SYNC_STATE_CONTAINER", "RUN_HISTORY_CONTAINER",
+            "RUN_HISTORY_DAYS", "ALERT_EMAIL", "ALERT_ACTION_GROUP_ID", "SAS_TTL_HOURS"} <= set(names)
     for name in names:
         assert f"{name}=" in example, f"{name} is not documented in deploy.env.example"
     for secret in SECRETS:
