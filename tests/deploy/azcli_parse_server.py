@@ -42,6 +42,9 @@ os.environ.setdefault("AZURE_CORE_COLLECT_TELEMETRY", "0")
 os.environ.setdefault("AZURE_CORE_NO_COLOR", "1")
 os.environ.setdefault("AZURE_CORE_SURVEY_MESSAGE", "0")
 os.environ.setdefault("AZURE_CORE_DISABLE_PROGRESS_BAR", "1")
+# On a parse error some CLI versions (2.72.0, not 2.91.0) ask an online service for suggestions first:
+# not here, so that the error is the parser's own on every version.
+os.environ.setdefault("AZURE_CORE_ERROR_RECOMMENDATION", "off")
 os.environ["AZURE_EXTENSION_USE_DYNAMIC_INSTALL"] = "no"  # an unknown command must not look for extensions
 
 import azure.cli.core.util  # noqa: E402

@@ -14,7 +14,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY_DIR = REPO / "deploy"
 HERE = Path(__file__).resolve().parent
-SETUP_HINT = "run scripts/setup-azure-cli.sh (installs azure-cli and shellcheck into .venv-azcli)"
+SETUP_HINT = ("run scripts/setup-azure-cli.sh (installs azure-cli and shellcheck into .venv-azcli, and the "
+              "oldest supported azure-cli into .venv-azcli-min)")
 
 SECRETS = {
     "WALLIE_PASSWORD": "wallie-pw-Zq81!SECRET",
@@ -42,6 +43,17 @@ MUTATING_VERBS = {"create", "assign", "set", "register", "recover", "delete", "p
 
 def az_cli_venv():
     return Path(os.environ.get("AZ_CLI_VENV") or REPO / ".venv-azcli")
+
+
+def az_cli_min_venv():
+    return Path(os.environ.get("AZ_CLI_MIN_VENV") or REPO / ".venv-azcli-min")
+
+
+def parser_venv():
+    """The CLI whose parser checks the calls: the pinned one, or with DEPLOY_TESTS_CLI=floor the oldest
+    supported one (the whole deploy suite against the floor: DEPLOY_TESTS_CLI=floor scripts/test.sh
+    tests/deploy)."""
+    return az_cli_min_venv() if os.environ.get("DEPLOY_TESTS_CLI") == "floor" else az_cli_venv()
 
 
 def az_min_version():
