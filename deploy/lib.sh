@@ -381,6 +381,7 @@ print_needed_rights() {
 }
 
 check_rights() {
+  ((${#NEED_SCOPES[@]})) || return 0
   local scopes=() scope i missing_lines=() permissions missing action
   mapfile -t scopes < <(printf '%s\n' "${NEED_SCOPES[@]}" | awk '!seen[tolower($0)]++')
   for scope in "${scopes[@]}"; do

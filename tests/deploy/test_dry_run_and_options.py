@@ -115,3 +115,28 @@ def test_example_env_file_lists_every_setting():
         assert f"{name}=" in example, f"{name} is not documented in deploy.env.example"
     for secret in SECRETS:
         assert f"\n{secret}=" not in example, "secret values belong in the environment, not the example file"
+
+
+def test_the_readme_states_the_cli_floor_once_and_as_the_scripts_do():
+    import re
+
+    from deploy_harness import REPO, az_min_version
+
+    readme = (REPO / "README.md").read_text()
+    stated = re.findall(r"Azure CLI (\d+\.\d+(?:\.\d+)?) or newer", readme)
+    assert stated == [az_min_version()]
+
+
+@pytest.mark.parametrize("script", ["deploy.sh", "teardown.sh"])
+def test_every_flag_the_readme_gives_a_script_exists(script, make_fake_az):
+    import re
+
+    from deploy_harness import REPO
+
+    readme = (REPO / "README.md").read_text()
+    lines = [line for line in readme.splitlines() if f"deploy/{script}" in line]
+    flags = {flag for line in lines for flag in re.findall(r"(?<![\w-])(--[a-z][a-z-]+)", line.split("#")[0])}
+    assert flags, f"the README shows no {script} command"
+    usage = run_script(script, make_fake_az(), "--help", secrets=False).stdout
+    for flag in flags:
+        assert flag in usage, f"README gives deploy/{script} {flag}, which --help does not list"

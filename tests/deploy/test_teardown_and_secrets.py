@@ -79,11 +79,13 @@ def test_teardown_deletes_the_group_and_a_later_deploy_recovers_the_vault(deploy
     assert state["groups"] == {} and state["apps"] == {} and state["accounts"] == {}
     assert len(state["deleted_vaults"]) == 1
 
-    # Nothing left: a second teardown is a no-op.
+    # Nothing left: a second teardown is a no-op, and with nothing to do it has no rights to check.
     fake.clear_log()
     again = run_script("teardown.sh", fake, "--env-file", env_file, "--yes", secrets=False)
     assert_ok(again)
     assert [c for c in fake.calls() if is_mutating(c)] == []
+    assert "rest" not in [command_of(c) for c in fake.calls()]
+    assert "nothing to delete" in again.stderr
 
     # Deploy again without secrets: the soft-deleted vault (and its secrets) comes back.
     fake.clear_log()
