@@ -70,7 +70,7 @@ def matches(desired, actual):
         return isinstance(actual, list) and len(desired) == len(actual) and all(
             matches(d, a) for d, a in zip(desired, actual))
     if isinstance(desired, bool) or isinstance(actual, bool):
-        return desired == actual
+        return isinstance(desired, bool) and isinstance(actual, bool) and desired == actual  # True == 1 in Python
     if isinstance(desired, (int, float)) and isinstance(actual, (int, float)):
         return float(desired) == float(actual)
     if isinstance(desired, str) and isinstance(actual, str):
