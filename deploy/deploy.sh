@@ -246,6 +246,9 @@ plan_rights() {
     need "$sub" "$namespace/register/action" "register the $namespace resource provider (once per subscription)"
   done
   if ((!VAULT_EXISTS)); then
+    # Microsoft's "Azure Key Vault recovery management": deletedVaults/read is a subscription-level
+    # right; recovering needs vaults/write (below). A recovered vault comes back without its role
+    # assignments (Key Vault soft-delete overview), which ensure_role and ensure_app_roles put back.
     need "$sub" Microsoft.KeyVault/locations/deletedVaults/read \
       "find out whether Key Vault $KEY_VAULT_NAME is soft-deleted (then it is recovered); a subscription-scope right"
   fi

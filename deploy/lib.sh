@@ -351,7 +351,10 @@ signed_in_object_id() {
 # Each script records what it needs (need SCOPE ACTION WHY), then check_rights asks Azure for the
 # signed-in principal's effective permissions at each scope (the ARM permissions API, which covers
 # group memberships and inherited assignments but not deny assignments or conditions) and stops,
-# naming every missing right, before anything is changed.
+# naming every missing right, before anything is changed. The API is GET <scope>/providers/
+# Microsoft.Authorization/permissions: azure-rest-api-specs defines it for resource groups and
+# resources, and Microsoft's "Use Resource Manager authentication API" article shows it on a
+# subscription.
 
 NEED_SCOPES=()
 NEED_ACTIONS=()

@@ -117,8 +117,11 @@ plan_rights() {
       "delete the app's event subscriptions on the images account"
   fi
   if ((PURGE_KEY_VAULT)); then
+    # Subscription-level rights for soft-deleted vaults, as listed in Microsoft's "Azure Key Vault
+    # recovery management with soft delete and purge protection".
     need "$sub" Microsoft.KeyVault/locations/deletedVaults/read "find the soft-deleted vault (a subscription-scope right)"
     need "$sub" Microsoft.KeyVault/locations/deletedVaults/purge/action "purge Key Vault $KEY_VAULT_NAME (a subscription-scope right)"
+    need "$sub" Microsoft.KeyVault/locations/operationResults/read "follow the purge to its end (a subscription-scope right)"
   fi
 }
 

@@ -443,7 +443,11 @@ class FakeAzure:
             if table == "accounts":
                 self.delete_account(key)
             elif table == "vaults":
-                self.s["deleted_vaults"][key] = self.s["vaults"].pop(key)
+                # Soft-deleting a vault deletes its role assignments; recovering does not bring them back
+                # (Key Vault soft-delete overview).
+                vault = self.s["vaults"].pop(key)
+                self.s["deleted_vaults"][key] = vault
+                self.s["roles"] = [r for r in self.s["roles"] if r["scope"].lower() != vault["id"].lower()]
             elif table == "topics":
                 del self.s["topics"][key]
                 for sub in [k for k in self.s["event_subscriptions"] if k.startswith(key + "/")]:
