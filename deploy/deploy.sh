@@ -757,8 +757,8 @@ ensure_app_roles() {
   local desired=() existing="" line role scope id
   mapfile -t desired < <(desired_app_roles)
   if [[ "$DRY_RUN" != 1 ]]; then
-    existing="$(az role assignment list --all --assignee-object-id "$APP_PRINCIPAL_ID" \
-      --fill-principal-name false --query "[].[id, roleDefinitionName, scope]" --output tsv)"
+    existing="$(role_assignments_of "$APP_PRINCIPAL_ID" "$IMAGES_ACCOUNT_ID"
+      role_assignments_of "$APP_PRINCIPAL_ID" "$KEY_VAULT_ID")"
   fi
   declare -A have=()
   while IFS=$'\t' read -r id role scope; do

@@ -17,10 +17,10 @@ fi
 
 # The oldest Azure CLI the scripts work with, stated here and in the README only. 2.72.0 added
 # `az role assignment list --assignee-object-id` and `--fill-principal-name` (azure-cli HISTORY.rst,
-# Version 2.72.0, from PR Azure/azure-cli#30469): both scripts list the app's role assignments
-# by object id, because the Graph lookup behind --assignee fails for new identities and for deployers
-# without Graph read. scripts/setup-azure-cli.sh installs this version too, and the tests run every
-# az call the scripts make through its parser as well as through the pinned one.
+# Version 2.72.0, from PR Azure/azure-cli#30469): the deploy looks up role assignments by object id,
+# because the Graph lookup behind --assignee fails for new identities and for deployers without Graph
+# read. scripts/setup-azure-cli.sh installs this version too, and the tests run every az call the
+# scripts make through its parser as well as through the pinned one.
 AZ_MIN_VERSION="2.72.0"
 
 # Every variable deploy.env may set, besides the app settings deploy.sh lists in APP_SETTINGS;
@@ -315,6 +315,36 @@ find_images_account() {
 }
 
 lower() { printf '%s' "$1" | tr '[:upper:]' '[:lower:]'; }
+
+# The built-in roles the scripts assign, by the ids Azure gives them everywhere ("Azure built-in
+# roles"): the role assignments API returns the id, not the name.
+declare -A BUILTIN_ROLE_NAMES=(
+  [2a2b9908-6ea1-4ae2-8e65-a410df84e7d1]="Storage Blob Data Reader"
+  [ba92f5b4-2d11-453d-a403-e96b0029c9fe]="Storage Blob Data Contributor"
+  [b7e6dc6d-f1e8-4753-8033-0f276bb0955b]="Storage Blob Data Owner"
+  [db58b8e5-c6ad-4a2a-8342-4190687cbf4a]="Storage Blob Delegator"
+  [974c5e8b-45b9-4653-ba55-5f855dd0fb88]="Storage Queue Data Contributor"
+  [4633458b-17de-408a-b874-0445c86b69e6]="Key Vault Secrets User"
+  [b86a8fe4-44ce-4948-aee5-eccb2c155cd7]="Key Vault Secrets Officer"
+)
+
+# role_assignments_of PRINCIPAL SCOPE: the principal's role assignments at, above and below SCOPE, as
+# "id<tab>role name<tab>scope" lines (a role not in BUILTIN_ROLE_NAMES shows its definition id). The
+# REST API's principalId filter covers the scopes below (containers, queues), and it needs only
+# roleAssignments/read on SCOPE: `az role assignment list --all` would need it on the whole
+# subscription, which an owner of the resource group alone does not have.
+role_assignments_of() {
+  local principal="$1" scope="$2" listing id definition assigned
+  listing="$(az rest --method get \
+    --url "$scope/providers/Microsoft.Authorization/roleAssignments?api-version=2022-04-01&\$filter=principalId%20eq%20'$principal'" \
+    --query "value[].[id, properties.roleDefinitionId, properties.scope]" --output tsv)" \
+    || die "could not list the role assignments of $principal on $(scope_label "$scope")"
+  while IFS=$'\t' read -r id definition assigned; do
+    [[ -n "$id" ]] || continue
+    definition="$(lower "${definition##*/}")"
+    printf '%s\t%s\t%s\n' "$id" "${BUILTIN_ROLE_NAMES[$definition]:-$definition}" "$assigned"
+  done <<<"$listing"
+}
 
 # --- The Azure CLI and the signed-in principal ------------------------------------------------------
 

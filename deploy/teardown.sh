@@ -185,11 +185,10 @@ clean_foreign_images_account() {
     LEFT+=("role assignments of the deleted app's identity on $IMAGES_STORAGE_ACCOUNT, if any (its identity is gone)")
     return
   fi
-  local assignments id scope ids=() account
+  local assignments id _role scope ids=() account
   account="$(lower "$account_id")"
-  assignments="$(az role assignment list --all --assignee-object-id "$principal" --fill-principal-name false \
-    --query "[].[id, scope]" --output tsv)"
-  while IFS=$'\t' read -r id scope; do
+  assignments="$(role_assignments_of "$principal" "$account_id")"
+  while IFS=$'\t' read -r id _role scope; do
     scope="$(lower "$scope")"
     if [[ -n "$id" && ("$scope" == "$account" || "$scope" == "$account/"*) ]]; then
       ids+=("$id")

@@ -33,6 +33,21 @@ FUNCTIONS = ["image_uploaded", "nightly_sync", "image_deleted", "sync_shard", "p
 # The version of the CLI whose parser checks the calls (set by the parse server).
 CLI_VERSION = "0.0.0"
 OWNER = [{"actions": ["*"], "notActions": [], "dataActions": [], "notDataActions": []}]
+# Built-in role ids ("Azure built-in roles"): the role assignments API returns these, not names.
+ROLE_IDS = {
+    "Storage Blob Data Reader": "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1",
+    "Storage Blob Data Contributor": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
+    "Storage Blob Data Owner": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
+    "Storage Blob Delegator": "db58b8e5-c6ad-4a2a-8342-4190687cbf4a",
+    "Storage Queue Data Contributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
+    "Key Vault Secrets User": "4633458b-17de-408a-b874-0445c86b69e6",
+    "Key Vault Secrets Officer": "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
+    "Reader": "acdd72a7-3385-48ef-bd42-f606fba81ae7",
+}
+
+
+def _action_matches(pattern, action):
+    return re.fullmatch(".*".join(re.escape(p) for p in pattern.split("*")), action, re.IGNORECASE) is not None
 
 
 def access_token(oid):
@@ -147,6 +162,28 @@ class FakeAzure:
     def login(self):
         return {"name": "deployer@example.com", "type": "user", "oid": DEPLOYER_ID, **self.s.get("login", {})}
 
+    def permissions_at(self, scope):
+        """The signed-in principal's permission entries that apply at SCOPE (granted there or above)."""
+        grants = self.s.get("permissions")
+        if grants is None:
+            return OWNER
+        scope = scope.lower().rstrip("/")
+        entries = []
+        for granted_scope, permissions in grants.items():
+            granted_scope = granted_scope.lower().rstrip("/")
+            if scope == granted_scope or scope.startswith(granted_scope + "/"):
+                entries.extend(permissions)
+        return entries
+
+    def require(self, action, scope):
+        """Azure refuses what the caller's roles do not grant (AuthorizationFailed, HTTP 403)."""
+        for entry in self.permissions_at(scope):
+            if any(_action_matches(p, action) for p in entry.get("actions") or []) and not any(
+                    _action_matches(p, action) for p in entry.get("notActions") or []):
+                return
+        raise AzError(f"(AuthorizationFailed) The client does not have authorization to perform action "
+                      f"'{action}' over scope '{scope}'.")
+
     def need_group(self, rg):
         if not rg or rg.lower() not in self.s["groups"]:
             raise AzError(f"(ResourceGroupNotFound) Resource group '{rg}' could not be found.", 3)
@@ -241,16 +278,25 @@ class FakeAzure:
         if method == "get" and path.lower().endswith("/providers/microsoft.authorization/permissions"):
             if "api-version=" not in query:
                 raise AzError("(MissingApiVersionParameter) The api-version query parameter is required.")
-            scope = path[: -len("/providers/Microsoft.Authorization/permissions")].lower().rstrip("/")
-            grants = self.s.get("permissions")
-            if grants is None:
-                return {"value": OWNER}
-            entries = []
-            for granted_scope, permissions in grants.items():
-                granted_scope = granted_scope.lower().rstrip("/")
-                if scope == granted_scope or scope.startswith(granted_scope + "/"):
-                    entries.extend(permissions)
-            return {"value": entries}
+            return {"value": self.permissions_at(path[: -len("/providers/Microsoft.Authorization/permissions")])}
+        if method == "get" and path.lower().endswith("/providers/microsoft.authorization/roleassignments"):
+            # Role Assignments - List For Scope: with principalId eq, the principal's assignments at,
+            # above and below the scope.
+            scope = path[: -len("/providers/Microsoft.Authorization/roleAssignments")]
+            self.require("Microsoft.Authorization/roleAssignments/read", scope)
+            match = re.search(r"\$filter=principalId(?:%20| )eq(?:%20| )'([^']+)'", query)
+            if "api-version=" not in query or not match:
+                raise AzError("fake az: list role assignments with api-version and a principalId filter", 99)
+            low = scope.lower().rstrip("/")
+            found = [r for r in self.s["roles"] if r["principalId"] == match.group(1) and (
+                r["scope"].lower() == low or r["scope"].lower().startswith(low + "/")
+                or low.startswith(r["scope"].lower() + "/"))]
+            return {"value": [{"id": r["id"], "name": r["id"].rsplit("/", 1)[1],
+                               "type": "Microsoft.Authorization/roleAssignments",
+                               "properties": {"roleDefinitionId": f"/subscriptions/{SUBSCRIPTION}/providers/"
+                                              f"Microsoft.Authorization/roleDefinitions/{ROLE_IDS[r['role']]}",
+                                              "principalId": r["principalId"], "principalType": r["principalType"],
+                                              "scope": r["scope"]}} for r in found]}
         if method == "post" and path.lower().endswith("/config/configreferences/appsettings/refresh"):
             if "api-version=" not in query:
                 raise AzError("(MissingApiVersionParameter) The api-version query parameter is required.")
@@ -271,6 +317,7 @@ class FakeAzure:
                 for ns in sorted(known)]
 
     def cmd_provider_register(self, p, argv):
+        self.require(f"{p['resource_provider_namespace']}/register/action", f"/subscriptions/{SUBSCRIPTION}")
         self.s["providers"][p["resource_provider_namespace"]] = "Registered"
 
     def cmd_group_show(self, p, argv):
@@ -281,6 +328,7 @@ class FakeAzure:
 
     def cmd_group_create(self, p, argv):
         name = p["rg_name"] if "rg_name" in p else p["resource_group_name"]
+        self.require("Microsoft.Resources/subscriptions/resourceGroups/write", rg_id(name))
         group = {"id": rg_id(name), "name": name, "location": p["location"], "tags": tags_dict(p.get("tags"))}
         self.s["groups"][name.lower()] = group
         return group
@@ -548,6 +596,7 @@ class FakeAzure:
         return vault
 
     def cmd_keyvault_list_deleted(self, p, argv):
+        self.require("Microsoft.KeyVault/locations/deletedVaults/read", f"/subscriptions/{SUBSCRIPTION}")
         return [{"name": v["name"], "properties": {"vaultId": v["id"]}} for v in self.s["deleted_vaults"].values()]
 
     def cmd_keyvault_create(self, p, argv):
@@ -576,6 +625,7 @@ class FakeAzure:
         return vault
 
     def cmd_keyvault_purge(self, p, argv):
+        self.require("Microsoft.KeyVault/locations/deletedVaults/purge/action", f"/subscriptions/{SUBSCRIPTION}")
         if p["vault_name"].lower() not in self.s["deleted_vaults"]:
             raise not_found(f"Deleted vault '{p['vault_name']}'")
         del self.s["deleted_vaults"][p["vault_name"].lower()]
@@ -714,6 +764,7 @@ class FakeAzure:
         if not p.get("show_all"):
             scope = p.get("scope") or (rg_id(p["resource_group_name"]) if p.get("resource_group_name")
                                        else f"/subscriptions/{SUBSCRIPTION}")
+        self.require("Microsoft.Authorization/roleAssignments/read", scope or f"/subscriptions/{SUBSCRIPTION}")
         principal = p.get("assignee_object_id") or p.get("assignee")
         result = []
         for assignment in self.s["roles"]:
@@ -732,6 +783,7 @@ class FakeAzure:
         if not p.get("assignee_object_id") or not p.get("assignee_principal_type"):
             raise AzError("fake az: expected --assignee-object-id with --assignee-principal-type", 99)
         scope = p["scope"]
+        self.require("Microsoft.Authorization/roleAssignments/write", scope)
         self.check_scope_exists(scope)
         for assignment in self.s["roles"]:
             if (assignment["principalId"], assignment["role"].lower(), assignment["scope"].lower()) == (
