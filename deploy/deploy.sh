@@ -794,7 +794,10 @@ kv_reference() {
   printf '@Microsoft.KeyVault(SecretUri=%ssecrets/%s/)' "$KEY_VAULT_URI" "$1"
 }
 
-# Every app setting the deploy manages, as NAME=VALUE; an empty VALUE means "not set".
+# Every app setting the deploy manages, as NAME=VALUE; an empty VALUE means "not set". None of them is a
+# secret: the partner secrets are Key Vault references, and Application Insights' connection string
+# carries an instrumentation key, which Microsoft's "Connection strings in Application Insights" says is
+# an identifier, not a security token or key.
 desired_app_settings() {
   local entry name
   for entry in "${APP_SETTINGS[@]}"; do
