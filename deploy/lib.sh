@@ -1,5 +1,6 @@
-# shellcheck shell=bash
-# Shared by deploy.sh and teardown.sh: configuration loading, logging, and the two ways of calling az.
+# shellcheck shell=bash disable=SC2034  # the variables set here are read by deploy.sh and teardown.sh
+# Shared by deploy.sh and teardown.sh: configuration loading, names, logging, the two ways of calling
+# az, the Azure CLI version floor and the rights check.
 #
 #   az_read   a query; in --dry-run it is not run and answers "not found" (exit 3, no output), so a dry
 #             run shows the plan for a subscription where nothing exists yet.
@@ -8,22 +9,43 @@
 # Existence checks rely on az's documented exit codes: 0 found, 3 "resource not found" (HTTP 404),
 # anything else is a real error and stops the script.
 
-# Every variable deploy.env may set; anything else in the file is an error (it is most likely a typo).
-# shellcheck disable=SC2034  # used by load_env_file
+# Empty arrays under `set -u` need bash 4.4 (2016); macOS ships 3.2 (brew install bash).
+if ((BASH_VERSINFO[0] < 4 || (BASH_VERSINFO[0] == 4 && BASH_VERSINFO[1] < 4))); then
+  printf 'ERROR: bash 4.4 or newer is needed (this is %s; on macOS: brew install bash)\n' "$BASH_VERSION" >&2
+  exit 1
+fi
+
+# The oldest Azure CLI the scripts work with, stated here and in the README only. 2.72.0 added
+# `az role assignment list --assignee-object-id` and `--fill-principal-name` (azure-cli HISTORY.rst,
+# Version 2.72.0, from PR Azure/azure-cli#30469): the deploy looks up role assignments by object id,
+# because the Graph lookup behind --assignee fails for new identities and for deployers without Graph
+# read. scripts/setup-azure-cli.sh installs this version too, and the tests run every az call the
+# scripts make through its parser as well as through the pinned one.
+AZ_MIN_VERSION="2.72.0"
+
+# Every variable deploy.env may set, besides the app settings deploy.sh lists in APP_SETTINGS;
+# anything else in the file is an error (it is most likely a typo).
 CONFIG_VARS=(
   RESOURCE_GROUP LOCATION APP_NAME PLAN PREMIUM_SKU FLEX_INSTANCE_MEMORY FLEX_MAXIMUM_INSTANCES
   HOST_STORAGE_ACCOUNT IMAGES_STORAGE_ACCOUNT IMAGES_RESOURCE_GROUP IMAGES_CONTAINER KEY_VAULT_NAME
   SYSTEM_TOPIC_NAME PROJECT_DIR
-  IMAGE_PATH_PATTERN SAS_TTL_HOURS SAS_START_SKEW_MINUTES
-  WALLIE_BASE_URL WALLIE_TENANT WALLIE_USERNAME WALLIE_PASSWORD WALLIE_BATCH_SIZE
-  TRAEDE_BASE_URL TRAEDE_ACCESS_TOKEN TRAEDE_APP_KEY TRAEDE_PAYLOAD_KEY TRAEDE_COLOR_ATTRIBUTE
-  HTTP_TIMEOUT_SECONDS HTTP_MAX_RETRIES HTTP_RETRY_BACKOFF_SECONDS HTTP_RETRY_MAX_SECONDS SYNC_CONCURRENCY SYNC_SCHEDULE SYNC_SHARD_PRODUCTS
-  SYNC_SHARD_QUEUE PRODUCT_SYNC_QUEUE PRODUCT_SYNC_DELAY_SECONDS PRODUCT_LOCK_SECONDS SYNC_STATE_CONTAINER LOG_LEVEL
+  SYNC_SHARD_QUEUE PRODUCT_SYNC_QUEUE SYNC_STATE_CONTAINER RUN_HISTORY_CONTAINER
+  WALLIE_PASSWORD TRAEDE_ACCESS_TOKEN TRAEDE_APP_KEY
+  ALERT_EMAIL ALERT_ACTION_GROUP_ID
   DEPLOY_RETRY_ATTEMPTS DEPLOY_RETRY_SLEEP
 )
+# The app settings deploy.sh writes, by name (filled in by each script; see app_setting_names_in).
+APP_SETTING_NAMES=()
 
 # The tag put on everything the deploy creates, so teardown can tell its resources from a customer's.
 MANAGED_TAG_KEY="image-sync-app"
+# The same mark as metadata on the queues and containers the deploy creates (metadata names must be
+# C# identifiers, so no hyphens).
+MANAGED_METADATA_KEY="image_sync_app"
+# The blob trigger's poison queue: its name is fixed by the Functions host and shared by every
+# blob-triggered app that uses the account, so teardown never deletes it from an account it keeps.
+BLOB_TRIGGER_POISON_QUEUE="webjobs-blobtrigger-poison"
+STORAGE_API_VERSION="2023-05-01"
 
 DRY_RUN=0
 ENV_FILE=""
@@ -120,9 +142,15 @@ retry() {
   done
 }
 
+# The names of the app settings in deploy.sh's APP_SETTINGS list ("NAME=default" lines), read from the
+# file so that teardown.sh accepts the same env file without keeping a second copy of the list.
+app_setting_names_in() {
+  sed -n '/^APP_SETTINGS=(/,/^)/s/^[[:space:]]*"\([A-Z][A-Z0-9_]*\)=.*/\1/p' "$1"
+}
+
 is_config_var() {
   local name="$1" known
-  for known in "${CONFIG_VARS[@]}"; do
+  for known in "${CONFIG_VARS[@]}" "${APP_SETTING_NAMES[@]}"; do
     [[ "$known" == "$name" ]] && return 0
   done
   return 1
@@ -152,10 +180,15 @@ load_env_file() {
   done <"$path"
 }
 
+# A short stable number from a string (6 digits), for names that must be unique or shortened.
+short_hash() {
+  printf '%s' "$1" | cksum | awk '{ printf "%06d", $1 % 1000000 }'
+}
+
 # A short stable suffix from the resource group and app names, so derived global names (storage
 # account, key vault) are unlikely to collide with someone else's and the same on every run.
 name_suffix() {
-  printf '%s/%s' "$RESOURCE_GROUP" "$APP_NAME" | cksum | awk '{ printf "%06d", $1 % 1000000 }'
+  short_hash "$RESOURCE_GROUP/$APP_NAME"
 }
 
 # Lower-case letters and digits of $1, at most $2 characters.
@@ -165,20 +198,51 @@ alnum_prefix() {
   printf '%s' "${cleaned:0:$2}"
 }
 
+# fit_name NAME MAX: NAME when it has at most MAX characters; otherwise its start, a hyphen and a hash
+# of the whole name, MAX characters in all. Derived names stay valid for long app names (an event
+# subscription name has at most 64 characters, an App Service plan name 60), distinct, and the same on
+# every run, so deploy and teardown find the same resources.
+fit_name() {
+  local name="$1" max="$2"
+  if ((${#name} <= max)); then
+    printf '%s' "$name"
+    return
+  fi
+  local head="${name:0:max-7}"
+  while [[ "$head" == *- ]]; do
+    head="${head%-}"
+  done
+  printf '%s-%s' "$head" "$(short_hash "$name")"
+}
+
 # Defaults shared by deploy and teardown (both must derive the same names).
 apply_common_defaults() {
   PLAN="${PLAN:-flex}"
   IMAGES_CONTAINER="${IMAGES_CONTAINER:-product-images}"
   SYNC_SHARD_QUEUE="${SYNC_SHARD_QUEUE:-image-sync-shards}"
+  PRODUCT_SYNC_QUEUE="${PRODUCT_SYNC_QUEUE:-image-sync-products}"
+  SYNC_STATE_CONTAINER="${SYNC_STATE_CONTAINER:-image-sync-state}"
+  RUN_HISTORY_CONTAINER="${RUN_HISTORY_CONTAINER:-image-sync-runs}"
   if [[ -n "${RESOURCE_GROUP:-}" && -n "${APP_NAME:-}" ]]; then
     local suffix
     suffix="$(name_suffix)"
     HOST_STORAGE_ACCOUNT="${HOST_STORAGE_ACCOUNT:-st$(alnum_prefix "$APP_NAME" 16)$suffix}"
     KEY_VAULT_NAME="${KEY_VAULT_NAME:-kv$(alnum_prefix "$APP_NAME" 16)$suffix}"
   fi
-  PREMIUM_PLAN_NAME="${APP_NAME:-app}-plan"
-  BLOB_CREATED_SUBSCRIPTION="${APP_NAME:-app}-blob-created"
-  BLOB_DELETED_SUBSCRIPTION="${APP_NAME:-app}-blob-deleted"
+  local app="${APP_NAME:-app}"
+  PREMIUM_PLAN_NAME="$(fit_name "$app-plan" 60)"
+  BLOB_CREATED_SUBSCRIPTION="$(fit_name "$app-blob-created" 64)"
+  BLOB_DELETED_SUBSCRIPTION="$(fit_name "$app-blob-deleted" 64)"
+  LOG_WORKSPACE_NAME="$(fit_name "$app-logs" 63)"
+  APP_INSIGHTS_NAME="$(fit_name "$app-insights" 255)"
+  ACTION_GROUP_NAME="$(fit_name "$app-alerts" 255)"
+  # The app's own queues (the shards, the product syncs and their poison queues) and the host's
+  # poison queue for blobs that failed 5 times.
+  APP_QUEUES=("$SYNC_SHARD_QUEUE" "$SYNC_SHARD_QUEUE-poison" "$PRODUCT_SYNC_QUEUE" "$PRODUCT_SYNC_QUEUE-poison")
+  QUEUES=("${APP_QUEUES[@]}" "$BLOB_TRIGGER_POISON_QUEUE")
+  POISON_QUEUES=("$SYNC_SHARD_QUEUE-poison" "$PRODUCT_SYNC_QUEUE-poison" "$BLOB_TRIGGER_POISON_QUEUE")
+  # The containers the app writes to (per-product leases and pending marks; run reports).
+  APP_CONTAINERS=("$SYNC_STATE_CONTAINER" "$RUN_HISTORY_CONTAINER")
 }
 
 require_vars() {
@@ -191,6 +255,10 @@ require_vars() {
   fi
 }
 
+valid_container_name() {
+  [[ "$1" =~ ^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$ && "$1" != *--* ]]
+}
+
 validate_names() {
   [[ "$APP_NAME" =~ ^[A-Za-z0-9][A-Za-z0-9-]{0,58}[A-Za-z0-9]$ ]] \
     || die "APP_NAME '$APP_NAME': 2-60 letters, digits and hyphens, not starting or ending with a hyphen"
@@ -201,33 +269,42 @@ validate_names() {
   done
   [[ "$KEY_VAULT_NAME" =~ ^[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]$ && "$KEY_VAULT_NAME" != *--* ]] \
     || die "KEY_VAULT_NAME '$KEY_VAULT_NAME': 3-24 letters, digits and single hyphens, starting with a letter"
-  [[ "$IMAGES_CONTAINER" =~ ^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$ && "$IMAGES_CONTAINER" != *--* ]] \
-    || die "IMAGES_CONTAINER '$IMAGES_CONTAINER': 3-63 lower-case letters, digits and single hyphens"
-  [[ "$SYNC_SHARD_QUEUE" =~ ^[a-z0-9][a-z0-9-]{1,55}[a-z0-9]$ && "$SYNC_SHARD_QUEUE" != *--* ]] \
-    || die "SYNC_SHARD_QUEUE '$SYNC_SHARD_QUEUE': 3-57 lower-case letters, digits and single hyphens (room for -poison)"
+  local container
+  for container in IMAGES_CONTAINER SYNC_STATE_CONTAINER RUN_HISTORY_CONTAINER; do
+    valid_container_name "${!container}" \
+      || die "$container '${!container}': 3-63 lower-case letters, digits and single hyphens"
+  done
+  if [[ "$SYNC_STATE_CONTAINER" == "$IMAGES_CONTAINER" || "$RUN_HISTORY_CONTAINER" == "$IMAGES_CONTAINER" \
+    || "$SYNC_STATE_CONTAINER" == "$RUN_HISTORY_CONTAINER" ]]; then
+    die "IMAGES_CONTAINER, SYNC_STATE_CONTAINER and RUN_HISTORY_CONTAINER must be three different containers"
+  fi
+  local queue
+  for queue in SYNC_SHARD_QUEUE PRODUCT_SYNC_QUEUE; do
+    [[ "${!queue}" =~ ^[a-z0-9][a-z0-9-]{1,55}[a-z0-9]$ && "${!queue}" != *--* ]] \
+      || die "$queue '${!queue}': 3-57 lower-case letters, digits and single hyphens (room for -poison)"
+  done
+  [[ "$SYNC_SHARD_QUEUE" != "$PRODUCT_SYNC_QUEUE" ]] || die "SYNC_SHARD_QUEUE and PRODUCT_SYNC_QUEUE must differ"
   case "$PLAN" in
     flex | consumption | premium) ;;
     *) die "PLAN '$PLAN': one of flex, consumption, premium" ;;
   esac
 }
 
-# The images account: "<id>\t<resource group>\t<location>" when it exists, nothing when it does not.
-# With IMAGES_RESOURCE_GROUP it looks there only; without, anywhere in the subscription.
+# The images account: "<id>\t<resource group>\t<location>\t<our tag>" when it exists, nothing when it
+# does not. With IMAGES_RESOURCE_GROUP it looks there only; without, anywhere in the subscription.
 find_images_account() {
+  local query="[id, resourceGroup, location, tags.\"$MANAGED_TAG_KEY\"]"
+  local rc=0 out
   if [[ -n "${IMAGES_RESOURCE_GROUP:-}" ]]; then
-    local rc=0 out
     out="$(az_read storage account show --name "$IMAGES_STORAGE_ACCOUNT" \
-      --resource-group "$IMAGES_RESOURCE_GROUP" \
-      --query "[id, resourceGroup, location]" --output tsv)" || rc=$?
+      --resource-group "$IMAGES_RESOURCE_GROUP" --query "$query" --output tsv)" || rc=$?
     case "$rc" in
       0) printf '%s\n' "$out" | paste -s - ;;
       3) ;;
       *) die "could not read storage account $IMAGES_STORAGE_ACCOUNT (exit $rc)" ;;
     esac
   else
-    local rc=0 out
-    out="$(az_read storage account list \
-      --query "[?name=='$IMAGES_STORAGE_ACCOUNT'] | [0].[id, resourceGroup, location]" \
+    out="$(az_read storage account list --query "[?name=='$IMAGES_STORAGE_ACCOUNT'] | [0].$query" \
       --output tsv)" || rc=$?
     case "$rc" in
       0) printf '%s' "$out" | paste -s - | sed '/^$/d' ;;
@@ -238,3 +315,132 @@ find_images_account() {
 }
 
 lower() { printf '%s' "$1" | tr '[:upper:]' '[:lower:]'; }
+
+# The built-in roles the scripts assign, by the ids Azure gives them everywhere ("Azure built-in
+# roles"): the role assignments API returns the id, not the name.
+declare -A BUILTIN_ROLE_NAMES=(
+  [2a2b9908-6ea1-4ae2-8e65-a410df84e7d1]="Storage Blob Data Reader"
+  [ba92f5b4-2d11-453d-a403-e96b0029c9fe]="Storage Blob Data Contributor"
+  [b7e6dc6d-f1e8-4753-8033-0f276bb0955b]="Storage Blob Data Owner"
+  [db58b8e5-c6ad-4a2a-8342-4190687cbf4a]="Storage Blob Delegator"
+  [974c5e8b-45b9-4653-ba55-5f855dd0fb88]="Storage Queue Data Contributor"
+  [4633458b-17de-408a-b874-0445c86b69e6]="Key Vault Secrets User"
+  [b86a8fe4-44ce-4948-aee5-eccb2c155cd7]="Key Vault Secrets Officer"
+)
+
+# role_assignments_of PRINCIPAL SCOPE: the principal's role assignments at, above and below SCOPE, as
+# "id<tab>role name<tab>scope" lines (a role not in BUILTIN_ROLE_NAMES shows its definition id). The
+# REST API's principalId filter covers the scopes below (containers, queues), and it needs only
+# roleAssignments/read on SCOPE: `az role assignment list --all` would need it on the whole
+# subscription, which an owner of the resource group alone does not have.
+role_assignments_of() {
+  local principal="$1" scope="$2" listing id definition assigned
+  listing="$(az rest --method get \
+    --url "$scope/providers/Microsoft.Authorization/roleAssignments?api-version=2022-04-01&\$filter=principalId%20eq%20'$principal'" \
+    --query "value[].[id, properties.roleDefinitionId, properties.scope]" --output tsv)" \
+    || die "could not list the role assignments of $principal on $(scope_label "$scope")"
+  while IFS=$'\t' read -r id definition assigned; do
+    [[ -n "$id" ]] || continue
+    definition="$(lower "${definition##*/}")"
+    printf '%s\t%s\t%s\n' "$id" "${BUILTIN_ROLE_NAMES[$definition]:-$definition}" "$assigned"
+  done <<<"$listing"
+}
+
+# --- The Azure CLI and the signed-in principal ------------------------------------------------------
+
+SUBSCRIPTION_ID=""
+LOGIN_NAME=""
+LOGIN_TYPE=""
+
+# Stops unless az is installed, at least AZ_MIN_VERSION and logged in; sets SUBSCRIPTION_ID.
+require_az() {
+  command -v az >/dev/null || die "the Azure CLI (az) is not installed: https://aka.ms/azcli (version $AZ_MIN_VERSION or newer)"
+  local version
+  version="$(az version --query '"azure-cli"' --output tsv 2>/dev/null)" || true
+  [[ -n "$version" ]] || die "could not read the Azure CLI version ('az version'): version $AZ_MIN_VERSION or newer is needed"
+  python3 "$SCRIPT_DIR/azhelp.py" version-at-least "$version" "$AZ_MIN_VERSION" \
+    || die "Azure CLI $version is too old: version $AZ_MIN_VERSION or newer is needed ('az upgrade')"
+  local account
+  account="$(az account show --query "[id, user.type, user.name]" --output tsv)" \
+    || die "not logged in: run 'az login' (and 'az account set --subscription ...')"
+  SUBSCRIPTION_ID="$(sed -n 1p <<<"$account")"
+  LOGIN_TYPE="$(sed -n 2p <<<"$account")"
+  LOGIN_NAME="$(sed -n 3p <<<"$account")"
+}
+
+# The signed-in principal's object id, from the "oid" claim of its Azure Resource Manager token: that
+# works for users, service principals and managed identities alike, and needs no Microsoft Graph
+# permission (az ad signed-in-user show / az ad sp show need Graph, and the latter cannot resolve a
+# managed identity login at all). The token goes from az straight into the decoder through a pipe; it
+# is never stored, printed or put on a command line.
+signed_in_object_id() {
+  az account get-access-token --query accessToken --output tsv | python3 "$SCRIPT_DIR/azhelp.py" token-oid
+}
+
+# --- Rights -----------------------------------------------------------------------------------------
+# Each script records what it needs (need SCOPE ACTION WHY), then check_rights asks Azure for the
+# signed-in principal's effective permissions at each scope (the ARM permissions API, which covers
+# group memberships and inherited assignments but not deny assignments or conditions) and stops,
+# naming every missing right, before anything is changed. The API is GET <scope>/providers/
+# Microsoft.Authorization/permissions: azure-rest-api-specs defines it for resource groups and
+# resources, and Microsoft's "Use Resource Manager authentication API" article shows it on a
+# subscription.
+
+NEED_SCOPES=()
+NEED_ACTIONS=()
+NEED_WHYS=()
+
+need() {
+  NEED_SCOPES+=("$1")
+  NEED_ACTIONS+=("$2")
+  NEED_WHYS+=("$3")
+}
+
+scope_label() {
+  local scope="$1"
+  case "$(lower "$scope")" in
+    */providers/microsoft.storage/storageaccounts/*) printf 'storage account %s' "${scope##*/}" ;;
+    */providers/*) printf '%s' "${scope#*/providers/}" ;;
+    */resourcegroups/*) printf 'resource group %s' "${scope##*/}" ;;
+    *) printf 'subscription %s' "${scope##*/}" ;;
+  esac
+}
+
+print_needed_rights() {
+  local i
+  for i in "${!NEED_ACTIONS[@]}"; do
+    note "${NEED_ACTIONS[$i]} on $(scope_label "${NEED_SCOPES[$i]}"): ${NEED_WHYS[$i]}"
+  done
+}
+
+check_rights() {
+  ((${#NEED_SCOPES[@]})) || return 0
+  local scopes=() scope i missing_lines=() permissions missing action
+  mapfile -t scopes < <(printf '%s\n' "${NEED_SCOPES[@]}" | awk '!seen[tolower($0)]++')
+  for scope in "${scopes[@]}"; do
+    if ! permissions="$(az rest --method get \
+      --url "$scope/providers/Microsoft.Authorization/permissions?api-version=2022-04-01" --output json)"; then
+      warn "could not read your permissions on $(scope_label "$scope"): not checked (Azure will refuse what you may not do)"
+      continue
+    fi
+    local actions=()
+    for i in "${!NEED_SCOPES[@]}"; do
+      [[ "$(lower "${NEED_SCOPES[$i]}")" == "$(lower "$scope")" ]] && actions+=("${NEED_ACTIONS[$i]}")
+    done
+    missing="$(python3 "$SCRIPT_DIR/azhelp.py" missing-actions "${actions[@]}" <<<"$permissions")"
+    while IFS= read -r action; do
+      [[ -n "$action" ]] || continue
+      for i in "${!NEED_SCOPES[@]}"; do
+        if [[ "$(lower "${NEED_SCOPES[$i]}")" == "$(lower "$scope")" && "${NEED_ACTIONS[$i]}" == "$action" ]]; then
+          missing_lines+=("$action on $(scope_label "$scope"): ${NEED_WHYS[$i]}")
+        fi
+      done
+    done <<<"$missing"
+  done
+  if ((${#missing_lines[@]})); then
+    printf 'ERROR: %s is missing rights this run needs; nothing was changed:\n' "${LOGIN_NAME:-the signed-in principal}" >&2
+    printf '  - %s\n' "${missing_lines[@]}" >&2
+    printf 'See "Permissions" in the README for the roles that grant them.\n' >&2
+    exit 1
+  fi
+}

@@ -42,6 +42,9 @@ os.environ.setdefault("AZURE_CORE_COLLECT_TELEMETRY", "0")
 os.environ.setdefault("AZURE_CORE_NO_COLOR", "1")
 os.environ.setdefault("AZURE_CORE_SURVEY_MESSAGE", "0")
 os.environ.setdefault("AZURE_CORE_DISABLE_PROGRESS_BAR", "1")
+# On a parse error some CLI versions (2.72.0, not 2.91.0) ask an online service for suggestions first:
+# not here, so that the error is the parser's own on every version.
+os.environ.setdefault("AZURE_CORE_ERROR_RECOMMENDATION", "off")
 os.environ["AZURE_EXTENSION_USE_DYNAMIC_INSTALL"] = "no"  # an unknown command must not look for extensions
 
 import azure.cli.core.util  # noqa: E402
@@ -53,6 +56,9 @@ azure.cli.core.util.handle_version_update = lambda: None
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fake_az  # noqa: E402
+from azure.cli.core import __version__ as CLI_VERSION  # noqa: E402
+
+fake_az.CLI_VERSION = CLI_VERSION  # what the fake's `az version` reports, unless a test says otherwise
 
 # Commands from each module the deploy scripts use, parsed once at start so that the modules are
 # imported before the first timed request.
@@ -66,9 +72,9 @@ WARM_UP = [
     ["eventgrid", "system-topic", "list"],
     ["resource", "show", "--ids", "/subscriptions/0/resourceGroups/w/providers/Microsoft.Web/sites/w"],
     ["provider", "show", "-n", "Microsoft.Web"],
-    ["ad", "signed-in-user", "show"],
     ["account", "show"],
     ["tag", "list"],
+    ["rest", "--url", "/subscriptions/0/providers/Microsoft.Authorization/permissions"],
 ]
 
 LOGIN_HINTS = ("az login", "please run 'az login'", "msal token cache", "get_access_token")

@@ -1,8 +1,9 @@
 """Fixtures for the deploy script tests: the real Azure CLI parser, a fake `az` and a fake project.
 
-The Azure CLI lives in its own venv (scripts/setup-azure-cli.sh; AZ_CLI_VENV overrides the place).
-Without it these tests fail rather than skip: CI installs it, and a deploy script whose az commands
-were never checked must not pass as green.
+The Azure CLI lives in its own venv (scripts/setup-azure-cli.sh; AZ_CLI_VENV overrides the place), and
+so does the oldest version the scripts support (AZ_CLI_MIN_VENV, default .venv-azcli-min), whose
+parser test_cli_floor.py uses. Without them these tests fail rather than skip: CI installs both, and a
+deploy script whose az commands were never checked must not pass as green.
 """
 
 import json
@@ -17,19 +18,28 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from deploy_harness import (ENV_FILE_TEXT, HERE, SETUP_HINT, FakeAz, assert_ok, az_cli_venv,  # noqa: E402
-                            make_project, run_script)
+from deploy_harness import (ENV_FILE_TEXT, HERE, SETUP_HINT, FakeAz, assert_ok, az_cli_min_venv,  # noqa: E402
+                            az_cli_venv, make_project, parser_venv, run_script)
 
 
-@pytest.fixture(scope="session")
-def cli_python():
-    python = az_cli_venv() / "bin" / "python"
+def venv_python(venv):
+    python = venv / "bin" / "python"
     if not python.exists():
-        pytest.fail(f"Azure CLI venv not found at {az_cli_venv()}: {SETUP_HINT}")
+        pytest.fail(f"Azure CLI venv not found at {venv}: {SETUP_HINT}")
     probe = subprocess.run([str(python), "-c", "import azure.cli.core, jmespath"], capture_output=True, text=True)
     if probe.returncode != 0:
         pytest.fail(f"azure-cli is not importable from {python}: {SETUP_HINT}\n{probe.stderr}")
     return python
+
+
+@pytest.fixture(scope="session")
+def cli_python():
+    return venv_python(parser_venv())
+
+
+@pytest.fixture(scope="session")
+def min_cli_python():
+    return venv_python(az_cli_min_venv())
 
 
 @pytest.fixture(scope="session")
@@ -42,8 +52,17 @@ def shellcheck_bin():
 
 @pytest.fixture(scope="session")
 def parse_server(cli_python, tmp_path_factory):
-    """The long-lived real-CLI parser; yields its socket path."""
-    base = tmp_path_factory.mktemp("azparse")
+    """The long-lived real-CLI parser of the pinned CLI; yields its socket path."""
+    yield from serve_parser(cli_python, tmp_path_factory.mktemp("azparse"))
+
+
+@pytest.fixture(scope="session")
+def min_parse_server(min_cli_python, tmp_path_factory):
+    """The same with the oldest CLI the scripts support (AZ_MIN_VERSION in deploy/lib.sh)."""
+    yield from serve_parser(min_cli_python, tmp_path_factory.mktemp("azparse-min"))
+
+
+def serve_parser(cli_python, base):
     config = base / "azure-config"
     config.mkdir()
     # A token-less logged-in profile: validators that need only a subscription id run on, any call
@@ -74,7 +93,8 @@ def parse_server(cli_python, tmp_path_factory):
         proc.kill()
         log.seek(0)
         pytest.fail(f"parse server did not start: {line!r}\n{log.read()[-3000:]}")
-    print(f"\nparse server ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
+    print(f"\nparse server ({cli_python.parent.parent.name}) ready in {time.monotonic() - started:.1f}s",
+          file=sys.stderr)
     yield socket_path
     proc.terminate()
     try:

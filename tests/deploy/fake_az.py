@@ -7,23 +7,57 @@ here with the parsed arguments:
 1. A call the real CLI rejects is logged and fails with exit 2, like az. The tests fail on the log,
    even where the script tolerated the failure (`... || true`).
 2. Otherwise it is answered from a JSON state file, the way Azure would: `show` of something missing
-   exits 3 ("not found"), `create` adds it, `delete` removes it. Creating inside a missing resource
-   group, reading Key Vault secrets without a data-plane role, or an Event Grid webhook whose key or
-   host is wrong fails like the real service would.
+   exits 3 ("not found"), `create` adds it, `delete` removes it. What Azure or the CLI refuses at run
+   time is refused here too: creating inside a missing resource group, reading Key Vault secrets without
+   a data-plane role, an Event Grid webhook whose key or host is wrong, names over Azure's length
+   limits, `az resource list` with both --tag and --resource-group, `role assignment list --all` with a
+   scope, ARM bodies that miss required properties or point at resources that do not exist.
 3. --query (JMESPath, the CLI's own library) and --output (json, tsv as knack writes it, none) apply.
+
+The signed-in principal, its rights (the ARM permissions API) and the CLI version `az version` reports
+come from the state too (keys "login", "permissions", "cli_version"), so tests can log in as a managed
+identity, take rights away or pretend to be an older CLI.
 
 Every call is appended to calls.jsonl in the state directory, for the tests to read.
 """
 
+import base64
 import json
 import os
-
-import jmespath
+import re
 
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000001"
 TENANT = "00000000-0000-0000-0000-0000000000aa"
 DEPLOYER_ID = "22222222-2222-2222-2222-222222222222"
-FUNCTIONS = ["image_uploaded", "nightly_sync", "image_deleted", "sync_shard"]
+FUNCTIONS = ["image_uploaded", "nightly_sync", "image_deleted", "sync_shard", "product_sync"]
+# The version of the CLI whose parser checks the calls (set by the parse server).
+CLI_VERSION = "0.0.0"
+OWNER = [{"actions": ["*"], "notActions": [], "dataActions": [], "notDataActions": []}]
+# Built-in role ids ("Azure built-in roles"): the role assignments API returns these, not names.
+ROLE_IDS = {
+    "Storage Blob Data Reader": "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1",
+    "Storage Blob Data Contributor": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
+    "Storage Blob Data Owner": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
+    "Storage Blob Delegator": "db58b8e5-c6ad-4a2a-8342-4190687cbf4a",
+    "Storage Queue Data Contributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
+    "Key Vault Secrets User": "4633458b-17de-408a-b874-0445c86b69e6",
+    "Key Vault Secrets Officer": "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
+    "Reader": "acdd72a7-3385-48ef-bd42-f606fba81ae7",
+}
+
+
+def _action_matches(pattern, action):
+    return re.fullmatch(".*".join(re.escape(p) for p in pattern.split("*")), action, re.IGNORECASE) is not None
+
+
+def access_token(oid):
+    """A JWT-shaped token whose payload carries the object id, as Entra ID's does (unsigned here)."""
+    def part(data):
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+    return ".".join([part({"typ": "JWT", "alg": "RS256"}),
+                     part({"aud": "https://management.core.windows.net/", "oid": oid, "tid": TENANT,
+                           "secret_marker": "ARM-TOKEN-SECRET"}),
+                     "c2lnbmF0dXJl"])
 
 
 class AzError(Exception):
@@ -56,6 +90,20 @@ def split_globals(argv):
     return query, output
 
 
+def option_values(argv, option):
+    """Every occurrence of OPTION in argv, each as the list of words up to the next --option."""
+    found = []
+    for i, arg in enumerate(argv):
+        if arg == option:
+            words = []
+            for word in argv[i + 1:]:
+                if word.startswith("--"):
+                    break
+                words.append(word)
+            found.append(words)
+    return found
+
+
 def rg_id(rg):
     return f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{rg}"
 
@@ -72,7 +120,15 @@ def parse_id(resource_id):
     return out
 
 
+def resource_type(resource_id):
+    """'Microsoft.Insights/components' from a resource id (top-level resources only)."""
+    match = re.search(r"/providers/([^/]+)/([^/]+)/[^/]+$", resource_id)
+    return f"{match.group(1)}/{match.group(2)}" if match else ""
+
+
 def tags_dict(tags):
+    if isinstance(tags, dict):
+        return dict(tags)
     result = {}
     for tag in tags or []:
         key, _, value = tag.partition("=")
@@ -80,18 +136,53 @@ def tags_dict(tags):
     return result
 
 
+def flag(value):
+    return value in (True, "true", "True")
+
+
+ISO_DURATIONS = {"PT1M": 1, "PT5M": 5, "PT10M": 10, "PT15M": 15, "PT30M": 30, "PT45M": 45, "PT1H": 60,
+                 "PT2H": 120, "PT3H": 180, "PT4H": 240, "PT5H": 300, "PT6H": 360, "P1D": 1440, "P2D": 2880}
+
+
 class FakeAzure:
     def __init__(self, state):
         self.s = state
         for key in ("providers", "groups", "accounts", "containers", "queues", "vaults", "deleted_vaults",
-                    "secrets", "plans", "apps", "roles", "topics", "event_subscriptions"):
-            self.s.setdefault(key, {} if key != "roles" else [])
+                    "secrets", "plans", "apps", "topics", "event_subscriptions", "arm"):
+            self.s.setdefault(key, {})
+        self.s.setdefault("roles", [])
         self.s.setdefault("counter", 0)
 
     # -- helpers -------------------------------------------------------------------------------
     def next_id(self):
         self.s["counter"] += 1
         return f"{self.s['counter']:08d}-0000-0000-0000-000000000000"
+
+    @property
+    def login(self):
+        return {"name": "deployer@example.com", "type": "user", "oid": DEPLOYER_ID, **self.s.get("login", {})}
+
+    def permissions_at(self, scope):
+        """The signed-in principal's permission entries that apply at SCOPE (granted there or above)."""
+        grants = self.s.get("permissions")
+        if grants is None:
+            return OWNER
+        scope = scope.lower().rstrip("/")
+        entries = []
+        for granted_scope, permissions in grants.items():
+            granted_scope = granted_scope.lower().rstrip("/")
+            if scope == granted_scope or scope.startswith(granted_scope + "/"):
+                entries.extend(permissions)
+        return entries
+
+    def require(self, action, scope):
+        """Azure refuses what the caller's roles do not grant (AuthorizationFailed, HTTP 403)."""
+        for entry in self.permissions_at(scope):
+            if any(_action_matches(p, action) for p in entry.get("actions") or []) and not any(
+                    _action_matches(p, action) for p in entry.get("notActions") or []):
+                return
+        raise AzError(f"(AuthorizationFailed) The client does not have authorization to perform action "
+                      f"'{action}' over scope '{scope}'.")
 
     def need_group(self, rg):
         if not rg or rg.lower() not in self.s["groups"]:
@@ -108,6 +199,7 @@ class FakeAzure:
         return {
             "id": account_id(acc["resourceGroup"], name), "name": name, "resourceGroup": acc["resourceGroup"],
             "location": acc["location"], "kind": "StorageV2", "tags": acc.get("tags", {}),
+            "type": "Microsoft.Storage/storageAccounts",
             "primaryEndpoints": {"blob": f"https://{name}.blob.core.windows.net/",
                                  "queue": f"https://{name}.queue.core.windows.net/"},
             "publicNetworkAccess": acc.get("publicNetworkAccess", "Enabled"),
@@ -121,6 +213,10 @@ class FakeAzure:
             return self.account(parts["storageaccounts"], parts["resourcegroups"])
         return self.account(ref)
 
+    def container_key(self, account_ref, container):
+        acc = self.account_by_ref(account_ref)
+        return account_id(acc["resourceGroup"], acc["name"]).lower() + "/" + container
+
     def app(self, name, rg=None):
         app = self.s["apps"].get(name)
         if not app or (rg and app["resourceGroup"].lower() != rg.lower()):
@@ -130,7 +226,15 @@ class FakeAzure:
     def app_view(self, app):
         return {"id": app["id"], "name": app["name"], "resourceGroup": app["resourceGroup"],
                 "defaultHostName": app["defaultHostName"], "state": "Running", "kind": "functionapp,linux",
+                "httpsOnly": app.get("httpsOnly", False), "serverFarmId": app.get("serverFarmId"),
                 "tags": app.get("tags", {}), "identity": app.get("identity")}
+
+    def plan_sites(self, plan):
+        return sum(1 for a in self.s["apps"].values() if (a.get("serverFarmId") or "").lower() == plan["id"].lower())
+
+    def plan_view(self, plan):
+        return {**plan, "type": "Microsoft.Web/serverfarms", "numberOfSites": self.plan_sites(plan),
+                "properties": {"numberOfSites": self.plan_sites(plan)}}
 
     def vault_name(self, p):
         if p.get("vault_name"):
@@ -156,21 +260,64 @@ class FakeAzure:
             raise AzError(f"fake az: no fake for 'az {command}' (add one to tests/deploy/fake_az.py)", 99)
         return handler(p, argv)
 
+    def cmd_version(self, p, argv):
+        version = self.s.get("cli_version") or CLI_VERSION
+        return {"azure-cli": version, "azure-cli-core": version, "azure-cli-telemetry": "1.1.0", "extensions": {}}
+
     def cmd_account_show(self, p, argv):
         return {"id": SUBSCRIPTION, "name": "fake-subscription", "tenantId": TENANT, "state": "Enabled",
-                "user": {"name": "deployer@example.com", "type": "user"}}
+                "user": {"name": self.login["name"], "type": self.login["type"]}}
 
-    def cmd_ad_signed_in_user_show(self, p, argv):
-        return {"id": DEPLOYER_ID, "userPrincipalName": "deployer@example.com"}
+    def cmd_account_get_access_token(self, p, argv):
+        return {"accessToken": access_token(self.login["oid"]), "expiresOn": "2099-01-01 00:00:00.000000",
+                "subscription": SUBSCRIPTION, "tenant": TENANT, "tokenType": "Bearer"}
 
-    def cmd_ad_sp_show(self, p, argv):
-        return {"id": "33333333-3333-3333-3333-333333333333", "appId": p["identifier"]}
+    def cmd_rest(self, p, argv):
+        url, method = p.get("url") or p["uri"], (p.get("method") or "get").lower()
+        path, _, query = url.partition("?")
+        if method == "get" and path.lower().endswith("/providers/microsoft.authorization/permissions"):
+            if "api-version=" not in query:
+                raise AzError("(MissingApiVersionParameter) The api-version query parameter is required.")
+            return {"value": self.permissions_at(path[: -len("/providers/Microsoft.Authorization/permissions")])}
+        if method == "get" and path.lower().endswith("/providers/microsoft.authorization/roleassignments"):
+            # Role Assignments - List For Scope: with principalId eq, the principal's assignments at,
+            # above and below the scope.
+            scope = path[: -len("/providers/Microsoft.Authorization/roleAssignments")]
+            self.require("Microsoft.Authorization/roleAssignments/read", scope)
+            match = re.search(r"\$filter=principalId(?:%20| )eq(?:%20| )'([^']+)'", query)
+            if "api-version=" not in query or not match:
+                raise AzError("fake az: list role assignments with api-version and a principalId filter", 99)
+            low = scope.lower().rstrip("/")
+            found = [r for r in self.s["roles"] if r["principalId"] == match.group(1) and (
+                r["scope"].lower() == low or r["scope"].lower().startswith(low + "/")
+                or low.startswith(r["scope"].lower() + "/"))]
+            return {"value": [{"id": r["id"], "name": r["id"].rsplit("/", 1)[1],
+                               "type": "Microsoft.Authorization/roleAssignments",
+                               "properties": {"roleDefinitionId": f"/subscriptions/{SUBSCRIPTION}/providers/"
+                                              f"Microsoft.Authorization/roleDefinitions/{ROLE_IDS[r['role']]}",
+                                              "principalId": r["principalId"], "principalType": r["principalType"],
+                                              "scope": r["scope"]}} for r in found]}
+        if method == "post" and path.lower().endswith("/config/configreferences/appsettings/refresh"):
+            if "api-version=" not in query:
+                raise AzError("(MissingApiVersionParameter) The api-version query parameter is required.")
+            parts = parse_id(path)
+            app = self.app(parts.get("sites", ""), parts.get("resourcegroups"))
+            app["kv_refreshes"] = app.get("kv_refreshes", 0) + 1
+            return None
+        raise AzError(f"fake az: 'az rest --method {method} --url {url}' is not faked", 99)
 
     def cmd_provider_show(self, p, argv):
         ns = p["resource_provider_namespace"]
         return {"namespace": ns, "registrationState": self.s["providers"].get(ns, "NotRegistered")}
 
+    def cmd_provider_list(self, p, argv):
+        known = {"Microsoft.Web", "Microsoft.Storage", "Microsoft.KeyVault", "Microsoft.EventGrid", "Microsoft.Insights",
+                 "Microsoft.OperationalInsights", "Microsoft.Compute", "Microsoft.Network", *self.s["providers"]}
+        return [{"namespace": ns, "registrationState": self.s["providers"].get(ns, "NotRegistered")}
+                for ns in sorted(known)]
+
     def cmd_provider_register(self, p, argv):
+        self.require(f"{p['resource_provider_namespace']}/register/action", f"/subscriptions/{SUBSCRIPTION}")
         self.s["providers"][p["resource_provider_namespace"]] = "Registered"
 
     def cmd_group_show(self, p, argv):
@@ -181,6 +328,7 @@ class FakeAzure:
 
     def cmd_group_create(self, p, argv):
         name = p["rg_name"] if "rg_name" in p else p["resource_group_name"]
+        self.require("Microsoft.Resources/subscriptions/resourceGroups/write", rg_id(name))
         group = {"id": rg_id(name), "name": name, "location": p["location"], "tags": tags_dict(p.get("tags"))}
         self.s["groups"][name.lower()] = group
         return group
@@ -193,11 +341,7 @@ class FakeAzure:
         del self.s["groups"][low]
         for name, acc in list(self.s["accounts"].items()):
             if acc["resourceGroup"].lower() == low:
-                del self.s["accounts"][name]
-        for key in list(self.s["containers"]) + list(self.s["queues"]):
-            if key.lower().startswith(prefix):
-                self.s["containers"].pop(key, None)
-                self.s["queues"].pop(key, None)
+                self.delete_account(name)
         for name, vault in list(self.s["vaults"].items()):
             if vault["resourceGroup"].lower() == low:
                 self.s["deleted_vaults"][name] = self.s["vaults"].pop(name)
@@ -205,12 +349,27 @@ class FakeAzure:
             for name, item in list(self.s[table].items()):
                 if item["resourceGroup"].lower() == low:
                     del self.s[table][name]
+        for key in list(self.s["arm"]):
+            if key.startswith(prefix):
+                del self.s["arm"][key]
         for key, sub in list(self.s["event_subscriptions"].items()):
             if sub["resourceGroup"].lower() == low or sub["topic"] not in self.s["topics"]:
                 del self.s["event_subscriptions"][key]
         self.s["roles"] = [r for r in self.s["roles"] if not r["scope"].lower().startswith(prefix)]
 
+    def delete_account(self, name):
+        acc = self.s["accounts"].pop(name)
+        prefix = account_id(acc["resourceGroup"], name).lower() + "/"
+        for table in ("containers", "queues"):
+            for key in list(self.s[table]):
+                if key.lower().startswith(prefix):
+                    del self.s[table][key]
+        self.s["roles"] = [r for r in self.s["roles"]
+                           if not (r["scope"].lower() + "/").startswith(prefix)]
+
     def cmd_storage_account_show(self, p, argv):
+        if p.get("ids"):
+            return self.account_view(self.account_by_ref(p["ids"][0]))
         return self.account_view(self.account(p["account_name"], p.get("resource_group_name")))
 
     def cmd_storage_account_list(self, p, argv):
@@ -228,47 +387,223 @@ class FakeAzure:
         return self.account_view(self.s["accounts"][name])
 
     def cmd_storage_container_rm_exists(self, p, argv):
+        return {"exists": self.container_key(p["account_name"], p["container_name"]) in self.s["containers"]}
+
+    def cmd_storage_container_rm_list(self, p, argv):
         acc = self.account_by_ref(p["account_name"])
-        key = account_id(acc["resourceGroup"], acc["name"]).lower() + "/" + p["container_name"]
-        return {"exists": key in self.s["containers"]}
+        prefix = account_id(acc["resourceGroup"], acc["name"]).lower() + "/"
+        return [{"name": key[len(prefix):], "metadata": c.get("metadata") or {}}
+                for key, c in self.s["containers"].items() if key.startswith(prefix)]
 
     def cmd_storage_container_rm_create(self, p, argv):
-        acc = self.account_by_ref(p["account_name"])
-        key = account_id(acc["resourceGroup"], acc["name"]).lower() + "/" + p["container_name"]
-        self.s["containers"][key] = {"publicAccess": p.get("public_access")}
-        return {"name": p["container_name"]}
+        key = self.container_key(p["account_name"], p["container_name"])
+        metadata = dict(word.split("=", 1) for words in option_values(argv, "--metadata") for word in words)
+        self.s["containers"][key] = {"publicAccess": p.get("public_access"), "metadata": metadata}
+        return {"name": p["container_name"], "metadata": metadata}
 
-    def _queue(self, resource_id):
+    def cmd_storage_container_rm_show(self, p, argv):
+        key = self.container_key(p["account_name"], p["container_name"])
+        if key not in self.s["containers"]:
+            raise not_found(f"Container '{p['container_name']}'")
+        container = self.s["containers"][key]
+        return {"name": p["container_name"], "metadata": container.get("metadata") or {},
+                "publicAccess": container.get("publicAccess")}
+
+    def cmd_storage_container_rm_delete(self, p, argv):
+        key = self.container_key(p["account_name"], p["container_name"])
+        if key not in self.s["containers"]:
+            raise not_found(f"Container '{p['container_name']}'")
+        del self.s["containers"][key]
+
+    # -- generic resources (az resource) -----------------------------------------------------------
+    def _queue_key(self, resource_id):
         parts = parse_id(resource_id)
-        if "queues" not in parts:
-            raise AzError(f"fake az: 'az resource' is only faked for queues, not {resource_id}", 99)
         self.account(parts["storageaccounts"], parts["resourcegroups"])
         return resource_id.lower()
 
+    def find(self, resource_id):
+        """(table, key) of the resource with this id, or raises not found."""
+        low = resource_id.lower()
+        parts = parse_id(resource_id)
+        if "queues" in parts:
+            key = self._queue_key(resource_id)
+            if key in self.s["queues"]:
+                return "queues", key
+        elif low in self.s["arm"]:
+            return "arm", low
+        else:
+            for table in ("apps", "plans", "topics"):
+                for name, item in self.s[table].items():
+                    if item["id"].lower() == low:
+                        return table, name
+            for name, acc in self.s["accounts"].items():
+                if account_id(acc["resourceGroup"], name).lower() == low:
+                    return "accounts", name
+            for name, vault in self.s["vaults"].items():
+                if vault["id"].lower() == low:
+                    return "vaults", name
+        raise not_found(f"Resource '{resource_id}'")
+
+    def generic_view(self, table, key):
+        if table == "queues":
+            queue = self.s["queues"][key]
+            return {"id": queue["id"], "name": queue["id"].rsplit("/", 1)[1],
+                    "type": "Microsoft.Storage/storageAccounts/queueServices/queues",
+                    "properties": {"metadata": queue.get("metadata") or {}, "approximateMessageCount": 0}}
+        if table == "arm":
+            return self.s["arm"][key]
+        if table == "plans":
+            return self.plan_view(self.s["plans"][key])
+        if table == "accounts":
+            return self.account_view(self.s["accounts"][key])
+        item = self.s[table][key]
+        kinds = {"apps": "Microsoft.Web/sites", "topics": "Microsoft.EventGrid/systemTopics",
+                 "vaults": "Microsoft.KeyVault/vaults"}
+        return {"id": item["id"], "name": item["name"], "type": kinds[table], "tags": item.get("tags", {}),
+                "resourceGroup": item["resourceGroup"], "location": item.get("location")}
+
     def cmd_resource_show(self, p, argv):
-        resource_id = p["resource_ids"][0]
-        key = self._queue(resource_id)
-        if key not in self.s["queues"]:
-            raise not_found(f"Queue '{resource_id}'")
-        return {"id": resource_id, "name": resource_id.rsplit("/", 1)[1]}
+        return self.generic_view(*self.find(p["resource_ids"][0]))
+
+    def cmd_resource_list(self, p, argv):
+        if p.get("tag") and p.get("resource_group_name"):
+            raise AzError("you cannot use '--tag' with '--resource-group'")
+        rg = p.get("resource_group_name")
+        if rg:
+            self.need_group(rg)
+        found = []
+        for table in ("accounts", "vaults", "apps", "plans", "topics"):
+            for key, item in self.s[table].items():
+                if not rg or item["resourceGroup"].lower() == rg.lower():
+                    view = self.generic_view(table, key)
+                    found.append({k: view.get(k) for k in ("id", "name", "type", "tags", "location")})
+        prefix = rg_id(rg).lower() + "/" if rg else ""
+        for key, item in self.s["arm"].items():
+            if key.startswith(prefix):
+                found.append({k: item.get(k) for k in ("id", "name", "type", "tags", "location")})
+        return found
+
+    def cmd_resource_delete(self, p, argv):
+        for resource_id in p.get("resource_ids") or []:
+            table, key = self.find(resource_id)
+            if table == "plans" and self.plan_sites(self.s["plans"][key]):
+                raise AzError("(Conflict) Server farm cannot be deleted because it has web app(s) assigned to it.")
+            if table == "accounts":
+                self.delete_account(key)
+            elif table == "vaults":
+                # Soft-deleting a vault deletes its role assignments; recovering does not bring them back
+                # (Key Vault soft-delete overview).
+                vault = self.s["vaults"].pop(key)
+                self.s["deleted_vaults"][key] = vault
+                self.s["roles"] = [r for r in self.s["roles"] if r["scope"].lower() != vault["id"].lower()]
+            elif table == "topics":
+                del self.s["topics"][key]
+                for sub in [k for k in self.s["event_subscriptions"] if k.startswith(key + "/")]:
+                    del self.s["event_subscriptions"][sub]
+            else:
+                del self.s[table][key]
 
     def cmd_resource_create(self, p, argv):
         resource_id = p["resource_id"]
-        self.s["queues"][self._queue(resource_id)] = {"id": resource_id}
-        return {"id": resource_id}
+        body = json.loads(p["properties"])
+        parts = parse_id(resource_id)
+        if "queues" in parts:
+            key = self._queue_key(resource_id)
+            self.s["queues"][key] = {"id": resource_id, "metadata": body.get("metadata") or {}}
+            return {"id": resource_id}
+        if not p.get("is_full_object"):
+            raise AzError("fake az: the deploy creates monitoring resources with --is-full-object", 99)
+        if not p.get("api_version"):
+            raise AzError("fake az: pin --api-version for az resource create", 99)
+        self.need_group(parts.get("resourcegroups"))
+        kind = resource_type(resource_id)
+        validate = getattr(self, "validate_" + kind.split("/")[1].lower(), None)
+        if validate is None:
+            raise AzError(f"fake az: az resource create of {kind} is not faked", 99)
+        existing = self.s["arm"].get(resource_id.lower())
+        resource = {**body, "id": resource_id, "name": resource_id.rsplit("/", 1)[1], "type": kind,
+                    "tags": body.get("tags") or {}, "properties": dict(body.get("properties") or {})}
+        validate(resource, existing)
+        self.s["arm"][resource_id.lower()] = resource
+        return resource
 
+    def arm_exists(self, resource_id):
+        return resource_id.lower() in self.s["arm"]
+
+    def validate_workspaces(self, resource, existing):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{2,61}[A-Za-z0-9]", resource["name"]):
+            raise AzError("(InvalidParameter) Workspace name must be 4-63 letters, digits and hyphens.")
+        if not (resource["properties"].get("sku") or {}).get("name"):
+            raise AzError("(BadRequest) sku is required")
+        if not resource.get("location"):
+            raise AzError("(LocationRequired) location is required")
+        resource["properties"]["sku"]["name"] = resource["properties"]["sku"]["name"].lower()  # as Azure does
+        resource["properties"].setdefault("retentionInDays", 30)
+        resource["properties"]["customerId"] = (existing or {}).get("properties", {}).get("customerId") or self.next_id()
+
+    def validate_components(self, resource, existing):
+        props = resource["properties"]
+        if resource.get("kind") != "web" or props.get("Application_Type") != "web":
+            raise AzError("(BadRequest) kind and Application_Type are required")
+        workspace = props.get("WorkspaceResourceId")
+        if not workspace or not self.arm_exists(workspace):
+            raise AzError(f"(BadRequest) Workspace {workspace} not found")
+        old = (existing or {}).get("properties", {})
+        key = old.get("InstrumentationKey") or self.next_id().replace("0000-0000", "1111-1111")
+        props["InstrumentationKey"] = key
+        props["ConnectionString"] = (f"InstrumentationKey={key};IngestionEndpoint=https://westeurope-5.in."
+                                     "applicationinsights.azure.com/;ApplicationId=" + key)
+
+    def validate_actiongroups(self, resource, existing):
+        props = resource["properties"]
+        if (resource.get("location") or "").lower() != "global":
+            raise AzError("(BadRequest) An action group's location must be 'Global'")
+        if not 1 <= len(props.get("groupShortName") or "") <= 12:
+            raise AzError("(BadRequest) groupShortName must have 1 to 12 characters")
+        if "enabled" not in props:
+            raise AzError("(BadRequest) enabled is required")
+        for receiver in props.get("emailReceivers") or []:
+            if not receiver.get("name") or "@" not in (receiver.get("emailAddress") or ""):
+                raise AzError("(BadRequest) invalid email receiver")
+
+    def validate_scheduledqueryrules(self, resource, existing):
+        props = resource["properties"]
+        if not resource.get("location"):
+            raise AzError("(LocationRequired) location is required")
+        if resource.get("kind", "LogAlert") != "LogAlert" or props.get("severity") not in range(5):
+            raise AzError("(BadRequest) a LogAlert rule needs a severity from 0 to 4")
+        for scope in props.get("scopes") or [None]:
+            if not scope or not self.arm_exists(scope):
+                raise AzError(f"(BadRequest) scope {scope} not found")
+        frequency, window = props.get("evaluationFrequency"), props.get("windowSize")
+        if frequency not in ISO_DURATIONS or window not in ISO_DURATIONS or ISO_DURATIONS[window] < ISO_DURATIONS[frequency]:
+            raise AzError("(BadRequest) evaluationFrequency/windowSize invalid")
+        conditions = (props.get("criteria") or {}).get("allOf") or []
+        if not conditions or not all(c.get("query") and c.get("timeAggregation") and c.get("operator")
+                                     and "threshold" in c for c in conditions):
+            raise AzError("(BadRequest) criteria.allOf needs query, timeAggregation, operator and threshold")
+        for group in (props.get("actions") or {}).get("actionGroups") or []:
+            if not self.arm_exists(group):
+                raise AzError(f"(BadRequest) action group {group} not found")
+        if not isinstance(props.get("enabled"), bool):
+            raise AzError("(BadRequest) enabled is required")
+
+    # -- Key Vault ---------------------------------------------------------------------------------
     def cmd_keyvault_show(self, p, argv):
         vault = self.vault(p["vault_name"])
+        if p.get("resource_group_name") and vault["resourceGroup"].lower() != p["resource_group_name"].lower():
+            raise not_found(f"Vault '{p['vault_name']}'")
         return vault
 
     def cmd_keyvault_list_deleted(self, p, argv):
+        self.require("Microsoft.KeyVault/locations/deletedVaults/read", f"/subscriptions/{SUBSCRIPTION}")
         return [{"name": v["name"], "properties": {"vaultId": v["id"]}} for v in self.s["deleted_vaults"].values()]
 
     def cmd_keyvault_create(self, p, argv):
         name, rg = p["vault_name"], p["resource_group_name"]
         self.need_group(rg)
         if name.lower() in self.s["deleted_vaults"]:
-            raise AzError(f"(ConflictError) A vault with the same name already exists in deleted state.")
+            raise AzError("(ConflictError) A vault with the same name already exists in deleted state.")
         if name.lower() in self.s["vaults"]:
             raise AzError(f"(VaultAlreadyExists) The vault name '{name}' is already in use.")
         vault = {"id": f"{rg_id(rg)}/providers/Microsoft.KeyVault/vaults/{name}", "name": name,
@@ -285,10 +620,12 @@ class FakeAzure:
         self.need_group(p["resource_group_name"])
         vault = self.s["deleted_vaults"].pop(name.lower())
         vault["resourceGroup"] = p["resource_group_name"]
+        vault["id"] = f"{rg_id(p['resource_group_name'])}/providers/Microsoft.KeyVault/vaults/{vault['name']}"
         self.s["vaults"][name.lower()] = vault
         return vault
 
     def cmd_keyvault_purge(self, p, argv):
+        self.require("Microsoft.KeyVault/locations/deletedVaults/purge/action", f"/subscriptions/{SUBSCRIPTION}")
         if p["vault_name"].lower() not in self.s["deleted_vaults"]:
             raise not_found(f"Deleted vault '{p['vault_name']}'")
         del self.s["deleted_vaults"][p["vault_name"].lower()]
@@ -300,7 +637,7 @@ class FakeAzure:
         """Data-plane calls need a Key Vault role for the deployer (RBAC vault)."""
         vault = self.vault(vault_name)
         roles = {r["role"] for r in self.s["roles"]
-                 if r["principalId"] == DEPLOYER_ID and r["scope"].lower() == vault["id"].lower()}
+                 if r["principalId"] == self.login["oid"] and r["scope"].lower() == vault["id"].lower()}
         if "Key Vault Secrets Officer" not in roles:
             raise AzError(f"(Forbidden) Caller is not authorized to perform action on resource ({action}).")
         return vault
@@ -331,17 +668,27 @@ class FakeAzure:
         self.s["secrets"].setdefault(f"{name.lower()}/{p['name']}", []).append(value)
         return {"name": p["name"], "id": f"https://{name}.vault.azure.net/secrets/{p['name']}/v1"}
 
+    # -- App Service -------------------------------------------------------------------------------
     def cmd_functionapp_plan_list(self, p, argv):
         rg = p.get("resource_group_name")
-        return [plan for plan in self.s["plans"].values() if not rg or plan["resourceGroup"].lower() == rg.lower()]
+        return [self.plan_view(plan) for plan in self.s["plans"].values()
+                if not rg or plan["resourceGroup"].lower() == rg.lower()]
+
+    def add_plan(self, rg, name, sku, location, tags=None):
+        if not 1 <= len(name) <= 60:
+            raise AzError(f"(InvalidName) The plan name '{name}' must have 1 to 60 characters.")
+        plan = {"id": f"{rg_id(rg)}/providers/Microsoft.Web/serverfarms/{name}", "name": name,
+                "resourceGroup": rg, "sku": {"name": sku}, "reserved": True, "location": location,
+                "tags": tags or {}}
+        self.s["plans"][name] = plan
+        return plan
 
     def cmd_functionapp_plan_create(self, p, argv):
         rg, name = p["resource_group_name"], p["name"]
         self.need_group(rg)
-        plan = {"id": f"{rg_id(rg)}/providers/Microsoft.Web/serverfarms/{name}", "name": name,
-                "resourceGroup": rg, "sku": {"name": p["sku"]}, "reserved": bool(p.get("is_linux"))}
-        self.s["plans"][name] = plan
-        return plan
+        plan = self.add_plan(rg, name, p["sku"], p.get("location"), tags_dict(p.get("tags")))
+        plan["reserved"] = flag(p.get("is_linux"))
+        return self.plan_view(plan)
 
     def cmd_functionapp_show(self, p, argv):
         return self.app_view(self.app(p["name"], p["resource_group_name"]))
@@ -352,27 +699,49 @@ class FakeAzure:
         self.account(p["storage_account"])
         if name in self.s["apps"]:
             raise AzError(f"Website with given name {name} already exists.")
+        location = self.s["groups"][rg.lower()]["location"]
         if p.get("flexconsumption_location"):
             kind, host = "flex", f"{name}-c0ffee1234abcd.westeurope-01.azurewebsites.net"
+            plan = self.add_plan(rg, f"ASP-{rg.replace('-', '')[:20]}-{len(self.s['plans']):04x}", "FC1",
+                                 p["flexconsumption_location"])
         elif p.get("consumption_plan_location"):
             kind, host = "consumption", f"{name}.azurewebsites.net"
+            # Azure puts classic Consumption apps of a group and region on one shared dynamic plan.
+            plan_name = p["consumption_plan_location"].title().replace(" ", "") + "LinuxDynamicPlan"
+            plan = self.s["plans"].get(plan_name) or self.add_plan(rg, plan_name, "Y1", p["consumption_plan_location"])
         elif p.get("plan"):
             if p["plan"] not in self.s["plans"]:
                 raise not_found(f"App service plan '{p['plan']}'")
             kind, host = "premium", f"{name}.azurewebsites.net"
+            plan = self.s["plans"][p["plan"]]
         else:
             raise AzError("usage error: one of --plan, --consumption-plan-location, --flexconsumption-location")
+        settings = {"AzureWebJobsStorage": "DefaultEndpointsProtocol=https;AccountName=x;AccountKey=fakekey==",
+                    "FUNCTIONS_EXTENSION_VERSION": "~4"}
+        if not flag(p.get("disable_app_insights")):
+            # What the CLI does when told nothing: try to create a default workspace and component,
+            # and go without Application Insights when it cannot.
+            settings["APPLICATIONINSIGHTS_CONNECTION_STRING"] = "InstrumentationKey=auto-created-by-the-cli"
         app = {"id": f"{rg_id(rg)}/providers/Microsoft.Web/sites/{name}", "name": name, "resourceGroup": rg,
                "kind": kind, "defaultHostName": host, "tags": tags_dict(p.get("tags")), "identity": None,
-               "settings": {"AzureWebJobsStorage": "DefaultEndpointsProtocol=https;AccountName=x;AccountKey=fakekey==",
-                            "FUNCTIONS_EXTENSION_VERSION": "~4"},
-               "deployments": [], "key_polls": 0}
+               "httpsOnly": flag(p.get("https_only")), "serverFarmId": plan["id"], "location": location,
+               "settings": settings, "deployments": [], "key_polls": 0}
         self.s["apps"][name] = app
         return self.app_view(app)
 
+    def cmd_functionapp_update(self, p, argv):
+        app = self.app(p["name"], p["resource_group_name"])
+        for words in option_values(argv, "--set"):
+            for word in words:
+                key, _, value = word.partition("=")
+                if key != "httpsOnly":
+                    raise AzError(f"fake az: functionapp update --set {key} is not faked", 99)
+                app["httpsOnly"] = value.lower() == "true"
+        return self.app_view(app)
+
     def cmd_functionapp_restart(self, p, argv):
-        self.app(p["name"], p["resource_group_name"])["restarts"] = \
-            self.app(p["name"], p["resource_group_name"]).get("restarts", 0) + 1
+        app = self.app(p["name"], p["resource_group_name"])
+        app["restarts"] = app.get("restarts", 0) + 1
 
     def cmd_functionapp_identity_show(self, p, argv):
         return self.app(p["name"], p["resource_group_name"])["identity"]
@@ -384,7 +753,18 @@ class FakeAzure:
                                "tenantId": TENANT}
         return app["identity"]
 
+    # -- Role assignments --------------------------------------------------------------------------
     def cmd_role_assignment_list(self, p, argv):
+        """As azure-cli's list_role_assignments: --all lists the whole subscription (and refuses a
+        scope); otherwise only assignments exactly at the scope (the subscription when none is given)
+        unless --include-inherited."""
+        if p.get("show_all") and (p.get("scope") or p.get("resource_group_name")):
+            raise AzError("group or scope are not required when --all is used")
+        scope = None
+        if not p.get("show_all"):
+            scope = p.get("scope") or (rg_id(p["resource_group_name"]) if p.get("resource_group_name")
+                                       else f"/subscriptions/{SUBSCRIPTION}")
+        self.require("Microsoft.Authorization/roleAssignments/read", scope or f"/subscriptions/{SUBSCRIPTION}")
         principal = p.get("assignee_object_id") or p.get("assignee")
         result = []
         for assignment in self.s["roles"]:
@@ -392,7 +772,9 @@ class FakeAzure:
                 continue
             if p.get("role") and assignment["role"].lower() != p["role"].lower():
                 continue
-            if p.get("scope") and assignment["scope"].lower() != p["scope"].lower():
+            if scope and not p.get("include_inherited") and assignment["scope"].lower() != scope.lower():
+                continue
+            if scope and p.get("include_inherited") and not scope.lower().startswith(assignment["scope"].lower()):
                 continue
             result.append(assignment)
         return result
@@ -401,6 +783,7 @@ class FakeAzure:
         if not p.get("assignee_object_id") or not p.get("assignee_principal_type"):
             raise AzError("fake az: expected --assignee-object-id with --assignee-principal-type", 99)
         scope = p["scope"]
+        self.require("Microsoft.Authorization/roleAssignments/write", scope)
         self.check_scope_exists(scope)
         for assignment in self.s["roles"]:
             if (assignment["principalId"], assignment["role"].lower(), assignment["scope"].lower()) == (
@@ -433,6 +816,7 @@ class FakeAzure:
         if len(self.s["roles"]) == before:
             raise not_found("Role assignment")
 
+    # -- App settings, code, keys --------------------------------------------------------------------
     def cmd_functionapp_config_appsettings_list(self, p, argv):
         app = self.app(p["name"], p["resource_group_name"])
         return [{"name": k, "value": v, "slotSetting": False} for k, v in app["settings"].items()]
@@ -442,6 +826,12 @@ class FakeAzure:
         for setting in p.get("settings") or []:
             key, _, value = setting.partition("=")
             app["settings"][key] = value
+        return self.cmd_functionapp_config_appsettings_list(p, argv)
+
+    def cmd_functionapp_config_appsettings_delete(self, p, argv):
+        app = self.app(p["name"], p["resource_group_name"])
+        for name in p.get("setting_names") or []:
+            app["settings"].pop(name, None)
         return self.cmd_functionapp_config_appsettings_list(p, argv)
 
     def cmd_functionapp_deployment_source_config_zip(self, p, argv):
@@ -461,18 +851,21 @@ class FakeAzure:
         return None
 
     def cmd_tag_update(self, p, argv):
-        resource_id = p["resource_id"]
-        for app in self.s["apps"].values():
-            if app["id"].lower() == resource_id.lower():
-                app["tags"].update(tags_dict(p["tags"]))
-                return {"properties": {"tags": app["tags"]}}
-        raise not_found(f"Resource '{resource_id}'")
+        table, key = self.find(p["resource_id"])
+        if table not in ("apps", "plans"):
+            raise AzError(f"fake az: tag update is only faked for apps and plans, not {p['resource_id']}", 99)
+        item = self.s[table][key]
+        item.setdefault("tags", {}).update(tags_dict(p["tags"]))
+        return {"properties": {"tags": item["tags"]}}
 
     def cmd_functionapp_function_list(self, p, argv):
         app = self.app(p["name"], p["resource_group_name"])
         if not app["deployments"]:
             return []
         return [{"name": f"{app['name']}/{f}", "id": f"{app['id']}/functions/{f}"} for f in FUNCTIONS]
+
+    def blobs_key(self, app):
+        return app.get("blobs_key") or f"fake-blobs-key-{app['name']}"
 
     def cmd_functionapp_keys_list(self, p, argv):
         app = self.app(p["name"], p["resource_group_name"])
@@ -481,10 +874,11 @@ class FakeAzure:
             # The host needs a moment after a deploy: the first poll finds no extension keys yet.
             app["key_polls"] += 1
             if app["key_polls"] > 1 or len(app["deployments"]) > 1:
-                keys["systemKeys"] = {"blobs_extension": f"fake-blobs-key-{app['name']}",
+                keys["systemKeys"] = {"blobs_extension": self.blobs_key(app),
                                       "eventgrid_extension": f"fake-eventgrid-key-{app['name']}"}
         return keys
 
+    # -- Event Grid --------------------------------------------------------------------------------
     def cmd_eventgrid_system_topic_list(self, p, argv):
         rg = p.get("resource_group_name")
         return [t for t in self.s["topics"].values() if not rg or t["resourceGroup"].lower() == rg.lower()]
@@ -516,15 +910,22 @@ class FakeAzure:
         self.topic(p["system_topic_name"], p["resource_group_name"])
         return f"{p['system_topic_name']}/{p['event_subscription_name']}"
 
+    def subscription_view(self, sub, full_url):
+        view = json.loads(json.dumps(sub))
+        if view["destination"]["endpointType"] == "WebHook" and not full_url:
+            view["destination"]["endpointUrl"] = None
+        return view
+
     def cmd_eventgrid_system_topic_event_subscription_show(self, p, argv):
         sub = self.s["event_subscriptions"].get(self._sub_key(p))
         if not sub:
             raise not_found(f"Event subscription '{p['event_subscription_name']}'")
-        return sub
+        return self.subscription_view(sub, flag(p.get("include_full_endpoint_url")))
 
     def cmd_eventgrid_system_topic_event_subscription_list(self, p, argv):
         self.topic(p["system_topic_name"], p["resource_group_name"])
-        return [s for k, s in self.s["event_subscriptions"].items() if k.startswith(p["system_topic_name"] + "/")]
+        return [self.subscription_view(s, False) for k, s in self.s["event_subscriptions"].items()
+                if k.startswith(p["system_topic_name"] + "/")]
 
     def cmd_eventgrid_system_topic_event_subscription_delete(self, p, argv):
         key = self._sub_key(p)
@@ -533,16 +934,29 @@ class FakeAzure:
         del self.s["event_subscriptions"][key]
 
     def cmd_eventgrid_system_topic_event_subscription_create(self, p, argv):
+        """A PUT (the CLI's create_or_update): an existing subscription of that name is replaced."""
+        name = p["event_subscription_name"]
+        if not re.fullmatch(r"[A-Za-z0-9-]{3,64}", name):
+            raise AzError(f"(InvalidRequest) Event subscription name {name} must be 3-64 letters, digits or hyphens.")
         key = self._sub_key(p)
-        endpoint, endpoint_type = p["endpoint"], p.get("endpoint_type") or "webhook"
+        endpoint, endpoint_type = p["endpoint"], (p.get("endpoint_type") or "webhook").lower()
         self.validate_endpoint(endpoint, endpoint_type)
-        sub = {"name": p["event_subscription_name"], "topic": p["system_topic_name"],
-               "resourceGroup": p["resource_group_name"], "endpointType": endpoint_type, "endpoint": endpoint,
-               "includedEventTypes": p.get("included_event_types"),
-               "subjectBeginsWith": p.get("subject_begins_with"),
-               "eventDeliverySchema": p.get("event_delivery_schema")}
+        if endpoint_type == "webhook":
+            destination = {"endpointType": "WebHook", "endpointUrl": endpoint,
+                           "endpointBaseUrl": endpoint.split("?", 1)[0]}
+        else:
+            destination = {"endpointType": "AzureFunction", "resourceId": endpoint, "maxEventsPerBatch": 1}
+        filters = [{"key": words[0], "operatorType": words[1], "values": words[2:]}
+                   for words in option_values(argv, "--advanced-filter")]
+        schema = {"eventgridschema": "EventGridSchema", "cloudeventschemav1_0": "CloudEventSchemaV1_0"}
+        sub = {"name": name, "topic": p["system_topic_name"], "resourceGroup": p["resource_group_name"],
+               "destination": destination,
+               "filter": {"includedEventTypes": p.get("included_event_types"),
+                          "subjectBeginsWith": p.get("subject_begins_with") or "",
+                          "subjectEndsWith": "", "advancedFilters": filters},
+               "eventDeliverySchema": schema.get((p.get("event_delivery_schema") or "").lower(), "EventGridSchema")}
         self.s["event_subscriptions"][key] = sub
-        return sub
+        return self.subscription_view(sub, False)
 
     def validate_endpoint(self, endpoint, endpoint_type):
         """Event Grid validates a new subscription's endpoint: the code must be running."""
@@ -553,7 +967,7 @@ class FakeAzure:
             if not app or not app["deployments"]:
                 raise AzError(f"(Url validation) Webhook validation handshake failed for https://{url.hostname}")
             code = parse_qs(url.query).get("code", [""])[0]
-            if code != f"fake-blobs-key-{app['name']}":
+            if code != self.blobs_key(app):
                 raise AzError("(Url validation) Webhook validation handshake failed: HTTP 401")
         elif endpoint_type == "azurefunction":
             parts = parse_id(endpoint)
@@ -566,6 +980,8 @@ class FakeAzure:
 
 def format_output(result, query, output):
     if query:
+        import jmespath  # the CLI's own library: in the CLI venv (the tests' venv imports this module too)
+
         result = jmespath.search(query, result)
     if output == "none" or result is None:
         return ""

@@ -19,7 +19,12 @@ CONTRACT_SETTINGS = {
     "WALLIE_BATCH_SIZE", "TRAEDE_BASE_URL", "TRAEDE_ACCESS_TOKEN", "TRAEDE_APP_KEY", "TRAEDE_PAYLOAD_KEY",
     "TRAEDE_COLOR_ATTRIBUTE", "HTTP_TIMEOUT_SECONDS", "HTTP_MAX_RETRIES", "SYNC_CONCURRENCY", "SYNC_SCHEDULE",
     "BLOB_TRIGGER_SOURCE", "SYNC_SHARD_PRODUCTS", "SYNC_SHARD_QUEUE", "LOG_LEVEL",
+    # settings of the app's next version (product queue, state and run history containers)
+    "PRODUCT_SYNC_QUEUE", "PRODUCT_SYNC_DELAY_SECONDS", "SYNC_STATE_CONTAINER", "RUN_HISTORY_CONTAINER",
+    "RUN_HISTORY_DAYS", "APPLICATIONINSIGHTS_CONNECTION_STRING",
 }
+QUEUES = ["image-sync-products", "image-sync-products-poison", "image-sync-shards", "image-sync-shards-poison",
+          "webjobs-blobtrigger-poison"]
 
 
 @pytest.fixture
@@ -58,19 +63,65 @@ def test_first_run_creates_everything(flex):
     state = flex["state"]
     host_accounts = [name for name in state["accounts"] if name != "stproductimgtest"]
     assert "stproductimgtest" in state["accounts"] and len(host_accounts) == 1
-    queues = sorted(q.rsplit("/", 1)[1] for q in state["queues"])
-    assert queues == ["image-sync-products", "image-sync-products-poison", "image-sync-shards",
-                      "image-sync-shards-poison", "webjobs-blobtrigger-poison"]
-    assert [c.rsplit("/", 1)[1] for c in state["containers"]] == ["product-images"]
-    assert state["containers"][next(iter(state["containers"]))]["publicAccess"] == "off"
+    assert sorted(q.rsplit("/", 1)[1] for q in state["queues"]) == QUEUES
+    assert sorted(c.rsplit("/", 1)[1] for c in state["containers"]) == [
+        "image-sync-runs", "image-sync-state", "product-images"]
+    for container in state["containers"].values():
+        assert container["publicAccess"] == "off"
+    # everything on the images account is marked as the deploy's, for teardown
+    for item in [*state["containers"].values(), *state["queues"].values()]:
+        assert item["metadata"] == {"image_sync_app": "imgsync-test"}
 
 
-def test_function_app_is_flex_python_311(flex):
+def test_no_graph_and_no_secret_token_anywhere(flex):
+    """The deployer's object id comes from the ARM token's oid claim, not from Microsoft Graph, and
+    the token itself never reaches a command line or the output."""
+    from fake_az import DEPLOYER_ID, access_token
+
+    token = access_token(DEPLOYER_ID)
+    payload = token.split(".")[1]
+    for run in ("first_calls", "second_calls"):
+        assert not [c for c in flex[run] if command_of(c).startswith("ad ")]
+        assert [c for c in flex[run] if command_of(c) == "account get-access-token"]
+        for call in flex[run]:
+            assert payload not in " ".join(call["argv"])
+    for run in ("first", "second"):
+        assert payload not in flex[run].stdout + flex[run].stderr
+    officer = next(r for r in flex["state"]["roles"] if r["role"] == "Key Vault Secrets Officer")
+    assert (officer["principalId"], officer["principalType"]) == (DEPLOYER_ID, "User")
+
+
+def test_function_app_is_flex_python_311_https_only(flex):
     create = next(c for c in flex["first_calls"] if command_of(c) == "functionapp create")
     params = create["params"]
     assert params["flexconsumption_location"] == "westeurope"
     assert (params["runtime"], params["runtime_version"]) == ("python", "3.11")
     assert not params.get("consumption_plan_location") and not params.get("plan")
+    app = flex["state"]["apps"]["imgsync-test"]
+    assert app["httpsOnly"] is True
+    # the plan az creates for a Flex app is tagged, so a teardown that cannot drop the group finds it
+    plan = next(p for p in flex["state"]["plans"].values() if p["id"] == app["serverFarmId"])
+    assert plan["tags"] == {"image-sync-app": "imgsync-test"}
+
+
+def test_application_insights_is_explicit_and_workspace_based(flex):
+    state = flex["state"]
+    create = next(c for c in flex["first_calls"] if command_of(c) == "functionapp create")
+    assert create["params"]["disable_app_insights"] in (True, "true"), "no silent default workspace attempt"
+    arm = state["arm"]
+    workspaces = [r for r in arm.values() if r["type"] == "Microsoft.OperationalInsights/workspaces"]
+    components = [r for r in arm.values() if r["type"] == "Microsoft.Insights/components"]
+    assert len(workspaces) == 1 and len(components) == 1
+    component = components[0]
+    assert "/resourceGroups/rg-imgsync-test/" in component["id"] and "/resourceGroups/rg-imgsync-test/" in workspaces[0]["id"]
+    assert component["properties"]["WorkspaceResourceId"] == workspaces[0]["id"]
+    assert component["tags"] == {"image-sync-app": "imgsync-test"}
+    settings = state["apps"]["imgsync-test"]["settings"]
+    assert settings["APPLICATIONINSIGHTS_CONNECTION_STRING"] == component["properties"]["ConnectionString"]
+    # no alerts without ALERT_EMAIL / ALERT_ACTION_GROUP_ID, and the summary says so
+    assert not [r for r in arm.values() if r["type"] in ("Microsoft.Insights/actionGroups",
+                                                          "Microsoft.Insights/scheduledQueryRules")]
+    assert "ALERT_EMAIL" in flex["first"].stderr
 
 
 def test_order_identity_roles_settings_code_then_event_grid(flex):
@@ -149,6 +200,9 @@ def test_app_settings(flex):
         "500", "products", "Color")
     assert (settings["HTTP_TIMEOUT_SECONDS"], settings["HTTP_MAX_RETRIES"], settings["SYNC_CONCURRENCY"],
             settings["SYNC_SHARD_PRODUCTS"], settings["LOG_LEVEL"]) == ("30", "5", "4", "2000", "INFO")
+    assert (settings["PRODUCT_SYNC_QUEUE"], settings["PRODUCT_SYNC_DELAY_SECONDS"], settings["SYNC_STATE_CONTAINER"],
+            settings["RUN_HISTORY_CONTAINER"], settings["RUN_HISTORY_DAYS"]) == (
+        "image-sync-products", "10", "image-sync-state", "image-sync-runs", "30")
     assert "IMAGE_PATH_PATTERN" not in settings, "optional: the app's default layout applies"
 
 
@@ -160,14 +214,13 @@ def test_role_assignments_are_narrow(flex):
                   f"/providers/Microsoft.Storage/storageAccounts/stproductimgtest")
     vault_id = next(iter(state["vaults"].values()))["id"]
     roles = sorted((r["role"], r["scope"]) for r in state["roles"] if r["principalId"] == principal)
+    # Flex: the Event Grid-sourced blob trigger only reads the blob it is handed
     assert roles == sorted([
         ("Storage Blob Data Reader", f"{account_id}/blobServices/default/containers/product-images"),
+        ("Storage Blob Data Contributor", f"{account_id}/blobServices/default/containers/image-sync-state"),
+        ("Storage Blob Data Contributor", f"{account_id}/blobServices/default/containers/image-sync-runs"),
         ("Storage Blob Delegator", account_id),
-        ("Storage Queue Data Contributor", f"{account_id}/queueServices/default/queues/image-sync-products"),
-        ("Storage Queue Data Contributor", f"{account_id}/queueServices/default/queues/image-sync-products-poison"),
-        ("Storage Queue Data Contributor", f"{account_id}/queueServices/default/queues/image-sync-shards"),
-        ("Storage Queue Data Contributor", f"{account_id}/queueServices/default/queues/image-sync-shards-poison"),
-        ("Storage Queue Data Contributor", f"{account_id}/queueServices/default/queues/webjobs-blobtrigger-poison"),
+        *[("Storage Queue Data Contributor", f"{account_id}/queueServices/default/queues/{q}") for q in QUEUES],
         ("Key Vault Secrets User", vault_id),
     ])
     assert all(r["principalType"] == "ServicePrincipal" for r in state["roles"] if r["principalId"] == principal)
@@ -178,21 +231,26 @@ def test_event_grid_subscriptions(flex):
     app = state["apps"]["imgsync-test"]
     subs = {s["name"]: s for s in state["event_subscriptions"].values()}
     created = subs["imgsync-test-blob-created"]
-    url = urlparse(created["endpoint"])
+    url = urlparse(created["destination"]["endpointUrl"])
     # host name read from the app (the fake's Flex host name is not <app>.azurewebsites.net)
     assert url.scheme == "https" and url.hostname == app["defaultHostName"]
     assert url.path == "/runtime/webhooks/blobs"
     query = parse_qs(url.query)
     assert query["functionName"] == ["Host.Functions.image_uploaded"]
     assert query["code"] == ["fake-blobs-key-imgsync-test"]
-    assert created["endpointType"] == "webhook"
-    assert created["includedEventTypes"] == ["Microsoft.Storage.BlobCreated"]
+    assert created["destination"]["endpointType"] == "WebHook"
+    assert created["filter"]["includedEventTypes"] == ["Microsoft.Storage.BlobCreated"]
+    # only fully committed blobs: no event for ADLS CreateFile or an SFTP upload's empty first blob
+    assert created["filter"]["advancedFilters"] == [{
+        "key": "data.api", "operatorType": "StringIn",
+        "values": ["CopyBlob", "PutBlob", "PutBlockList", "FlushWithClose", "SftpCommit"]}]
     deleted = subs["imgsync-test-blob-deleted"]
-    assert deleted["endpointType"] == "azurefunction"
-    assert deleted["endpoint"] == f"{app['id']}/functions/image_deleted"
-    assert deleted["includedEventTypes"] == ["Microsoft.Storage.BlobDeleted"]
+    assert deleted["destination"]["endpointType"] == "AzureFunction"
+    assert deleted["destination"]["resourceId"] == f"{app['id']}/functions/image_deleted"
+    assert deleted["filter"]["includedEventTypes"] == ["Microsoft.Storage.BlobDeleted"]
     for sub in (created, deleted):
-        assert sub["subjectBeginsWith"] == "/blobServices/default/containers/product-images/"
+        assert sub["filter"]["subjectBeginsWith"] == "/blobServices/default/containers/product-images/"
+        assert sub["eventDeliverySchema"] == "EventGridSchema"
     topic = next(iter(state["topics"].values()))
     assert topic["source"].endswith("/storageAccounts/stproductimgtest")
     assert topic["topicType"].lower() == "microsoft.storage.storageaccounts"

@@ -33,11 +33,17 @@ def test_polling_plans(plan, make_fake_az, env_file, project_dir):
     assert set(subs) == {"imgsync-test-blob-deleted"}
     assert not any(command_of(c) == "functionapp keys list" for c in calls), "no blobs_extension key needed"
 
-    # The polling trigger also reads the account's $logs container: reader on the account.
+    # The polling trigger keeps receipts and leases in the images account and reads its $logs:
+    # Microsoft's blob trigger table asks for Storage Blob Data Owner (and Queue Data Contributor).
     principal = app["identity"]["principalId"]
-    reader = [r["scope"] for r in state["roles"] if r["principalId"] == principal
-              and r["role"] == "Storage Blob Data Reader"]
-    assert len(reader) == 1 and reader[0].endswith("/storageAccounts/stproductimgtest")
+    blob_roles = sorted((r["role"], r["scope"].split("/storageAccounts/")[1]) for r in state["roles"]
+                        if r["principalId"] == principal and r["role"].startswith("Storage Blob"))
+    assert blob_roles == [("Storage Blob Data Owner", "stproductimgtest"),
+                          ("Storage Blob Delegator", "stproductimgtest")]
+    queue_roles = [r["scope"].rsplit("/", 1)[1] for r in state["roles"] if r["principalId"] == principal
+                   and r["role"] == "Storage Queue Data Contributor"]
+    assert "webjobs-blobtrigger-poison" in queue_roles and len(queue_roles) == 5
+    assert app["httpsOnly"] is True
 
     if plan == "premium":  # the plan is one more thing a second run must find rather than create
         fake.clear_log()

@@ -93,12 +93,50 @@ def test_environment_wins_over_env_file_and_flags_win_over_both(make_fake_az, en
     assert create[create.index("--flexconsumption-location") + 1] == "northeurope"
 
 
-def test_example_env_file_lists_every_setting():
-    example = (DEPLOY_DIR / "deploy.env.example").read_text()
+def config_names():
+    """Every name deploy.env may set: lib.sh's CONFIG_VARS and deploy.sh's APP_SETTINGS."""
+    import re
+
     lib = (DEPLOY_DIR / "lib.sh").read_text()
     block = lib[lib.index("CONFIG_VARS=(") + len("CONFIG_VARS=("):]
     names = block[:block.index(")")].split()
+    deploy = (DEPLOY_DIR / "deploy.sh").read_text()
+    block = deploy[deploy.index("\nAPP_SETTINGS=(") + len("\nAPP_SETTINGS=("):]
+    names += re.findall(r'^\s*"([A-Z][A-Z0-9_]*)=', block[:block.index("\n)")], flags=re.M)
+    return names
+
+
+def test_example_env_file_lists_every_setting():
+    example = (DEPLOY_DIR / "deploy.env.example").read_text()
+    names = config_names()
+    assert {"PRODUCT_SYNC_QUEUE", "PRODUCT_SYNC_DELAY_SECONDS", "SYNC_STATE_CONTAINER", "RUN_HISTORY_CONTAINER",
+            "RUN_HISTORY_DAYS", "ALERT_EMAIL", "ALERT_ACTION_GROUP_ID", "SAS_TTL_HOURS"} <= set(names)
     for name in names:
         assert f"{name}=" in example, f"{name} is not documented in deploy.env.example"
     for secret in SECRETS:
         assert f"\n{secret}=" not in example, "secret values belong in the environment, not the example file"
+
+
+def test_the_readme_states_the_cli_floor_once_and_as_the_scripts_do():
+    import re
+
+    from deploy_harness import REPO, az_min_version
+
+    readme = (REPO / "README.md").read_text()
+    stated = re.findall(r"Azure CLI (\d+\.\d+(?:\.\d+)?) or newer", readme)
+    assert stated == [az_min_version()]
+
+
+@pytest.mark.parametrize("script", ["deploy.sh", "teardown.sh"])
+def test_every_flag_the_readme_gives_a_script_exists(script, make_fake_az):
+    import re
+
+    from deploy_harness import REPO
+
+    readme = (REPO / "README.md").read_text()
+    lines = [line for line in readme.splitlines() if f"deploy/{script}" in line]
+    flags = {flag for line in lines for flag in re.findall(r"(?<![\w-])(--[a-z][a-z-]+)", line.split("#")[0])}
+    assert flags, f"the README shows no {script} command"
+    usage = run_script(script, make_fake_az(), "--help", secrets=False).stdout
+    for flag in flags:
+        assert flag in usage, f"README gives deploy/{script} {flag}, which --help does not list"

@@ -51,7 +51,8 @@ def test_existing_account_in_other_resource_group(with_topic, make_fake_az, env_
     created_accounts = [c["params"]["account_name"] for c in calls if command_of(c) == "storage account create"]
     assert len(created_accounts) == 1 and ACCOUNT not in created_accounts, "only the host account is created"
     assert not any("network-rule" in command_of(c) or command_of(c) == "storage account update" for c in calls)
-    assert not any(command_of(c) == "storage container-rm create" for c in calls), "existing container reused"
+    created_containers = [c["params"]["container_name"] for c in calls if command_of(c) == "storage container-rm create"]
+    assert sorted(created_containers) == ["image-sync-runs", "image-sync-state"], "existing images container reused"
 
     state = fake.state()
     assert state["accounts"][ACCOUNT]["tags"] == {"owner": "customer"}
@@ -59,6 +60,7 @@ def test_existing_account_in_other_resource_group(with_topic, make_fake_az, env_
     assert settings["IMAGES_STORAGE__blobServiceUri"] == f"https://{ACCOUNT}.blob.core.windows.net"
     queues = sorted(q for q in state["queues"] if q.startswith(ACCOUNT_ID.lower()))
     assert len(queues) == 5
+    assert state["containers"][f"{ACCOUNT_ID.lower()}/product-images"]["publicAccess"] is None, "left as it was"
     topic_name = "customer-events" if with_topic else f"{ACCOUNT}-events"
     assert topic_name in state["topics"]
     assert state["topics"][topic_name]["resourceGroup"] == CUSTOMER_RG
@@ -66,7 +68,10 @@ def test_existing_account_in_other_resource_group(with_topic, make_fake_az, env_
     ours = {k for k in state["event_subscriptions"] if k.split("/")[1].startswith("imgsync-test-")}
     assert ours == {f"{topic_name}/imgsync-test-blob-created", f"{topic_name}/imgsync-test-blob-deleted"}
     principal = state["apps"]["imgsync-test"]["identity"]["principalId"]
-    assert len([r for r in state["roles"] if r["principalId"] == principal]) == 8
+    assert len([r for r in state["roles"] if r["principalId"] == principal]) == 10
+    # the preflight checked the rights on the customer's account before anything was created
+    permission_reads = [c["argv"][c["argv"].index("--url") + 1] for c in calls if command_of(c) == "rest"]
+    assert f"{ACCOUNT_ID}/providers/Microsoft.Authorization/permissions?api-version=2022-04-01" in permission_reads
 
     # --- teardown ------------------------------------------------------------------------------
     fake.clear_log()
@@ -82,7 +87,12 @@ def test_existing_account_in_other_resource_group(with_topic, make_fake_az, env_
     state = fake.state()
     assert ACCOUNT in state["accounts"] and CUSTOMER_RG in state["groups"], "the customer's account stays"
     assert "rg-imgsync-test" not in state["groups"]
-    assert state["containers"] and len([q for q in state["queues"] if q.startswith(ACCOUNT_ID.lower())]) == 5
+    # The images container and the shared blob-trigger poison queue stay; the app's own containers and
+    # queues, which the deploy created (metadata), go.
+    assert sorted(state["containers"]) == [f"{ACCOUNT_ID.lower()}/product-images"]
+    assert [q.rsplit("/", 1)[1] for q in state["queues"]] == ["webjobs-blobtrigger-poison"]
+    assert "Left in place:" in down.stderr and "container product-images" in down.stderr
+    assert "webjobs-blobtrigger-poison" in down.stderr.split("Left in place:")[1]
     assert [r["principalId"] for r in state["roles"]] == [OTHER_PRINCIPAL]
     assert not any(k.split("/")[1].startswith("imgsync-test-") for k in state["event_subscriptions"])
     if with_topic:

@@ -28,9 +28,15 @@ def test_one_new_secret_value_writes_one_new_version_and_nothing_else(deployed, 
     assert_ok(result)
     calls = fake.calls()
     assert not parse_failures(calls)
-    # ... and a restart, so the app reads the new version now rather than within 24 hours
-    assert [(command_of(c), c["params"]["name"]) for c in calls if is_mutating(c)] == [
-        ("keyvault secret set", "TRAEDE-APP-KEY"), ("functionapp restart", "imgsync-test")]
+    # ... and the documented refresh of the Key Vault references, so the app reads the new version now
+    # rather than within 24 hours
+    mutating = [c for c in calls if is_mutating(c)]
+    assert [command_of(c) for c in mutating] == ["keyvault secret set", "rest"]
+    assert mutating[0]["params"]["name"] == "TRAEDE-APP-KEY"
+    app = fake.state()["apps"]["imgsync-test"]
+    assert mutating[1]["params"]["url"] == (
+        f"{app['id']}/config/configreferences/appsettings/refresh?api-version=2022-03-01")
+    assert app["kv_refreshes"] == 1 and not app.get("restarts")
     vault = next(iter(fake.state()["vaults"]))
     assert fake.state()["secrets"][f"{vault}/TRAEDE-APP-KEY"] == [SECRETS["TRAEDE_APP_KEY"], "rotated-app-key-SECRET"]
     assert all("rotated-app-key-SECRET" not in " ".join(c["argv"]) for c in calls)
@@ -73,11 +79,13 @@ def test_teardown_deletes_the_group_and_a_later_deploy_recovers_the_vault(deploy
     assert state["groups"] == {} and state["apps"] == {} and state["accounts"] == {}
     assert len(state["deleted_vaults"]) == 1
 
-    # Nothing left: a second teardown is a no-op.
+    # Nothing left: a second teardown is a no-op, and with nothing to do it has no rights to check.
     fake.clear_log()
     again = run_script("teardown.sh", fake, "--env-file", env_file, "--yes", secrets=False)
     assert_ok(again)
     assert [c for c in fake.calls() if is_mutating(c)] == []
+    assert "rest" not in [command_of(c) for c in fake.calls()]
+    assert "nothing to delete" in again.stderr
 
     # Deploy again without secrets: the soft-deleted vault (and its secrets) comes back.
     fake.clear_log()

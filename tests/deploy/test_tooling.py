@@ -1,9 +1,9 @@
-"""shellcheck on every shell script of the repo; the CLI setup script is idempotent."""
+"""shellcheck on every shell script of the repo; the CLI setup script is idempotent (both CLIs)."""
 
 import os
 import subprocess
 
-from deploy_harness import DEPLOY_DIR, REPO, az_cli_venv
+from deploy_harness import DEPLOY_DIR, REPO, az_cli_venv, az_min_version
 
 
 def test_shellcheck_clean(shellcheck_bin):
@@ -20,3 +20,4 @@ def test_setup_script_skips_when_installed(cli_python):
                             text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "already in" in result.stdout
+    assert f"azure-cli {az_min_version()} (the oldest supported) already in" in result.stdout
