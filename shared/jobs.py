@@ -120,9 +120,10 @@ def conclude(report: SyncReport, logger: logging.Logger, *, park: Callable[[], s
         if park is None:
             raise SyncFailed(report, f"{len(failed)} deliveries failed; retrying cannot help until the "
                                      "configuration is fixed")
-        where = park()
-        logger.error("not retried: retrying cannot help until the configuration is fixed (see the 'stopped:' "
-                     "line); the work was put in %s for a later retry", where)
+        queue = park()
+        # Worded like the host's own line, so the poison-queue alert (deploy/monitoring.py) fires for it too.
+        logger.error("Not retried: retrying cannot help until the configuration is fixed (see the 'stopped:' "
+                     "line). Moving message to queue '%s'.", queue)
 
 
 def raise_if_retry_can_help(report: SyncReport) -> None:
@@ -153,7 +154,7 @@ def park_message(queue_setting: str, body: str, env=None) -> str:
     queue = {"PRODUCT_SYNC_QUEUE": parts.settings.product_sync_queue,
              "SYNC_SHARD_QUEUE": parts.settings.sync_shard_queue}[queue_setting] + "-poison"
     parts.park(queue, body)
-    return f"queue {queue}"
+    return queue
 
 
 def park_blob(blob_name: str, env=None) -> str:
@@ -162,7 +163,7 @@ def park_blob(blob_name: str, env=None) -> str:
     body = json.dumps({"Type": "BlobTrigger", "FunctionId": "Host.Functions.image_uploaded", "BlobType": "BlockBlob",
                        "ContainerName": parts.settings.storage.container, "BlobName": blob_name})
     parts.park(BLOB_POISON_QUEUE, body)
-    return f"queue {BLOB_POISON_QUEUE}"
+    return BLOB_POISON_QUEUE
 
 
 BLOB_POISON_QUEUE = "webjobs-blobtrigger-poison"

@@ -180,7 +180,7 @@ def test_a_trigger_refused_its_credentials_is_parked_not_retried_in_vain(contain
 
 
 def test_a_product_message_whose_credentials_are_refused_goes_to_the_poison_queue_at_once(
-        container, sync_env, traede, monkeypatch):
+        container, sync_env, traede, monkeypatch, caplog):
     import uuid
 
     from devtools.queue_host import QueueHost
@@ -195,10 +195,14 @@ def test_a_product_message_whose_credentials_are_refused_goes_to_the_poison_queu
     container.upload_blob("8210/BLK/front.png", png())
     image_uploaded(sdk_blob_client(container.container_name, "8210/BLK/front.png"))
     host = QueueHost.for_function("product_sync", queue, env["IMAGES_STORAGE"])
-    host.drain()
+    with caplog.at_level(logging.ERROR):
+        host.drain()
     assert host.stats()["failures"] == 0  # not retried in vain...
     assert [json.loads(m)["item"] for m in host.poisoned()] == ["8210"]  # ...but parked, naming the product
     assert traede.stats["sync_requests"] == 1
+    # ...and logged in the words of the host's own line, which the deploy's poison alert looks for
+    from deploy.monitoring import POISON_LOG_TEXT
+    assert any(f"{POISON_LOG_TEXT} '{queue}-poison'" in r.getMessage() for r in caplog.records)
 
 
 # -- 6. graceful stop ----------------------------------------------------------------------------------------
