@@ -154,7 +154,7 @@ def run_naive(parts, env: dict, sample_images: int, images: int, products: int) 
         wallie_s = time.perf_counter() - started
         started = time.perf_counter()
         for item, product_images in signed.items():
-            traede.sync_products([traede_product(item, product_images)])
+            traede.sync_products([traede_product(item, product_images).body])
         traede_s = time.perf_counter() - started
     finally:
         wallie.close()

@@ -1,13 +1,18 @@
 """The local demo (README command a): Azurite + partner sandboxes, sample images, a real full sync.
 
     python -m devtools.demo [--dry-run] [--keep-running]
+
+With ``--dry-run`` stdout carries only the JSON lines of the dry run (the narration goes to stderr). A
+SIGTERM or Ctrl-C stops Azurite and the sandboxes and removes Azurite's temporary folder.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
+import signal
 import sys
 import time
+from pathlib import Path
 
 from azure.storage.blob import BlobServiceClient
 
@@ -25,31 +30,39 @@ CREDENTIALS = {
 TYPE_NAMES = {0: "front", 1: "back", 2: "alternate", 3: "zoom", 4: "lifestyle", 5: "packaging", 99: "unknown"}
 
 
+REPO = Path(__file__).resolve().parent.parent
+CLI = REPO / ".venv" / "bin" / "image-sync"
+
+
 def run(dry_run: bool = False, keep_running: bool = False) -> int:
-    print("Starting Azurite and the local Wallie and TRAEDE sandboxes ...")
+    say = _narrator(sys.stderr if dry_run else sys.stdout)
+    say("Starting Azurite and the local Wallie and TRAEDE sandboxes ...")
     with Azurite() as azurite, \
             WallieSandbox(tenant="DEMO", username="wallie-user", password="wallie-pass") as wallie, \
             TraedeSandbox(access_token="traede-token", app_key="traede-app-key") as traede:
         service = BlobServiceClient.from_connection_string(azurite.connection_string)
         container = service.create_container(CONTAINER)
         uploaded = seed(container)
-        print(f"Seeded {len(uploaded)} sample images and {len(JUNK)} junk files into '{CONTAINER}'.\n")
+        say(f"Seeded {len(uploaded)} sample images and {len(JUNK)} junk files into '{CONTAINER}'.\n")
         env = {"IMAGES_STORAGE": azurite.connection_string, "IMAGES_CONTAINER": CONTAINER,
                "WALLIE_BASE_URL": wallie.url, "TRAEDE_BASE_URL": traede.url, **CREDENTIALS}
         if dry_run:
-            print("$ python -m shared sync --dry-run")
-            return cli_main(["sync", "--dry-run"], env=env)
+            say("$ image-sync sync --dry-run")
+            code = _stopped_or(cli_main(["sync", "--dry-run"], env=env))
+            if keep_running:
+                _wait_with_env(env, say)
+            return code
 
-        print("$ python -m shared sync")
-        code = cli_main(["sync"], env=env)
+        print("$ image-sync sync")
+        code = _stopped_or(cli_main(["sync"], env=env))
         _show_partners(wallie, traede, uploaded)
 
         print("\nA second run sends the same imageIds and existance keys:")
         before = traede.stats["images_new"]
-        second = cli_main(["sync"], env=env)
+        second = _stopped_or(cli_main(["sync"], env=env))
         print(f"TRAEDE downloaded {traede.stats['images_new'] - before} new images on the second run.")
         if keep_running:
-            _wait_with_env(env)
+            _wait_with_env(env, say)
         return code or second
 
 
@@ -73,12 +86,13 @@ def _show_partners(wallie: WallieSandbox, traede: TraedeSandbox, uploaded: dict[
     print(f"  TRAEDE downloaded {s['images_new']} new images, kept {s['images_kept']}, deleted {s['images_deleted']}.")
 
 
-def _wait_with_env(env: dict) -> None:
-    print("\nEverything keeps running. In another shell, with these settings exported, try "
-          "`python -m shared sync --dry-run`:")
+def _wait_with_env(env: dict, say) -> None:
+    say("\nEverything keeps running. In another shell, paste these lines (they run as printed):")
     for k, v in env.items():
-        print(f"  export {k}='{v}'")
-    print("Ctrl-C stops it.")
+        say(f"  export {k}='{v}'")
+    say(f"  {CLI} sync --dry-run")
+    say(f"  {CLI} doctor")
+    say("Ctrl-C (or SIGTERM) stops it.")
     try:
         while True:
             time.sleep(3600)
@@ -86,12 +100,37 @@ def _wait_with_env(env: dict) -> None:
         pass
 
 
+def _stopped_or(code: int) -> int:
+    """The CLI handles SIGTERM/SIGINT itself (it reports what it did not send); the demo then stops too."""
+    if code in (130, 143):
+        raise KeyboardInterrupt
+    return code
+
+
+def _narrator(stream):
+    def say(line: str = "") -> None:
+        print(line, file=stream, flush=True)
+    return say
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM ends the demo like Ctrl-C does: the with-blocks stop Azurite (and remove its temporary
+    folder) and the sandboxes instead of leaving them behind."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devtools.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--dry-run", action="store_true", help="print what would be sent, call no partner")
     parser.add_argument("--keep-running", action="store_true", help="leave Azurite and the sandboxes up")
     args = parser.parse_args(argv)
-    return run(dry_run=args.dry_run, keep_running=args.keep_running)
+    _stop_on_sigterm()
+    try:
+        return run(dry_run=args.dry_run, keep_running=args.keep_running)
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import posixpath
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping, Union
@@ -16,6 +18,7 @@ from urllib.parse import quote, unquote
 
 from .layout import PathLayout, parse_sort, parse_type, type_from_words
 
+log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp", ".avif"})
 # Fixed forever: changing it would give every image a new Wallie imageId.
 IMAGE_ID_NAMESPACE = uuid.UUID("6f2b9c1e-4c1a-5d7e-9a3b-2f1e0c8d7b6a")
@@ -55,6 +58,7 @@ class SignedImage:
 class SkippedBlob:
     blob_name: str
     reason: str
+    layout_miss: bool = False  # an image file whose path does not fit IMAGE_PATH_PATTERN
 
 
 CatalogEntry = Union[ImageRecord, SkippedBlob]
@@ -88,7 +92,7 @@ def describe_blob(layout: PathLayout, name: str, size: int | None, metadata: Map
         # Not guessed into a product: a per-product sync lists '<item>/' and would never see it there.
         problem = "starts with '/'" if name.startswith("/") else "has an empty folder name ('//')"
         return SkippedBlob(name, f"path does not fit IMAGE_PATH_PATTERN: the name {problem}; rename it to "
-                                 f"{'/'.join(p for p in name.split('/') if p)!r}")
+                                 f"{'/'.join(p for p in name.split('/') if p)!r}", layout_miss=True)
     if base.startswith("."):
         return SkippedBlob(name, "hidden file (name starts with '.')")
     if base.lower() == "thumbs.db":
@@ -108,9 +112,10 @@ def describe_blob(layout: PathLayout, name: str, size: int | None, metadata: Map
         if dots:
             return SkippedBlob(name, f"path does not fit IMAGE_PATH_PATTERN: the name has a {dots[0]!r} folder, "
                                      "which web clients drop before they download; rename it to "
-                                     f"{'/'.join(s for s in name.split('/') if s not in ('.', '..'))!r}")
+                                     f"{'/'.join(s for s in name.split('/') if s not in ('.', '..'))!r}",
+                               layout_miss=True)
         return SkippedBlob(name, f"path does not fit IMAGE_PATH_PATTERN {layout.pattern!r} "
-                                 "and the blob has no 'itemid' metadata")
+                                 "and the blob has no 'itemid' metadata", layout_miss=True)
     sep = layout.item_prefix_separator
     if meta_item and sep and (fields is None or fields.item_id != meta_item):
         # With a folder-per-product layout the blob and delete triggers list '<item>/' to build a product's
@@ -181,8 +186,13 @@ class Catalog:
         """
         fetch = self._fetch_page if _raw_listing_supported(self.container) else self._fetch_page_sdk
         ahead = _PageAhead(fetch, prefix, marker)
+        page = 0
         while True:
             blobs, next_marker = ahead.result()
+            page += 1
+            log.debug("listed page %d of %r%s: %d blobs in %.0f ms%s", page, self.container.container_name,
+                      f" (prefix {prefix!r})" if prefix else "", len(blobs), ahead.seconds * 1000,
+                      "" if next_marker else ", the last")
             if next_marker:
                 ahead = _PageAhead(fetch, prefix, next_marker)
             yield marker, blobs
@@ -277,15 +287,18 @@ class _PageAhead:
     def __init__(self, fetch: Any, prefix: str | None, marker: str | None):
         self._outcome: tuple | None = None
         self._error: BaseException | None = None
+        self.seconds = 0.0
         self._thread = threading.Thread(target=self._run, args=(fetch, prefix, marker), name="catalog-list",
                                         daemon=True)
         self._thread.start()
 
     def _run(self, fetch: Any, prefix: str | None, marker: str | None) -> None:
+        started = time.monotonic()
         try:
             self._outcome = fetch(prefix, marker)
         except BaseException as exc:  # handed to the consuming thread
             self._error = exc
+        self.seconds = time.monotonic() - started
 
     def result(self) -> tuple:
         self._thread.join()

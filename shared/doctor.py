@@ -1,4 +1,4 @@
-"""``python -m shared doctor``: is this installation able to sync? One line per check, worst first to fix.
+"""``image-sync doctor``: is this installation able to sync? One line per check, worst first to fix.
 
 Each check is a small function returning ``(status, message)``; it proves what it can from here and says
 so honestly where it cannot (partners download from the public internet, which this machine may not be).
@@ -21,14 +21,12 @@ from .layout import PathLayout
 from .redact import redact
 from .sas import SasSigner
 from .settings import HttpSettings, Settings
-from .storage import blob_service
+from .storage import QUICK, blob_service, storage_problem
 from .traede import TraedeClient
 from .wallie import WallieClient
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 SAMPLE_SCAN_LIMIT = 5000  # blobs looked at to find one image for the SAS round trip
-QUICK_STORAGE = {"retry_total": 1, "initial_backoff": 1, "increment_base": 2, "connection_timeout": 5,
-                 "read_timeout": 20}
 PUBLIC_NOTE = ("partners download from the public internet: if the storage account blocks public network "
                "access (firewall rules, private endpoint only), they cannot download either")
 
@@ -71,6 +69,32 @@ def check_storage(container: Any) -> Result:
     except AzureError as exc:
         return FAIL, _storage_problem(exc, container)
     return OK, f"container {container.container_name!r} exists and can be listed"
+
+
+def check_layout(catalog: Catalog) -> Result:
+    """How many image files of a sample fit IMAGE_PATH_PATTERN: a wrong layout skips them all."""
+    from azure.core.exceptions import AzureError
+
+    fit = missed = 0
+    example = None
+    try:
+        for entry in itertools.islice(catalog.scan(), SAMPLE_SCAN_LIMIT):
+            if isinstance(entry, ImageRecord):
+                fit += 1
+            elif entry.layout_miss:
+                missed += 1
+                example = example or entry.blob_name
+    except AzureError as exc:
+        return FAIL, _storage_problem(exc, catalog.container)
+    pattern = catalog.layout.pattern
+    if fit + missed == 0:
+        return WARN, f"no image file among the first {SAMPLE_SCAN_LIMIT} blobs to check IMAGE_PATH_PATTERN with"
+    summary = f"{fit} of {fit + missed} image files in a sample fit IMAGE_PATH_PATTERN {pattern!r}"
+    if fit == 0:
+        return FAIL, f"{summary}: none does (e.g. {example!r}); set IMAGE_PATH_PATTERN to match the blob names"
+    if missed > fit:
+        return WARN, f"{summary}: most do not (e.g. {example!r}); check IMAGE_PATH_PATTERN"
+    return OK, summary + (f" ({missed} do not, e.g. {example!r})" if missed else "")
 
 
 def check_sas(catalog: Catalog, signer: SasSigner) -> Result:
@@ -153,14 +177,16 @@ def run(env: Mapping[str, str] | None = None, *, credential: Any = None,
     record("settings", result)
     if settings is None:
         return results
-    service = blob_service(settings.storage, credential, **QUICK_STORAGE)
+    service = blob_service(settings.storage, credential, **QUICK)
     try:
         container = service.get_container_client(settings.storage.container)
         storage = record("storage", _guard(lambda: check_storage(container)))
         if storage.status == FAIL:
+            record("layout", (WARN, "not tried: the container cannot be read"))
             record("sas", (WARN, "not tried: the container cannot be read"))
         else:
             catalog = Catalog(container, PathLayout(settings.path_pattern), page_size=1000)
+            record("layout", _guard(lambda: check_layout(catalog)))
             signer = SasSigner(service, settings.storage.container, ttl=timedelta(hours=settings.sas_ttl_hours),
                                start_skew=timedelta(minutes=settings.sas_start_skew_minutes))
             record("sas", _guard(lambda: check_sas(catalog, signer)))
@@ -196,18 +222,7 @@ def _guard(check: Callable[[], Result]) -> Result:
 
 
 def _storage_problem(exc: Exception, container: Any) -> str:
-    from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundError, ServiceRequestError
-
-    code = getattr(exc, "error_code", None) or ""
-    where = container.url.split("?")[0]
-    if isinstance(exc, ResourceNotFoundError) or code == "ContainerNotFound":
-        return f"container {container.container_name!r} does not exist ({where}): create it or fix IMAGES_CONTAINER"
-    if isinstance(exc, ServiceRequestError):
-        return f"cannot reach the storage account ({where}): {_first_line(exc)}"
-    if isinstance(exc, ClientAuthenticationError) or getattr(exc, "status_code", None) == 403:
-        return (f"access refused ({code or 'HTTP 403'}) at {where}: a wrong account key, an identity without "
-                "'Storage Blob Data Reader', or a firewall that does not admit this machine")
-    return f"{type(exc).__name__}: {_first_line(exc)}"
+    return storage_problem(exc, container)[1]
 
 
 def _partner_problem(exc: ImageSyncError) -> str:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any
 
 from .catalog import Catalog
 from .coordination import StateContainer
@@ -23,7 +23,7 @@ class Components:
 
     def __init__(self, settings: Settings, *, credential: Any = None, require_partner: bool = True,
                  wallie: Target | None = None, traede: Target | None = None,
-                 progress: Callable | None = None, stop: StopSignal | None = None):
+                 stop: StopSignal | None = None):
         self.settings = settings
         self.stop = stop or StopSignal()  # one stop for the engine, its lanes and every HTTP wait
         storage = settings.storage
@@ -54,7 +54,7 @@ class Components:
             self.catalog, self.signer.url, wallie=wallie, traede=traede,
             concurrency=settings.sync_concurrency,
             color_attribute=settings.traede.color_attribute if settings.traede else "Color",
-            progress=progress, stop=self.stop,
+            stop=self.stop,
         )
         self.products = ProductQueue(
             self.engine, StateContainer(self.service, settings.sync_state_container),

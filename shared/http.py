@@ -17,6 +17,7 @@ Every call goes through ``PartnerHttp.post``:
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
 import socket
@@ -41,6 +42,7 @@ CONNECT_TIMEOUT_MAX = 10.0
 GUARD_MARGIN_SECONDS = 2.0
 
 _local = threading.local()
+log = logging.getLogger(__name__)
 
 
 class _Attempt:
@@ -177,7 +179,8 @@ class PartnerHttp:
                                                            "kept (storage unreachable?); it is retried later")
                     budget = min(budget, held)
                 try:
-                    return self._checked(self._attempt(url, body, send_headers, auth, budget), what, expect_json)
+                    return self._checked(self._logged_attempt(url, body, send_headers, auth, budget, what, attempt),
+                                         what, expect_json)
                 except _Retry as retry:
                     wait = self._wait(attempt, retry)
                     if attempt > self.http.max_retries or time.monotonic() + wait >= call_deadline:
@@ -191,6 +194,20 @@ class PartnerHttp:
                 self.retries += attempt - 1
 
     # -- one attempt --------------------------------------------------------------------------------
+
+    def _logged_attempt(self, url: str, body: bytes, headers: dict, auth: Any, budget: float, what: str,
+                        attempt: int) -> requests.Response:
+        """``_attempt``, with one DEBUG line per attempt: partner, request, outcome, milliseconds."""
+        sent = time.monotonic()
+        try:
+            response = self._attempt(url, body, headers, auth, budget)
+        except (_Retry, PartnerError) as exc:
+            why = exc.why if isinstance(exc, _Retry) else exc.message
+            log.debug("%s: %s: %s after %.0f ms (attempt %d)", self.partner, what, why, _ms(sent), attempt)
+            raise
+        log.debug("%s: %s: HTTP %d in %.0f ms (attempt %d)", self.partner, what, response.status_code, _ms(sent),
+                  attempt)
+        return response
 
     def _attempt(self, url: str, body: bytes, headers: dict, auth: Any, budget: float) -> requests.Response:
         if self.stop.is_set():
@@ -279,6 +296,10 @@ class PartnerHttp:
 
     def close(self) -> None:
         self.session.close()
+
+
+def _ms(since: float) -> float:
+    return (time.monotonic() - since) * 1000
 
 
 def _is_json(content: bytes) -> bool:

@@ -19,9 +19,11 @@ from .stopping import Stopper
 
 if TYPE_CHECKING:  # the parts pull in requests and the storage SDK: imported on first use, not at cold start
     from .factory import Components
+    from .progress import Progress
     from .shards import FanOut
 
 log = logging.getLogger(__name__)
+PROGRESS_SECONDS = 10.0
 _lock = threading.Lock()
 _cached: "tuple[Settings, Components] | None" = None
 
@@ -73,10 +75,10 @@ def deleted_blob(subject: str, env=None) -> SyncReport | None:
 def full_sync(env=None) -> SyncReport:
     """Everything in this process, behind a full-sync fence (see ``coordination``)."""
     parts = components(env)
-    with parts.products.full_sync_unit("full sync") as unit:
-        report = parts.engine.full_sync(withhold=unit.withhold, track=unit.pending)
-        unit.settle(report)
-    return report
+    report = _started(parts, "full sync")
+    with _progress(report):
+        return parts.products.fenced("full sync", lambda withhold, track: parts.engine.full_sync(
+            withhold=withhold, track=track, report=report))
 
 
 def product_message(message: str, env=None) -> SyncReport:
@@ -89,14 +91,33 @@ def nightly(env=None) -> "SyncReport | FanOut":
     products, shards enqueued for ``sync_shard`` (returns a ``shards.FanOut`` then)."""
     from . import shards  # imported on first use: keeps the app's cold start lean
 
-    return shards.nightly(components(env))
+    parts = components(env)
+    report = _started(parts, "nightly sync")
+    with _progress(report):
+        return shards.nightly(parts, report)
 
 
 def sync_shard(message: str, env=None) -> SyncReport:
     """One queue message of the nightly fan-out."""
     from . import shards
 
-    return shards.run_shard(components(env), message)
+    parts = components(env)
+    report = _started(parts, "nightly shard")
+    with _progress(report):
+        return shards.run_shard(parts, message, report)
+
+
+def _started(parts: "Components", what: str) -> SyncReport:
+    """The start line of a long run, and its report (which names the container and partners)."""
+    log.info("%s started: %s", what, parts.settings.describe())
+    return SyncReport(context={"container": parts.settings.storage.container,
+                               "partners": parts.settings.partner_urls()})
+
+
+def _progress(report: SyncReport) -> "Progress":
+    from .progress import Progress
+
+    return Progress(report, lambda line: log.info("%s", line), every=PROGRESS_SECONDS)
 
 
 def log_report(report: SyncReport, logger: logging.Logger = log) -> None:

@@ -14,6 +14,7 @@ depend on it.
 """
 from __future__ import annotations
 
+import logging
 import pickle
 import struct
 import tempfile
@@ -25,6 +26,7 @@ from typing import Any, Callable
 from .errors import PartnerError, RejectedError, StopPartnerError, TooLargeError, TransientError
 from .report import Problem, SyncReport, not_sent_reason
 
+log = logging.getLogger(__name__)
 BREAKER_FAILURES = 3  # calls in a row that failed after all their retries: the partner looks down
 _LENGTH = struct.Struct("<I")
 
@@ -36,6 +38,7 @@ class Unit:
     payload: dict
     item_id: str
     blob_name: str | None
+    records: tuple = ()  # a product set's images, in the payload's order (for the report's ledger)
 
 
 class _SpillQueue:
@@ -99,14 +102,13 @@ class _SpillQueue:
 class Lane:
     def __init__(self, target: Any, report: SyncReport, *, workers: int, stop: threading.Event,
                  guard: Callable[[], float] | None = None, track_items: bool = False,
-                 on_delivered: Callable[[SyncReport], None] | None = None, memory_batches: int | None = None):
+                 memory_batches: int | None = None):
         self.target = target
         self.name: str = target.name
         self.report = report
         self.stop = stop
         self.guard = guard
         self.track_items = track_items
-        self.on_delivered = on_delivered
         self.queue = _SpillQueue(memory_batches if memory_batches is not None else 2 * workers)
         self._lock = threading.Lock()
         self._stopped: str | None = None  # why this partner gets nothing more in this run
@@ -143,13 +145,17 @@ class Lane:
 
     def _work(self) -> None:
         while (batch := self.queue.take()) is not None:
-            if self._stopped:
-                self._fail(batch, not_sent_reason(self._stopped), retryable=self._stopped_retryable)
-            elif self.stop.is_set():
-                reason = getattr(self.stop, "reason", None) or "a stop request"
-                self._fail(batch, f"not sent: the run was stopped ({reason}) before it was sent")
-            else:
-                self._deliver(batch)
+            try:
+                if self._stopped:
+                    self._fail(batch, not_sent_reason(self._stopped), retryable=self._stopped_retryable)
+                elif self.stop.is_set():
+                    reason = getattr(self.stop, "reason", None) or "a stop request"
+                    self._fail(batch, f"not sent: the run was stopped ({reason}) before it was sent")
+                else:
+                    self._deliver(batch)
+            except Exception as exc:  # noqa: BLE001 - a bug or a broken output must not lose the batch silently
+                log.exception("%s lane: unexpected error", self.name)
+                self._fail(batch, f"failed: unexpected error in the {self.name} lane: {type(exc).__name__}: {exc}")
 
     def _deliver(self, units: list[Unit]) -> None:
         """Send a batch; on a rejection (or 413) split it until the offending records stand alone."""
@@ -166,6 +172,7 @@ class Lane:
                 reason = f"too large for {self.name} even on its own: {reason}"
             for u in units:
                 self.report.add_rejected(Problem(self.name, u.item_id, u.blob_name, reason, exc.status_code))
+            self._record(units, "rejected", reason)
             return
         except StopPartnerError as exc:
             # Retrying with the same credentials or address cannot help: stop, with one reason for all.
@@ -185,8 +192,7 @@ class Lane:
         with self._lock:
             self._failed_calls = 0
         self.report.add_delivered(self.name, len(units), items=[u.item_id for u in units] if self.track_items else ())
-        if self.on_delivered:
-            self.on_delivered(self.report)
+        self._record(units, "delivered")
 
     def _stop(self, why: str, *, retryable: bool) -> None:
         """Send nothing more to this partner in this run; every unit left gets one reason."""
@@ -199,6 +205,13 @@ class Lane:
     def _fail(self, units: list[Unit], reason: str, status: int | None = None, *, retryable: bool = True) -> None:
         for u in units:
             self.report.add_failed(Problem(self.name, u.item_id, u.blob_name, reason, status, retryable))
+        self._record(units, "not sent" if reason.startswith("not sent") else "failed", reason)
+
+    def _record(self, units: list[Unit], outcome: str, reason: str | None = None) -> None:
+        ledger = self.report.ledger
+        if ledger is not None:
+            for u in units:
+                ledger.record(self.name, u, outcome, reason)
 
 
 def units_payloads(units: list[Unit]) -> list[dict]:

@@ -61,6 +61,11 @@ class PathLayout:
 
     @staticmethod
     def _compile(pattern: str) -> re.Pattern[str]:
+        stray = _TOKEN.sub("", pattern)
+        if "{" in stray or "}" in stray:
+            brace = "an unclosed '{'" if "{" in stray else "a '}' without its '{'"
+            raise ConfigError(f"IMAGE_PATH_PATTERN={pattern!r} is invalid: it has {brace}; expected placeholders "
+                              "written {like_this}, e.g. {item_id}/{color_id}/{name}")
         if "{item_id}" not in pattern:
             raise ConfigError(f"IMAGE_PATH_PATTERN={pattern!r} is invalid: every pattern needs {{item_id}}")
         parts, pos, seen = [], 0, set()

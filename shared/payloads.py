@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import posixpath
 from collections import Counter
+from dataclasses import dataclass
 from typing import Iterable
 
 from .catalog import ImageRecord, SignedImage
@@ -38,7 +39,15 @@ def default_alt(image: ImageRecord) -> str:
     return f"{image.item_id}{colour}, {kind}"
 
 
-def traede_product(item_id: str, images: Iterable[SignedImage], *, color_attribute: str = "Color") -> dict:
+@dataclass(frozen=True, slots=True)
+class TraedeProduct:
+    """A product's body for TRAEDE and its images in the body's order (the report names each one)."""
+
+    body: dict
+    records: tuple[ImageRecord, ...]
+
+
+def traede_product(item_id: str, images: Iterable[SignedImage], *, color_attribute: str = "Color") -> TraedeProduct:
     """One product for TRAEDE's ``POST /products/images/sync``: ALL its images, numbered 1..n.
 
     The stable ``existance_key`` lets TRAEDE skip images it already has although the SAS URL changes.
@@ -58,7 +67,7 @@ def traede_product(item_id: str, images: Iterable[SignedImage], *, color_attribu
         if image.color_id:
             entry["attach_to_variants_matching_attribute_code"] = {color_attribute: image.color_id}
         out.append(entry)
-    return {"item_number": item_id, "images": out}
+    return TraedeProduct({"item_number": item_id, "images": out}, tuple(s.record for s in ordered))
 
 
 def _unique_filenames(images: list[ImageRecord]) -> dict[str, str]:

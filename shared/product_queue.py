@@ -155,14 +155,16 @@ class ProductQueue:
 
     # -- the operator -------------------------------------------------------------------------------
 
-    def sync_now(self, items: Iterable[str], *, on_wait: Callable[[str], None] | None = None) -> SyncReport:
+    def sync_now(self, items: Iterable[str], *, empty_sets: bool = False,
+                 on_wait: Callable[[str], None] | None = None, report: SyncReport | None = None) -> SyncReport:
         """``sync --item``: these products now, whether pending or not, waiting for a sender or a full sync
-        that has them."""
-        report = SyncReport(mode="items")
+        that has them. A product without any image is sent as an empty set only with ``empty_sets``."""
+        report = report or SyncReport()
+        report.mode = "items"
         wanted = list(dict.fromkeys(items))
         for start in range(0, len(wanted), PRODUCTS_PER_SEND):
             report.merge(self._send(wanted[start:start + PRODUCTS_PER_SEND], wait=True, force=True,
-                                    wallie=True, on_wait=on_wait))
+                                    wallie=True, empty_sets=empty_sets, on_wait=on_wait, ledger=report.ledger))
         return report.finish()
 
     def flush(self, *, on_wait: Callable[[str], None] | None = None) -> SyncReport:
@@ -180,9 +182,10 @@ class ProductQueue:
     # -- the send -----------------------------------------------------------------------------------
 
     def _send(self, items: list[str], *, wait: bool, force: bool = False, wallie: bool = False,
-              on_wait: Callable[[str], None] | None = None) -> SyncReport:
+              empty_sets: bool = True, on_wait: Callable[[str], None] | None = None,
+              ledger: Any = None) -> SyncReport:
         """Lock, (claim more,) check fences, note marks, list, send, settle marks, unlock."""
-        report = SyncReport(mode="product")
+        report = SyncReport(mode="product", ledger=ledger)
         if not force:
             items = [i for i in items if self.marks.etag(i) is not None]
             if not items:
@@ -220,7 +223,8 @@ class ProductQueue:
                 report.notes.append("already sent: no product of this message is pending any more")
                 return report.finish()
             sent = self.engine.send_products(batch, guard=lambda: min(self.locks.remaining(i) for i in batch),
-                                             wallie=wallie, mode=report.mode)
+                                             wallie=wallie, mode=report.mode, empty_sets=empty_sets,
+                                             ledger=ledger)
             report.merge(sent)
             for item in batch:
                 etag = etags[item]
@@ -263,6 +267,17 @@ class ProductQueue:
     def full_sync_unit(self, what: str, *, run: str | None = None, wait_seconds: float = 300,
                        on_wait: Callable[[str], None] | None = None) -> "FullSyncUnit":
         return FullSyncUnit(self, what, run or uuid.uuid4().hex, wait_seconds, on_wait)
+
+    def fenced(self, what: str, sync: Callable[[frozenset[str], Iterable[str]], SyncReport], *,
+               run: str | None = None, wait_seconds: float = 300,
+               on_wait: Callable[[str], None] | None = None) -> SyncReport:
+        """A full sync (or a shard of one) behind its fence: ``sync(withhold, track)`` runs once the fence
+        is up, leaving out the products whose lock is held; then the pending products it delivered are
+        settled."""
+        with self.full_sync_unit(what, run=run, wait_seconds=wait_seconds, on_wait=on_wait) as unit:
+            report = sync(unit.withhold, unit.pending)
+            unit.settle(report)
+        return report
 
 
 class FullSyncUnit:

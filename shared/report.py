@@ -18,6 +18,10 @@ from .redact import redact
 STORAGE = "storage"  # not a partner: where listing failures are reported
 
 
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 @dataclass(frozen=True, slots=True)
 class Problem:
     """A record a partner rejected, one that could not be delivered, or one left to another sender."""
@@ -70,7 +74,14 @@ class SyncReport:
     track: set[str] = field(default_factory=set)         # products whose delivery is recorded...
     delivered_items: set[str] = field(default_factory=set)  # ...here, when their product set arrived
     interrupted: str | None = None                       # the signal that stopped the run, if any
-    started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    layout: str = ""                                     # IMAGE_PATH_PATTERN of the run
+    layout_misses: int = 0                               # image files whose path does not fit it...
+    layout_example: str | None = None                    # ...and the first of them
+    listing_done: bool = False                           # totals are known once the listing ended
+    context: dict[str, Any] = field(default_factory=dict)  # container, partner base URLs (no secrets)
+    ledger: Any = field(default=None, repr=False, compare=False)  # ledger.Ledger: what each partner got
+    started_at: str = field(default_factory=_now)
+    ended_at: str | None = None
     started: float = field(default_factory=time.monotonic)
     seconds: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -106,6 +117,9 @@ class SyncReport:
     def add_skipped(self, entry: SkippedBlob) -> None:
         with self._lock:
             self.skipped.append(entry)
+            if entry.layout_miss:
+                self.layout_misses += 1
+                self.layout_example = self.layout_example or entry.blob_name
 
     def add_traffic(self, partner: str, requests: int, retries: int) -> None:
         with self._lock:
@@ -158,8 +172,25 @@ class SyncReport:
         return sum(t.retries for t in self.tallies.values())
 
     @property
+    def nothing_fits(self) -> bool:
+        """Image files exist, but not one fits IMAGE_PATH_PATTERN: the layout setting is wrong."""
+        return self.images == 0 and self.layout_misses > 0
+
+    @property
     def ok(self) -> bool:
-        return not self.rejected and not self.failed
+        return not self.rejected and not self.failed and not self.nothing_fits
+
+    def layout_line(self) -> str | None:
+        """One line when the layout looks wrong: an error when no image fits, a warning when most don't."""
+        example = f"e.g. {self.layout_example!r}"
+        if self.nothing_fits:
+            return (f"configuration error: no image file fits IMAGE_PATH_PATTERN {self.layout!r}: "
+                    f"{self.layout_misses} image files were skipped, {example}; set IMAGE_PATH_PATTERN to "
+                    "describe where the item id (and colour) are in the blob names")
+        if self.layout_misses > self.images:
+            return (f"warning: {self.layout_misses} of {self.layout_misses + self.images} image files do not fit "
+                    f"IMAGE_PATH_PATTERN {self.layout!r} ({example}): check the layout")
+        return None
 
     def outcome(self, partner: str, item_id: str) -> str:
         """What became of a tracked product at ``partner``: failed, rejected, deferred, delivered, or
@@ -196,6 +227,9 @@ class SyncReport:
             self.images += other.images
             self.products += other.products
             self.skipped.extend(other.skipped)
+            self.layout_misses += other.layout_misses
+            self.layout_example = self.layout_example or other.layout_example
+            self.layout = self.layout or other.layout
             self.storage_failures.extend(other.storage_failures)
             self.queued.extend(other.queued)
             self.notes.extend(other.notes)
@@ -214,6 +248,7 @@ class SyncReport:
 
     def finish(self) -> "SyncReport":
         self.seconds = round(time.monotonic() - self.started, 3)
+        self.ended_at = _now()
         return self
 
     # -- telling ------------------------------------------------------------------------------------
@@ -272,12 +307,16 @@ class SyncReport:
                 count = sum(1 for p in t.failed if p.reason == not_sent_reason(t.stopped))
                 lines.append(f"stopped: {t.name}: {t.stopped}; {count} {t.unit} not sent "
                              "(each is named in the --report file)")
+        layout = self.layout_line()
+        if layout:
+            lines.append(layout)
         return lines
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "mode": self.mode, "dry_run": self.dry_run, "ok": self.ok, "started_at": self.started_at,
-            "interrupted": self.interrupted,
+            "ended_at": self.ended_at, **self.context, "layout": self.layout, "interrupted": self.interrupted,
+            "layout_misses": self.layout_misses,
             "images": self.images, "products": self.products,
             "delivered": self.delivered, "requests": self.requests, "retries": self.retries,
             "seconds": self.seconds,

@@ -79,6 +79,17 @@ class Settings:
     sync_state_container: str = DEFAULT_STATE_CONTAINER
     log_level: str = "INFO"
 
+    def partner_urls(self) -> dict[str, str]:
+        """Each configured partner's base URL (no secret in it), by the partner's name."""
+        return {name: s.base_url for name, s in (("wallie", self.wallie), ("traede", self.traede)) if s}
+
+    def describe(self) -> str:
+        """What a run works on, for its start line: never a secret."""
+        where = self.storage.account_url or _endpoint_of(self.storage.connection_string or "")
+        partners = ", ".join(f"{name} at {url}" for name, url in self.partner_urls().items()) or "none"
+        return (f"container {self.storage.container!r} at {where}, partners: {partners}, "
+                f"layout {self.path_pattern!r}")
+
     def secrets(self) -> list[str]:
         """Values that must never reach a log."""
         values = [self.wallie and self.wallie.password, self.traede and self.traede.access_token,
@@ -91,7 +102,7 @@ class Settings:
         r = _Reader(os.environ if env is None else env)
         return cls(
             storage=_storage(r),
-            path_pattern=r.text("IMAGE_PATH_PATTERN", DEFAULT_PATH_PATTERN),
+            path_pattern=_layout(r.text("IMAGE_PATH_PATTERN", DEFAULT_PATH_PATTERN)),
             sas_ttl_hours=r.number("SAS_TTL_HOURS", 48, low=0.1, high=MAX_SAS_TTL_HOURS,
                                    why="hours a partner has to download an image; at most 168 (7 days)"),
             sas_start_skew_minutes=r.number("SAS_START_SKEW_MINUTES", 15, low=0, high=60,
@@ -116,6 +127,23 @@ class Settings:
                                                  r.text("SYNC_STATE_CONTAINER", DEFAULT_STATE_CONTAINER)),
             log_level=r.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
         )
+
+
+def _endpoint_of(connection_string: str) -> str:
+    """The blob endpoint named by a connection string, without its key."""
+    parts = dict(p.split("=", 1) for p in connection_string.split(";") if "=" in p)
+    if parts.get("UseDevelopmentStorage", "").lower() == "true":
+        return "the local storage emulator"
+    if "BlobEndpoint" in parts:
+        return parts["BlobEndpoint"].split("?")[0]
+    return f"account {parts.get('AccountName', '?')}"
+
+
+def _layout(pattern: str) -> str:
+    from .layout import PathLayout
+
+    PathLayout(pattern)  # raises ConfigError naming IMAGE_PATH_PATTERN and what is wrong with it
+    return pattern
 
 
 def _container_name(setting: str, name: str) -> str:

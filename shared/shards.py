@@ -141,8 +141,9 @@ def shard_entries(catalog: Catalog, shard: Shard) -> Iterator[CatalogEntry]:
             yield catalog.describe(blob)
 
 
-def nightly(parts: Any) -> SyncReport | FanOut:
-    """The timer's work: plan shards and enqueue them, or sync everything here when sharding does not apply.
+def nightly(parts: Any, report: SyncReport | None = None) -> SyncReport | FanOut:
+    """The timer's work: plan shards and enqueue them, or sync everything here when sharding does not apply
+    (into ``report``, if given).
 
     Planning only lists names; each shard (or the single full sync) raises its own fence while it sends.
     """
@@ -151,10 +152,8 @@ def nightly(parts: Any) -> SyncReport | FanOut:
     run = f"nightly-{uuid.uuid4().hex[:12]}"
     planned = plan(parts.catalog, settings.sync_shard_products, settings.storage.container, run)
     if planned is None:
-        with parts.products.full_sync_unit("nightly sync", run=run) as unit:
-            report = parts.engine.full_sync(withhold=unit.withhold, track=unit.pending)
-            unit.settle(report)
-        return report
+        return parts.products.fenced("nightly sync", lambda withhold, track: parts.engine.full_sync(
+            withhold=withhold, track=track, report=report), run=run)
     shards, groups, listed = planned
     queue = queue_client(settings.storage, settings.sync_shard_queue, parts.credential,
                          needed_for="needed to fan the nightly sync out because the catalog has more than "
@@ -170,15 +169,13 @@ def nightly(parts: Any) -> SyncReport | FanOut:
                   seconds=round(time.monotonic() - started, 3))
 
 
-def run_shard(parts: Any, message: str) -> SyncReport:
+def run_shard(parts: Any, message: str, report: SyncReport | None = None) -> SyncReport:
     """One shard: its products' images to Wallie, each of its products' full set to TRAEDE."""
     shard = Shard.from_json(message)
     if shard.container != parts.settings.storage.container:
         raise ConfigError(f"shard message is for container {shard.container!r}, but IMAGES_CONTAINER is "
                           f"{parts.settings.storage.container!r}")
     what = f"shard {shard.index + 1}/{shard.count}"
-    with parts.products.full_sync_unit(f"nightly {what}", run=shard.run or f"shard-{uuid.uuid4().hex}") as unit:
-        report = parts.engine.sync_entries(shard_entries(parts.catalog, shard), mode=what, withhold=unit.withhold,
-                                           track=unit.pending)
-        unit.settle(report)
-    return report
+    return parts.products.fenced(f"nightly {what}", lambda withhold, track: parts.engine.sync_entries(
+        shard_entries(parts.catalog, shard), mode=what, withhold=withhold, track=track, report=report),
+        run=shard.run or f"shard-{uuid.uuid4().hex}")

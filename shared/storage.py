@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, ImageSyncError
 from .settings import StorageSettings
 
 # The SDK's defaults wait 15 s, 18 s and 24 s between retries and 20 s for a connection: a storage outage
@@ -73,3 +73,52 @@ def ensure_queue(client: Any) -> None:
         client.create_queue()
     except ResourceExistsError:
         pass
+
+
+# Settings for a check that must answer within seconds (doctor, the CLI's preflight): one retry, short
+# connection timeout, so storage that cannot be reached is said so in about ten seconds, not 45.
+QUICK = {"retry_total": 1, "initial_backoff": 1, "increment_base": 2, "connection_timeout": 5, "read_timeout": 20}
+
+
+class StorageUnreachable(ImageSyncError):
+    """The images account could not be reached (DNS, network, firewall): maybe transient."""
+
+
+def storage_problem(exc: Exception, container: Any) -> tuple[bool, str]:
+    """``(is_configuration, message)`` for a storage error, naming the setting to check."""
+    from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundError, ServiceRequestError
+
+    code = getattr(exc, "error_code", None) or ""
+    where = container.url.split("?")[0]
+    if isinstance(exc, ResourceNotFoundError) or code == "ContainerNotFound":
+        return True, (f"IMAGES_CONTAINER={container.container_name!r} does not exist at {where}: create the "
+                      "container or fix IMAGES_CONTAINER")
+    if isinstance(exc, ServiceRequestError):
+        return False, (f"cannot reach the storage account at {where} ({_first_line(exc)}): check IMAGES_STORAGE "
+                       "(the connection string or account endpoint) and the network")
+    if isinstance(exc, ClientAuthenticationError) or getattr(exc, "status_code", None) in (401, 403):
+        return True, (f"the storage account refused these credentials ({code or 'HTTP 403'}) at {where}: check "
+                      "IMAGES_STORAGE (a wrong account key, an identity without 'Storage Blob Data Reader', or a "
+                      "firewall that does not admit this machine)")
+    return False, f"storage at {where}: {type(exc).__name__}: {_first_line(exc)}"
+
+
+def check_container(storage: StorageSettings, credential: Any = None) -> None:
+    """Before any work: the container exists and these credentials may list it. Raises ``ConfigError``
+    (exit 2: fix a setting) or ``StorageUnreachable`` (exit 1: maybe transient), within about 10 s."""
+    from azure.core.exceptions import AzureError
+
+    service = blob_service(storage, credential, **QUICK)
+    container = service.get_container_client(storage.container)
+    try:
+        next(container.list_blobs(results_per_page=1).by_page(), None)
+    except AzureError as exc:
+        config, message = storage_problem(exc, container)
+        raise (ConfigError if config else StorageUnreachable)(message) from exc
+    finally:
+        service.close()
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__

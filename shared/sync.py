@@ -13,7 +13,7 @@ every product until the listing ends. A listing that fails midway withholds only
 from __future__ import annotations
 
 import threading
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from azure.core.exceptions import AzureError
 
@@ -38,30 +38,31 @@ class Target(Protocol):
 class SyncEngine:
     def __init__(self, catalog: Catalog, sign: Callable[[str], str], *,
                  wallie: Target | None = None, traede: Target | None = None,
-                 concurrency: int = 4, color_attribute: str = "Color",
-                 progress: Callable[[SyncReport], None] | None = None, stop: threading.Event | None = None):
+                 concurrency: int = 4, color_attribute: str = "Color", stop: threading.Event | None = None):
         self.catalog = catalog
         self.sign = sign
         self.wallie = wallie
         self.traede = traede
         self.concurrency = concurrency
         self.color_attribute = color_attribute
-        self.progress = progress
         self.stop = stop or threading.Event()
 
     # -- the operations ---------------------------------------------------------------------------
 
     def full_sync(self, item_ids: Iterable[str] | None = None, *, dry_run: bool = False,
                   withhold: frozenset[str] = frozenset(), track: Iterable[str] = (),
-                  empty_sets: bool = True) -> SyncReport:
+                  empty_sets: bool = True, report: SyncReport | None = None) -> SyncReport:
         """Every image (or every image of ``item_ids``) to Wallie, every product's full set to TRAEDE.
 
         Products in ``withhold`` are not sent to TRAEDE: another process holds their lock and sends them
         itself (see ``coordination``); they are reported as deferred. The delivery of the products in
         ``track`` is recorded in ``report.delivered_items``. An asked-for product without any image is
-        sent as an empty set only with ``empty_sets`` (which deletes all its images at TRAEDE).
+        sent as an empty set only with ``empty_sets`` (which deletes all its images at TRAEDE). A caller that
+        watches the run (progress) or wants a ledger passes its own ``report``.
         """
-        report = SyncReport(mode="full" if item_ids is None else "items", dry_run=dry_run, track=set(track))
+        report = report or SyncReport()
+        report.mode, report.dry_run = ("full" if item_ids is None else "items"), dry_run
+        report.track |= set(track)
         if item_ids is None:
             return self._sync(self.catalog.scan(), report, withhold=withhold,
                               grouped=self.catalog.layout.item_prefix_separator is not None)
@@ -69,10 +70,14 @@ class SyncEngine:
         return self._sync(self._entries_of(items), report, items=items, withhold=withhold, empty_sets=empty_sets)
 
     def sync_entries(self, entries: Iterable[CatalogEntry], *, mode: str = "shard",
-                     withhold: frozenset[str] = frozenset(), track: Iterable[str] = ()) -> SyncReport:
+                     withhold: frozenset[str] = frozenset(), track: Iterable[str] = (),
+                     report: SyncReport | None = None) -> SyncReport:
         """Like ``full_sync``, over the entries given in listing order (one shard's blobs): every product in
         them is sent whole, so the caller must hand over all images of each product it includes."""
-        return self._sync(entries, SyncReport(mode=mode, track=set(track)), withhold=withhold,
+        report = report or SyncReport()
+        report.mode = mode
+        report.track |= set(track)
+        return self._sync(entries, report, withhold=withhold,
                           grouped=self.catalog.layout.item_prefix_separator is not None)
 
     def send_image(self, entry: ImageRecord) -> SyncReport:
@@ -82,11 +87,11 @@ class SyncEngine:
         return self._sync([entry], report, targets=[self.wallie] if self.wallie else [])
 
     def send_products(self, item_ids: Iterable[str], *, guard: Guard | None = None, wallie: bool = False,
-                      mode: str = "product", empty_sets: bool = True) -> SyncReport:
+                      mode: str = "product", empty_sets: bool = True, ledger: Any = None) -> SyncReport:
         """Each product's complete set, listed now, to TRAEDE (10 products a request), and with ``wallie``
         its images' records to Wallie. ``guard`` bounds every HTTP attempt by the products' locks."""
         items = list(dict.fromkeys(item_ids))
-        report = SyncReport(mode=mode, track=set(items))
+        report = SyncReport(mode=mode, track=set(items), ledger=ledger)
         targets = [t for t in (self.wallie if wallie else None, self.traede) if t is not None]
         return self._sync(self._entries_of(items), report, items=items, targets=targets, guard=guard,
                           empty_sets=empty_sets)
@@ -103,7 +108,8 @@ class SyncEngine:
         wallie = self.wallie if self.wallie in targets else None
         traede = self.traede if self.traede in targets else None
         lanes = {t.name: Lane(t, report, workers=self.concurrency, stop=self.stop, guard=guard,
-                              track_items=t is traede, on_delivered=self.progress) for t in targets}
+                              track_items=t is traede) for t in targets}
+        report.layout = self.catalog.layout.pattern
         products = _Products(self, report, traede, lanes.get(traede.name) if traede else None, withhold, grouped,
                              remember=items is not None)
         wallie_batch: list[Unit] = []
@@ -127,6 +133,7 @@ class SyncEngine:
         except AzureError as exc:
             listing_error = exc
         finally:
+            report.listing_done = True
             if wallie:
                 lanes[wallie.name].put(wallie_batch)  # every listed image is complete on its own: upsert it
             try:
@@ -227,7 +234,8 @@ class _Products:
             self.report.add_deferred(Problem(self.traede.name, item, None, "left to the product sync that holds "
                                              "its lock: it lists and sends the product itself"))
             return
-        self.batch.append(Unit(traede_product(item, images, color_attribute=self.engine.color_attribute), item, None))
+        product = traede_product(item, images, color_attribute=self.engine.color_attribute)
+        self.batch.append(Unit(product.body, item, None, product.records))
         if len(self.batch) >= self.traede.batch_size:
             self._send_batch()
 

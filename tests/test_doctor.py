@@ -7,7 +7,7 @@ from devtools.azurite import free_port
 from devtools.images import jpeg
 from shared.cli import main as cli_main
 
-CHECKS = ["settings", "storage", "sas", "wallie", "traede"]
+CHECKS = ["settings", "storage", "layout", "sas", "wallie", "traede"]
 
 
 def doctor(env):

@@ -5,6 +5,7 @@ and every failure names the record (item and blob) that was not delivered.
 """
 import io
 import json
+import threading
 import time
 from datetime import timedelta
 
@@ -126,13 +127,17 @@ def test_401_in_the_middle_of_a_run_renews_the_token_and_delivers_everything(con
     names = upload(container, products=6, per_product=3)
     settings = Settings.from_env({**sync_env, "WALLIE_BATCH_SIZE": "3", "SYNC_CONCURRENCY": "1"})
     revoked = []
+    wallie.configure_faults(latency_ms=150)  # time for the watcher to step in between two batches
 
-    def revoke_after_first_batch(report):
-        if not revoked and report.delivered["wallie"] >= 3:
-            revoked.append(True)
-            wallie.revoke_tokens()
+    def revoke_after_first_batch():
+        while wallie.stats["images_received"] < 3:
+            time.sleep(0.005)
+        wallie.revoke_tokens()
+        revoked.append(True)
 
-    with Components(settings, progress=revoke_after_first_batch) as parts:
+    watcher = threading.Thread(target=revoke_after_first_batch, daemon=True)
+    watcher.start()
+    with Components(settings) as parts:
         report = parts.engine.full_sync()
     assert revoked and report.ok, report.to_dict()
     assert wallie.stats["responses"].get(401) == 1 and wallie.stats["token_requests"] == 2

@@ -51,3 +51,23 @@ def test_a_stopped_run_names_every_record_it_did_not_send(wallie):
     not_sent = [p for p in report.failed if p.reason == "not sent: the run was stopped (SIGTERM) before it was sent"]
     assert report.delivered["wallie"] + len(not_sent) == 12 and not_sent
     assert all(p.retryable for p in not_sent)  # a later run sends them
+
+
+class BrokenOutput:
+    """A stand-in partner whose output breaks (a closed pipe under --dry-run, or a bug)."""
+
+    name, unit, batch_size = "printer", "images", 2
+
+    def send(self, payloads, guard=None):
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_an_unexpected_error_in_a_lane_is_reported_per_record_not_lost():
+    report = SyncReport()
+    lane = Lane(BrokenOutput(), report, workers=2, stop=StopSignal())
+    for batch in batches(3):
+        lane.put(batch)
+    lane.finish()
+    assert len(report.failed) == 6 and all("BrokenPipeError" in p.reason for p in report.failed)
+    report.images = 6
+    assert report.accounting()["printer"]["unaccounted"] == 0

@@ -141,7 +141,7 @@ def test_traede_file_names_are_unique_within_a_product():
     from shared.payloads import traede_product
 
     images = [describe(n) for n in ("1/BLK/front.jpg", "1/WHT/front.jpg", "1/back.jpg", "1/BLK/back.jpg")]
-    product = traede_product("1", [SignedImage(i, "https://x/" + i.blob_name) for i in images])
+    product = traede_product("1", [SignedImage(i, "https://x/" + i.blob_name) for i in images]).body
     assert sorted(i["filename"] for i in product["images"]) == ["BLK-back.jpg", "BLK-front.jpg", "WHT-front.jpg",
                                                                 "back.jpg"]
     assert [i["sort"] for i in product["images"]] == [1, 2, 3, 4]

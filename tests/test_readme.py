@@ -2,11 +2,8 @@
 import json
 import os
 import re
-import shlex
 
-import pytest
 
-from shared.cli import build_parser
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
@@ -24,11 +21,6 @@ def test_the_two_opening_commands_exist_and_are_executable():
 def test_ci_runs_the_readme_test_command():
     ci = open(os.path.join(REPO, ".ci", "run"), encoding="utf-8").read()
     assert "scripts/test.sh" in ci
-
-
-@pytest.mark.parametrize("command", sorted(set(re.findall(r"python -m shared ([^\n#`]+)", README))))
-def test_every_cli_command_in_the_readme_parses(command):
-    build_parser().parse_args(shlex.split(command.strip()))
 
 
 def test_every_setting_in_the_readme_table_is_read_and_listed_in_the_example():

@@ -1,0 +1,89 @@
+"""What each partner got: every record sent, by partner and product, with its outcome.
+
+"What did TRAEDE get for product X?" is the question an integration team gets most. The ledger answers it
+in the run's report: for Wallie each image record (blob, imageId, colour, type, URL), for TRAEDE each
+product set (every image's blob, existance_key, sort, type, colour, file name, alt, URL), each with what
+became of it. URLs are kept without their query: the SAS signature never reaches the report.
+
+A full sync sends hundreds of thousands of records, so entries are spooled to one temporary JSON-lines
+file per partner while the run goes on, and streamed into the report file at the end: memory stays flat.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+from typing import IO, Any, Iterator
+
+from .redact import redact
+
+
+def public_url(url: str) -> str:
+    """The URL without its query string: the SAS (and its signature) stays out of every report."""
+    return url.split("?", 1)[0]
+
+
+class Ledger:
+    def __init__(self) -> None:
+        self._files: dict[str, IO[str]] = {}
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def record(self, partner: str, unit: Any, outcome: str, reason: str | None = None) -> None:
+        """One unit (a Wallie record or a TRAEDE product) and what became of it."""
+        entry: dict[str, Any] = {"item": unit.item_id, "outcome": outcome}
+        if reason:
+            entry["reason"] = redact(reason)
+        payload = unit.payload
+        if unit.records:  # a product set: its images in the order TRAEDE got them
+            entry["images"] = [
+                {"blob": record.blob_name, "existance_key": sent.get("existance_key"), "sort": sent.get("sort"),
+                 "type": record.type, "colour": record.color_id, "filename": sent.get("filename"),
+                 "alt": sent.get("alt"), "url": public_url(sent.get("url", ""))}
+                for record, sent in zip(unit.records, payload.get("images", []))]
+        else:
+            entry.update({"blob": unit.blob_name, **{k: v for k, v in payload.items() if k != "url"},
+                          "url": public_url(payload.get("url", ""))})
+        line = json.dumps(entry, ensure_ascii=False) + "\n"
+        with self._lock:
+            spool = self._files.get(partner)
+            if spool is None:
+                spool = self._files[partner] = tempfile.TemporaryFile("w+", encoding="utf-8", prefix="image-sync-sent-")
+            spool.write(line)
+            self._counts[partner] = self._counts.get(partner, 0) + 1
+
+    def partners(self) -> list[str]:
+        return list(self._files)
+
+    def entries(self, partner: str) -> Iterator[str]:
+        """The partner's entries as JSON texts, in the order they were recorded."""
+        spool = self._files.get(partner)
+        if spool is None:
+            return
+        spool.flush()
+        spool.seek(0)
+        for line in spool:
+            yield line.rstrip("\n")
+
+    def close(self) -> None:
+        for spool in self._files.values():
+            spool.close()
+        self._files.clear()
+
+
+def write_report(path: str, report_dict: dict, ledger: Ledger | None) -> None:
+    """The report as JSON, with ``"sent": {partner: [entries...]}`` streamed from the ledger's spools."""
+    from .redact import redact_tree
+
+    head = json.dumps(redact_tree(report_dict), indent=2, ensure_ascii=False)
+    with open(path, "w", encoding="utf-8") as out:
+        if ledger is None or not ledger.partners():
+            out.write(head)
+            return
+        out.write(head[:head.rstrip().rfind("}")].rstrip() + ',\n  "sent": {')
+        for n, partner in enumerate(ledger.partners()):
+            out.write(("," if n else "") + f"\n    {json.dumps(partner)}: [")
+            for m, entry in enumerate(ledger.entries(partner)):
+                out.write(("," if m else "") + "\n      " + entry)
+            out.write("\n    ]")
+        out.write("\n  }\n}\n")
