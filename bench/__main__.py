@@ -1,9 +1,17 @@
 """Benchmark: ``python -m bench --images 100000 --products 20000 --latency-ms 20``.
 
 Seeds (or reuses) a synthetic catalog in Azurite, starts the partner sandboxes in their own process with
-injected latency, runs the full sync in a fresh process (its peak RSS is the app's own), then a naive
-baseline (one request per image and per product, one after another) on a sample, scaled up. Prints a
-table and, last, one JSON line.
+injected latency, then, each in a fresh process (its CPU and peak RSS are the app's own):
+
+1. the listing alone (every page fetched and parsed): with the SAS signing time, the floor's storage half;
+2. the full sync at the app's default ``SYNC_CONCURRENCY`` (4; ``--concurrency`` to compare, labelled);
+3. the naive baseline: the same real listing, plus one request per image and per product one after
+   another (timed on a sample of whole products, scaled per request kind; the listing is not scaled).
+
+The floor is the larger of (listing + signing) and (minimum requests x latency / concurrency): the sync
+cannot beat storage, nor the partners. ``--synthetic IMAGES`` also pushes a generated listing of that many
+images through the real engine without storage, for CPU and memory at a scale Azurite cannot hold.
+Prints a table and, last, one JSON line.
 """
 from __future__ import annotations
 
@@ -29,7 +37,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--images", type=int, default=100_000)
     p.add_argument("--products", type=int, default=20_000)
     p.add_argument("--latency-ms", type=float, default=20.0, help="injected partner latency per request")
-    p.add_argument("--concurrency", type=int, default=16, help="SYNC_CONCURRENCY for the full sync")
+    p.add_argument("--concurrency", type=int, default=4,
+                   help="SYNC_CONCURRENCY for the full sync (default 4: the app's default)")
     p.add_argument("--batch-size", type=int, default=500, help="WALLIE_BATCH_SIZE")
     p.add_argument("--naive-sample", type=int, default=300, help="images in the naive baseline's sample")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA,
@@ -38,7 +47,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", type=Path, help="write a pyinstrument profile of the full sync here")
     p.add_argument("--fan-out", type=int, metavar="PRODUCTS",
                    help="also time the fan-out path with SYNC_SHARD_PRODUCTS=PRODUCTS (plan, then each shard)")
+    p.add_argument("--synthetic", type=int, metavar="IMAGES",
+                   help="also sync a generated listing of IMAGES images (same images per product), no storage")
+    p.add_argument("--synthetic-only", action="store_true",
+                   help="only the synthetic run (no Azurite, no catalog): needs --synthetic")
     args = p.parse_args(argv)
+    if args.synthetic_only and not args.synthetic:
+        p.error("--synthetic-only needs --synthetic IMAGES")
     if not (1 <= args.products <= args.images):
         p.error("expected 1 <= --products <= --images")
     return args
@@ -88,9 +103,9 @@ def sync_env(conn: str, container: str, urls: dict, args: argparse.Namespace) ->
     }
 
 
-def run_full_sync(env: dict, profile: Path | None, *, fan_out: bool = False) -> dict:
-    cmd = [sys.executable, "-m", "bench.child"] + (["--profile", str(profile)] if profile else []) \
-        + (["--fan-out"] if fan_out else [])
+def run_child(env: dict, options: list[str]) -> dict:
+    """``bench.child`` with ``options`` in a fresh process; its JSON line."""
+    cmd = [sys.executable, "-m", "bench.child", *options]
     child_env = {k: v for k, v in os.environ.items()
                  if not k.startswith(("IMAGES_", "WALLIE_", "TRAEDE_", "SYNC_", "HTTP_", "SAS_"))}
     started = time.perf_counter()
@@ -120,9 +135,10 @@ def measure_listing(parts, limit: int = 20_000) -> float:
     return count / (time.perf_counter() - started)
 
 
-def run_naive(parts, env: dict, sample_images: int, images: int, products: int) -> dict:
+def run_naive(parts, env: dict, sample_images: int, images: int, products: int, listing_s: float) -> dict:
     """One Wallie request per image and one TRAEDE request per product, serially, on a sample of whole
-    products; scaled to the catalog per request kind (listing time included)."""
+    products; the request times scaled to the catalog per request kind, plus one real listing of the whole
+    container (``listing_s``, measured, not scaled from a page)."""
     from shared.catalog import ImageRecord, SignedImage
     from shared.payloads import traede_product, wallie_record
     from shared.settings import Settings
@@ -135,13 +151,11 @@ def run_naive(parts, env: dict, sample_images: int, images: int, products: int) 
     per_product = images / products
     want_products = max(1, min(products, round(sample_images / per_product)))
     by_item: dict[str, list[ImageRecord]] = {}
-    list_started = time.perf_counter()
     for entry in parts.catalog.scan():
         if isinstance(entry, ImageRecord):
             if entry.item_id not in by_item and len(by_item) == want_products:
                 break
             by_item.setdefault(entry.item_id, []).append(entry)
-    list_s = time.perf_counter() - list_started
     try:
         wallie._valid_token()
         started = time.perf_counter()
@@ -161,7 +175,7 @@ def run_naive(parts, env: dict, sample_images: int, images: int, products: int) 
         traede.close()
     sample_images_n = sum(len(v) for v in by_item.values())
     per_image, per_product_s = wallie_s / sample_images_n, traede_s / len(by_item)
-    scaled = per_image * images + per_product_s * products + list_s * images / sample_images_n
+    scaled = listing_s + per_image * images + per_product_s * products
     return {"sample_images": sample_images_n, "sample_products": len(by_item), "per_image_ms": per_image * 1000,
             "per_product_ms": per_product_s * 1000, "naive_wall_s": scaled,
             "naive_requests": images + products + 1}
@@ -170,6 +184,23 @@ def run_naive(parts, env: dict, sample_images: int, images: int, products: int) 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, str(REPO))
+    log(f"bench: {args.images} images over {args.products} products, partner latency {args.latency_ms:g} ms, "
+        f"SYNC_CONCURRENCY={args.concurrency}, {os.cpu_count()} cores")
+    result, rows = ({}, []) if args.synthetic_only else run_catalog(args)
+    if args.synthetic:
+        synthetic = run_synthetic(args)
+        result["synthetic"] = synthetic
+        rows.append(("synthetic", f"{synthetic['images']:,} generated images / {synthetic['products']:,} products "
+                                  f"(no storage): {synthetic['wall_s']:.1f} s, {synthetic['cpu_s']:.1f} s CPU, "
+                                  f"peak RSS {synthetic['peak_rss_mb']:.0f} MB, {synthetic['requests']:,} requests"))
+    width = max(len(r[0]) for r in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    print(json.dumps(result))
+    return 0
+
+
+def run_catalog(args: argparse.Namespace) -> tuple[dict, list]:
     from azure.storage.blob import BlobServiceClient
 
     from bench.storage import ensure_catalog
@@ -177,8 +208,6 @@ def main(argv: list[str] | None = None) -> int:
     from shared.factory import Components
     from shared.settings import Settings
 
-    log(f"bench: {args.images} images over {args.products} products, partner latency {args.latency_ms:g} ms, "
-        f"{os.cpu_count()} cores")
     with Azurite(persist_dir=None if args.in_memory else args.data_dir, extra_args=("--loose",)) as azurite:
         service = BlobServiceClient.from_connection_string(azurite.connection_string)
         container, reused, seed_s = ensure_catalog(service, args.images, args.products, log=log)
@@ -186,41 +215,53 @@ def main(argv: list[str] | None = None) -> int:
         log(f"catalog {container}: {'reused' if reused else f'seeded in {seed_s:.1f}s'}")
         with Sandboxes(args.latency_ms) as urls:
             env = sync_env(azurite.connection_string, container, urls, args)
-            log("full sync (fresh process)...")
-            full = run_full_sync(env, args.profile)
+            log("the listing alone (fresh process)...")
+            listing = run_child(env, ["--listing-only"])
+            log(f"listing: {listing['listing_s']:.1f}s; full sync (fresh process)...")
+            full = run_child(env, ["--profile", str(args.profile)] if args.profile else [])
             if not full["ok"] or full["images"] != args.images:
                 raise RuntimeError(f"the full sync did not deliver everything: {full}")
             log(f"full sync: {full['wall_s']:.1f}s; naive baseline on a sample...")
             fanned = None
             if args.fan_out:
                 log(f"fan-out with SYNC_SHARD_PRODUCTS={args.fan_out}...")
-                fanned = run_full_sync({**env, "SYNC_SHARD_PRODUCTS": str(args.fan_out),
-                                        "SYNC_SHARD_QUEUE": f"bench-shards-{os.getpid()}"}, None, fan_out=True)
+                fanned = run_child({**env, "SYNC_SHARD_PRODUCTS": str(args.fan_out),
+                                    "SYNC_SHARD_QUEUE": f"bench-shards-{os.getpid()}"}, ["--fan-out"])
                 if not fanned["ok"] or fanned["images"] != args.images:
                     raise RuntimeError(f"the fan-out did not deliver everything: {fanned}")
             with Components(Settings.from_env(env)) as parts:
                 sas_per_s = measure_sas(parts)
                 list_per_s = measure_listing(parts)
-                naive = run_naive(parts, env, args.naive_sample, args.images, args.products)
+                naive = run_naive(parts, env, args.naive_sample, args.images, args.products, listing["listing_s"])
     min_requests = math.ceil(args.images / args.batch_size) + math.ceil(args.products / 10) + 1
+    signing_s = args.images / sas_per_s
+    request_floor = min_requests * args.latency_ms / 1000 / args.concurrency
+    floor = max(listing["listing_s"] + signing_s, request_floor)
     result = {
         "images": args.images, "products": args.products, "latency_ms": args.latency_ms,
         "cores": os.cpu_count(), "concurrency": args.concurrency,
-        "wall_s": full["wall_s"], "naive_wall_s": round(naive["naive_wall_s"], 1),
-        "speedup": round(naive["naive_wall_s"] / full["wall_s"], 1),
+        "wall_s": full["wall_s"], "floor_s": round(floor, 2), "wall_per_floor": round(full["wall_s"] / floor, 2),
+        "listing_s": listing["listing_s"], "signing_s": round(signing_s, 2), "request_floor_s": round(request_floor, 2),
+        "naive_wall_s": round(naive["naive_wall_s"], 1), "speedup": round(naive["naive_wall_s"] / full["wall_s"], 1),
         "requests": full["requests"], "min_requests": min_requests, "retries": full["retries"],
-        "naive_requests": naive["naive_requests"], "peak_rss_mb": full["peak_rss_mb"],
+        "naive_requests": naive["naive_requests"], "peak_rss_mb": full["peak_rss_mb"], "cpu_s": full["cpu_s"],
         "sas_per_s": round(sas_per_s), "list_per_s": round(list_per_s),
         "naive_sample_images": naive["sample_images"], "catalog_reused": reused, "seed_s": round(seed_s, 1),
     }
+    default = " (the app's default)" if args.concurrency == 4 else " (NOT the app's default of 4)"
     rows = [
         ("catalog", f"{args.images} images / {args.products} products ({'reused' if reused else 'seeded'})"),
         ("partner latency", f"{args.latency_ms:g} ms per request (sandboxes in their own process)"),
-        ("full sync wall", f"{full['wall_s']:.1f} s  (SYNC_CONCURRENCY={args.concurrency})"),
+        ("listing alone", f"{listing['listing_s']:.1f} s  (every page fetched and parsed)"),
+        ("floor", f"{floor:.1f} s  = max(listing {listing['listing_s']:.1f} s + signing {signing_s:.1f} s, "
+                  f"{min_requests} requests x {args.latency_ms:g} ms / {args.concurrency} = {request_floor:.1f} s)"),
+        ("full sync wall", f"{full['wall_s']:.1f} s  = {result['wall_per_floor']} x floor  "
+                           f"(SYNC_CONCURRENCY={args.concurrency}{default}; {full['cpu_s']:.1f} s CPU)"),
         ("requests", f"{full['requests']}  (minimum {min_requests}; retries {full['retries']})"),
         ("peak RSS", f"{full['peak_rss_mb']:.0f} MB (sync process)"),
-        ("naive baseline", f"{naive['naive_wall_s']:.0f} s  (scaled from {naive['sample_images']} images: "
-                           f"{naive['per_image_ms']:.1f} ms/image, {naive['per_product_ms']:.1f} ms/product)"),
+        ("naive baseline", f"{naive['naive_wall_s']:.0f} s  (the real listing, plus {naive['per_image_ms']:.1f} "
+                           f"ms/image and {naive['per_product_ms']:.1f} ms/product timed on {naive['sample_images']} "
+                           "images, one request after another)"),
         ("speedup", f"{result['speedup']}x"),
         ("SAS signing", f"{sas_per_s:,.0f} URLs/s"),
         ("listing", f"{list_per_s:,.0f} blobs/s (list + parse + describe)"),
@@ -228,14 +269,23 @@ def main(argv: list[str] | None = None) -> int:
     if fanned:
         result["fan_out"] = {k: fanned[k] for k in ("shards", "plan_s", "shard_max_s", "shard_sum_s", "requests",
                                                      "peak_rss_mb")}
-        rows.append(("fan-out", f"{fanned['shards']} shards of {args.fan_out} products: timer {fanned['plan_s']:.1f} s, "
-                                f"slowest shard {fanned['shard_max_s']:.1f} s, all shards {fanned['shard_sum_s']:.1f} s "
+        rows.append(("fan-out", f"{fanned['shards']} shards of {args.fan_out} products: "
+                                f"timer {fanned['plan_s']:.1f} s, slowest shard {fanned['shard_max_s']:.1f} s, "
+                                f"all shards {fanned['shard_sum_s']:.1f} s "
                                 f"one after another, {fanned['requests']} requests"))
-    width = max(len(r[0]) for r in rows)
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
-    print(json.dumps(result))
-    return 0
+    return result, rows
+
+
+def run_synthetic(args: argparse.Namespace) -> dict:
+    """A generated listing through the real engine and the real partner clients, against the sandboxes."""
+    products = max(1, round(args.synthetic * args.products / args.images))
+    log(f"synthetic: {args.synthetic} generated images over {products} products (no storage)...")
+    with Sandboxes(args.latency_ms) as urls:
+        env = sync_env("UseDevelopmentStorage=true", "synthetic", urls, args)
+        out = run_child(env, ["--synthetic", str(args.synthetic), str(products)])
+    if not out["ok"] or out["images"] != args.synthetic:
+        raise RuntimeError(f"the synthetic sync did not deliver everything: {out}")
+    return out
 
 
 if __name__ == "__main__":

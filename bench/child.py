@@ -1,6 +1,12 @@
-"""One full sync in a fresh process, so its peak RSS and import cost are the app's own.
+"""One measurement in a fresh process, so its peak RSS, CPU and import cost are the app's own.
 
 Settings come from the environment, as in the Functions host. Prints one JSON line on stdout.
+
+- (default) a full sync of the container;
+- ``--listing-only``: the container's listing alone (fetch and parse every page): the floor's first half;
+- ``--synthetic IMAGES PRODUCTS``: a full sync of a generated listing (no storage) through the real engine;
+- ``--fan-out``: the timer's planning, then every shard in turn.
+
 ``--profile FILE`` writes a pyinstrument text profile (pip install pyinstrument).
 """
 from __future__ import annotations
@@ -17,9 +23,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", help="write a pyinstrument profile of the sync to this file")
     parser.add_argument("--fan-out", action="store_true",
                         help="instead: plan and enqueue shards as the timer does, then run every shard in turn")
+    parser.add_argument("--listing-only", action="store_true", help="instead: time the listing alone")
+    parser.add_argument("--synthetic", nargs=2, type=int, metavar=("IMAGES", "PRODUCTS"),
+                        help="instead: sync a generated listing of IMAGES over PRODUCTS, without storage")
     args = parser.parse_args(argv)
     if args.fan_out:
         return fan_out()
+    if args.listing_only:
+        return listing_only()
+    if args.synthetic:
+        return synthetic(*args.synthetic)
     started = time.perf_counter()
     from shared.factory import Components
     from shared.settings import Settings
@@ -43,10 +56,66 @@ def main(argv: list[str] | None = None) -> int:
         "ok": report.ok, "images": report.images, "products": report.products, "skipped": len(report.skipped),
         "rejected": len(report.rejected), "failed": len(report.failed), "delivered": report.delivered,
         "requests": report.requests, "retries": report.retries, "wall_s": round(wall, 3),
-        "import_s": round(imported, 3),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "import_s": round(imported, 3), **usage(),
         "problems": [p.line() for p in (report.rejected + report.failed)[:5]],
     }))
+    return 0
+
+
+def usage() -> dict:
+    """This process's CPU seconds and peak RSS so far."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return {"cpu_s": round(own.ru_utime + own.ru_stime, 2), "peak_rss_mb": round(own.ru_maxrss / 1024, 1)}
+
+
+def listing_only() -> int:
+    """Every page of the container, fetched and parsed, nothing described, signed or sent."""
+    from shared.factory import Components
+    from shared.settings import Settings
+
+    with Components(Settings.from_env()) as parts:
+        started = time.perf_counter()
+        blobs = sum(len(page) for _, page in parts.catalog.listing.pages())
+        wall = time.perf_counter() - started
+    print(json.dumps({"blobs": blobs, "listing_s": round(wall, 3), **usage()}))
+    return 0
+
+
+def synthetic(images: int, products: int) -> int:
+    """A full sync of a generated listing through the real engine and the real partner clients."""
+    from datetime import timedelta
+
+    from azure.storage.blob import BlobServiceClient
+
+    from bench.synthetic import SyntheticListing
+    from devtools.azurite import ACCOUNT, ACCOUNT_KEY
+    from shared.catalog import Catalog
+    from shared.layout import PathLayout
+    from shared.sas import SasSigner
+    from shared.settings import Settings
+    from shared.sync import SyncEngine
+    from shared.traede import TraedeClient
+    from shared.wallie import WallieClient
+
+    settings = Settings.from_env()
+    # Signing needs an account key, not a connection: nothing is listening at this endpoint.
+    service = BlobServiceClient.from_connection_string(
+        f"DefaultEndpointsProtocol=https;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
+        f"BlobEndpoint=https://127.0.0.1:9/{ACCOUNT};")
+    listing = SyntheticListing(images, products)
+    catalog = Catalog(None, PathLayout(settings.path_pattern), listing=listing)
+    signer = SasSigner(service, "synthetic", ttl=timedelta(hours=settings.sas_ttl_hours),
+                       start_skew=timedelta(minutes=settings.sas_start_skew_minutes))
+    pool = settings.sync_concurrency + 2
+    wallie = WallieClient.from_settings(settings.wallie, settings.http, pool_size=pool)
+    traede = TraedeClient.from_settings(settings.traede, settings.http, pool_size=pool)
+    engine = SyncEngine(catalog, signer.url, wallie=wallie, traede=traede, concurrency=settings.sync_concurrency)
+    started = time.perf_counter()
+    report = engine.full_sync()
+    wall = time.perf_counter() - started
+    print(json.dumps({"ok": report.ok, "images": report.images, "products": report.products,
+                      "requests": report.requests, "retries": report.retries, "wall_s": round(wall, 3),
+                      "pages": listing.pages_served, **usage()}))
     return 0
 
 
@@ -90,7 +159,7 @@ def fan_out() -> int:
     print(json.dumps({
         "ok": ok, "shards": outcome.shards, "plan_s": round(plan_s, 3), "shard_max_s": round(max(walls), 3),
         "shard_sum_s": round(sum(walls), 3), "requests": requests, "images": images, "products": products,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        **usage(),
     }))
     return 0
 

@@ -12,7 +12,7 @@ import http.client
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from urllib.parse import quote, urlsplit
 
 from devtools.azurite import ACCOUNT, ACCOUNT_KEY
@@ -54,7 +54,7 @@ def ensure_catalog(service, images: int, products: int, *, workers: int = 16,
     started = time.monotonic()
     sas = generate_container_sas(ACCOUNT, name, account_key=ACCOUNT_KEY,
                                  permission=ContainerSasPermissions(write=True, create=True),
-                                 expiry=datetime.now(timezone.utc) + timedelta(hours=6))
+                                 expiry=datetime.now(UTC) + timedelta(hours=6))
     url = urlsplit(container.url)
     names = [n for _, n in catalog_names(images, products)]
     local = threading.local()

@@ -68,7 +68,7 @@ def matches(desired, actual):
         return all(str(k).lower() in lowered and matches(v, lowered[str(k).lower()]) for k, v in desired.items())
     if isinstance(desired, list):
         return isinstance(actual, list) and len(desired) == len(actual) and all(
-            matches(d, a) for d, a in zip(desired, actual))
+            matches(d, a) for d, a in zip(desired, actual, strict=True))
     if isinstance(desired, bool) or isinstance(actual, bool):
         return isinstance(desired, bool) and isinstance(actual, bool) and desired == actual  # True == 1 in Python
     if isinstance(desired, (int, float)) and isinstance(actual, (int, float)):

@@ -12,7 +12,8 @@ versions below are stable ones from azure-rest-api-specs (specification/.../stab
 
 Usage:
   monitoring.py resources --resource-group-id ID --app NAME --location REGION --workspace-name NAME
-                          --component-name NAME --action-group-name NAME [--email ADDRESS]... [--action-group-id ID]... [--poison-queue NAME]...
+                          --component-name NAME --action-group-name NAME [--email ADDRESS]...
+                          [--action-group-id ID]... [--poison-queue NAME]...
   prints one line per resource, in creation order: KIND <tab> RESOURCE_ID <tab> API_VERSION <tab> JSON.
   Alert rules are included when an --email or an --action-group-id is given.
 

@@ -66,7 +66,7 @@ class Azurite:
         return (f"DefaultEndpointsProtocol={self.scheme};AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
                 f"BlobEndpoint={self.blob_endpoint};QueueEndpoint={self.queue_endpoint};")
 
-    def start(self) -> "Azurite":
+    def start(self) -> Azurite:
         storage = ["--location", self.workdir] if self.persist_dir else ["--inMemoryPersistence"]
         args = [azurite_binary(), "--silent", "--skipApiVersionCheck", "--disableTelemetry", *storage,
                 "--blobHost", self.host, "--blobPort", str(self.blob_port),
@@ -100,7 +100,7 @@ class Azurite:
         if self.persist_dir is None:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> "Azurite":
+    def __enter__(self) -> Azurite:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

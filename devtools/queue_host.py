@@ -15,7 +15,8 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class QueueHost:
 
     @classmethod
     def for_function(cls, function_name: str, queue: str, connection_string: str | None = None,
-                     **options: Any) -> "QueueHost":
+                     **options: Any) -> QueueHost:
         """The app's own function, found the way the host finds it: by name, in ``function_app``."""
         import os
 
@@ -103,7 +104,7 @@ class QueueHost:
             if not self.run_once():
                 time.sleep(self.poll_seconds)
 
-    def start(self) -> "QueueHost":
+    def start(self) -> QueueHost:
         self._thread = threading.Thread(target=self._serve, name="queue-host", daemon=True)
         self._thread.start()
         return self

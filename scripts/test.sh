@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/setup-azure-cli.sh   # the real Azure CLI parser checks every az call of deploy/ (own venv)
+echo "test.sh: static checks: ruff (everything) and mypy --strict (shared/)" >&2
+.venv/bin/ruff check --quiet .
+.venv/bin/mypy --no-error-summary
 set +e
 # Three workers: most tests wait on sockets, leases and partner latency, not on the CPU (2 cores here),
 # so the suite takes about half as long. Pass -n 0 to run in one process.

@@ -11,7 +11,8 @@ import logging
 import os
 import sys
 import threading
-from typing import Any, Sequence, TextIO
+from typing import Any, TextIO
+from collections.abc import Mapping, Sequence
 
 from . import redact
 from .errors import ConfigError, ImageSyncError
@@ -59,7 +60,7 @@ class DryRunOutput:
         self._key = "product" if like.unit == "products" else "record"
         self._lock = threading.Lock()
 
-    def send(self, payloads: list[dict], guard: Any = None) -> None:
+    def send(self, payloads: list[dict[str, Any]], guard: Any = None) -> None:
         text = "".join(json.dumps({"partner": self.name, self._key: p}, ensure_ascii=False) + "\n"
                        for p in payloads)
         with self._lock:
@@ -93,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, *, env=None, stdout: TextIO | None = None,
+def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = None, stdout: TextIO | None = None,
          stderr: TextIO | None = None) -> int:
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
@@ -130,11 +131,13 @@ def _sync(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: 
     except StorageUnreachable as exc:
         print(f"sync not started: {exc}", file=stderr)
         return EXIT_PROBLEMS
-    targets = {}
+    dry_wallie = dry_traede = None
     if args.dry_run:
         batch = settings.wallie.batch_size if settings.wallie else 500
-        targets = {"wallie": DryRunOutput(WallieClient, batch, stdout),
-                   "traede": DryRunOutput(TraedeClient, TraedeClient.batch_size, stdout)}
+        # What each configured partner would get; with none configured yet, what both would get.
+        both = not (settings.wallie or settings.traede)
+        dry_wallie = DryRunOutput(WallieClient, batch, stdout) if settings.wallie or both else None
+        dry_traede = DryRunOutput(TraedeClient, TraedeClient.batch_size, stdout) if settings.traede or both else None
     report = SyncReport(ledger=Ledger() if args.report else None,
                         context={"container": settings.storage.container, "partners": settings.partner_urls()})
     log.info("sync started: %s", settings.describe())
@@ -145,7 +148,8 @@ def _sync(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: 
     stopper = Stopper()
     stopper.install()
     try:
-        with Components(settings, stop=stopper.stop, **targets) as parts, _progress(report, args, stderr):
+        with Components(settings, stop=stopper.stop, wallie=dry_wallie, traede=dry_traede) as parts, \
+                _progress(report, args, stderr):
             stopper.on_abort(parts.abort)
             report.context["storage"] = parts.service.url
             if args.dry_run:

@@ -26,8 +26,9 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable
+from datetime import datetime, UTC
+from typing import Any
+from collections.abc import Callable, Iterable
 from urllib.parse import quote, unquote
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ class StateContainer:
         except ResourceNotFoundError:
             return []  # no container yet: nothing is pending, locked or fenced
 
-    def create_empty(self, name: str, metadata: dict | None = None) -> None:
+    def create_empty(self, name: str, metadata: dict[str, str] | None = None) -> None:
         """Create a 0-byte blob; ``ResourceExistsError`` when it exists (If-None-Match: *)."""
         self.call(lambda: self.blob(name).upload_blob(b"", overwrite=False, metadata=metadata))
 
@@ -118,14 +119,15 @@ class PendingMarks:
                 if self.etag(item) is None:
                     continue
             created = props.creation_time
-            return created is not None and (datetime.now(timezone.utc) - created).total_seconds() > stale_after
+            return created is not None and (datetime.now(UTC) - created).total_seconds() > stale_after
         return True  # heavy contention: one more message costs at most one more send
 
     def etag(self, item: str) -> str | None:
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
-            return self.state.blob(_name(PENDING, item)).get_blob_properties().etag
+            etag: str = self.state.blob(_name(PENDING, item)).get_blob_properties().etag
+            return etag
         except ResourceNotFoundError:
             return None
 
@@ -145,7 +147,7 @@ class PendingMarks:
 
     def snapshot(self) -> dict[str, tuple[str, float]]:
         """Every pending product: ``{item: (etag, seconds since it became pending)}``."""
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         return {_item(b.name, PENDING): (b.etag, (now - b.creation_time).total_seconds() if b.creation_time else 0.0)
                 for b in self.state.listing(PENDING)}
 
@@ -154,8 +156,8 @@ class PendingMarks:
         looking at no more than ``scan`` marks: a message must not cost a walk over a huge backlog."""
         from azure.core.exceptions import ResourceNotFoundError
 
-        skip, found = set(exclude), []
-        now = datetime.now(timezone.utc)
+        skip, found = set(exclude), list[str]()
+        now = datetime.now(UTC)
         try:
             for n, b in enumerate(self.state.client.list_blobs(name_starts_with=PENDING, results_per_page=200)):
                 if n >= scan or len(found) >= limit:
@@ -276,11 +278,11 @@ class FullSyncFence:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _metadata(self) -> dict:
+    def _metadata(self) -> dict[str, str]:
         return {"run": quote(self.run, safe=""), "what": quote(self.what, safe=""),
                 "expires": f"{time.time() + FENCE_TTL_SECONDS:.0f}"}
 
-    def open(self) -> "FullSyncFence":
+    def open(self) -> FullSyncFence:
         self.state.create_empty(self.name, self._metadata())
         self._thread = threading.Thread(target=self._refresh, name="full-sync-fence", daemon=True)
         self._thread.start()

@@ -10,7 +10,8 @@ import ipaddress
 import itertools
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable, Mapping, TextIO
+from typing import Any, TextIO
+from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
 import requests
@@ -51,7 +52,7 @@ def check_settings(env: Mapping[str, str] | None) -> tuple[Result, Settings | No
         PathLayout(settings.path_pattern)
     except ConfigError as exc:
         return (FAIL, str(exc)), None
-    partners = [name for name, s in (("wallie", settings.wallie), ("traede", settings.traede)) if s]
+    partners = list(settings.partner_urls())
     if not partners:
         return (FAIL, "no partner is configured: set WALLIE_BASE_URL and/or TRAEDE_BASE_URL"), settings
     where = settings.storage.account_url or "connection string"
@@ -192,8 +193,8 @@ def run(env: Mapping[str, str] | None = None, *, credential: Any = None,
             record("sas", _guard(lambda: check_sas(catalog, signer)))
     finally:
         service.close()
-    record("wallie", _guard(lambda: check_wallie(settings)))
-    record("traede", _guard(lambda: check_traede(settings)))
+    record(WallieClient.name, _guard(lambda: check_wallie(settings)))
+    record(TraedeClient.name, _guard(lambda: check_traede(settings)))
     return results
 
 

@@ -16,6 +16,10 @@ class ConfigError(ImageSyncError):
     """A setting is missing or invalid. The message names the setting and what is expected."""
 
 
+class SigningError(ImageSyncError):
+    """SAS URLs cannot be signed (an identity without 'Storage Blob Delegator'): nothing can be sent."""
+
+
 class PartnerError(ImageSyncError):
     """A partner answered with an error (or not at all).
 

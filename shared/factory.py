@@ -88,7 +88,7 @@ class Components:
             client.close()
         self.service.close()
 
-    def __enter__(self) -> "Components":
+    def __enter__(self) -> Components:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -16,6 +16,7 @@ Every call goes through ``PartnerHttp.post``:
 """
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import random
@@ -24,7 +25,8 @@ import socket
 import threading
 import time
 from email.utils import parsedate_to_datetime
-from typing import Any, Callable, Mapping
+from typing import Any
+from collections.abc import Callable, Mapping
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -46,18 +48,18 @@ log = logging.getLogger(__name__)
 
 
 class _Attempt:
-    """One attempt's deadline: a watchdog that shuts the attempt's socket down when time is up.
+    """One attempt's deadline: when time is up, the watchdog shuts the attempt's socket down.
 
     The connection registers itself here when urllib3 sends the request on it (``_TrackedConnection``),
     from the attempt's own thread, so the watchdog knows which socket to close.
     """
 
     def __init__(self, seconds: float):
+        self.deadline = time.monotonic() + max(seconds, 0.0)
         self.fired = False
+        self.done = False
         self._connection: Any = None
         self._lock = threading.Lock()
-        self._timer = threading.Timer(max(seconds, 0.0), self.fire)
-        self._timer.daemon = True
 
     def bind(self, connection: Any) -> None:
         with self._lock:
@@ -68,19 +70,60 @@ class _Attempt:
 
     def fire(self) -> None:
         with self._lock:
+            if self.done:
+                return
             self.fired = True
             connection = self._connection
         if connection is not None:
             _shut(connection)
 
-    def __enter__(self) -> "_Attempt":
+    def __enter__(self) -> _Attempt:
         _local.attempt = self
-        self._timer.start()
+        _WATCHDOG.watch(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
+        with self._lock:
+            self.done = True
         _local.attempt = None
+
+
+class _Watchdog:
+    """One thread for every attempt's deadline (a thread per attempt cost more than the request)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, _Attempt]] = []
+        self._cond = threading.Condition()
+        self._seq = 0
+        self._thread: threading.Thread | None = None
+
+    def watch(self, attempt: _Attempt) -> None:
+        with self._cond:
+            self._seq += 1
+            heapq.heappush(self._heap, (attempt.deadline, self._seq, attempt))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="http-deadlines", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._heap and self._heap[0][2].done:
+                    heapq.heappop(self._heap)  # finished in time
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                deadline, _, attempt = self._heap[0]
+                wait = deadline - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+            attempt.fire()
+
+
+_WATCHDOG = _Watchdog()
 
 
 def _shut(connection: Any) -> None:
@@ -184,10 +227,10 @@ class PartnerHttp:
                 except _Retry as retry:
                     wait = self._wait(attempt, retry)
                     if attempt > self.http.max_retries or time.monotonic() + wait >= call_deadline:
-                        raise self._gave_up(what, retry, attempt, time.monotonic() - started) from None
+                        raise self._gave_up(what, retry, attempt, time.monotonic() - started) from retry
                     if self.stop.wait(wait):
                         raise TransientError(self.partner, f"{what}: not sent: the run was stopped while "
-                                                           f"waiting to retry ({retry.why})") from None
+                                                           f"waiting to retry ({retry.why})") from retry
         finally:
             with self._lock:
                 self.requests += 1
@@ -195,7 +238,7 @@ class PartnerHttp:
 
     # -- one attempt --------------------------------------------------------------------------------
 
-    def _logged_attempt(self, url: str, body: bytes, headers: dict, auth: Any, budget: float, what: str,
+    def _logged_attempt(self, url: str, body: bytes, headers: dict[str, Any], auth: Any, budget: float, what: str,
                         attempt: int) -> requests.Response:
         """``_attempt``, with one DEBUG line per attempt: partner, request, outcome, milliseconds."""
         sent = time.monotonic()
@@ -209,7 +252,7 @@ class PartnerHttp:
                   attempt)
         return response
 
-    def _attempt(self, url: str, body: bytes, headers: dict, auth: Any, budget: float) -> requests.Response:
+    def _attempt(self, url: str, body: bytes, headers: dict[str, Any], auth: Any, budget: float) -> requests.Response:
         if self.stop.is_set():
             raise TransientError(self.partner, "not sent: the run was stopped")
         watchdog = _Attempt(budget)
@@ -220,7 +263,7 @@ class PartnerHttp:
                 response = self.session.post(url, data=body, headers=headers, auth=auth, allow_redirects=False,
                                              stream=True, timeout=(min(CONNECT_TIMEOUT_MAX, budget), budget))
                 try:
-                    response.content  # the whole answer, within the same deadline
+                    _ = response.content  # the whole answer, within the same deadline
                 finally:
                     response.close()
         except requests.exceptions.RequestException as exc:
@@ -270,7 +313,7 @@ class PartnerHttp:
         if retry.retry_after is not None:
             return retry.retry_after
         backoff = self.http.backoff_seconds
-        return min(BACKOFF_MAX_SECONDS, backoff * 2 ** (attempt - 1)) + random.uniform(0, backoff / 2)
+        return float(min(BACKOFF_MAX_SECONDS, backoff * 2 ** (attempt - 1)) + random.uniform(0, backoff / 2))
 
     def _gave_up(self, what: str, retry: _Retry, attempts: int, seconds: float) -> TransientError:
         tries = f"{attempts} attempt{'s' if attempts > 1 else ''} in {seconds:.1f} s"
@@ -290,7 +333,7 @@ class PartnerHttp:
         for attempt in attempts:
             attempt.fire()
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         with self._lock:
             return {"requests": self.requests, "retries": self.retries}
 

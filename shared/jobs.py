@@ -9,7 +9,8 @@ import json
 import logging
 import os
 import threading
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
 
 from . import redact
 from .errors import ImageSyncError
@@ -22,10 +23,11 @@ if TYPE_CHECKING:  # the parts pull in requests and the storage SDK: imported on
     from .progress import Progress
     from .shards import FanOut
 
+Env = Mapping[str, str] | None  # settings to use instead of the environment (tests)
 log = logging.getLogger(__name__)
 PROGRESS_SECONDS = 10.0
 _lock = threading.Lock()
-_cached: "tuple[Settings, Components] | None" = None
+_cached: tuple[Settings, Components] | None = None
 
 # In a Functions worker (the host sets FUNCTIONS_WORKER_RUNTIME), SIGTERM on scale-in stops the running
 # invocations gracefully (see ``stopping``): they report what was not sent and fail, so the host retries
@@ -43,7 +45,7 @@ class SyncFailed(ImageSyncError):
         self.report = report
 
 
-def components(env=None) -> "Components":
+def components(env: Env = None) -> Components:
     from .factory import Components
 
     global _cached
@@ -59,12 +61,12 @@ def components(env=None) -> "Components":
         return _cached[1]
 
 
-def new_image(blob_name: str, env=None) -> SyncReport:
+def new_image(blob_name: str, env: Env = None) -> SyncReport:
     """The blob trigger: the image to Wallie now, its product to TRAEDE through the product queue."""
     return components(env).products.image_uploaded(blob_name)
 
 
-def deleted_blob(subject: str, env=None) -> SyncReport | None:
+def deleted_blob(subject: str, env: Env = None) -> SyncReport | None:
     """A BlobDeleted event: queue its product; None when the event's blob is not in our container."""
     parts = components(env)
     marker = f"/containers/{parts.settings.storage.container}/blobs/"
@@ -72,7 +74,7 @@ def deleted_blob(subject: str, env=None) -> SyncReport | None:
     return parts.products.image_deleted(name) if found and name else None
 
 
-def full_sync(env=None) -> SyncReport:
+def full_sync(env: Env = None) -> SyncReport:
     """Everything in this process, behind a full-sync fence (see ``coordination``)."""
     parts = components(env)
     report = _started(parts, "full sync")
@@ -81,12 +83,12 @@ def full_sync(env=None) -> SyncReport:
             withhold=withhold, track=track, report=report))
 
 
-def product_message(message: str, env=None) -> SyncReport:
+def product_message(message: str, env: Env = None) -> SyncReport:
     """One message of the product queue: the product's (and up to nine settled others') complete sets."""
     return components(env).products.run_message(message)
 
 
-def nightly(env=None) -> "SyncReport | FanOut":
+def nightly(env: Env = None) -> SyncReport | FanOut:
     """The timer: a full sync in this process, or, for a catalog of more than SYNC_SHARD_PRODUCTS
     products, shards enqueued for ``sync_shard`` (returns a ``shards.FanOut`` then)."""
     from . import shards  # imported on first use: keeps the app's cold start lean
@@ -97,7 +99,7 @@ def nightly(env=None) -> "SyncReport | FanOut":
         return shards.nightly(parts, report)
 
 
-def sync_shard(message: str, env=None) -> SyncReport:
+def sync_shard(message: str, env: Env = None) -> SyncReport:
     """One queue message of the nightly fan-out."""
     from . import shards
 
@@ -107,14 +109,14 @@ def sync_shard(message: str, env=None) -> SyncReport:
         return shards.run_shard(parts, message, report)
 
 
-def _started(parts: "Components", what: str) -> SyncReport:
+def _started(parts: Components, what: str) -> SyncReport:
     """The start line of a long run, and its report (which names the container and partners)."""
     log.info("%s started: %s", what, parts.settings.describe())
     return SyncReport(context={"container": parts.settings.storage.container,
                                "partners": parts.settings.partner_urls()})
 
 
-def _progress(report: SyncReport) -> "Progress":
+def _progress(report: SyncReport) -> Progress:
     from .progress import Progress
 
     return Progress(report, lambda line: log.info("%s", line), every=PROGRESS_SECONDS)
@@ -153,7 +155,7 @@ def raise_if_retry_can_help(report: SyncReport) -> None:
         raise SyncFailed(report, f"{len(report.failed)} deliveries failed after retries")
 
 
-def conclude_nightly(outcome: "SyncReport | FanOut", logger: logging.Logger) -> None:
+def conclude_nightly(outcome: SyncReport | FanOut, logger: logging.Logger) -> None:
     """The timer: a fan-out only logs what it enqueued; a full sync fails the invocation on any rejected or
     failed record, so it shows in monitoring (timers are not retried by the host)."""
     if not isinstance(outcome, SyncReport):
@@ -169,7 +171,7 @@ def raise_if_not_ok(report: SyncReport) -> None:
         raise SyncFailed(report, f"{len(report.rejected)} rejected, {len(report.failed)} failed")
 
 
-def park_message(queue_setting: str, body: str, env=None) -> str:
+def park_message(queue_setting: str, body: str, env: Env = None) -> str:
     """Put a queue message in ``<queue>-poison`` ourselves (what the host would do after 5 failures)."""
     parts = components(env)
     queue = {"PRODUCT_SYNC_QUEUE": parts.settings.product_sync_queue,
@@ -178,7 +180,7 @@ def park_message(queue_setting: str, body: str, env=None) -> str:
     return queue
 
 
-def park_blob(blob_name: str, env=None) -> str:
+def park_blob(blob_name: str, env: Env = None) -> str:
     """Put a blob in ``webjobs-blobtrigger-poison``, in the message format the blob extension uses."""
     parts = components(env)
     body = json.dumps({"Type": "BlobTrigger", "FunctionId": "Host.Functions.image_uploaded", "BlobType": "BlockBlob",

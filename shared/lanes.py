@@ -4,7 +4,7 @@ depend on it.
 
 - **Own workers.** ``workers`` threads per partner take batches from the lane's queue; the Wallie token is
   fetched by a Wallie worker, never by the listing.
-- **Never blocks the listing.** The queue keeps ``memory_batches`` batches in memory and spills the rest to
+- **Never blocks the listing.** The queue keeps ``MEMORY_RECORDS`` records in memory and spills the rest to
   a temporary file, so memory stays flat while a slow partner catches up.
 - **Stops once.** Credentials refused, a redirect, or ``BREAKER_FAILURES`` calls in a row that failed after
   all their retries stop the lane: the rest of its queue is reported as not sent, each unit by name, with one reason.
@@ -21,12 +21,17 @@ import tempfile
 import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
+from .catalog import ImageRecord
 from .errors import PartnerError, RejectedError, StopPartnerError, TooLargeError, TransientError
 from .report import Problem, SyncReport, not_sent_reason
 
 log = logging.getLogger(__name__)
+# Records a lane holds in memory before it spills batches to disk: a few MB (a Wallie record is ~0.4 KB, a
+# TRAEDE product a few KB), enough that a lane keeping pace never spills, bounded when a partner is slow.
+MEMORY_RECORDS = 5000
 BREAKER_FAILURES = 3  # calls in a row that failed after all their retries: the partner looks down
 _LENGTH = struct.Struct("<I")
 
@@ -35,17 +40,18 @@ _LENGTH = struct.Struct("<I")
 class Unit:
     """One record on its way to a partner (a Wallie record, a TRAEDE product), and what names it."""
 
-    payload: dict
+    payload: dict[str, Any]
     item_id: str
     blob_name: str | None
-    records: tuple = ()  # a product set's images, in the payload's order (for the report's ledger)
+    records: tuple[ImageRecord, ...] = ()  # a product set's images, in the payload's order (for the report's ledger)
 
 
 class _SpillQueue:
-    """A FIFO of batches: the first ``memory`` in memory, the rest in a temporary file."""
+    """A FIFO of batches: up to ``memory`` records in memory, the rest in a temporary file."""
 
     def __init__(self, memory: int):
         self.memory = memory
+        self._in_memory = 0  # records in the batches held in memory
         self._items: deque[list[Unit]] = deque()
         self._file: Any = None
         self._write_at = self._read_at = 0
@@ -56,8 +62,9 @@ class _SpillQueue:
 
     def put(self, batch: list[Unit]) -> None:
         with self._cond:
-            if len(self._items) < self.memory and not self._on_disk:
+            if (self._in_memory + len(batch) <= self.memory or not self._items) and not self._on_disk:
                 self._items.append(batch)
+                self._in_memory += len(batch)
             else:
                 if self._file is None:
                     self._file = tempfile.TemporaryFile(prefix="image-sync-lane-")
@@ -74,8 +81,11 @@ class _SpillQueue:
         with self._cond:
             while not self._items and not self._on_disk and not self._closed:
                 self._cond.wait()
+            batch: list[Unit]
             if self._items:
-                return self._items.popleft()
+                batch = self._items.popleft()
+                self._in_memory -= len(batch)
+                return batch
             if self._on_disk:
                 self._file.seek(self._read_at)
                 (size,) = _LENGTH.unpack(self._file.read(_LENGTH.size))
@@ -102,14 +112,14 @@ class _SpillQueue:
 class Lane:
     def __init__(self, target: Any, report: SyncReport, *, workers: int, stop: threading.Event,
                  guard: Callable[[], float] | None = None, track_items: bool = False,
-                 memory_batches: int | None = None):
+                 memory_records: int | None = None):
         self.target = target
         self.name: str = target.name
         self.report = report
         self.stop = stop
         self.guard = guard
         self.track_items = track_items
-        self.queue = _SpillQueue(memory_batches if memory_batches is not None else 2 * workers)
+        self.queue = _SpillQueue(MEMORY_RECORDS if memory_records is None else memory_records)
         self._lock = threading.Lock()
         self._stopped: str | None = None  # why this partner gets nothing more in this run
         self._stopped_retryable = True
@@ -214,7 +224,7 @@ class Lane:
                 ledger.record(self.name, u, outcome, reason)
 
 
-def units_payloads(units: list[Unit]) -> list[dict]:
+def units_payloads(units: list[Unit]) -> list[dict[str, Any]]:
     return [u.payload for u in units]
 
 
@@ -223,6 +233,6 @@ def _reason(exc: PartnerError) -> str:
     return exc.message + (f": {body}" if body else "")
 
 
-def _stats(target: object) -> dict:
+def _stats(target: object) -> dict[str, Any]:
     stats = getattr(target, "stats", None)
     return stats() if callable(stats) else {"requests": 0, "retries": 0}

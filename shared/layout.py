@@ -5,6 +5,7 @@ A layout is one or more patterns separated by ``|``, tried in order, e.g. the de
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -41,7 +42,7 @@ _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
 _WORD_SPLIT = re.compile(r"[^a-z0-9]+|(?<=[a-z])(?=[0-9])|(?<=[0-9])(?=[a-z])")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PathFields:
     """What a path told us. Missing fields are None."""
 
@@ -73,7 +74,7 @@ class PathLayout:
             name = m.group(1)
             if name not in _PLACEHOLDERS:
                 raise ConfigError(f"IMAGE_PATH_PATTERN={pattern!r} is invalid: unknown placeholder "
-                                  f"{{{name}}}; expected {', '.join('{%s}' % p for p in _PLACEHOLDERS)}")
+                                  f"{{{name}}}; expected {', '.join('{' + p + '}' for p in _PLACEHOLDERS)}")
             if name in seen:
                 raise ConfigError(f"IMAGE_PATH_PATTERN={pattern!r} is invalid: {{{name}}} appears twice")
             seen.add(name)
@@ -113,6 +114,7 @@ class PathLayout:
         return None
 
 
+@functools.lru_cache(maxsize=16384)
 def type_from_words(text: str) -> int:
     """The first word in ``text`` that names a kind of picture, left to right; 99 when none does."""
     text = _CAMEL.sub(" ", text)  # "ModelShot" reads as "Model Shot"

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import tempfile
 import threading
-from typing import IO, Any, Iterator
+from typing import IO, Any
+from collections.abc import Iterator
 
 from .redact import redact
 
@@ -40,7 +41,7 @@ class Ledger:
                 {"blob": record.blob_name, "existance_key": sent.get("existance_key"), "sort": sent.get("sort"),
                  "type": record.type, "colour": record.color_id, "filename": sent.get("filename"),
                  "alt": sent.get("alt"), "url": public_url(sent.get("url", ""))}
-                for record, sent in zip(unit.records, payload.get("images", []))]
+                for record, sent in zip(unit.records, payload.get("images", []), strict=True)]
         else:
             entry.update({"blob": unit.blob_name, **{k: v for k, v in payload.items() if k != "url"},
                           "url": public_url(payload.get("url", ""))})
@@ -71,7 +72,7 @@ class Ledger:
         self._files.clear()
 
 
-def write_report(path: str, report_dict: dict, ledger: Ledger | None) -> None:
+def write_report(path: str, report_dict: dict[str, Any], ledger: Ledger | None) -> None:
     """The report as JSON, with ``"sent": {partner: [entries...]}`` streamed from the ledger's spools."""
     from .redact import redact_tree
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import posixpath
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from .catalog import ImageRecord, SignedImage
 from .layout import TYPE_NAMES
@@ -16,10 +17,10 @@ from .layout import TYPE_NAMES
 MAX_FILENAME_BYTES = 255
 
 
-def wallie_record(signed: SignedImage) -> dict:
+def wallie_record(signed: SignedImage) -> dict[str, Any]:
     """One record for Wallie's ``POST /Images/urls``: exactly the documented fields."""
     image = signed.record
-    record: dict = {"imageId": image.image_id, "itemId": image.item_id}
+    record: dict[str, Any] = {"imageId": image.image_id, "itemId": image.item_id}
     if image.color_id:
         record["colorId"] = image.color_id
     record["type"] = image.type
@@ -27,7 +28,7 @@ def wallie_record(signed: SignedImage) -> dict:
     return record
 
 
-def order_key(i: ImageRecord) -> tuple:
+def order_key(i: ImageRecord) -> tuple[bool, int, str, int, str]:
     """TRAEDE's deterministic order: explicit sort, then colour, then kind (front first), then name."""
     return (i.sort is None, i.sort or 0, i.color_id or "", i.type, i.blob_name)
 
@@ -43,7 +44,7 @@ def default_alt(image: ImageRecord) -> str:
 class TraedeProduct:
     """A product's body for TRAEDE and its images in the body's order (the report names each one)."""
 
-    body: dict
+    body: dict[str, Any]
     records: tuple[ImageRecord, ...]
 
 
@@ -75,7 +76,7 @@ def _unique_filenames(images: list[ImageRecord]) -> dict[str, str]:
     ``900-front.jpg``, so TRAEDE never stores one picture under another's name."""
     plain_names = [i.filename for i in images]
     if len(set(plain_names)) == len(plain_names) and all(len(n) <= MAX_FILENAME_BYTES // 4 for n in plain_names):
-        return dict(zip((i.blob_name for i in images), plain_names))  # the usual case: nothing to change
+        return dict(zip((i.blob_name for i in images), plain_names, strict=True))  # the usual case: nothing to change
     plain = Counter(_fit(i.filename) for i in images)
     names = {i.blob_name: _fit(f"{i.color_id}-{i.filename}" if plain[_fit(i.filename)] > 1 and i.color_id
                                else i.filename)

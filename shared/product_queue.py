@@ -29,12 +29,16 @@ import math
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
 
 from .catalog import SkippedBlob
 from .coordination import FullSyncFence, FullSyncFences, PendingMarks, ProductLocks, StateContainer
 from .errors import ConfigError, ImageSyncError
 from .report import Problem, SyncReport
+
+if TYPE_CHECKING:
+    from .sync import SyncEngine
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +66,7 @@ class ProductMessage:
                           separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
-    def from_json(cls, text: str) -> "ProductMessage":
+    def from_json(cls, text: str) -> ProductMessage:
         try:
             data = json.loads(text)
             if data.get("v") != MESSAGE_VERSION:
@@ -79,7 +83,7 @@ class ProductQueue:
     """The product-level operations that need coordination: uploads, deletes, queue messages, the CLI's
     ``--item`` and ``flush``, and the fence around every full sync."""
 
-    def __init__(self, engine: Any, state: StateContainer, *, container: str, queue: Callable[[], Any],
+    def __init__(self, engine: SyncEngine, state: StateContainer, *, container: str, queue: Callable[[], Any],
                  delay_seconds: float, lock_seconds: int):
         self.engine = engine
         self.container = container
@@ -92,7 +96,9 @@ class ProductQueue:
 
     @property
     def _partner(self) -> str:
-        return self.engine.traede.name if self.engine.traede else "traede"
+        from .traede import TraedeClient
+
+        return self.engine.traede.name if self.engine.traede else TraedeClient.name
 
     # -- the triggers -------------------------------------------------------------------------------
 
@@ -265,7 +271,7 @@ class ProductQueue:
     # -- full syncs ---------------------------------------------------------------------------------
 
     def full_sync_unit(self, what: str, *, run: str | None = None, wait_seconds: float = 300,
-                       on_wait: Callable[[str], None] | None = None) -> "FullSyncUnit":
+                       on_wait: Callable[[str], None] | None = None) -> FullSyncUnit:
         return FullSyncUnit(self, what, run or uuid.uuid4().hex, wait_seconds, on_wait)
 
     def fenced(self, what: str, sync: Callable[[frozenset[str], Iterable[str]], SyncReport], *,
@@ -296,7 +302,7 @@ class FullSyncUnit:
         self.withhold: frozenset[str] = frozenset()
         self.pending: dict[str, tuple[str, float]] = {}
 
-    def __enter__(self) -> "FullSyncUnit":
+    def __enter__(self) -> FullSyncUnit:
         fences = self.queue.fences
         self.fence = fences.open(self.run, self.what)
         try:

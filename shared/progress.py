@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .report import SyncReport
 
@@ -42,7 +42,7 @@ class Progress:
             if report is not None:
                 self.emit(progress_line(report, time.monotonic() - self._started))
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         if self.every > 0:
             self._thread.start()
         return self

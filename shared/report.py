@@ -9,8 +9,9 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from datetime import datetime, UTC
+from typing import Any
+from collections.abc import Iterable
 
 from .catalog import SkippedBlob
 from .redact import redact
@@ -19,7 +20,7 @@ STORAGE = "storage"  # not a partner: where listing failures are reported
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +222,7 @@ class SyncReport:
                             "skipped": len(self.skipped), "complete": not self.storage_failures}
             return out
 
-    def merge(self, other: "SyncReport") -> None:
+    def merge(self, other: SyncReport) -> None:
         """Add another run's outcome to this one (an operation made of several engine runs)."""
         with self._lock:
             self.images += other.images
@@ -246,7 +247,7 @@ class SyncReport:
             self.delivered_items |= other.delivered_items
             self.interrupted = self.interrupted or other.interrupted
 
-    def finish(self) -> "SyncReport":
+    def finish(self) -> SyncReport:
         self.seconds = round(time.monotonic() - self.started, 3)
         self.ended_at = _now()
         return self
@@ -290,7 +291,7 @@ class SyncReport:
                              f"{_sample([repr(e.blob_name) for e in entries], sample)}")
         folded = {(t.name, not_sent_reason(t.stopped)) for t in self.tallies.values() if t.stopped}
         for kind, problems in (("rejected", self.rejected), ("failed", self.failed)):
-            causes: dict[tuple, list[Problem]] = {}
+            causes: dict[tuple[str, str, int | None], list[Problem]] = {}
             for p in problems:
                 if (p.partner, p.reason) not in folded:
                     causes.setdefault((p.partner, p.reason, p.status_code), []).append(p)

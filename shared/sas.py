@@ -5,11 +5,15 @@ import base64
 import hashlib
 import hmac
 import threading
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+import time
+from datetime import datetime, timedelta, UTC
+from typing import Any
+from collections.abc import Callable
 from urllib.parse import quote
 
-from .errors import ConfigError
+from azure.core.exceptions import AzureError
+
+from .errors import ConfigError, SigningError
 
 # A user-delegation key may live at most 7 days; ask for what the SAS needs plus a margin.
 _DELEGATION_KEY_MARGIN = timedelta(hours=1)
@@ -20,7 +24,7 @@ _TEMPLATE_BLOB = "sas-template-6f2b9c1e/x.jpg"
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class SasSigner:
@@ -56,6 +60,8 @@ class SasSigner:
         self._lock = threading.Lock()
         self._template: _Template | None = None
         self._fast = True
+        # With the real clock and whole-second skew and TTL, a template serves every URL of its second.
+        self._whole_seconds = clock is _utcnow and not (ttl.microseconds or start_skew.microseconds)
 
     @property
     def uses_delegation_key(self) -> bool:
@@ -63,6 +69,9 @@ class SasSigner:
 
     def url(self, blob_name: str) -> str:
         """The download URL for one blob, valid from now - skew until now + ttl."""
+        template = self._template
+        if template is not None and self._whole_seconds and int(time.time()) == template.second:
+            return f"{self._container_url}/{url_path(blob_name)}?{template.token(blob_name)}"  # the usual case
         now = self.clock()
         start, expiry = now - self.start_skew, now + self.ttl
         window = (start.replace(microsecond=0), expiry.replace(microsecond=0))
@@ -79,19 +88,19 @@ class SasSigner:
                    sts_hook: Callable[[str], None] | None = None) -> str:
         from azure.storage.blob import BlobSasPermissions, generate_blob_sas
 
-        if self._account_key is not None:
-            creds = {"account_key": self._account_key}
-        else:
-            creds = {"user_delegation_key": self._user_delegation_key(now, expiry)}
-        extra = {"sts_hook": sts_hook} if sts_hook else {}
-        return generate_blob_sas(
+        options: dict[str, Any] = {"account_key": self._account_key} if self._account_key is not None \
+            else {"user_delegation_key": self._user_delegation_key(now, expiry)}
+        if sts_hook:
+            options["sts_hook"] = sts_hook
+        token: str = generate_blob_sas(
             self.account_name, self.container, blob_name,
             permission=BlobSasPermissions(read=True), start=start, expiry=expiry,
-            protocol="https" if self._https else None, **creds, **extra,
+            protocol="https" if self._https else None, **options,
         )
+        return token
 
     def _make_template(self, now: datetime, start: datetime, expiry: datetime,
-                       window: tuple) -> "_Template | None":
+                       window: tuple[datetime, datetime]) -> _Template | None:
         """Sign the template blob with the SDK and split its string-to-sign around the blob path."""
         seen: list[str] = []
         try:
@@ -108,7 +117,7 @@ class SasSigner:
             self._fast = False
             return None
         head, tail = seen[0].split(resource + _TEMPLATE_BLOB)
-        template = _Template(window, base64.b64decode(key), head + resource, tail,
+        template = _Template(window, int(now.timestamp()), base64.b64decode(key), head + resource, tail,
                              "&".join(parts[:sigs[0]] + ["sig="]), "&".join([""] + parts[sigs[0] + 1:]))
         if template.token(_TEMPLATE_BLOB) != token:
             self._fast = False
@@ -117,11 +126,18 @@ class SasSigner:
 
     def _user_delegation_key(self, now: datetime, needed_until: datetime) -> Any:
         with self._lock:
-            if self._delegation_key is None or self._delegation_expiry < needed_until:
+            expiry = self._delegation_expiry
+            if self._delegation_key is None or expiry is None or expiry < needed_until:
                 key_expiry = min(needed_until + _DELEGATION_KEY_MARGIN, now + _DELEGATION_KEY_MAX)
                 if key_expiry < needed_until:
                     raise ConfigError("SAS_TTL_HOURS is longer than a user-delegation key can live (7 days)")
-                self._delegation_key = self.service.get_user_delegation_key(now - self.start_skew, key_expiry)
+                try:
+                    self._delegation_key = self.service.get_user_delegation_key(now - self.start_skew, key_expiry)
+                except AzureError as exc:
+                    code = getattr(exc, "error_code", None) or type(exc).__name__
+                    raise SigningError(
+                        f"cannot sign SAS URLs: the storage account refused a user-delegation key ({code}): the "
+                        "identity needs the 'Storage Blob Delegator' role on the images account") from exc
                 self._delegation_expiry = key_expiry
             return self._delegation_key
 
@@ -143,14 +159,18 @@ def url_path(blob_name: str) -> str:
 class _Template:
     """Everything of a SAS token but the signature, for one second of start/expiry."""
 
-    __slots__ = ("window", "key", "head", "tail", "before_sig", "after_sig")
+    __slots__ = ("window", "second", "head", "tail", "before_sig", "after_sig", "_mac")
 
-    def __init__(self, window: tuple, key: bytes, head: str, tail: str, before_sig: str, after_sig: str):
-        self.window, self.key, self.head, self.tail = window, key, head, tail
+    def __init__(self, window: tuple[datetime, datetime], second: int, key: bytes, head: str, tail: str,
+                 before_sig: str, after_sig: str):
+        self.window, self.second, self.head, self.tail = window, second, head, tail
         self.before_sig, self.after_sig = before_sig, after_sig
+        self._mac = hmac.new(key, head.encode("utf-8"), hashlib.sha256)  # the key and the head, hashed once
 
     def token(self, blob_name: str) -> str:
-        digest = hmac.new(self.key, (self.head + blob_name + self.tail).encode("utf-8"), hashlib.sha256).digest()
+        mac = self._mac.copy()
+        mac.update((blob_name + self.tail).encode("utf-8"))
+        digest = mac.digest()
         # quote() of base64, done by hand: only '+' and '=' need escaping ('/' stays, as the SDK leaves it).
         sig = base64.b64encode(digest).decode().replace("+", "%2B").replace("=", "%3D")
         return self.before_sig + sig + self.after_sig

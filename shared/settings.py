@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import overload
+from collections.abc import Mapping
 from urllib.parse import urlparse
 
 from .errors import ConfigError
@@ -61,6 +62,9 @@ class HttpSettings:
     max_retry_seconds: float = 120.0
 
 
+DEFAULT_HTTP = HttpSettings()
+
+
 @dataclass(frozen=True)
 class Settings:
     storage: StorageSettings
@@ -81,7 +85,11 @@ class Settings:
 
     def partner_urls(self) -> dict[str, str]:
         """Each configured partner's base URL (no secret in it), by the partner's name."""
-        return {name: s.base_url for name, s in (("wallie", self.wallie), ("traede", self.traede)) if s}
+        from .traede import TraedeClient
+        from .wallie import WallieClient
+
+        return {client.name: s.base_url for client, s in ((WallieClient, self.wallie), (TraedeClient, self.traede))
+                if s}
 
     def describe(self) -> str:
         """What a run works on, for its start line: never a secret."""
@@ -97,7 +105,7 @@ class Settings:
         return [v for v in values if v]
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every setting; raise ConfigError naming the first bad one."""
         r = _Reader(os.environ if env is None else env)
         return cls(
@@ -153,7 +161,7 @@ def _container_name(setting: str, name: str) -> str:
     return name
 
 
-def _storage(r: "_Reader") -> StorageSettings:
+def _storage(r: _Reader) -> StorageSettings:
     container = _container_name("IMAGES_CONTAINER", r.text("IMAGES_CONTAINER", DEFAULT_CONTAINER))
     conn = r.text("IMAGES_STORAGE", None)
     if conn:
@@ -189,7 +197,7 @@ def _queue_name(setting: str, name: str) -> str:
     return name
 
 
-def _wallie(r: "_Reader") -> WallieSettings | None:
+def _wallie(r: _Reader) -> WallieSettings | None:
     base = r.text("WALLIE_BASE_URL", None)
     if not base:
         return None
@@ -203,7 +211,7 @@ def _wallie(r: "_Reader") -> WallieSettings | None:
     )
 
 
-def _traede(r: "_Reader") -> TraedeSettings | None:
+def _traede(r: _Reader) -> TraedeSettings | None:
     base = r.text("TRAEDE_BASE_URL", None)
     if not base:
         return None
@@ -229,6 +237,12 @@ class _Reader:
 
     def __init__(self, env: Mapping[str, str]):
         self.env = env
+
+    @overload
+    def text(self, name: str, default: str) -> str: ...
+
+    @overload
+    def text(self, name: str, default: None) -> str | None: ...
 
     def text(self, name: str, default: str | None) -> str | None:
         value = self.env.get(name)

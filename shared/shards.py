@@ -26,12 +26,16 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import TYPE_CHECKING
+from collections.abc import Iterator
 
 from .catalog import Catalog, CatalogEntry
 from .errors import ConfigError
 from .report import SyncReport
 from .storage import ensure_queue, queue_client
+
+if TYPE_CHECKING:
+    from .factory import Components
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +60,7 @@ class Shard:
                            "marker": self.marker, "run": self.run}, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> "Shard":
+    def from_json(cls, text: str) -> Shard:
         try:
             data = json.loads(text)
             if data.get("v") != MESSAGE_VERSION:
@@ -65,7 +69,7 @@ class Shard:
                        after=data["after"], upto=data["upto"], marker=data["marker"],
                        run=str(data.get("run") or ""))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"not a shard message ({exc}): {text[:200]!r}") from None
+            raise ValueError(f"not a shard message ({exc}): {text[:200]!r}") from exc
 
     def owns(self, key: str) -> bool:
         return (self.after is None or key > self.after) and (self.upto is None or key <= self.upto)
@@ -141,7 +145,7 @@ def shard_entries(catalog: Catalog, shard: Shard) -> Iterator[CatalogEntry]:
             yield catalog.describe(blob)
 
 
-def nightly(parts: Any, report: SyncReport | None = None) -> SyncReport | FanOut:
+def nightly(parts: Components, report: SyncReport | None = None) -> SyncReport | FanOut:
     """The timer's work: plan shards and enqueue them, or sync everything here when sharding does not apply
     (into ``report``, if given).
 
@@ -169,7 +173,7 @@ def nightly(parts: Any, report: SyncReport | None = None) -> SyncReport | FanOut
                   seconds=round(time.monotonic() - started, 3))
 
 
-def run_shard(parts: Any, message: str, report: SyncReport | None = None) -> SyncReport:
+def run_shard(parts: Components, message: str, report: SyncReport | None = None) -> SyncReport:
     """One shard: its products' images to Wallie, each of its products' full set to TRAEDE."""
     shard = Shard.from_json(message)
     if shard.container != parts.settings.storage.container:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 GRACE_SECONDS = 5.0
 

@@ -5,10 +5,14 @@ retry policy, so a storage outage surfaces at the same pace everywhere.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, ImageSyncError
 from .settings import StorageSettings
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobServiceClient
+    from azure.storage.queue import QueueClient
 
 # The SDK's defaults wait 15 s, 18 s and 24 s between retries and 20 s for a connection: a storage outage
 # in the middle of a listing took 80 s to surface. Three retries within about 20 s ride out a blip, and a
@@ -17,7 +21,7 @@ CLIENT_DEFAULTS = {"retry_total": 3, "initial_backoff": 1, "increment_base": 3, 
                    "read_timeout": 60}
 
 
-def _retry_policy(policy: Any, opts: dict) -> tuple[Any, dict]:
+def _retry_policy(policy: Any, opts: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     opts = {**CLIENT_DEFAULTS, **opts}
     retry = policy(initial_backoff=opts.pop("initial_backoff"), increment_base=opts.pop("increment_base"),
                              retry_total=opts.pop("retry_total"))
@@ -31,7 +35,7 @@ def default_credential() -> Any:
     return DefaultAzureCredential()
 
 
-def blob_service(storage: StorageSettings, credential: Any = None, **options: Any):
+def blob_service(storage: StorageSettings, credential: Any = None, **options: Any) -> BlobServiceClient:
     """A ``BlobServiceClient`` for the images account.
 
     ``credential`` lets tests and tools pass a token credential; in Azure it defaults to
@@ -44,12 +48,14 @@ def blob_service(storage: StorageSettings, credential: Any = None, **options: An
     retry, opts = _retry_policy(ExponentialRetry, options)
     if storage.connection_string:
         return BlobServiceClient.from_connection_string(storage.connection_string, retry_policy=retry, **opts)
+    if not storage.account_url:
+        raise ConfigError("IMAGES_STORAGE is not set")  # Settings never lets this happen
     return BlobServiceClient(storage.account_url, credential=credential or default_credential(),
                              retry_policy=retry, **opts)
 
 
 def queue_client(storage: StorageSettings, queue: str, credential: Any = None, *, needed_for: str = "",
-                 **options: Any):
+                 **options: Any) -> QueueClient:
     """A queue on the images account, base64-encoded as the Functions queue trigger expects."""
     from azure.storage.queue import ExponentialRetry, QueueClient, TextBase64EncodePolicy
 
@@ -59,8 +65,9 @@ def queue_client(storage: StorageSettings, queue: str, credential: Any = None, *
         return QueueClient.from_connection_string(storage.connection_string, queue, message_encode_policy=encode,
                                                   retry_policy=retry, **opts)
     if not storage.queue_url:
+        why = f", {needed_for}" if needed_for else ""
         raise ConfigError("IMAGES_STORAGE__queueServiceUri is not set: expected the queue endpoint of the images "
-                          f"account (https://<account>.queue.core.windows.net){', ' + needed_for if needed_for else ''}")
+                          f"account (https://<account>.queue.core.windows.net){why}")
     return QueueClient(storage.queue_url, queue, credential=credential or default_credential(),
                        message_encode_policy=encode, retry_policy=retry, **opts)
 

@@ -13,11 +13,13 @@ every product until the listing ends. A listing that fails midway withholds only
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Iterator
 
 from azure.core.exceptions import AzureError
 
 from .catalog import Catalog, CatalogEntry, ImageRecord, SignedImage, SkippedBlob
+from .errors import SigningError
 from .lanes import Lane, Unit
 from .payloads import traede_product, wallie_record
 from .report import STORAGE, Problem, SyncReport
@@ -32,7 +34,7 @@ class Target(Protocol):
     unit: str  # what one record is: "images" (one record per image) or "products" (one per product)
     batch_size: int
 
-    def send(self, payloads: list[dict], guard: Guard | None = None) -> None: ...
+    def send(self, payloads: list[dict[str, Any]], guard: Guard | None = None) -> None: ...
 
 
 class SyncEngine:
@@ -130,7 +132,7 @@ class SyncEngine:
                     if len(wallie_batch) >= wallie.batch_size:
                         lanes[wallie.name].put(wallie_batch)
                         wallie_batch = []
-        except AzureError as exc:
+        except (AzureError, SigningError) as exc:
             listing_error = exc
         finally:
             report.listing_done = True
@@ -210,6 +212,10 @@ class _Products:
         """The listing broke off: what was complete has been sent; the rest cannot be, whole."""
         if isinstance(error, _Stopped):
             why = "not sent: the run was stopped before the product's listing was complete"
+        elif isinstance(error, SigningError):
+            why = "not sent: its images' URLs could not be signed"
+            self.report.add_storage_failure(Problem(STORAGE, "*", None, f"{error} (after {self.report.images} images)",
+                                                    retryable=False))
         else:
             why = "not sent: the listing did not complete, and a partial set would delete images at TRAEDE"
             listed = self.report.images + len(self.report.skipped)
@@ -235,7 +241,8 @@ class _Products:
                                              "its lock: it lists and sends the product itself"))
             return
         product = traede_product(item, images, color_attribute=self.engine.color_attribute)
-        self.batch.append(Unit(product.body, item, None, product.records))
+        records = product.records if self.report.ledger is not None else ()  # only the report's ledger reads them
+        self.batch.append(Unit(product.body, item, None, records))
         if len(self.batch) >= self.traede.batch_size:
             self._send_batch()
 

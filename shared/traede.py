@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from typing import Any
+from collections.abc import Callable
 
 import requests
 
 from .errors import AuthError, RejectedError
 from .http import PartnerHttp
-from .settings import HttpSettings, TraedeSettings
+from .settings import DEFAULT_HTTP, HttpSettings, TraedeSettings
 
 MAX_PRODUCTS_PER_REQUEST = 10  # TRAEDE's documented limit
 CHECK_SETTINGS = "check TRAEDE_ACCESS_TOKEN and TRAEDE_APP_KEY"
@@ -31,7 +32,7 @@ class TraedeClient:
     batch_size = MAX_PRODUCTS_PER_REQUEST
 
     def __init__(self, base_url: str, access_token: str, app_key: str, *, payload_key: str = "products",
-                 http: HttpSettings = HttpSettings(), pool_size: int = 8,
+                 http: HttpSettings = DEFAULT_HTTP, pool_size: int = 8,
                  session: requests.Session | None = None, stop: threading.Event | None = None):
         self.http = PartnerHttp(self.name, base_url, http, pool_size=pool_size, base_url_setting="TRAEDE_BASE_URL",
                                 session=session, stop=stop)
@@ -40,11 +41,11 @@ class TraedeClient:
 
     @classmethod
     def from_settings(cls, s: TraedeSettings, http: HttpSettings, *, pool_size: int = 8,
-                      stop: threading.Event | None = None) -> "TraedeClient":
+                      stop: threading.Event | None = None) -> TraedeClient:
         return cls(s.base_url, s.access_token, s.app_key, payload_key=s.payload_key, http=http,
                    pool_size=pool_size, stop=stop)
 
-    def sync_products(self, products: list[dict], guard: Callable[[], float] | None = None) -> None:
+    def sync_products(self, products: list[dict[str, Any]], guard: Callable[[], float] | None = None) -> None:
         """Replace the image sets of up to 10 products (each must carry ALL its images)."""
         if not 1 <= len(products) <= MAX_PRODUCTS_PER_REQUEST:
             raise ValueError(f"TRAEDE takes 1 to {MAX_PRODUCTS_PER_REQUEST} products a request, "
@@ -68,7 +69,7 @@ class TraedeClient:
             return exc.status_code or 422
         return 200
 
-    def _post(self, body: dict, what: str, *, expect_json: bool = True,
+    def _post(self, body: dict[str, Any], what: str, *, expect_json: bool = True,
               guard: Callable[[], float] | None = None) -> None:
         try:
             self.http.post("/products/images/sync", auth=self._auth, json_body=body, what=what,
@@ -77,7 +78,7 @@ class TraedeClient:
             raise AuthError(self.name, f"{exc.message}: TRAEDE refused the credentials: {CHECK_SETTINGS}",
                             status_code=exc.status_code, response_body=exc.response_body) from exc
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         return self.http.stats()
 
     def abort(self) -> None:

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from typing import Any
+from collections.abc import Callable
 
 import requests
 
 from . import redact
 from .errors import AuthError, PartnerError
 from .http import PartnerHttp
-from .settings import HttpSettings, WallieSettings
+from .settings import DEFAULT_HTTP, HttpSettings, WallieSettings
 
 CHECK_SETTINGS = "check WALLIE_TENANT, WALLIE_USERNAME and WALLIE_PASSWORD"
 # A refused login is remembered this long: the other workers of the same run do not ask again. A login
@@ -27,7 +28,7 @@ class _BearerToken(requests.auth.AuthBase):
     """Attaches a valid token to every attempt, so a token that expires during a retry wait is renewed
     before the next attempt instead of being refused; remembers, per thread, which token it sent."""
 
-    def __init__(self, client: "WallieClient"):
+    def __init__(self, client: WallieClient):
         self.client = client
         self.sent = threading.local()
 
@@ -49,7 +50,7 @@ class WallieClient:
     unit = "images"  # one record per image
 
     def __init__(self, base_url: str, tenant: str, username: str, password: str, *,
-                 batch_size: int = 500, http: HttpSettings = HttpSettings(), pool_size: int = 8,
+                 batch_size: int = 500, http: HttpSettings = DEFAULT_HTTP, pool_size: int = 8,
                  session: requests.Session | None = None, stop: threading.Event | None = None):
         self.http = PartnerHttp(self.name, base_url, http, pool_size=pool_size, base_url_setting="WALLIE_BASE_URL",
                                 session=session, stop=stop)
@@ -66,11 +67,11 @@ class WallieClient:
 
     @classmethod
     def from_settings(cls, s: WallieSettings, http: HttpSettings, *, pool_size: int = 8,
-                      stop: threading.Event | None = None) -> "WallieClient":
+                      stop: threading.Event | None = None) -> WallieClient:
         return cls(s.base_url, s.tenant, s.username, s.password, batch_size=s.batch_size, http=http,
                    pool_size=pool_size, stop=stop)
 
-    def send_images(self, records: list[dict], guard: Callable[[], float] | None = None) -> None:
+    def send_images(self, records: list[dict[str, Any]], guard: Callable[[], float] | None = None) -> None:
         """Upsert a batch of image records (at most ``batch_size``)."""
         body = {"images": records}
         what = f"POST /Images/urls ({len(records)} images)"
@@ -141,7 +142,7 @@ class WallieClient:
         redact.register(token)  # a token Wallie issued is a secret too: never printed, logged or saved
         return token, max(lifetime, 1.0)
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         return {**self.http.stats(), "token_requests": self.token_requests}
 
     def abort(self) -> None:

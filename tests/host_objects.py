@@ -2,7 +2,7 @@
 import json
 import types
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob_ext
@@ -24,4 +24,4 @@ def deleted_event(container_name, blob_name, event_type="Microsoft.Storage.BlobD
         id=str(uuid.uuid4()), data={"api": "DeleteBlob", "url": f"https://acct.blob.core.windows.net/x/{blob_name}"},
         topic="/subscriptions/s/resourceGroups/r/providers/Microsoft.Storage/storageAccounts/acct",
         subject=f"/blobServices/default/containers/{container_name}/blobs/{blob_name}",
-        event_type=event_type, event_time=datetime.now(timezone.utc), data_version="1")
+        event_type=event_type, event_time=datetime.now(UTC), data_version="1")

@@ -3,27 +3,28 @@ motivated, each proven equal to the SDK path it replaces."""
 import json
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
 from devtools.images import jpeg
-from shared.catalog import Catalog, parse_listing
+from shared.catalog import Catalog
+from shared.listing import parse_listing
 from shared.layout import PathLayout
 from shared.sas import SasSigner
 from shared.settings import DEFAULT_PATH_PATTERN
 
 REPO = Path(__file__).resolve().parent.parent
-KEYS = {"images", "products", "wall_s", "naive_wall_s", "speedup", "requests", "min_requests", "peak_rss_mb",
-        "sas_per_s", "list_per_s"}
+KEYS = {"images", "products", "wall_s", "floor_s", "wall_per_floor", "listing_s", "signing_s", "request_floor_s",
+        "naive_wall_s", "speedup", "requests", "min_requests", "peak_rss_mb", "cpu_s", "sas_per_s", "list_per_s"}
 
 
 def test_bench_smoke_run_prints_the_figures_and_sends_the_minimum_requests():
     result = subprocess.run(
         [sys.executable, "-m", "bench", "--images", "300", "--products", "60", "--latency-ms", "1",
-         "--naive-sample", "20", "--in-memory", "--fan-out", "20"],
+         "--naive-sample", "20", "--in-memory", "--fan-out", "20", "--synthetic", "2000"],
         cwd=REPO, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
@@ -34,6 +35,25 @@ def test_bench_smoke_run_prints_the_figures_and_sends_the_minimum_requests():
     assert any(line.startswith("speedup") for line in lines[:-1])  # the readable table
     fan_out = figures["fan_out"]  # 60 products in shards of 20: each shard may end with a part-full batch
     assert fan_out["shards"] == 3 and figures["min_requests"] <= fan_out["requests"] <= figures["min_requests"] + 3
+    # the floor is what it says: the slower of storage (listing + signing) and the partners' minimum requests
+    floor = max(figures["listing_s"] + figures["signing_s"], figures["request_floor_s"])
+    assert abs(figures["floor_s"] - floor) <= 0.02
+    assert abs(figures["wall_per_floor"] - figures["wall_s"] / figures["floor_s"]) < 0.05
+    assert figures["concurrency"] == 4 and any(line.startswith("floor") for line in lines[:-1])
+    synthetic = figures["synthetic"]  # 2,000 generated images over 400 products: 4 Wallie + 40 TRAEDE + token
+    assert (synthetic["images"], synthetic["products"], synthetic["requests"]) == (2000, 400, 4 + 40 + 1)
+
+
+def test_burst_bench_smoke_run_reports_no_stale_set():
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.burst", "--uploads", "60", "--products", "6", "--latency-ms", "1",
+         "--jitter-ms", "10", "--instances", "2", "--parallel", "2", "--rate", "0", "--give-up-s", "60"],
+        cwd=REPO, capture_output=True, text=True, timeout=240, env={**__import__("os").environ,
+                                                                   "PRODUCT_SYNC_DELAY_SECONDS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["path"] == "product queue" and figures["incomplete_at_end"] == 0
+    assert figures["traede_stale_sets"] == 0 and figures["traede_product_sends"] >= 6
 
 
 NAMES = ["100/BLK/front.jpg", "100/BLK/Back Shot.PNG", "100-a/x.jpg", "200/ünï cødé #1 (50%).jpg",
@@ -49,16 +69,11 @@ def varied(container):
 
 
 def test_raw_listing_describes_every_blob_exactly_as_the_sdk_listing(varied):
-    import shared.catalog as catalog_module
-
-    catalog = Catalog(varied, PathLayout(DEFAULT_PATH_PATTERN), page_size=3)
-    fast = list(catalog.scan()), catalog.product("200"), list(catalog.scan(prefix="200/ünï"))
-    original = catalog_module._raw_listing_supported
-    catalog_module._raw_listing_supported = lambda container: False  # the SDK's list_blobs path
-    try:
-        slow = list(catalog.scan()), catalog.product("200"), list(catalog.scan(prefix="200/ünï"))
-    finally:
-        catalog_module._raw_listing_supported = original
+    fast_catalog = Catalog(varied, PathLayout(DEFAULT_PATH_PATTERN), page_size=3)
+    sdk_catalog = Catalog(varied, PathLayout(DEFAULT_PATH_PATTERN), page_size=3, raw_listing=False)
+    assert fast_catalog.listing.raw and not sdk_catalog.listing.raw
+    fast, slow = ((list(c.scan()), c.product("200"), list(c.scan(prefix="200/ünï")))
+                  for c in (fast_catalog, sdk_catalog))
     assert fast == slow and len(fast[0]) == len(NAMES) and len(fast[1][0]) == 2 and len(fast[2]) == 1
 
 
@@ -83,7 +98,7 @@ def test_listing_parser_reads_percent_encoded_names():
 def test_fast_sas_is_the_sdk_sas_byte_for_byte(blob_service):
     from azure.storage.blob import BlobSasPermissions, generate_blob_sas
 
-    now = datetime(2026, 5, 1, 12, 0, 0, 250_000, tzinfo=timezone.utc)
+    now = datetime(2026, 5, 1, 12, 0, 0, 250_000, tzinfo=UTC)
     ttl, skew = timedelta(hours=48), timedelta(minutes=15)
     signer = SasSigner(blob_service, "imgs", ttl=ttl, start_skew=skew, clock=lambda: now)
     for name in NAMES:
@@ -97,7 +112,7 @@ def test_fast_sas_is_the_sdk_sas_byte_for_byte(blob_service):
 def test_sas_urls_stay_valid_across_seconds_and_open_the_blob(varied, blob_service):
     import urllib.request
 
-    ticks = iter([datetime.now(timezone.utc) + timedelta(seconds=s) for s in (0, 0, 1, 1, 2)])
+    ticks = iter([datetime.now(UTC) + timedelta(seconds=s) for s in (0, 0, 1, 1, 2)])
     signer = SasSigner(blob_service, varied.container_name, ttl=timedelta(hours=1),
                        start_skew=timedelta(minutes=15), clock=lambda: next(ticks))
     urls = [signer.url("100/BLK/front.jpg") for _ in range(5)]

@@ -62,3 +62,13 @@ def test_configuration_error_exits_2_with_the_setting_named(storage_env):
 def test_real_sync_without_any_partner_is_a_configuration_error(storage_env):
     result = run_cli(["sync"], storage_env)
     assert result.returncode == 2 and "no partner is configured" in result.stderr
+
+
+def test_dry_run_shows_only_the_configured_partner(container, storage_env):
+    seed(container)
+    env = {**storage_env, "TRAEDE_BASE_URL": "https://traede.example", "TRAEDE_ACCESS_TOKEN": "t0k3n-1",
+           "TRAEDE_APP_KEY": "k3y-1"}
+    result = run_cli(["sync", "--dry-run"], env)
+    assert result.returncode == 0, result.stderr
+    partners = {json.loads(line)["partner"] for line in result.stdout.splitlines()}
+    assert partners == {"traede"}  # Wallie is not configured: nothing is shown as going there

@@ -30,6 +30,7 @@ from shared import jobs
 from shared.catalog import image_id_for
 from shared.cli import main as cli_main
 from tests.conftest import TRAEDE_CREDENTIALS, WALLIE_CREDENTIALS
+from datetime import UTC
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(120)
@@ -368,7 +369,7 @@ class RawUploader:
     dot segments be collapsed), over one keep-alive connection."""
 
     def __init__(self, azurite, container):
-        from datetime import datetime, timedelta, timezone
+        from datetime import datetime, timedelta
         from urllib.parse import urlsplit
 
         from azure.storage.blob import ContainerSasPermissions, generate_container_sas
@@ -378,7 +379,7 @@ class RawUploader:
         self.prefix = f"/{ACCOUNT}/{container}/"
         self.sas = generate_container_sas(ACCOUNT, container, account_key=ACCOUNT_KEY,
                                           permission=ContainerSasPermissions(write=True, create=True),
-                                          expiry=datetime.now(timezone.utc) + timedelta(minutes=10))
+                                          expiry=datetime.now(UTC) + timedelta(minutes=10))
         endpoint = urlsplit(azurite.blob_endpoint)
         self.connection = http.client.HTTPConnection(endpoint.hostname, endpoint.port)
 

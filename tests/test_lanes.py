@@ -25,7 +25,7 @@ def client(wallie):
 def test_a_slow_partners_backlog_spills_to_disk_and_the_producer_never_waits(wallie):
     wallie.configure_faults(latency_ms=100)
     report = SyncReport()
-    lane = Lane(client(wallie), report, workers=1, stop=StopSignal(), memory_batches=2)
+    lane = Lane(client(wallie), report, workers=1, stop=StopSignal(), memory_records=4)
     started = time.monotonic()
     held = []
     for batch in batches(15):
@@ -34,7 +34,7 @@ def test_a_slow_partners_backlog_spills_to_disk_and_the_producer_never_waits(wal
     put_seconds = time.monotonic() - started
     lane.finish()
     assert put_seconds < 0.5, "putting work on a slow partner's lane must not wait for the partner"
-    assert max(held) <= 2 and lane.queue.spilled >= 12  # at most two batches in memory, the rest on disk
+    assert max(held) <= 2 and lane.queue.spilled >= 12  # at most four records in memory, the rest on disk
     assert report.delivered == {"wallie": 30} and len(wallie.images) == 30
 
 
@@ -42,7 +42,7 @@ def test_a_stopped_run_names_every_record_it_did_not_send(wallie):
     wallie.configure_faults(latency_ms=300)
     report = SyncReport()
     stop = StopSignal()
-    lane = Lane(client(wallie), report, workers=1, stop=stop, memory_batches=2)
+    lane = Lane(client(wallie), report, workers=1, stop=stop, memory_records=4)
     for batch in batches(6):
         lane.put(batch)
     time.sleep(0.4)

@@ -88,7 +88,7 @@ def test_a_layout_that_fits_no_image_fails_naming_the_pattern_and_an_example(con
     seed(container)
     result = cli({**sync_env, "IMAGE_PATH_PATTERN": "{item_id}_{color_id}.{ext}"}, "sync")
     assert result.returncode == 2, result.stderr
-    line = next(l for l in result.stderr.splitlines() if l.startswith("configuration error: no image file fits"))
+    line = next(line for line in result.stderr.splitlines() if line.startswith("configuration error: no image file fits"))
     assert "IMAGE_PATH_PATTERN '{item_id}_{color_id}.{ext}'" in line and "e.g. '100001/BLK/back.jpg'" in line
     assert wallie.stats["requests"] == 0 and traede.stats["requests"] == 0
     doctor = cli({**sync_env, "IMAGE_PATH_PATTERN": "{item_id}_{color_id}.{ext}"}, "doctor")
@@ -150,7 +150,7 @@ def test_a_wrong_traede_token_names_the_settings_and_keeps_the_sentence(containe
     seed(container)
     result = cli({**sync_env, "TRAEDE_ACCESS_TOKEN": "not-the-token-1234"}, "sync")
     assert result.returncode == 1
-    line = next(l for l in result.stderr.splitlines() if l.startswith("stopped: traede"))
+    line = next(line for line in result.stderr.splitlines() if line.startswith("stopped: traede"))
     assert "check TRAEDE_ACCESS_TOKEN and TRAEDE_APP_KEY" in line
     assert "missing or wrong Authorization bearer token" in line  # the partner's sentence, readable
     assert "not-the-token-1234" not in result.stderr
@@ -167,7 +167,7 @@ def test_debug_shows_each_partner_request_and_each_listing_page(container, sync_
     assert {(r[0], r[1], r[4]) for r in requests} >= {("wallie", "/Token", "200"), ("wallie", "/Images/urls", "200"),
                                                       ("traede", "/products/images/sync", "200")}
     assert len([r for r in requests if r[1] == "/Images/urls"]) == 2
-    assert re.search(r"DEBUG shared\.catalog: listed page 1 of '[^']+': 4 blobs in \d+ ms, the last", result.stderr)
+    assert re.search(r"DEBUG shared\.listing: listed page 1 of '[^']+': 4 blobs in \d+ ms, the last", result.stderr)
     assert "INFO shared.cli: sync started: container" in result.stderr
     secrets = [WALLIE_CREDENTIALS["password"], *TRAEDE_CREDENTIALS.values(), *wallie._tokens]
     assert not [s for s in secrets if s in result.stderr] and "sig=" not in result.stderr.replace("sig=REDACTED", "")
@@ -180,10 +180,10 @@ def test_progress_lines_reach_a_pipe_with_totals_once_known(container, sync_env,
     wallie.configure_faults(latency_ms=300)
     result = cli({**sync_env, "WALLIE_BATCH_SIZE": "2", "SYNC_CONCURRENCY": "2"}, "sync", "--progress", "0.5")
     assert result.returncode == 0, result.stderr
-    lines = [l for l in result.stderr.splitlines() if "progress:" in l]
+    lines = [line for line in result.stderr.splitlines() if "progress:" in line]
     assert len(lines) >= 3, result.stderr
     assert lines[0].startswith("INFO shared.cli: progress: ") and "images listed" in lines[0]
-    assert any("24 images listed (all)" in l and "of 24 images" in l and "of 12 products" in l for l in lines)
+    assert any("24 images listed (all)" in line and "of 24 images" in line and "of 12 products" in line for line in lines)
 
 
 def test_progress_on_a_terminal_shows_totals(container, sync_env, wallie, traede):

@@ -52,7 +52,7 @@ def history_of(traede, item):
 def assert_never_went_backwards(traede, item):
     sets = history_of(traede, item)
     assert sets, f"TRAEDE never received product {item}"
-    for n, (before, after) in enumerate(zip(sets, sets[1:]), start=2):
+    for n, (before, after) in enumerate(zip(sets, sets[1:], strict=False), start=2):
         assert after >= before, (f"set #{n} of product {item} lacks {sorted(before - after)}: a stale set was "
                                  f"applied after a newer one")
 

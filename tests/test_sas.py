@@ -1,5 +1,5 @@
 """SAS URLs against Azurite, which checks signatures, permissions and expiry for real."""
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -30,7 +30,7 @@ def test_url_downloads_the_exact_bytes_for_odd_names(blob_service, container, na
 
 
 def test_url_is_read_only_blob_scoped_and_time_limited(blob_service, container):
-    fixed = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
+    fixed = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
     url = signer(blob_service, container, ttl=timedelta(hours=6), skew=timedelta(minutes=15),
                  clock=lambda: fixed).url("1/front.jpg")
     q = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
@@ -67,7 +67,7 @@ def test_url_for_one_blob_does_not_open_another(blob_service, container):
 
 def test_expired_url_is_refused(blob_service, container):
     container.upload_blob("1/front.jpg", jpeg())
-    long_ago = datetime.now(timezone.utc) - timedelta(days=3)
+    long_ago = datetime.now(UTC) - timedelta(days=3)
     url = signer(blob_service, container, ttl=timedelta(hours=1), clock=lambda: long_ago).url("1/front.jpg")
     assert requests.get(url, timeout=10).status_code == 403
 

@@ -1,7 +1,7 @@
 """Properties of every SAS URL we hand out, for any blob name, TTL, skew and clock: read-only, one blob,
 https when the endpoint is, starting at most `skew` in the past and ending at most `ttl` ahead.
 Signed offline for hundreds of cases, then a sample downloaded from Azurite (which checks for real)."""
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
@@ -19,7 +19,7 @@ segment = st.text(st.characters(blacklist_categories=("Cc", "Cs"), blacklist_cha
                   min_size=1, max_size=40).filter(lambda s: not s.endswith("."))
 blob_names = st.lists(segment, min_size=1, max_size=4).map("/".join)
 clocks = st.datetimes(min_value=datetime(2024, 1, 1), max_value=datetime(2090, 1, 1),
-                      timezones=st.just(timezone.utc))
+                      timezones=st.just(UTC))
 ttls = st.floats(min_value=0.1, max_value=168).map(lambda h: timedelta(hours=h))
 skews = st.floats(min_value=0, max_value=60).map(lambda m: timedelta(minutes=m))
 
@@ -30,7 +30,7 @@ def parse(url):
 
 
 def when(text):
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
 @pytest.mark.parametrize("scheme", ["https", "http"])

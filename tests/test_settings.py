@@ -1,6 +1,12 @@
 """Every setting: defaults, and the message a user sees when it is missing or wrong."""
+import io
+import json
+import re
+from pathlib import Path
+
 import pytest
 
+from shared.cli import main as cli_main
 from shared.errors import ConfigError
 from shared.settings import DEFAULT_PATH_PATTERN, Settings
 
@@ -73,13 +79,6 @@ def test_unresolved_key_vault_reference_is_reported_as_such():
 
 
 # -- every setting: what a user sees when it is missing or wrong ------------------------------------
-
-import io
-import json
-import re
-from pathlib import Path
-
-from shared.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parent.parent
 READ = re.compile(r"""\br\.(?:text|required|number|integer|choice)\(\s*["']([A-Za-z0-9_]+)["']""")

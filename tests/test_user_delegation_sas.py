@@ -28,7 +28,9 @@ class LocalIdentityCredential:
         claims = {"aud": "https://storage.azure.com", "iss": "https://sts.windows.net/00000000-0000-0000-0000-000000000001/",
                   "nbf": now - 60, "iat": now - 60, "exp": now + 3600, "oid": "11111111-1111-1111-1111-111111111111",
                   "tid": "00000000-0000-0000-0000-000000000001"}
-        enc = lambda d: base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
+        def enc(d):
+            return base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
+
         token = f"{enc({'alg': 'HS256', 'typ': 'JWT'})}.{enc(claims)}.{enc({'sig': 'local'})}"
         return AccessToken(token, now + 3600)
 
@@ -48,7 +50,7 @@ def self_signed_cert(folder):
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
             .not_valid_after(now + dt.timedelta(days=2))

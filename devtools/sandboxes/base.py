@@ -24,7 +24,8 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field, fields
 from email.message import Message
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 

@@ -115,7 +115,7 @@ def account_id(rg, name):
 def parse_id(resource_id):
     parts = resource_id.strip("/").split("/")
     out = {}
-    for key, value in zip(parts[0::2], parts[1::2]):
+    for key, value in zip(parts[0::2], parts[1::2], strict=False):
         out[key.lower()] = value
     return out
 

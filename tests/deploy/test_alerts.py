@@ -158,7 +158,7 @@ def test_monitoring_bodies_are_json_with_pinned_api_versions():
     names = {"workspace": "w", "component": "c", "action_group": "g"}
     lines = monitoring.resources(RG_ID, APP, "westeurope", names, ["a@example.com"], [], POISON_QUEUES)
     assert [kind for kind, *_ in lines] == ["workspace", "component", "action-group"] + ["alert-rule"] * 3
-    for kind, resource_id, api, body in lines:
+    for _kind, resource_id, api, body in lines:
         assert resource_id.startswith(RG_ID + "/providers/") and api[:4].isdigit() and "preview" not in api
         json.dumps(body)
     no_alerts = monitoring.resources(RG_ID, APP, "westeurope", names)
