@@ -1,5 +1,5 @@
-"""How the container is listed: the List Blobs wire protocol, parsed with ElementTree, one page fetched
-ahead.
+"""How the container is listed: the List Blobs wire protocol, parsed with ElementTree, pages fetched ahead
+on a listing thread.
 
 Listings go through the SDK client's own pipeline (auth, retries, API version) but the XML is parsed here:
 the SDK's generic deserializer costs ~0.5 ms a blob, the whole budget of a large sync. Where the SDK does
@@ -11,7 +11,8 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+import queue
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from urllib.parse import quote, unquote
 
 log = logging.getLogger(__name__)
 LIST_PAGE_SIZE = 5000  # the service maximum: fewest round trips
+PAGES_AHEAD = 2  # pages the listing thread may fetch before the caller takes them
 
 
 @dataclass(slots=True)
@@ -45,26 +47,54 @@ class ContainerListing:
               marker: str | None = None) -> Iterator[tuple[str | None, list[ListedBlob]]]:
         """``(marker that fetched it, blobs)`` per listing page, starting at ``marker`` (None: the start).
 
-        The next page is requested while the caller works on this one (one page ahead): listing is
-        sequential, and at catalog scale the storage round trips and our parsing and signing take about
-        as long as each other, so overlapping them nearly halves a full sync.
+        A listing thread fetches page after page on its own, up to ``PAGES_AHEAD`` pages ahead of the
+        caller: listing is sequential (each page names the next), so storage must never wait for the
+        caller to finish a page before it is asked for the next. At catalog scale the storage round trips
+        and our describing and signing take about as long as each other; overlapping them nearly halves a
+        full sync. Memory: at most ``PAGES_AHEAD + 1`` pages are held. A listing error reaches the caller
+        in order, after the pages fetched before it.
         """
         fetch = self._fetch_raw if self.raw else self._fetch_sdk
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="listing") as ahead:
-            future: Future[tuple[Page, float]] = ahead.submit(_timed, fetch, prefix, marker)
+        ready: queue.Queue[tuple[str | None, Page, float] | BaseException] = queue.Queue(maxsize=PAGES_AHEAD)
+        done = threading.Event()
+
+        def hand_over(item: tuple[str | None, Page, float] | BaseException) -> bool:
+            while not done.is_set():
+                try:
+                    ready.put(item, timeout=0.2)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def produce() -> None:
+            at = marker
+            try:
+                while not done.is_set():
+                    page, seconds = _timed(fetch, prefix, at)
+                    if not hand_over((at, page, seconds)) or not page[1]:
+                        return
+                    at = page[1]
+            except BaseException as exc:  # handed to the caller, raised there
+                hand_over(exc)
+
+        threading.Thread(target=produce, name="listing", daemon=True).start()
+        try:
             number = 0
             while True:
-                (blobs, next_marker), seconds = future.result()
+                item = ready.get()
+                if isinstance(item, BaseException):
+                    raise item
+                at, (blobs, next_marker), seconds = item
                 number += 1
                 log.debug("listed page %d of %r%s: %d blobs in %.0f ms%s", number, self.container.container_name,
                           f" (prefix {prefix!r})" if prefix else "", len(blobs), seconds * 1000,
                           "" if next_marker else ", the last")
-                if next_marker:
-                    future = ahead.submit(_timed, fetch, prefix, next_marker)
-                yield marker, blobs
+                yield at, blobs
                 if not next_marker:
                     return
-                marker = next_marker
+        finally:
+            done.set()  # the listing thread stops after its current request
 
     def _fetch_raw(self, prefix: str | None, marker: str | None) -> Page:
         from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
