@@ -35,6 +35,9 @@ class ImageRecord:
     size: int
     image_id: str
     content_key: str
+    sort_b2c: int | None = None                 # TRAEDE's B2C sort (metadata ``sort_b2c``)
+    codes: Mapping[str, str] | None = None      # per-partner code overrides from metadata (``partner_codes``)
+    ignored: tuple[str, ...] = ()               # metadata values not valid for their field, and why
 
     @property
     def filename(self) -> str:
@@ -136,6 +139,7 @@ def describe_blob(layout: PathLayout, name: str, size: int | None, metadata: Map
     except ValueError as exc:
         source = "metadata" if any(k in meta for k in ("type", "sort")) else "path"
         return SkippedBlob(name, f"{source} {exc}")
+    sort_b2c, codes, ignored = _partner_fields(meta) if meta else (None, None, ())
     image_id = image_id_for(name)
     return ImageRecord(
         blob_name=name,
@@ -147,7 +151,39 @@ def describe_blob(layout: PathLayout, name: str, size: int | None, metadata: Map
         size=int(size),
         image_id=image_id,
         content_key=content_key_for(image_id, content_md5, etag),
+        sort_b2c=sort_b2c,
+        codes=codes,
+        ignored=ignored,
     )
+
+
+MAX_CODE_LENGTH = 255
+
+
+def _partner_fields(meta: Mapping[str, str]) -> tuple[int | None, dict[str, str] | None, tuple[str, ...]]:
+    """TRAEDE's ``sort_b2c`` and the per-partner codes from metadata; a value not valid for its field is
+    left out (the image still goes) with the reason in ``ignored``."""
+    from .partner_codes import META_KEYS
+
+    ignored = []
+    sort_b2c = None
+    raw = (meta.get("sort_b2c") or "").strip()
+    if raw:
+        try:
+            sort_b2c = parse_sort(raw)
+        except ValueError as exc:
+            ignored.append(f"metadata sort_b2c ignored: {str(exc).replace('sort ', '', 1)}")
+    codes = {}
+    for key in META_KEYS:
+        value = (meta.get(key) or "").strip()
+        if not value:
+            continue
+        if len(value) > MAX_CODE_LENGTH or not value.isprintable():
+            ignored.append(f"metadata {key} ignored: {value[:40]!r} is not a code (printable text of at most "
+                           f"{MAX_CODE_LENGTH} characters)")
+        else:
+            codes[key] = value
+    return sort_b2c, codes or None, tuple(ignored)
 
 
 class Catalog:
@@ -191,6 +227,15 @@ class Catalog:
         except ResourceNotFoundError:
             return SkippedBlob(blob_name, "blob no longer exists")
         return self.describe(props)
+
+    def has_folder(self, item_id: str) -> bool:
+        """Whether a product folder ``<item_id><separator>`` holds any blob (False for layouts without
+        product folders: nothing to tell by prefix)."""
+        sep = self.layout.item_prefix_separator
+        if not sep:
+            return False
+        return next(iter(self.container.list_blobs(name_starts_with=f"{item_id}{sep}", results_per_page=1)),
+                    None) is not None
 
     def product(self, item_id: str) -> tuple[list[ImageRecord], list[SkippedBlob]]:
         """All images of one product: listed by prefix when the layout starts with the item id."""

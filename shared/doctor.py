@@ -98,6 +98,18 @@ def check_layout(catalog: Catalog) -> Result:
     return OK, summary + (f" ({missed} do not, e.g. {example!r})" if missed else "")
 
 
+def check_partner_codes(container: Any, name: str) -> Result:
+    """PARTNER_CODES_FILE can be read and parsed (a bad one stops every sync before it sends anything)."""
+    from . import partner_codes
+
+    try:
+        codes = partner_codes.load(container, name)
+    except ConfigError as exc:
+        return FAIL, str(exc)
+    return OK, (f"{partner_codes.SETTING} {name!r}: {len(codes.items)} items and {len(codes.colours)} colours "
+                "mapped")
+
+
 def check_sas(catalog: Catalog, signer: SasSigner) -> Result:
     """Sign a URL for one real image and download its first bytes with no credentials but the SAS."""
     from azure.core.exceptions import AzureError
@@ -188,6 +200,9 @@ def run(env: Mapping[str, str] | None = None, *, credential: Any = None,
         else:
             catalog = Catalog(container, PathLayout(settings.path_pattern), page_size=1000)
             record("layout", _guard(lambda: check_layout(catalog)))
+            codes_file = settings.partner_codes_file
+            if codes_file:
+                record("codes", _guard(lambda: check_partner_codes(container, codes_file)))
             signer = SasSigner(service, settings.storage.container, ttl=timedelta(hours=settings.sas_ttl_hours),
                                start_skew=timedelta(minutes=settings.sas_start_skew_minutes))
             record("sas", _guard(lambda: check_sas(catalog, signer)))

@@ -8,6 +8,8 @@ from .catalog import Catalog
 from .coordination import StateContainer
 from .errors import ConfigError
 from .layout import PathLayout
+from .partner_codes import PartnerCodes
+from .payloads import TraedeOptions
 from .product_queue import ProductQueue
 from .sas import SasSigner
 from .settings import Settings
@@ -53,13 +55,24 @@ class Components:
         self.engine = SyncEngine(
             self.catalog, self.signer.url, wallie=wallie, traede=traede,
             concurrency=settings.sync_concurrency,
-            color_attribute=settings.traede.color_attribute if settings.traede else "Color",
+            traede_options=TraedeOptions(settings.traede.color_attribute, settings.traede.use_sort_b2c,
+                                         settings.traede.skip_if_no_variant_match) if settings.traede
+            else TraedeOptions(),
+            codes=self.partner_codes if settings.partner_codes_file else None,
+            codes_file=settings.partner_codes_file,
             stop=self.stop,
         )
         self.products = ProductQueue(
             self.engine, StateContainer(self.service, settings.sync_state_container),
             container=storage.container, queue=self.product_queue_client,
             delay_seconds=settings.product_sync_delay_seconds, lock_seconds=settings.product_lock_seconds)
+
+    def partner_codes(self) -> PartnerCodes:
+        """PARTNER_CODES_FILE, read at the start of each run (a changed file applies from the next run)."""
+        from . import partner_codes
+
+        assert self.settings.partner_codes_file
+        return partner_codes.load(self.container, self.settings.partner_codes_file)
 
     def product_queue_client(self) -> Any:
         return queue_client(self.settings.storage, self.settings.product_sync_queue, self.credential,

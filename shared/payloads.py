@@ -13,16 +13,19 @@ from collections.abc import Iterable
 
 from .catalog import ImageRecord, SignedImage
 from .layout import TYPE_NAMES
+from .partner_codes import PartnerIds
 
 MAX_FILENAME_BYTES = 255
 
 
-def wallie_record(signed: SignedImage) -> dict[str, Any]:
-    """One record for Wallie's ``POST /Images/urls``: exactly the documented fields."""
+def wallie_record(signed: SignedImage, ids: PartnerIds | None = None) -> dict[str, Any]:
+    """One record for Wallie's ``POST /Images/urls``: exactly the documented fields. ``ids``: Wallie's codes
+    for the item and colour when they are not the folder's (``partner_codes``); the imageId never changes."""
     image = signed.record
-    record: dict[str, Any] = {"imageId": image.image_id, "itemId": image.item_id}
-    if image.color_id:
-        record["colorId"] = image.color_id
+    item, color = (ids.item, ids.color) if ids else (image.item_id, image.color_id)
+    record: dict[str, Any] = {"imageId": image.image_id, "itemId": item}
+    if color:
+        record["colorId"] = color
     record["type"] = image.type
     record["url"] = signed.url
     return record
@@ -48,10 +51,28 @@ class TraedeProduct:
     records: tuple[ImageRecord, ...]
 
 
-def traede_product(item_id: str, images: Iterable[SignedImage], *, color_attribute: str = "Color") -> TraedeProduct:
+@dataclass(frozen=True, slots=True)
+class TraedeOptions:
+    """TRAEDE's optional fields: ``use_sort_b2c`` "auto" (on for a product when any image has a
+    ``sort_b2c``, else left to TRAEDE), "true" or "false"; ``skip_if_no_variant_match`` is sent with every
+    image that names a variant (a colour)."""
+
+    color_attribute: str = "Color"
+    use_sort_b2c: str = "auto"
+    skip_if_no_variant_match: bool = False
+
+
+DEFAULT_TRAEDE_OPTIONS = TraedeOptions()
+
+
+def traede_product(item_id: str, images: Iterable[SignedImage], *,
+                   options: TraedeOptions = DEFAULT_TRAEDE_OPTIONS,
+                   colors: dict[str, str | None] | None = None) -> TraedeProduct:
     """One product for TRAEDE's ``POST /products/images/sync``: ALL its images, numbered 1..n.
 
     The stable ``existance_key`` lets TRAEDE skip images it already has although the SAS URL changes.
+    ``item_id`` is TRAEDE's item number; ``colors`` maps a blob to TRAEDE's colour code where it is not the
+    folder's (``partner_codes``).
     """
     ordered = sorted(images, key=lambda s: order_key(s.record))
     names = _unique_filenames([s.record for s in ordered])
@@ -65,10 +86,22 @@ def traede_product(item_id: str, images: Iterable[SignedImage], *, color_attribu
             "filename": names[image.blob_name],
             "alt": image.alt or default_alt(image),
         }
-        if image.color_id:
-            entry["attach_to_variants_matching_attribute_code"] = {color_attribute: image.color_id}
+        if image.sort_b2c is not None:
+            entry["sort_b2c"] = image.sort_b2c
+        color = colors.get(image.blob_name, image.color_id) if colors else image.color_id
+        if color:
+            entry["attach_to_variants_matching_attribute_code"] = {options.color_attribute: color}
+            if options.skip_if_no_variant_match:
+                entry["skip_if_no_variant_matches_attribute_code"] = True
         out.append(entry)
-    return TraedeProduct({"item_number": item_id, "images": out}, tuple(s.record for s in ordered))
+    body: dict[str, Any] = {"item_number": item_id}
+    if options.use_sort_b2c == "auto":
+        if any(s.record.sort_b2c is not None for s in ordered):
+            body["use_sort_b2c"] = True
+    else:
+        body["use_sort_b2c"] = options.use_sort_b2c == "true"
+    body["images"] = out
+    return TraedeProduct(body, tuple(s.record for s in ordered))
 
 
 def _unique_filenames(images: list[ImageRecord]) -> dict[str, str]:

@@ -68,6 +68,7 @@ class SyncReport:
     images: int = 0
     products: int = 0
     skipped: list[SkippedBlob] = field(default_factory=list)
+    ignored: list[SkippedBlob] = field(default_factory=list)  # metadata values left out (the image went)
     storage_failures: list[Problem] = field(default_factory=list)
     tallies: dict[str, PartnerTally] = field(default_factory=dict)
     queued: list[str] = field(default_factory=list)      # products handed to the product queue
@@ -121,6 +122,10 @@ class SyncReport:
             if entry.layout_miss:
                 self.layout_misses += 1
                 self.layout_example = self.layout_example or entry.blob_name
+
+    def add_ignored(self, blob_name: str, reason: str) -> None:
+        with self._lock:
+            self.ignored.append(SkippedBlob(blob_name, reason))
 
     def add_traffic(self, partner: str, requests: int, retries: int) -> None:
         with self._lock:
@@ -228,6 +233,7 @@ class SyncReport:
             self.images += other.images
             self.products += other.products
             self.skipped.extend(other.skipped)
+            self.ignored.extend(other.ignored)
             self.layout_misses += other.layout_misses
             self.layout_example = self.layout_example or other.layout_example
             self.layout = self.layout or other.layout
@@ -264,6 +270,8 @@ class SyncReport:
             f"requests={self.requests}", f"retries={self.retries}", f"skipped={len(self.skipped)}",
             f"rejected={len(self.rejected)}", f"failed={len(self.failed)}",
         ]
+        if self.ignored:
+            parts.append(f"metadata ignored={len(self.ignored)}")
         if self.deferred:
             parts.append(f"deferred={len(self.deferred)}")
         if self.queued:
@@ -280,15 +288,16 @@ class SyncReport:
         lines to the logs (Application Insights bills them); ``to_dict`` keeps every one for the report.
         """
         lines = []
-        skipped: dict[str, list[SkippedBlob]] = {}
-        for entry in self.skipped:
-            skipped.setdefault(entry.reason, []).append(entry)
-        for reason, entries in skipped.items():
-            if len(entries) == 1:
-                lines.append(f"skipped: {entries[0].blob_name!r}: {reason}")
-            else:
-                lines.append(f"skipped: {len(entries)} blobs: {reason}: "
-                             f"{_sample([repr(e.blob_name) for e in entries], sample)}")
+        for word, listed in (("skipped", self.skipped), ("ignored", self.ignored)):
+            by_reason: dict[str, list[SkippedBlob]] = {}
+            for entry in listed:
+                by_reason.setdefault(entry.reason, []).append(entry)
+            for reason, entries in by_reason.items():
+                if len(entries) == 1:
+                    lines.append(f"{word}: {entries[0].blob_name!r}: {reason}")
+                else:
+                    lines.append(f"{word}: {len(entries)} blobs: {reason}: "
+                                 f"{_sample([repr(e.blob_name) for e in entries], sample)}")
         folded = {(t.name, not_sent_reason(t.stopped)) for t in self.tallies.values() if t.stopped}
         for kind, problems in (("rejected", self.rejected), ("failed", self.failed)):
             causes: dict[tuple[str, str, int | None], list[Problem]] = {}
@@ -322,6 +331,7 @@ class SyncReport:
             "delivered": self.delivered, "requests": self.requests, "retries": self.retries,
             "seconds": self.seconds,
             "skipped": [{"blob": s.blob_name, "reason": s.reason} for s in self.skipped],
+            "ignored": [{"blob": s.blob_name, "reason": s.reason} for s in self.ignored],
             "rejected": [p.to_dict() for p in self.rejected],
             "failed": [p.to_dict() for p in self.failed],
             "deferred": [p.to_dict() for p in self.deferred],

@@ -52,6 +52,8 @@ class TraedeSettings:
     app_key: str = field(repr=False)
     payload_key: str = "products"
     color_attribute: str = "Color"
+    use_sort_b2c: str = "auto"                 # "auto", "true" or "false" (see payloads.TraedeOptions)
+    skip_if_no_variant_match: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class Settings:
     product_sync_delay_seconds: float = 10.0
     product_lock_seconds: int = 60
     sync_state_container: str = DEFAULT_STATE_CONTAINER
+    partner_codes_file: str | None = None      # a CSV blob in the images container (partner_codes)
     log_level: str = "INFO"
 
     def partner_urls(self) -> dict[str, str]:
@@ -133,6 +136,7 @@ class Settings:
             product_lock_seconds=r.integer("PRODUCT_LOCK_SECONDS", 60, low=15, high=60),
             sync_state_container=_container_name("SYNC_STATE_CONTAINER",
                                                  r.text("SYNC_STATE_CONTAINER", DEFAULT_STATE_CONTAINER)),
+            partner_codes_file=_codes_file(r.text("PARTNER_CODES_FILE", None)),
             log_level=r.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
         )
 
@@ -223,7 +227,18 @@ def _traede(r: _Reader) -> TraedeSettings | None:
         app_key=r.required("TRAEDE_APP_KEY", "the TRAEDE API app key", "TRAEDE_BASE_URL"),
         payload_key=r.text("TRAEDE_PAYLOAD_KEY", "products"),
         color_attribute=r.text("TRAEDE_COLOR_ATTRIBUTE", "Color"),
+        use_sort_b2c=r.choice("TRAEDE_USE_SORT_B2C", "AUTO", ("AUTO", "TRUE", "FALSE")).lower(),
+        skip_if_no_variant_match=r.flag("TRAEDE_SKIP_IF_NO_VARIANT_MATCH", False),
     )
+
+
+def _codes_file(name: str | None) -> str | None:
+    if name is None:
+        return None
+    if name.startswith("/") or name.endswith("/") or len(name) > 1024:
+        raise ConfigError(f"PARTNER_CODES_FILE={name!r} is invalid: expected the name of a CSV blob in "
+                          "IMAGES_CONTAINER, e.g. _config/partner-codes.csv")
+    return name
 
 
 def _require_url(name: str, value: str) -> None:
@@ -281,6 +296,14 @@ class _Reader:
         if not raw.lstrip("-").isdigit() or not (low <= int(raw) <= high):
             raise ConfigError(f"{name}={raw!r} is invalid: expected a whole number from {low} to {high}")
         return int(raw)
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self.text(name, None)
+        if raw is None:
+            return default
+        if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ConfigError(f"{name}={raw!r} is invalid: expected true or false")
+        return raw.lower() in ("true", "1", "yes")
 
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
         raw = self.text(name, None)

@@ -21,7 +21,8 @@ from azure.core.exceptions import AzureError
 from .catalog import Catalog, CatalogEntry, ImageRecord, SignedImage, SkippedBlob
 from .errors import SigningError
 from .lanes import Lane, Unit
-from .payloads import traede_product, wallie_record
+from .partner_codes import PartnerCodes, resolve
+from .payloads import DEFAULT_TRAEDE_OPTIONS, TraedeOptions, traede_product, wallie_record
 from .report import STORAGE, Problem, SyncReport
 
 Guard = Callable[[], float]
@@ -40,13 +41,19 @@ class Target(Protocol):
 class SyncEngine:
     def __init__(self, catalog: Catalog, sign: Callable[[str], str], *,
                  wallie: Target | None = None, traede: Target | None = None,
-                 concurrency: int = 4, color_attribute: str = "Color", stop: threading.Event | None = None):
+                 concurrency: int = 4, traede_options: TraedeOptions = DEFAULT_TRAEDE_OPTIONS,
+                 codes: Callable[[], PartnerCodes | None] | None = None, codes_file: str | None = None,
+                 stop: threading.Event | None = None):
+        """``codes`` loads the partner codes mapping (``PARTNER_CODES_FILE``, the blob ``codes_file``) at
+        the start of each run, so a changed file applies from the next run on."""
         self.catalog = catalog
         self.sign = sign
         self.wallie = wallie
         self.traede = traede
         self.concurrency = concurrency
-        self.color_attribute = color_attribute
+        self.traede_options = traede_options
+        self.codes = codes
+        self.codes_file = codes_file
         self.stop = stop or threading.Event()
 
     # -- the operations ---------------------------------------------------------------------------
@@ -105,6 +112,7 @@ class SyncEngine:
               guard: Guard | None = None, grouped: bool = True, empty_sets: bool = True) -> SyncReport:
         """``grouped``: the entries come product by product (a product's images are never interleaved
         with another's), so each product can be sent as soon as the next one begins."""
+        codes = self.codes() if self.codes else None  # a bad mapping file: ConfigError before any work
         if targets is None:
             targets = [t for t in (self.wallie, self.traede) if t is not None]
         wallie = self.wallie if self.wallie in targets else None
@@ -113,7 +121,7 @@ class SyncEngine:
                               track_items=t is traede) for t in targets}
         report.layout = self.catalog.layout.pattern
         products = _Products(self, report, traede, lanes.get(traede.name) if traede else None, withhold, grouped,
-                             remember=items is not None)
+                             remember=items is not None, codes=codes)
         wallie_batch: list[Unit] = []
         listing_error: Exception | None = None
         try:
@@ -122,13 +130,21 @@ class SyncEngine:
                     listing_error = _Stopped()
                     break
                 if isinstance(entry, SkippedBlob):
-                    report.add_skipped(entry)
+                    if entry.blob_name != self.codes_file:  # the mapping file lives among the images
+                        report.add_skipped(entry)
                     continue
                 signed = SignedImage(entry, self.sign(entry.blob_name))
                 report.images += 1
+                for reason in entry.ignored:
+                    report.add_ignored(entry.blob_name, reason)
                 products.add(signed)
                 if wallie:
-                    wallie_batch.append(Unit(wallie_record(signed), entry.item_id, entry.blob_name))
+                    ids = resolve(entry, codes)[0] if codes is not None or entry.codes else None
+                    if ids is not None and ids.problem:
+                        report.add_rejected(Problem(wallie.name, entry.item_id, entry.blob_name,
+                                                    f"not sent: {ids.problem}", retryable=False))
+                        continue
+                    wallie_batch.append(Unit(wallie_record(signed, ids), entry.item_id, entry.blob_name))
                     if len(wallie_batch) >= wallie.batch_size:
                         lanes[wallie.name].put(wallie_batch)
                         wallie_batch = []
@@ -175,8 +191,10 @@ class _Products:
     """
 
     def __init__(self, engine: SyncEngine, report: SyncReport, traede: Target | None, lane: Lane | None,
-                 withhold: frozenset[str], grouped: bool, remember: bool):
+                 withhold: frozenset[str], grouped: bool, remember: bool, codes: PartnerCodes | None = None):
         self.engine, self.report, self.traede, self.lane = engine, report, traede, lane
+        self.codes = codes
+        self.renamed: dict[str, str] = {}  # TRAEDE item number -> the folder sent under it, where they differ
         self.withhold, self.grouped = withhold, grouped
         self.open: dict[str, list[SignedImage]] = {}
         self.done: set[str] | None = set() if remember else None  # products completed, when asked for by id
@@ -240,11 +258,47 @@ class _Products:
             self.report.add_deferred(Problem(self.traede.name, item, None, "left to the product sync that holds "
                                              "its lock: it lists and sends the product itself"))
             return
-        product = traede_product(item, images, color_attribute=self.engine.color_attribute)
+        code, colors, problem = self._traede_codes(item, images)
+        if problem:
+            self.report.add_rejected(Problem(self.traede.name, item, None, f"not sent: {problem}", retryable=False))
+            return
+        product = traede_product(code, images, options=self.engine.traede_options, colors=colors)
         records = product.records if self.report.ledger is not None else ()  # only the report's ledger reads them
         self.batch.append(Unit(product.body, item, None, records))
         if len(self.batch) >= self.traede.batch_size:
             self._send_batch()
+
+    def _traede_codes(self, item: str,
+                      images: list[SignedImage]) -> tuple[str, dict[str, str | None] | None, str | None]:
+        """TRAEDE's item number and colour codes for a folder's images, or why the product cannot be sent
+        whole (a partial set would delete images at TRAEDE, so one unknown code withholds the product)."""
+        if self.codes is None and not any(s.record.codes for s in images):
+            return item, None, None
+        items, colors = set(), {}
+        for signed in images:
+            ids = resolve(signed.record, self.codes)[1]
+            if ids.problem:
+                return item, None, f"blob {signed.record.blob_name!r}: {ids.problem}"
+            items.add(ids.item)
+            colors[signed.record.blob_name] = ids.color
+        if len(items) > 1:
+            return item, None, (f"its images name different TRAEDE item numbers ({', '.join(sorted(items))}); "
+                                "give every image of the folder the same traede_item_number")
+        code = items.pop() if items else item
+        if code != item:
+            claimed = self.renamed.get(code)
+            if claimed and claimed != item:
+                return item, None, (f"TRAEDE item {code!r} is also the code of folder {claimed!r}: one TRAEDE "
+                                    "product is one folder (each would replace the other's images)")
+            by_file = self.codes is not None and bool(self.codes.items)  # the file's targets are one-to-one
+            if not by_file and self.engine.catalog.has_folder(code):
+                return item, None, (f"TRAEDE item {code!r} is also a folder of its own: one TRAEDE product is "
+                                    "one folder (each would replace the other's images)")
+            self.renamed[code] = item
+        elif code in self.renamed:
+            return item, None, (f"TRAEDE item {code!r} was already sent with the images of folder "
+                                f"{self.renamed[code]!r} (its traede_item_number): one TRAEDE product is one folder")
+        return code, colors, None
 
     def _send_batch(self) -> None:
         if self.batch and self.lane is not None:

@@ -85,3 +85,15 @@ def test_bad_setting_is_one_failed_line(sync_env):
 def test_no_partner_configured_fails_settings(storage_env, image):
     code, checks, lines = doctor(storage_env)
     assert code == 1 and "no partner is configured" in checks["settings"]
+
+
+def test_partner_codes_file_is_checked_when_set(image, container, sync_env, wallie, traede):
+    env = {**sync_env, "PARTNER_CODES_FILE": "_config/codes.csv"}
+    container.upload_blob("_config/codes.csv", b"kind,code,wallie,traede\nitem,100,W100,T100\ncolour,10,,1\n")
+    code, checks, lines = doctor(env)
+    assert code == 0, lines
+    assert list(checks) == ["settings", "storage", "layout", "codes", "sas", "wallie", "traede"]
+    assert checks["codes"].startswith("OK ") and "1 items and 1 colours mapped" in checks["codes"]
+    container.upload_blob("_config/codes.csv", b"kind,code,wallie,traede\nitem,100\n", overwrite=True)
+    code, checks, lines = doctor(env)
+    assert code == 1 and checks["codes"].startswith("FAIL codes: PARTNER_CODES_FILE '_config/codes.csv' line 2")

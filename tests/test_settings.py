@@ -60,6 +60,10 @@ def test_partners_are_read_when_their_base_url_is_set():
     ({**BASE, "HTTP_TIMEOUT_SECONDS": "x"}, "HTTP_TIMEOUT_SECONDS", "expected a number"),
     ({**BASE, "HTTP_MAX_RETRIES": "-1"}, "HTTP_MAX_RETRIES", "whole number"),
     ({**BASE, "LOG_LEVEL": "LOUD"}, "LOG_LEVEL", "DEBUG, INFO"),
+    ({**BASE, **TRAEDE, "TRAEDE_USE_SORT_B2C": "sometimes"}, "TRAEDE_USE_SORT_B2C", "AUTO, TRUE, FALSE"),
+    ({**BASE, **TRAEDE, "TRAEDE_SKIP_IF_NO_VARIANT_MATCH": "perhaps"}, "TRAEDE_SKIP_IF_NO_VARIANT_MATCH",
+     "expected true or false"),
+    ({**BASE, "PARTNER_CODES_FILE": "/codes.csv"}, "PARTNER_CODES_FILE", "name of a CSV blob"),
 ])
 def test_bad_settings_name_the_setting_and_what_is_expected(env, setting, expected):
     with pytest.raises(ConfigError) as exc:
@@ -81,7 +85,7 @@ def test_unresolved_key_vault_reference_is_reported_as_such():
 # -- every setting: what a user sees when it is missing or wrong ------------------------------------
 
 ROOT = Path(__file__).resolve().parent.parent
-READ = re.compile(r"""\br\.(?:text|required|number|integer|choice)\(\s*["']([A-Za-z0-9_]+)["']""")
+READ = re.compile(r"""\br\.(?:text|required|number|integer|choice|flag)\(\s*["']([A-Za-z0-9_]+)["']""")
 
 
 def settings_read():

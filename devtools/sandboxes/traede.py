@@ -32,7 +32,8 @@ class TraedeSandbox(Sandbox):
     """TRAEDE's image sync endpoint; `.products` is item_number -> the images it has now (each with "key")."""
 
     name = "traede"
-    counters = ("sync_requests", "products_received", "images_new", "images_kept", "images_deleted")
+    counters = ("sync_requests", "products_received", "images_new", "images_kept", "images_deleted",
+                "images_not_created")
 
     def __init__(
         self,
@@ -47,6 +48,9 @@ class TraedeSandbox(Sandbox):
         self.access_token = access_token
         self.app_key = app_key
         self.payload_key = payload_key
+        # item_number -> attribute -> the codes its variants have (e.g. {"Color": {"100"}}); a product not
+        # here has every variant an image names. Read by skip_if_no_variant_matches_attribute_code.
+        self.variants: dict[str, dict[str, set[str]]] = {}
         super().__init__(host=host, port=port, download=download)
 
     def routes(self) -> dict[str, Route]:
@@ -136,7 +140,8 @@ class TraedeSandbox(Sandbox):
             for product in products:
                 item_number = product["item_number"]
                 before = {image["key"] for image in self._products.get(item_number, [])}
-                after = [dict(image, key=_image_key(image)) for image in product["images"]]
+                after = [dict(image, key=_image_key(image)) for image in product["images"]
+                         if self._creates(item_number, image, before)]
                 for image in after:
                     if image["key"] in before:
                         self._stats["images_kept"] += 1
@@ -153,6 +158,18 @@ class TraedeSandbox(Sandbox):
                 self._history.append({"seq": len(self._history) + 1, "item_number": item_number,
                                       "keys": [image["key"] for image in after], "at": time.time()})
         return to_download
+
+    def _creates(self, item_number: str, image: dict[str, Any], before: set[str]) -> bool:
+        """skip_if_no_variant_matches_attribute_code: a NEW image whose attribute codes match none of the
+        product's variants is not created (existing images are kept, as TRAEDE documents)."""
+        if not image.get("skip_if_no_variant_matches_attribute_code") or _image_key(image) in before:
+            return True
+        known = self.variants.get(item_number)
+        attach = image.get("attach_to_variants_matching_attribute_code") or {}
+        if known is None or any(code in known.get(attr, set()) for attr, code in attach.items()):
+            return True
+        self._stats["images_not_created"] += 1
+        return False
 
     # --- contract
 
@@ -237,10 +254,14 @@ def _image_errors(path: str, item_number: str | None, image: Any, keys: set[str]
         isinstance(attach, dict) and all(isinstance(v, str) for v in attach.values())
     ):
         problem("attach_to_variants_matching_attribute_code", 'Must be an object of strings, e.g. {"Color": "100"}')
-    if "skip_if_no_variant_matches_attribute_code" in image and not isinstance(
-        image["skip_if_no_variant_matches_attribute_code"], bool
-    ):
-        problem("skip_if_no_variant_matches_attribute_code", "Must be a boolean")
+    if "skip_if_no_variant_matches_attribute_code" in image:
+        if not isinstance(image["skip_if_no_variant_matches_attribute_code"], bool):
+            problem("skip_if_no_variant_matches_attribute_code", "Must be a boolean")
+        elif "attach_to_variants_matching_attribute_code" not in image:
+            # Stricter than the docs say: the flag means nothing without a variant to match, and sending it
+            # alone would hide a client that lost the variant attribute.
+            problem("skip_if_no_variant_matches_attribute_code",
+                    "Only meaningful with attach_to_variants_matching_attribute_code")
     if key_ok and ("existance_key" in image or isinstance(image.get("url"), str)):
         image_key = _image_key(image)
         if image_key in keys:

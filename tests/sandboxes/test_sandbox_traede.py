@@ -133,6 +133,8 @@ def test_products_must_be_a_non_empty_list(http, traede, products):
          "products.1.images.0.attach_to_variants_matching_attribute_code"),
         (product(images=[img("a", skip_if_no_variant_matches_attribute_code="false")]),
          "products.1.images.0.skip_if_no_variant_matches_attribute_code"),
+        (product(images=[img("a", skip_if_no_variant_matches_attribute_code=True)]),
+         "products.1.images.0.skip_if_no_variant_matches_attribute_code"),
         (product(images=[img("a", position=1)]), "products.1.images.0.position"),
         (product(images=[img("a", sort=1), img("a", sort=2)]), "products.1.images.1.url"),
         (product(images=[img("a", existance_key="k"), img("b", existance_key="k")]),
@@ -144,7 +146,7 @@ def test_products_must_be_a_non_empty_list(http, traede, products):
         "image-not-object", "url-missing", "url-relative", "url-file", "sort-missing", "sort-string", "sort-bool",
         "sort-float", "sort_b2c-string", "existance_key-empty", "existance_key-not-string", "existance_key-too-long",
         "alt-not-string", "filename-not-string", "attach-not-object", "attach-non-string-value",
-        "skip-not-bool", "image-unknown-field", "duplicate-url-key", "duplicate-existance-key",
+        "skip-not-bool", "skip-without-variant", "image-unknown-field", "duplicate-url-key", "duplicate-existance-key",
     ],
 )
 def test_invalid_data_is_422_and_nothing_applied(http, traede, bad_product, path):

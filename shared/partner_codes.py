@@ -1,0 +1,158 @@
+"""Each partner's codes for a product and a colour, when they differ from the folder's.
+
+Wallie wants the ids of its Items and Colors endpoints; TRAEDE wants the item number and the colour code
+defined in its UI. A retailer whose folders use one code system maps them in two ways, the first that
+says something wins:
+
+1. **Blob metadata** on an image: ``traede_item_number``, ``traede_color``, ``wallie_item_id``,
+   ``wallie_color_id``.
+2. **A mapping file** (``PARTNER_CODES_FILE``: a CSV blob in the images container)::
+
+       kind,code,wallie,traede
+       item,100001,W-100001,TS-100001
+       colour,100,BLK,100
+
+   An empty cell means "this partner uses the folder's code". Once the file lists any item (or any
+   colour), it is the list: a code it does not name is *unknown*, and its images are reported, not sent
+   with a guessed code.
+3. Otherwise the folder's code.
+
+Wallie's ``imageId`` comes from the blob's path and never from a code: a mapping change does not create
+new images at Wallie. A TRAEDE product is one folder: two folders cannot share a TRAEDE item number
+(each would replace the other's images), so the file refuses that, and a sync refuses metadata that does.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError
+
+SETTING = "PARTNER_CODES_FILE"
+HEADER = ("kind", "code", "wallie", "traede")
+KINDS = {"item": "item", "colour": "colour", "color": "colour"}
+META_KEYS = ("traede_item_number", "traede_color", "wallie_item_id", "wallie_color_id")
+MAX_FILE_BYTES = 20 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class PartnerIds:
+    """One image's codes at one partner, or why it has none (``problem``: it is not sent there)."""
+
+    item: str
+    color: str | None
+    problem: str | None = None
+
+
+class PartnerCodes:
+    """The mapping file, parsed: folder code -> (Wallie code, TRAEDE code) for items and colours."""
+
+    def __init__(self, name: str, rows: Mapping[tuple[str, str], tuple[str, str]]):
+        self.name = name
+        self.items = {code: pair for (kind, code), pair in rows.items() if kind == "item"}
+        self.colours = {code: pair for (kind, code), pair in rows.items() if kind == "colour"}
+
+    @classmethod
+    def parse(cls, name: str, data: bytes) -> PartnerCodes:
+        """Every problem is a ConfigError naming the file and the line."""
+        where = f"{SETTING} {name!r}"
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = data[:exc.start].count(b"\n") + 1
+            raise ConfigError(f"{where} line {line}: not UTF-8 text ({exc.reason}); save the file as UTF-8 "
+                              "CSV") from exc
+        rows: dict[tuple[str, str], tuple[str, str]] = {}
+        first_line: dict[tuple[str, str], int] = {}
+        traede_items: dict[str, tuple[str, int]] = {}
+        reader = csv.reader(io.StringIO(text))
+        try:
+            header = next(reader, None)
+            if header is None or tuple(h.strip().lower() for h in header) != HEADER:
+                raise ConfigError(f"{where} line 1: expected the header {','.join(HEADER)!r}, "
+                                  f"found {','.join(header or [])!r}")
+            for fields in reader:
+                line = reader.line_num
+                if not any(f.strip() for f in fields):
+                    continue  # blank line
+                if len(fields) != len(HEADER):
+                    raise ConfigError(f"{where} line {line}: expected {len(HEADER)} columns "
+                                      f"({','.join(HEADER)}), found {len(fields)}")
+                kind_raw, code, wallie, traede = (f.strip() for f in fields)
+                kind = KINDS.get(kind_raw.lower())
+                if kind is None:
+                    raise ConfigError(f"{where} line {line}: kind {kind_raw!r} is not 'item' or 'colour'")
+                if not code:
+                    raise ConfigError(f"{where} line {line}: the folder code (column 'code') is empty")
+                if (kind, code) in rows:
+                    raise ConfigError(f"{where} line {line}: {kind} {code!r} is listed twice "
+                                      f"(first on line {first_line[kind, code]})")
+                if kind == "item":
+                    target = traede or code
+                    if target in traede_items:
+                        other, other_line = traede_items[target]
+                        raise ConfigError(f"{where} line {line}: TRAEDE item {target!r} is already the code of "
+                                          f"item {other!r} (line {other_line}); one TRAEDE product is one folder, "
+                                          "two would each replace the other's images")
+                    traede_items[target] = (code, line)
+                rows[kind, code] = (wallie or code, traede or code)
+                first_line[kind, code] = line
+        except csv.Error as exc:
+            raise ConfigError(f"{where} line {reader.line_num}: not valid CSV ({exc})") from exc
+        return cls(name, rows)
+
+    def ids(self, partner: int, item: str, color: str | None) -> tuple[str | None, str | None]:
+        """``(item code, colour code)`` at one partner (0: Wallie, 1: TRAEDE); None where the file has no
+        row for a code it should list."""
+        item_code: str | None = item
+        if self.items:
+            pair = self.items.get(item)
+            item_code = pair[partner] if pair else None
+        color_code = color
+        if color is not None and self.colours:
+            pair = self.colours.get(color)
+            color_code = pair[partner] if pair else None
+        return item_code, color_code
+
+
+def load(container: Any, name: str) -> PartnerCodes:
+    """Read and parse the mapping file from the images container; any problem is a ConfigError."""
+    from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+    try:
+        blob = container.get_blob_client(name)
+        data = blob.download_blob(max_concurrency=1).readall()
+    except ResourceNotFoundError as exc:
+        raise ConfigError(f"{SETTING}={name!r}: no such blob in container {container.container_name!r}; upload "
+                          f"the CSV there or clear the setting") from exc
+    except AzureError as exc:
+        raise ConfigError(f"{SETTING}={name!r} could not be read ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0][:200]})") from exc
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(f"{SETTING}={name!r} is {len(data):,} bytes: at most {MAX_FILE_BYTES:,} are read")
+    return PartnerCodes.parse(name, data)
+
+
+def resolve(record: Any, codes: PartnerCodes | None) -> tuple[PartnerIds, PartnerIds]:
+    """An image's (Wallie, TRAEDE) codes: metadata first, then the mapping file, then the folder's."""
+    out = []
+    meta = record.codes or {}
+    for partner, (item_key, color_key) in enumerate((("wallie_item_id", "wallie_color_id"),
+                                                     ("traede_item_number", "traede_color"))):
+        item, color = (codes.ids(partner, record.item_id, record.color_id) if codes is not None
+                       else (record.item_id, record.color_id))
+        item = meta.get(item_key) or item
+        color = meta.get(color_key) or color
+        missing = [f"item {record.item_id!r}"] if item is None else []
+        if record.color_id is not None and color is None:
+            missing.append(f"colour {record.color_id!r}")
+        problem = None
+        if missing and codes is not None:
+            problem = (f"{' and '.join(missing)} not in {SETTING} {codes.name!r}: add "
+                       f"{'them' if len(missing) > 1 else 'it'} to the file, or set the code in the blob's "
+                       f"metadata ({item_key if item is None else color_key})")
+        out.append(PartnerIds(item or record.item_id, color, problem))
+    return out[0], out[1]
