@@ -274,6 +274,12 @@ class _Products:
         whole (a partial set would delete images at TRAEDE, so one unknown code withholds the product)."""
         if self.codes is None and not any(s.record.codes for s in images):
             return item, None, None
+        if not images and self.codes is not None and self.codes.items:  # an empty set: the file's code
+            pair = self.codes.items.get(item)
+            if pair is None:
+                return item, None, (f"item {item!r} not in PARTNER_CODES_FILE {self.codes.name!r}: its empty set "
+                                    "(delete all its images) has no TRAEDE item number to go to")
+            return pair[1], None, None
         items, colors = set(), {}
         for signed in images:
             ids = resolve(signed.record, self.codes)[1]

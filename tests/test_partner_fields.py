@@ -184,3 +184,15 @@ def test_a_traede_item_number_that_is_another_folder_is_refused_and_that_folder_
     assert sorted(traede.products) == ["100002"] and len(traede.products["100002"]) == 2
     assert "TRAEDE item '100002' is also a folder of its own" in err
     assert "its images name different TRAEDE item numbers (TS-3, TS-OTHER)" in err
+
+
+def test_deleting_a_mapped_products_last_image_empties_it_under_traedes_code(container, sync_env, traede):
+    put(container, "100001/front.jpg")
+    container.upload_blob(CODES, b"kind,code,wallie,traede\nitem,100001,W-1,TS-1\n")
+    env = {**sync_env, "PARTNER_CODES_FILE": CODES}
+    assert sync(env)[0] == 0
+    assert len(traede.products["TS-1"]) == 1
+    container.delete_blob("100001/front.jpg")
+    code, err = sync(env, "--item", "100001", "--allow-empty")  # what the delete trigger's product sync sends
+    assert code == 0, err
+    assert traede.products["TS-1"] == [] and "100001" not in traede.products
