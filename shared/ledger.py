@@ -45,16 +45,24 @@ class Ledger:
         else:
             entry.update({"blob": unit.blob_name, **{k: v for k, v in payload.items() if k != "url"},
                           "url": public_url(payload.get("url", ""))})
-        line = json.dumps(entry, ensure_ascii=False) + "\n"
+        self.add_entry(partner, json.dumps(entry, ensure_ascii=False))
+
+    def add_entry(self, partner: str, text: str) -> None:
+        """An entry as recorded before (one JSON object, e.g. read back from the run history)."""
         with self._lock:
             spool = self._files.get(partner)
             if spool is None:
                 spool = self._files[partner] = tempfile.TemporaryFile("w+", encoding="utf-8", prefix="image-sync-sent-")
-            spool.write(line)
+            spool.write(text.rstrip("\n") + "\n")
             self._counts[partner] = self._counts.get(partner, 0) + 1
 
     def partners(self) -> list[str]:
         return list(self._files)
+
+    def count(self) -> int:
+        """How many entries were recorded, over every partner."""
+        with self._lock:
+            return sum(self._counts.values())
 
     def entries(self, partner: str) -> Iterator[str]:
         """The partner's entries as JSON texts, in the order they were recorded."""
@@ -74,17 +82,22 @@ class Ledger:
 
 def write_report(path: str, report_dict: dict[str, Any], ledger: Ledger | None) -> None:
     """The report as JSON, with ``"sent": {partner: [entries...]}`` streamed from the ledger's spools."""
+    with open(path, "w", encoding="utf-8") as out:
+        write_report_to(out, report_dict, ledger)
+
+
+def write_report_to(out: IO[str], report_dict: dict[str, Any], ledger: Ledger | None) -> None:
+    """``write_report`` into an open text stream (a file, stdout)."""
     from .redact import redact_tree
 
     head = json.dumps(redact_tree(report_dict), indent=2, ensure_ascii=False)
-    with open(path, "w", encoding="utf-8") as out:
-        if ledger is None or not ledger.partners():
-            out.write(head)
-            return
-        out.write(head[:head.rstrip().rfind("}")].rstrip() + ',\n  "sent": {')
-        for n, partner in enumerate(ledger.partners()):
-            out.write(("," if n else "") + f"\n    {json.dumps(partner)}: [")
-            for m, entry in enumerate(ledger.entries(partner)):
-                out.write(("," if m else "") + "\n      " + entry)
-            out.write("\n    ]")
-        out.write("\n  }\n}\n")
+    if ledger is None or not ledger.partners():
+        out.write(head + "\n")
+        return
+    out.write(head[:head.rstrip().rfind("}")].rstrip() + ',\n  "sent": {')
+    for n, partner in enumerate(ledger.partners()):
+        out.write(("," if n else "") + f"\n    {json.dumps(partner)}: [")
+        for m, entry in enumerate(ledger.entries(partner)):
+            out.write(("," if m else "") + "\n      " + entry)
+        out.write("\n    ]")
+    out.write("\n  }\n}\n")

@@ -92,6 +92,7 @@ def workdir(sync_env, container):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IMAGES_", "WALLIE_", "TRAEDE_", "VIRTUAL_ENV"))}
     env.update(sync_env)
     env["SYNC_STATE_CONTAINER"] = f"state-{container.container_name[-8:]}"
+    env["RUN_HISTORY_CONTAINER"] = f"runs-{container.container_name[-8:]}"  # this test's runs only
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if ".venv" not in p)
     yield REPO, env
     report.unlink(missing_ok=True)
@@ -106,7 +107,8 @@ def test_every_runnable_readme_command_runs_as_written(workdir, wallie, traede):
     runs = [c for c in readme_commands() if how(c) == "run" and c != "source .venv/bin/activate"]
     assert any(c.startswith("image-sync sync") for c in runs) and any(c.startswith("./scripts/demo.sh") for c in runs)
     # the CLI lines follow `source .venv/bin/activate` in the README: that is how they run here
-    ordered = sorted(runs, key=lambda c: (c.startswith("jq "), c))  # the jq example reads the report first
+    # the jq example reads the report, and the run history shows the syncs: they run after the syncs
+    ordered = sorted(runs, key=lambda c: (c.startswith(("jq ", "image-sync runs")), c))
     for command in ordered:
         prefix = "source .venv/bin/activate && " if command.startswith("image-sync") else ""
         if command.startswith("jq ") and not shutil.which("jq"):
