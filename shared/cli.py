@@ -57,8 +57,10 @@ report in RUN_HISTORY_CONTAINER for RUN_HISTORY_DAYS days. Examples:
   image-sync runs show RUN_ID                   one run: counts and every problem (RUN_ID or latest)
   image-sync runs show RUN_ID --json            the whole report, with what each partner got
   image-sync runs --item 100001                 which runs touched product 100001, what each partner got
+  image-sync runs sheet RUN_ID -o sheet.html    a contact sheet (HTML, thumbnails) of a run
+  image-sync runs sheet --item 100001 -o p.html a contact sheet of one product over its runs
 
-exit codes: 0 done; 1 storage could not be reached;
+exit codes: 0 done; 1 storage could not be reached, or no kept run touched the product of a sheet;
   2 configuration error or an unknown run id (the line says which)
 """
 
@@ -111,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_runs_parser(sub: Any) -> None:
-    runs = sub.add_parser("runs", help="the run history: recent runs, one run, a product's history",
+    runs = sub.add_parser("runs", help="the run history: recent runs, one run, a product's history, contact sheets",
                           description="List the kept runs (newest first), or a product's history with --item.",
                           epilog=RUNS_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     runs.add_argument("--item", metavar="ID", help="the history of one product: which runs touched it, what each "
@@ -120,12 +122,18 @@ def _add_runs_parser(sub: Any) -> None:
                       help="at most N runs (default 20; 10 with --item)")
     runs.add_argument("--kind", help="only runs of this kind: nightly, shard, full, upload, delete, product, "
                                      "cli-sync, cli-flush")
-    actions = runs.add_subparsers(dest="runs_command", metavar="{show}")
+    actions = runs.add_subparsers(dest="runs_command", metavar="{show,sheet}")
     show = actions.add_parser("show", help="one run: when, what, counts and every problem")
     show.add_argument("run_id", metavar="RUN_ID", help="a run id from 'image-sync runs', or latest")
     show.add_argument("--json", action="store_true", help="the whole report as JSON, with what each partner got "
                                                           "per product (the --report file's format)")
-
+    sheet = actions.add_parser("sheet", help="write a contact sheet: a self-contained HTML page with the pictures "
+                                             "each partner got, of a run or of one product")
+    sheet.add_argument("run_id", metavar="RUN_ID", nargs="?", help="a run id from 'image-sync runs', or latest")
+    sheet.add_argument("--item", dest="sheet_item", metavar="ID", help="instead of a run: one product over the "
+                                                                       "newest runs that touched it")
+    sheet.add_argument("-o", "--output", metavar="FILE", help="where to write the page (default: "
+                                                              "contact-sheet-<run or product>.html here)")
 
 
 def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = None, stdout: TextIO | None = None,
@@ -241,7 +249,7 @@ def _flush(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr:
 
 
 def _runs(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: TextIO) -> int:
-    """``runs``: the kept runs, one run, a product's history (read only)."""
+    """``runs``: the kept runs, one run, a product's history, contact sheets (read only)."""
     from azure.core.exceptions import AzureError
 
     from .storage import blob_service, storage_problem
@@ -259,6 +267,8 @@ def _runs(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: 
     try:
         if args.runs_command == "show":
             return _show_run(history, args.run_id, args.json, stdout, stderr)
+        if args.runs_command == "sheet":
+            return _write_sheet(history, service, settings, args, stdout, stderr)
         if args.item is not None:
             return _item_history(history, args.item, args.limit or 10, stdout, stderr)
         return _list_runs(history, args.limit or 20, args.kind, stdout, stderr)
@@ -283,9 +293,14 @@ def _runs_option_problem(args: argparse.Namespace) -> str | None:
     if args.limit is not None and args.limit < 1:
         return f"--limit {args.limit}: expected a whole number of runs >= 1"
     if args.runs_command is not None and (args.item is not None or args.kind or args.limit is not None):
-        return "--item, --kind and --limit only apply when listing; use 'runs show RUN_ID'"
+        where = "runs sheet --item ID" if args.runs_command == "sheet" else "runs show RUN_ID"
+        return f"--item, --kind and --limit go before 'show'/'sheet' only when listing; use '{where}'"
     if args.item is not None and not args.item.strip():
         return "--item: expected a product id"
+    if args.runs_command == "sheet":
+        if (args.run_id is None) == (args.sheet_item is None):
+            return "runs sheet: give a RUN_ID (or latest) or --item ID, one of them"
+        return _path_problem("-o", args.output, "sheet.html")
     return None
 
 
@@ -343,7 +358,8 @@ def _show_run(history: RunHistory, run_id: str, as_json: bool, stdout: TextIO, s
     lines += [f"  note: {note}" for note in head.get("notes") or []]
     for line in lines:
         print(redact.redact(line), file=stdout)
-    print(f"what each partner got: image-sync runs show {run_id} --json", file=stderr)
+    print(f"what each partner got: image-sync runs show {run_id} --json; the pictures: "
+          f"image-sync runs sheet {run_id} -o sheet.html", file=stderr)
     return EXIT_OK
 
 
@@ -356,7 +372,8 @@ def _item_history(history: RunHistory, item: str, limit: int, stdout: TextIO, st
         print(f"{run.started:%Y-%m-%d %H:%M:%S}Z  {run.run_id}", file=stdout)
         for entry in run.entries:
             print("  " + redact.redact(_entry_line(entry)), file=stdout)
-    print(f"{len(runs)} runs touched product {item!r}, newest first (at most {limit}: --limit)", file=stderr)
+    print(f"{len(runs)} runs touched product {item!r}, newest first (at most {limit}: --limit); the pictures: "
+          f"image-sync runs sheet --item {item} -o sheet.html", file=stderr)
     return EXIT_OK
 
 
@@ -374,6 +391,43 @@ def _entry_line(entry: dict[str, Any]) -> str:
                 f"{entry.get('type')}, colour {entry.get('colorId') or '-'})")
     blob = f" {entry['blob']!r}" if entry.get("blob") else ""
     return f"{partner}: {outcome}{blob}{reason}"
+
+
+def _write_sheet(history: RunHistory, service: Any, settings: Settings, args: argparse.Namespace, stdout: TextIO,
+                 stderr: TextIO) -> int:
+    from datetime import timedelta
+
+    from . import contact_sheet
+    from .sas import SasSigner
+
+    signers: dict[str, SasSigner] = {}
+
+    def sign(container: str, blob: str) -> str:
+        if container not in signers:
+            signers[container] = SasSigner(service, container, ttl=contact_sheet.THUMBNAIL_TTL,
+                                           start_skew=timedelta(minutes=settings.sas_start_skew_minutes))
+        return signers[container].url(blob)
+
+    if args.sheet_item is not None:
+        page = contact_sheet.product_sheet(history, args.sheet_item, sign,
+                                           default_container=settings.storage.container)
+        if page is None:
+            print(f"no kept run touched product {args.sheet_item!r} in the last {history.days} days: no sheet "
+                  "written", file=stderr)
+            return EXIT_PROBLEMS
+        what = f"product {args.sheet_item!r}"
+        name = "item-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in args.sheet_item)[:80]
+    else:
+        run_id = history.resolve(args.run_id)
+        page = contact_sheet.run_sheet(history, run_id, sign, default_container=settings.storage.container)
+        what, name = f"run {run_id}", run_id
+    path = args.output or f"contact-sheet-{name}.html"
+    with open(path, "w", encoding="utf-8") as out:
+        out.write(page)
+    print(os.path.abspath(path), file=stdout)
+    print(f"contact sheet of {what} written; its thumbnails load for "
+          f"{contact_sheet.THUMBNAIL_TTL.total_seconds() / 3600:g} hour(s)", file=stderr)
+    return EXIT_OK
 
 
 def _path_problem(option: str, path: str | None, example: str = "run.json") -> str | None:

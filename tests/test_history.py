@@ -222,8 +222,11 @@ def test_a_dry_run_keeps_no_report(env, container, runs):
 @pytest.mark.parametrize("argv, expected", [
     (["runs", "show", "20260101T000000.000Z-nightly-abcdef"], "no run '20260101T000000.000Z-nightly-abcdef' is kept"),
     (["runs", "show", "yesterday"], "'yesterday' is not a run id: expected one like"),
+    (["runs", "sheet", "latest"], "no run is kept in RUN_HISTORY_CONTAINER"),
+    (["runs", "sheet"], "runs sheet: give a RUN_ID (or latest) or --item ID"),
+    (["runs", "sheet", "latest", "--item", "1"], "runs sheet: give a RUN_ID (or latest) or --item ID"),
     (["runs", "--limit", "0"], "--limit 0: expected a whole number of runs >= 1"),
-    (["runs", "show", "latest"], "no run is kept in RUN_HISTORY_CONTAINER"),
+    (["runs", "sheet", "--item", "1", "-o", "/no/such/folder/sheet.html"], "-o /no/such/folder/sheet.html: the folder"),
 ])
 def test_runs_mistakes_are_one_line_and_exit_2(env, argv, expected):
     code, out, err = run(argv, env)

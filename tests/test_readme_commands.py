@@ -84,9 +84,11 @@ def test_named_programs_exist(command):
 @pytest.fixture
 def workdir(sync_env, container):
     """The checkout, as the README's reader has it, and settings pointing at Azurite and the sandboxes,
-    holding product 100001 (the README's example item). The report the README writes is removed after."""
-    report = REPO / "run.json"
+    holding product 100001 (the README's example item). The report and the contact sheet the README writes
+    are removed after."""
+    report, sheet = REPO / "run.json", REPO / "sheet.html"
     assert not report.exists(), "run.json is in the checkout already"
+    assert not sheet.exists(), "sheet.html is in the checkout already"
     for kind in ("front", "back"):
         container.upload_blob(f"100001/BLK/{kind}.jpg", jpeg(note=kind))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IMAGES_", "WALLIE_", "TRAEDE_", "VIRTUAL_ENV"))}
@@ -96,6 +98,7 @@ def workdir(sync_env, container):
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if ".venv" not in p)
     yield REPO, env
     report.unlink(missing_ok=True)
+    sheet.unlink(missing_ok=True)
 
 
 def bash(command: str, cwd: Path, env: dict, timeout: float = 240) -> subprocess.CompletedProcess:
@@ -120,6 +123,8 @@ def test_every_runnable_readme_command_runs_as_written(workdir, wallie, traede):
         if command.startswith("jq "):
             assert '"item": "100001"' in result.stdout and "sig=" not in result.stdout
     assert "100001" in traede.products and len(traede.products["100001"]) == 2
+    sheet = (cwd / "sheet.html").read_text(encoding="utf-8")
+    assert "Contact sheet: product 100001" in sheet or "Contact sheet: run" in sheet
 
 
 def test_the_cli_runs_outside_the_repository_without_the_venv_on_path(workdir, wallie, traede):
