@@ -455,9 +455,10 @@ class RunHistory:
 
 
 def keep(history: RunHistory | None, report: SyncReport, ledger: Ledger | None, *, kind: str,
-         prune: bool = False) -> str | None:
+         prune: bool = False, quiet: bool = False) -> str | None:
     """Keep the run's report (never raises: a report that cannot be kept is logged, the sync goes on),
-    then prune old runs (hourly, or now with ``prune``). Returns the run id, or None."""
+    then prune old runs (hourly, or now with ``prune``). Returns the run id, or None. ``quiet``: name the
+    kept run at DEBUG only (a trigger invocation: thousands a day, each already logs its summary)."""
     if history is None or report.dry_run:
         return None
     try:
@@ -466,7 +467,7 @@ def keep(history: RunHistory | None, report: SyncReport, ledger: Ledger | None, 
         log.warning("run report not kept in RUN_HISTORY_CONTAINER %r (the sync itself is not affected): %s",
                     history.container, _why(exc))
         return None  # and no prune: the same storage would refuse it too, in a second line
-    log.info("run report kept: image-sync runs show %s", run_id)
+    log.log(logging.DEBUG if quiet else logging.INFO, "run report kept: image-sync runs show %s", run_id)
     try:
         history.prune(force=prune)
     except Exception as exc:  # noqa: BLE001
@@ -612,10 +613,11 @@ class Recording:
     """
 
     def __init__(self, history: RunHistory | None, kind: str, *, prune: bool = False, want_ledger: bool = False,
-                 context: dict[str, Any] | None = None):
+                 quiet: bool = False, context: dict[str, Any] | None = None):
         self.history = history
         self.kind = kind
         self.prune = prune
+        self.quiet = quiet
         self.context = context or {}
         self.ledger: Ledger | None = Ledger() if history is not None or want_ledger else None
         self.report: SyncReport | None = None
@@ -636,7 +638,7 @@ class Recording:
                 report.finish()
             for key, value in self.context.items():
                 report.context.setdefault(key, value)
-            self.run_id = keep(self.history, report, self.ledger, kind=self.kind, prune=self.prune)
+            self.run_id = keep(self.history, report, self.ledger, kind=self.kind, prune=self.prune, quiet=self.quiet)
         finally:
             if self.ledger is not None:
                 self.ledger.close()

@@ -69,7 +69,7 @@ def components(env: Env = None) -> Components:
 def new_image(blob_name: str, env: Env = None) -> SyncReport:
     """The blob trigger: the image to Wallie now, its product to TRAEDE through the product queue."""
     parts = components(env)
-    with _recording(parts, "upload") as rec:
+    with _recording(parts, "upload", quiet=True) as rec:
         rec.report = parts.products.image_uploaded(blob_name, ledger=rec.ledger)
         return rec.report
 
@@ -81,7 +81,7 @@ def deleted_blob(subject: str, env: Env = None) -> SyncReport | None:
     _, found, name = subject.partition(marker)
     if not (found and name):
         return None
-    with _recording(parts, "delete") as rec:
+    with _recording(parts, "delete", quiet=True) as rec:
         rec.report = parts.products.image_deleted(name)
         return rec.report
 
@@ -99,7 +99,7 @@ def full_sync(env: Env = None) -> SyncReport:
 def product_message(message: str, env: Env = None) -> SyncReport:
     """One message of the product queue: the product's (and up to nine settled others') complete sets."""
     parts = components(env)
-    with _recording(parts, "product") as rec:
+    with _recording(parts, "product", quiet=True) as rec:
         rec.report = parts.products.run_message(message, ledger=rec.ledger)
         return rec.report
 
@@ -132,8 +132,35 @@ def sync_shard(message: str, env: Env = None) -> SyncReport:
             return shards.run_shard(parts, message, report)
 
 
-def _recording(parts: Components, kind: str, *, prune: bool = False) -> Recording:
-    return Recording(parts.history, kind, prune=prune, context=_context(parts))
+def contact_sheet_page(run: str | None, item: str | None, env: Env = None) -> tuple[int, str]:
+    """The HTTP page: ``(status, body)``, the contact sheet of a run (an id or ``latest``) or of a product
+    (HTML, 200), or one line of text saying what is wrong (400, 404)."""
+    from datetime import timedelta
+
+    from . import contact_sheet
+    from .history import UnknownRun
+
+    if run and item:
+        return 400, "give run=<run id> (or latest) or item=<product id>, not both"
+    parts = components(env)
+    if parts.history is None:
+        return 404, "RUN_HISTORY_CONTAINER is empty, so runs keep no report"
+    sign = contact_sheet.signer(parts.service, start_skew=timedelta(minutes=parts.settings.sas_start_skew_minutes))
+    default = parts.settings.storage.container
+    try:
+        if item:
+            page = contact_sheet.product_sheet(parts.history, item, sign, default_container=default)
+            if page is None:
+                return 404, f"no kept run touched product {item!r} in the last {parts.history.days} days"
+            return 200, page
+        run_id = parts.history.resolve(run or "latest")
+        return 200, contact_sheet.run_sheet(parts.history, run_id, sign, default_container=default)
+    except UnknownRun as exc:
+        return 404, str(exc)
+
+
+def _recording(parts: Components, kind: str, *, prune: bool = False, quiet: bool = False) -> Recording:
+    return Recording(parts.history, kind, prune=prune, quiet=quiet, context=_context(parts))
 
 
 def _context(parts: Components) -> dict[str, object]:
