@@ -398,16 +398,8 @@ def _write_sheet(history: RunHistory, service: Any, settings: Settings, args: ar
     from datetime import timedelta
 
     from . import contact_sheet
-    from .sas import SasSigner
 
-    signers: dict[str, SasSigner] = {}
-
-    def sign(container: str, blob: str) -> str:
-        if container not in signers:
-            signers[container] = SasSigner(service, container, ttl=contact_sheet.THUMBNAIL_TTL,
-                                           start_skew=timedelta(minutes=settings.sas_start_skew_minutes))
-        return signers[container].url(blob)
-
+    sign = contact_sheet.signer(service, start_skew=timedelta(minutes=settings.sas_start_skew_minutes))
     if args.sheet_item is not None:
         page = contact_sheet.product_sheet(history, args.sheet_item, sign,
                                            default_container=settings.storage.container)

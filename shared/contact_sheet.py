@@ -78,6 +78,21 @@ class _Page:
     unit: str = "products"  # what a card is on this page: a product (a run's sheet), or a run (a product's)
 
 
+def signer(service: Any, *, start_skew: timedelta) -> Sign:
+    """Thumbnail URLs: read-only, one blob each, valid ``THUMBNAIL_TTL``; one ``SasSigner`` per container
+    (the account key, or a user-delegation key in Azure)."""
+    from .sas import SasSigner
+
+    signers: dict[str, SasSigner] = {}
+
+    def sign(container: str, blob: str) -> str:
+        if container not in signers:
+            signers[container] = SasSigner(service, container, ttl=THUMBNAIL_TTL, start_skew=start_skew)
+        return signers[container].url(blob)
+
+    return sign
+
+
 # -- building a sheet ----------------------------------------------------------------------------------
 
 def run_sheet(history: RunHistory, run_id: str, sign: Sign, *, default_container: str,

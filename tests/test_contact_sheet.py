@@ -225,3 +225,38 @@ def test_the_demo_writes_a_contact_sheet_whose_thumbnails_all_load(tmp_path):
     finally:
         os.killpg(demo.pid, signal.SIGTERM)
         demo.wait(60)
+
+
+# -- the optional HTTP page of the deployed app -------------------------------------------------------------
+
+def test_the_http_page_needs_a_function_key_and_serves_the_same_sheet(indexed, env, container, traede,
+                                                                      monkeypatch, tmp_path):
+    from azure.functions import HttpRequest
+    from functions.contact_sheet import contact_sheet
+
+    trigger = next(b for b in indexed["contact_sheet"].get_bindings() if b.type == "httpTrigger").get_dict_repr()
+    assert str(getattr(trigger["authLevel"], "value", trigger["authLevel"])).lower() == "function"
+    assert trigger["route"] == "runs/sheet" and [str(getattr(m, "value", m)) for m in trigger["methods"]] == ["GET"]
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    seed(container)
+    traede.configure_faults(reject={"300002"})
+    assert cli(["sync"], env)[0] == 1
+
+    def get(**params):
+        response = contact_sheet(HttpRequest("GET", "http://localhost/api/runs/sheet", params=params, body=b""))
+        return response.status_code, response.get_body().decode("utf-8"), response
+
+    status, body, response = get(run="latest")
+    assert status == 200 and response.mimetype == "text/html" and "Contact sheet: run" in body
+    assert response.headers["Cache-Control"] == "no-store" and response.headers["Referrer-Policy"] == "no-referrer"
+    page = tmp_path / "served.html"
+    page.write_text(body, encoding="utf-8")
+    assert_every_thumbnail_loaded(Dom(render(page, tmp_path / "chromium")), 6)
+    assert_no_secret_and_only_short_lived_signatures(body)
+    status, body, _ = get(item="300002")
+    assert status == 200 and "Contact sheet: product 300002" in body and "traede: rejected" in body
+    assert get(run="20260101T000000.000Z-nightly-abcdef")[0] == 404
+    assert get(item="nope")[:2] == (404, "no kept run touched product 'nope' in the last 30 days")
+    assert get(run="latest", item="300002")[0] == 400
