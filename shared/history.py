@@ -53,6 +53,7 @@ RUNS, SENT, ITEMS, WIDE = "runs/", "sent/", "items/", "wide/"
 INDEX_LIMIT = 50          # a run that touched more products gets one "wide" marker, not one per product
 ENTRIES_PER_PART = 2000   # about 1-2 MB a part
 MAX_PARTS = 256
+UPLOADS_IN_FLIGHT = 4      # parts uploaded at once
 PRUNE_EVERY_SECONDS = 3600.0
 PRUNE_BUDGET = 10_000     # blobs deleted at most per prune; a backlog goes at the next one
 # A product's outcome at a partner in one run is the worst of its entries, in this order.
@@ -234,8 +235,7 @@ class RunHistory:
         day = _day(started)
         images_container = str(report.context.get("container") or "")
         with _Parts(report, ledger) as parts:
-            for number, data in parts.chunks():
-                self._put(f"{SENT}{day}/{run_id}/{number:03d}.jsonl", data)
+            self._put_all((f"{SENT}{day}/{run_id}/{number:03d}.jsonl", data) for number, data in parts.chunks())
             index = {"parts": str(parts.count), "container": images_container}
             if parts.outcomes is not None:
                 for item, outcomes in sorted(parts.outcomes.items()):
@@ -248,6 +248,20 @@ class RunHistory:
             body = json.dumps(redact_tree(head), indent=2, ensure_ascii=False).encode("utf-8")
             self._put(f"{RUNS}{day}/{run_id}.json", body, _summary_metadata(report, kind))
         return run_id
+
+    def _put_all(self, blobs: Iterable[tuple[str, bytes]]) -> None:
+        """Upload several blobs, ``UPLOADS_IN_FLIGHT`` at a time (a full sync's parts are ~60 MB): at most
+        that many parts are in memory at once. The first error is raised once the others have ended."""
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        pending: list[Future[None]] = []
+        with ThreadPoolExecutor(UPLOADS_IN_FLIGHT, thread_name_prefix="image-sync-history") as pool:
+            for name, data in blobs:
+                if len(pending) >= UPLOADS_IN_FLIGHT:
+                    pending.pop(0).result()
+                pending.append(pool.submit(self._put, name, data))
+            for future in pending:
+                future.result()
 
     def _put(self, name: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
         from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
