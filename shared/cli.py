@@ -207,6 +207,7 @@ def _sync(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: 
                         wait_seconds=float("inf"), on_wait=waiting)
             if stopper.stop.is_set():
                 report.interrupted = stopper.stop.reason
+            rec.keep_now()
             _print_report(report, stderr, settings.secrets())
             if args.report:
                 write_report(args.report, report.to_dict(), report.ledger)

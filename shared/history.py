@@ -636,23 +636,31 @@ class Recording:
         self.ledger: Ledger | None = Ledger() if history is not None or want_ledger else None
         self.report: SyncReport | None = None
         self.run_id: str | None = None
+        self._kept = False
 
     def __enter__(self) -> Recording:
         return self
 
+    def keep_now(self, error: BaseException | None = None) -> str | None:
+        """Keep the report now (once; the end of the ``with`` does it otherwise). The CLI keeps it before
+        it prints the summary, so that the summary stays its last line."""
+        report = self.report
+        if report is None or self._kept:
+            return self.run_id
+        self._kept = True
+        if error is not None:
+            why = _why(error) if isinstance(error, Exception) else type(error).__name__
+            report.add_storage_failure(Problem("run", "*", None, f"the run ended with an error: {why}"))
+        if report.ended_at is None:
+            report.finish()
+        for key, value in self.context.items():
+            report.context.setdefault(key, value)
+        self.run_id = keep(self.history, report, self.ledger, kind=self.kind, prune=self.prune, quiet=self.quiet)
+        return self.run_id
+
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         try:
-            report = self.report
-            if report is None:
-                return
-            if exc is not None:
-                why = _why(exc) if isinstance(exc, Exception) else type(exc).__name__
-                report.add_storage_failure(Problem("run", "*", None, f"the run ended with an error: {why}"))
-            if report.ended_at is None:
-                report.finish()
-            for key, value in self.context.items():
-                report.context.setdefault(key, value)
-            self.run_id = keep(self.history, report, self.ledger, kind=self.kind, prune=self.prune, quiet=self.quiet)
+            self.keep_now(exc)
         finally:
             if self.ledger is not None:
                 self.ledger.close()
