@@ -1,9 +1,12 @@
 """The local demo (README command a): Azurite + partner sandboxes, sample images, a real full sync.
 
-    python -m devtools.demo [--dry-run] [--keep-running]
+    python -m devtools.demo [--dry-run] [--keep-running] [--sheet PATH]
 
 With ``--dry-run`` stdout carries only the JSON lines of the dry run (the narration goes to stderr). A
-SIGTERM or Ctrl-C stops Azurite and the sandboxes and removes Azurite's temporary folder.
+real run also writes the contact sheet of its first sync (``--sheet``, default a new temporary folder) and
+prints its path: its thumbnails load from the demo's Azurite, so they show while the demo runs
+(``--keep-running``). A SIGTERM or Ctrl-C stops Azurite and the sandboxes and removes Azurite's temporary
+folder.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import argparse
 import hashlib
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,7 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 CLI = REPO / ".venv" / "bin" / "image-sync"
 
 
-def run(dry_run: bool = False, keep_running: bool = False) -> int:
+def run(dry_run: bool = False, keep_running: bool = False, sheet: str | None = None) -> int:
     say = _narrator(sys.stderr if dry_run else sys.stdout)
     say("Starting Azurite and the local Wallie and TRAEDE sandboxes ...")
     with Azurite() as azurite, \
@@ -56,6 +60,15 @@ def run(dry_run: bool = False, keep_running: bool = False) -> int:
         print("$ image-sync sync")
         code = _stopped_or(cli_main(["sync"], env=env))
         _show_partners(wallie, traede, uploaded)
+
+        sheet = sheet or str(Path(tempfile.mkdtemp(prefix="image-sync-demo-")) / "contact-sheet.html")
+        print("\nEvery run keeps its report (RUN_HISTORY_CONTAINER). The pictures each partner got, as a page:")
+        print(f"$ image-sync runs sheet latest -o {sheet}")
+        sys.stdout.flush()
+        cli_main(["runs", "sheet", "latest", "-o", sheet], env=env)
+        print(f"contact sheet: {sheet}")
+        print("  (open it in a browser while the demo runs: its thumbnails load from the demo's Azurite;"
+              + (" it stops when the demo ends)" if not keep_running else " Ctrl-C ends the demo)"))
 
         print("\nA second run sends the same imageIds and existance keys:")
         before = traede.stats["images_new"]
@@ -92,6 +105,7 @@ def _wait_with_env(env: dict, say) -> None:
         say(f"  export {k}='{v}'")
     say(f"  {CLI} sync --dry-run")
     say(f"  {CLI} doctor")
+    say(f"  {CLI} runs")
     say("Ctrl-C (or SIGTERM) stops it.")
     try:
         while True:
@@ -125,10 +139,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devtools.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--dry-run", action="store_true", help="print what would be sent, call no partner")
     parser.add_argument("--keep-running", action="store_true", help="leave Azurite and the sandboxes up")
+    parser.add_argument("--sheet", metavar="PATH", help="where to write the contact sheet of the first sync "
+                                                        "(default: a new temporary folder)")
     args = parser.parse_args(argv)
     _stop_on_sigterm()
     try:
-        return run(dry_run=args.dry_run, keep_running=args.keep_running)
+        return run(dry_run=args.dry_run, keep_running=args.keep_running, sheet=args.sheet)
     except KeyboardInterrupt:
         return 130
 

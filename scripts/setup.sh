@@ -26,3 +26,14 @@ if [ ! -x node_modules/.bin/azurite ]; then
   command -v npm >/dev/null 2>&1 || { echo "setup: npm not found: install Node.js 18 or newer" >&2; exit 2; }
   npm ci --no-audit --no-fund --loglevel=error
 fi
+# Chromium renders the contact sheet in the tests (tests/test_contact_sheet.py): headless, driven from the
+# test, no extra Python package. Installed from the OS packages when this runs as root (CI, containers).
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Chromium (apt-get) for the contact-sheet test"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "setup: Chromium not found: the contact-sheet test needs it; install it with" \
+         "'sudo apt-get install chromium' (Debian/Ubuntu) or put 'chromium' on PATH" >&2
+  fi
+fi

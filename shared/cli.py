@@ -1,4 +1,4 @@
-"""The operator CLI, ``image-sync`` (also ``python -m shared``): sync, flush and doctor.
+"""The operator CLI, ``image-sync`` (also ``python -m shared``): sync, flush, doctor and runs.
 
 Every mistake gets one line that names the setting or option and what is expected; configuration errors
 are found before any work starts.
@@ -17,7 +17,8 @@ from collections.abc import Mapping, Sequence
 from . import redact
 from .errors import ConfigError, ImageSyncError
 from .factory import Components
-from .ledger import Ledger, write_report
+from .history import Recording, RunHistory, UnknownRun
+from .ledger import write_report, write_report_to
 from .progress import Progress, progress_line
 from .report import SyncReport
 from .settings import Settings
@@ -45,6 +46,22 @@ Settings come from the environment (see README, "Settings"). Examples:
   image-sync sync --report run.json    also write the run report (what each partner got) as JSON
   image-sync flush                     send every pending product (queued by uploads/deletes) now
   image-sync doctor                    check settings, storage, a SAS download and both partners
+  image-sync runs                      the run history: recent runs (see image-sync runs --help)
+"""
+
+RUNS_EPILOG = """\
+Every run (the nightly sync, each shard, each trigger invocation, this CLI; not a dry run) keeps its
+report in RUN_HISTORY_CONTAINER for RUN_HISTORY_DAYS days. Examples:
+  image-sync runs                               recent runs, newest first: time, kind, counts, ok/FAILED
+  image-sync runs --kind nightly --limit 5      only the last five nightly runs
+  image-sync runs show RUN_ID                   one run: counts and every problem (RUN_ID or latest)
+  image-sync runs show RUN_ID --json            the whole report, with what each partner got
+  image-sync runs --item 100001                 which runs touched product 100001, what each partner got
+  image-sync runs sheet RUN_ID -o sheet.html    a contact sheet (HTML, thumbnails) of a run
+  image-sync runs sheet --item 100001 -o p.html a contact sheet of one product over its runs
+
+exit codes: 0 done; 1 storage could not be reached, or no kept run touched the product of a sheet;
+  2 configuration error or an unknown run id (the line says which)
 """
 
 
@@ -71,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="image-sync", description="Sync product images from Azure Blob Storage to Wallie and TRAEDE.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{sync,flush,doctor}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{sync,flush,doctor,runs}")
     sync = sub.add_parser("sync", help="sync images to the configured partners", epilog=EPILOG,
                           formatter_class=argparse.RawDescriptionHelpFormatter)
     sync.add_argument("--item", action="append", metavar="ID", help="only this product (repeatable)")
@@ -91,7 +108,32 @@ def build_parser() -> argparse.ArgumentParser:
     flush.add_argument("--list", action="store_true", help="only list the pending products; send nothing")
     sub.add_parser("doctor", help="check settings, storage, the layout, a SAS download and both partners' "
                                   "credentials; one line per check, exit 1 if any fails")
+    _add_runs_parser(sub)
     return parser
+
+
+def _add_runs_parser(sub: Any) -> None:
+    runs = sub.add_parser("runs", help="the run history: recent runs, one run, a product's history, contact sheets",
+                          description="List the kept runs (newest first), or a product's history with --item.",
+                          epilog=RUNS_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    runs.add_argument("--item", metavar="ID", help="the history of one product: which runs touched it, what each "
+                                                   "partner was sent for it, and the outcomes")
+    runs.add_argument("--limit", metavar="N", type=int, default=None,
+                      help="at most N runs (default 20; 10 with --item)")
+    runs.add_argument("--kind", help="only runs of this kind: nightly, shard, full, upload, delete, product, "
+                                     "cli-sync, cli-flush")
+    actions = runs.add_subparsers(dest="runs_command", metavar="{show,sheet}")
+    show = actions.add_parser("show", help="one run: when, what, counts and every problem")
+    show.add_argument("run_id", metavar="RUN_ID", help="a run id from 'image-sync runs', or latest")
+    show.add_argument("--json", action="store_true", help="the whole report as JSON, with what each partner got "
+                                                          "per product (the --report file's format)")
+    sheet = actions.add_parser("sheet", help="write a contact sheet: a self-contained HTML page with the pictures "
+                                             "each partner got, of a run or of one product")
+    sheet.add_argument("run_id", metavar="RUN_ID", nargs="?", help="a run id from 'image-sync runs', or latest")
+    sheet.add_argument("--item", dest="sheet_item", metavar="ID", help="instead of a run: one product over the "
+                                                                       "newest runs that touched it")
+    sheet.add_argument("-o", "--output", metavar="FILE", help="where to write the page (default: "
+                                                              "contact-sheet-<run or product>.html here)")
 
 
 def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = None, stdout: TextIO | None = None,
@@ -115,11 +157,13 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
     _configure_logging(settings, stderr)
     if args.command == "sync":
         return _sync(args, settings, stdout, stderr)
+    if args.command == "runs":
+        return _runs(args, settings, stdout, stderr)
     return _flush(args, settings, stdout, stderr)
 
 
 def _sync(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: TextIO) -> int:
-    problem = _report_path_problem(args.report) or _option_problem(args)
+    problem = _path_problem("--report", args.report) or _option_problem(args)
     if problem:
         print(f"configuration error: {problem}", file=stderr)
         return EXIT_CONFIG
@@ -138,8 +182,6 @@ def _sync(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: 
         both = not (settings.wallie or settings.traede)
         dry_wallie = DryRunOutput(WallieClient, batch, stdout) if settings.wallie or both else None
         dry_traede = DryRunOutput(TraedeClient, TraedeClient.batch_size, stdout) if settings.traede or both else None
-    report = SyncReport(ledger=Ledger() if args.report else None,
-                        context={"container": settings.storage.container, "partners": settings.partner_urls()})
     log.info("sync started: %s", settings.describe())
 
     def waiting(line: str) -> None:
@@ -149,17 +191,26 @@ def _sync(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: 
     stopper.install()
     try:
         with Components(settings, stop=stopper.stop, wallie=dry_wallie, traede=dry_traede) as parts, \
-                _progress(report, args, stderr):
-            stopper.on_abort(parts.abort)
-            report.context["storage"] = parts.service.url
-            if args.dry_run:
-                parts.engine.full_sync(args.item, dry_run=True, empty_sets=args.allow_empty, report=report)
-            elif args.item and parts.engine.traede:
-                parts.products.sync_now(args.item, empty_sets=args.allow_empty, on_wait=waiting, report=report)
-            else:
-                parts.products.fenced("CLI sync", lambda withhold, track: parts.engine.full_sync(
-                    args.item, withhold=withhold, track=track, empty_sets=args.allow_empty, report=report),
-                    wait_seconds=float("inf"), on_wait=waiting)
+                Recording(None if args.dry_run else parts.history, "cli-sync", want_ledger=bool(args.report)) as rec:
+            report = rec.report = SyncReport(ledger=rec.ledger, context={
+                "container": settings.storage.container, "partners": settings.partner_urls(),
+                "storage": parts.service.url})
+            with _progress(report, args, stderr):
+                stopper.on_abort(parts.abort)
+                if args.dry_run:
+                    parts.engine.full_sync(args.item, dry_run=True, empty_sets=args.allow_empty, report=report)
+                elif args.item and parts.engine.traede:
+                    parts.products.sync_now(args.item, empty_sets=args.allow_empty, on_wait=waiting, report=report)
+                else:
+                    parts.products.fenced("CLI sync", lambda withhold, track: parts.engine.full_sync(
+                        args.item, withhold=withhold, track=track, empty_sets=args.allow_empty, report=report),
+                        wait_seconds=float("inf"), on_wait=waiting)
+            if stopper.stop.is_set():
+                report.interrupted = stopper.stop.reason
+            rec.keep_now()
+            _print_report(report, stderr, settings.secrets())
+            if args.report:
+                write_report(args.report, report.to_dict(), report.ledger)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=stderr)
         return EXIT_CONFIG
@@ -168,14 +219,6 @@ def _sync(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: 
         return EXIT_PROBLEMS
     finally:
         stopper.uninstall()
-    if stopper.stop.is_set():
-        report.interrupted = stopper.stop.reason
-    _print_report(report, stderr, settings.secrets())
-    if args.report:
-        try:
-            write_report(args.report, report.to_dict(), report.ledger)
-        finally:
-            report.ledger.close()
     if report.interrupted:
         return stopper.exit_code
     if report.nothing_fits:
@@ -192,7 +235,10 @@ def _flush(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr:
                     print(f"{item}\tpending for {age:.0f} s", file=stdout)
                 print(f"{len(pending)} products pending", file=stderr)
                 return EXIT_OK
-            report = parts.products.flush(on_wait=lambda line: print(line, file=stderr, flush=True))
+            with Recording(parts.history, "cli-flush", context={
+                    "container": settings.storage.container, "partners": settings.partner_urls()}) as rec:
+                report = rec.report = parts.products.flush(
+                    on_wait=lambda line: print(line, file=stderr, flush=True), ledger=rec.ledger)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=stderr)
         return EXIT_CONFIG
@@ -203,17 +249,191 @@ def _flush(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr:
     return EXIT_OK if report.ok else EXIT_PROBLEMS
 
 
-def _report_path_problem(path: str | None) -> str | None:
-    """``--report`` must be writable before the sync starts: its file is written after the work is done."""
+def _runs(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: TextIO) -> int:
+    """``runs``: the kept runs, one run, a product's history, contact sheets (read only)."""
+    from azure.core.exceptions import AzureError
+
+    from .storage import blob_service, storage_problem
+
+    if settings.run_history_container is None:
+        print("configuration error: RUN_HISTORY_CONTAINER is empty, so runs keep no report: set it to a container "
+              "name (default image-sync-runs) to keep a history", file=stderr)
+        return EXIT_CONFIG
+    problem = _runs_option_problem(args)
+    if problem:
+        print(f"configuration error: {problem}", file=stderr)
+        return EXIT_CONFIG
+    service = blob_service(settings.storage)
+    history = RunHistory(service, settings.run_history_container, days=settings.run_history_days)
+    try:
+        if args.runs_command == "show":
+            return _show_run(history, args.run_id, args.json, stdout, stderr)
+        if args.runs_command == "sheet":
+            return _write_sheet(history, service, settings, args, stdout, stderr)
+        if args.item is not None:
+            return _item_history(history, args.item, args.limit or 10, stdout, stderr)
+        return _list_runs(history, args.limit or 20, args.kind, stdout, stderr)
+    except UnknownRun as exc:
+        print(str(exc), file=stderr)
+        return EXIT_CONFIG
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=stderr)
+        return EXIT_CONFIG
+    except AzureError as exc:
+        config, message = storage_problem(exc, history.client)
+        print(("configuration error: " if config else "runs failed: ") + redact.redact(message), file=stderr)
+        return EXIT_CONFIG if config else EXIT_PROBLEMS
+    except ImageSyncError as exc:
+        print(redact.redact(f"runs failed: {exc}", settings.secrets()), file=stderr)
+        return EXIT_PROBLEMS
+    finally:
+        service.close()
+
+
+def _runs_option_problem(args: argparse.Namespace) -> str | None:
+    if args.limit is not None and args.limit < 1:
+        return f"--limit {args.limit}: expected a whole number of runs >= 1"
+    if args.runs_command is not None and (args.item is not None or args.kind or args.limit is not None):
+        where = "runs sheet --item ID" if args.runs_command == "sheet" else "runs show RUN_ID"
+        return f"--item, --kind and --limit go before 'show'/'sheet' only when listing; use '{where}'"
+    if args.item is not None and not args.item.strip():
+        return "--item: expected a product id"
+    if args.runs_command == "sheet":
+        if (args.run_id is None) == (args.sheet_item is None):
+            return "runs sheet: give a RUN_ID (or latest) or --item ID, one of them"
+        return _path_problem("-o", args.output, "sheet.html")
+    return None
+
+
+def _list_runs(history: RunHistory, limit: int, kind: str | None, stdout: TextIO, stderr: TextIO) -> int:
+    runs = history.recent(limit, kind=kind)
+    for run in runs:
+        print(run.line(), file=stdout)
+    what = f"{kind} runs" if kind else "runs"
+    if not runs:
+        print(f"no {what} kept in RUN_HISTORY_CONTAINER {history.container!r} in the last {history.days} days",
+              file=stderr)
+    else:
+        print(f"{len(runs)} {what}, newest first (kept {history.days} days in {history.container!r}); one run: "
+              "image-sync runs show RUN_ID", file=stderr)
+    return EXIT_OK
+
+
+def _show_run(history: RunHistory, run_id: str, as_json: bool, stdout: TextIO, stderr: TextIO) -> int:
+    head = history.load(run_id)
+    run_id = str(head.get("run", run_id))
+    if as_json:
+        ledger = history.ledger(run_id, int(head.get("parts") or 1))
+        try:
+            write_report_to(stdout, head, ledger)
+        finally:
+            ledger.close()
+        return EXIT_OK
+    delivered = " ".join(f"{n}={c}" for n, c in (head.get("delivered") or {}).items()) or "nothing"
+    lines = [
+        f"run {run_id}",
+        f"  started   {head.get('started_at')} ({float(head.get('seconds') or 0):.1f} s), ended {head.get('ended_at')}",
+        f"  what      {head.get('kind')} ({head.get('mode')})" + (" STOPPED by " + str(head["interrupted"])
+                                                                  if head.get("interrupted") else ""),
+        f"  where     container {head.get('container')!r}; partners: " + (", ".join(
+            f"{n} at {u}" for n, u in (head.get("partners") or {}).items()) or "none"),
+        f"  outcome   {'ok' if head.get('ok') else 'FAILED'}: images={head.get('images')} "
+        f"products={head.get('products')} delivered {delivered} rejected={len(head.get('rejected') or [])} "
+        f"failed={len(head.get('failed') or [])} deferred={len(head.get('deferred') or [])} "
+        f"skipped={len(head.get('skipped') or [])}",
+    ]
+    for kind in ("rejected", "failed", "deferred"):
+        problems = head.get(kind) or []
+        for p in problems[:20]:
+            blob = f" blob {p['blob']!r}" if p.get("blob") else ""
+            code = f" (HTTP {p['status_code']})" if p.get("status_code") else ""
+            lines.append(f"  {kind}: {p.get('partner')}: item {p.get('item')!r}{blob}{code}: {p.get('reason')}")
+        if len(problems) > 20:
+            lines.append(f"  {kind}: and {len(problems) - 20} more (--json names every one)")
+    reasons: dict[str, list[str]] = {}
+    for entry in head.get("skipped") or []:
+        reasons.setdefault(str(entry.get("reason")), []).append(repr(entry.get("blob")))
+    for reason, blobs in reasons.items():
+        more = f" and {len(blobs) - 3} more" if len(blobs) > 3 else ""
+        lines.append(f"  skipped: {len(blobs)} blobs: {reason}: {', '.join(blobs[:3])}{more}")
+    lines += [f"  note: {note}" for note in head.get("notes") or []]
+    for line in lines:
+        print(redact.redact(line), file=stdout)
+    print(f"what each partner got: image-sync runs show {run_id} --json; the pictures: "
+          f"image-sync runs sheet {run_id} -o sheet.html", file=stderr)
+    return EXIT_OK
+
+
+def _item_history(history: RunHistory, item: str, limit: int, stdout: TextIO, stderr: TextIO) -> int:
+    runs = history.item_runs(item, limit=limit)
+    if not runs:
+        print(f"no kept run touched product {item!r} in the last {history.days} days", file=stderr)
+        return EXIT_OK
+    for run in runs:
+        print(f"{run.started:%Y-%m-%d %H:%M:%S}Z  {run.run_id}", file=stdout)
+        for entry in run.entries:
+            print("  " + redact.redact(_entry_line(entry)), file=stdout)
+    print(f"{len(runs)} runs touched product {item!r}, newest first (at most {limit}: --limit); the pictures: "
+          f"image-sync runs sheet --item {item} -o sheet.html", file=stderr)
+    return EXIT_OK
+
+
+def _entry_line(entry: dict[str, Any]) -> str:
+    """One kept entry of a product, as a line: what the partner was sent, and what became of it."""
+    partner, outcome = entry.get("partner"), entry.get("outcome")
+    reason = f": {entry['reason']}" if entry.get("reason") else ""
+    if isinstance(entry.get("images"), list):
+        images = entry["images"]
+        listed = " ".join(f"{i.get('sort')}. {i.get('filename')} (type {i.get('type')}, colour "
+                          f"{i.get('colour') or '-'}, key {i.get('existance_key')})" for i in images)
+        return f"{partner}: {outcome}{reason}: a set of {len(images)} images: {listed or '(empty: deletes all)'}"
+    if entry.get("imageId"):
+        return (f"{partner}: {outcome}{reason}: {entry.get('blob')!r} as imageId {entry.get('imageId')} (type "
+                f"{entry.get('type')}, colour {entry.get('colorId') or '-'})")
+    blob = f" {entry['blob']!r}" if entry.get("blob") else ""
+    return f"{partner}: {outcome}{blob}{reason}"
+
+
+def _write_sheet(history: RunHistory, service: Any, settings: Settings, args: argparse.Namespace, stdout: TextIO,
+                 stderr: TextIO) -> int:
+    from datetime import timedelta
+
+    from . import contact_sheet
+
+    sign = contact_sheet.signer(service, start_skew=timedelta(minutes=settings.sas_start_skew_minutes))
+    if args.sheet_item is not None:
+        page = contact_sheet.product_sheet(history, args.sheet_item, sign,
+                                           default_container=settings.storage.container)
+        if page is None:
+            print(f"no kept run touched product {args.sheet_item!r} in the last {history.days} days: no sheet "
+                  "written", file=stderr)
+            return EXIT_PROBLEMS
+        what = f"product {args.sheet_item!r}"
+        name = "item-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in args.sheet_item)[:80]
+    else:
+        run_id = history.resolve(args.run_id)
+        page = contact_sheet.run_sheet(history, run_id, sign, default_container=settings.storage.container)
+        what, name = f"run {run_id}", run_id
+    path = args.output or f"contact-sheet-{name}.html"
+    with open(path, "w", encoding="utf-8") as out:
+        out.write(page)
+    print(os.path.abspath(path), file=stdout)
+    print(f"contact sheet of {what} written; its thumbnails load for "
+          f"{contact_sheet.THUMBNAIL_TTL.total_seconds() / 3600:g} hour(s)", file=stderr)
+    return EXIT_OK
+
+
+def _path_problem(option: str, path: str | None, example: str = "run.json") -> str | None:
+    """An output file (``--report``, ``-o``) must be writable before the work starts: it is written after."""
     if not path:
         return None
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
-        return f"--report {path}: is a folder; expected a file name, e.g. {os.path.join(path, 'run.json')}"
+        return f"{option} {path}: is a folder; expected a file name, e.g. {os.path.join(path, example)}"
     if not os.path.isdir(folder):
-        return f"--report {path}: the folder {folder} does not exist"
+        return f"{option} {path}: the folder {folder} does not exist"
     if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
-        return f"--report {path}: not writable by this user"
+        return f"{option} {path}: not writable by this user"
     return None
 
 

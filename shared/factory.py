@@ -7,6 +7,7 @@ from typing import Any
 from .catalog import Catalog
 from .coordination import StateContainer
 from .errors import ConfigError
+from .history import RunHistory
 from .layout import PathLayout
 from .partner_codes import PartnerCodes
 from .payloads import TraedeOptions
@@ -62,6 +63,8 @@ class Components:
             codes_file=settings.partner_codes_file,
             stop=self.stop,
         )
+        self.history = RunHistory(self.service, settings.run_history_container, days=settings.run_history_days) \
+            if settings.run_history_container else None
         self.products = ProductQueue(
             self.engine, StateContainer(self.service, settings.sync_state_container),
             container=storage.container, queue=self.product_queue_client,

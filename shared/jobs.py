@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 
 from . import redact
 from .errors import ImageSyncError
+from .history import Recording
 from .report import SyncReport
 from .settings import Settings
 from .stopping import Stopper
@@ -61,9 +62,16 @@ def components(env: Env = None) -> Components:
         return _cached[1]
 
 
+# Every operation below keeps its report in the run history (RUN_HISTORY_CONTAINER, see ``history``):
+# ``_recording`` gives the run a ledger of what each partner got, and keeps report and ledger when the run
+# ends. Keeping it never fails the run.
+
 def new_image(blob_name: str, env: Env = None) -> SyncReport:
     """The blob trigger: the image to Wallie now, its product to TRAEDE through the product queue."""
-    return components(env).products.image_uploaded(blob_name)
+    parts = components(env)
+    with _recording(parts, "upload", quiet=True) as rec:
+        rec.report = parts.products.image_uploaded(blob_name, ledger=rec.ledger)
+        return rec.report
 
 
 def deleted_blob(subject: str, env: Env = None) -> SyncReport | None:
@@ -71,32 +79,46 @@ def deleted_blob(subject: str, env: Env = None) -> SyncReport | None:
     parts = components(env)
     marker = f"/containers/{parts.settings.storage.container}/blobs/"
     _, found, name = subject.partition(marker)
-    return parts.products.image_deleted(name) if found and name else None
+    if not (found and name):
+        return None
+    with _recording(parts, "delete", quiet=True) as rec:
+        rec.report = parts.products.image_deleted(name)
+        return rec.report
 
 
 def full_sync(env: Env = None) -> SyncReport:
     """Everything in this process, behind a full-sync fence (see ``coordination``)."""
     parts = components(env)
-    report = _started(parts, "full sync")
-    with _progress(report):
-        return parts.products.fenced("full sync", lambda withhold, track: parts.engine.full_sync(
-            withhold=withhold, track=track, report=report))
+    with _recording(parts, "full") as rec:
+        report = rec.report = _started(parts, "full sync", rec)
+        with _progress(report):
+            return parts.products.fenced("full sync", lambda withhold, track: parts.engine.full_sync(
+                withhold=withhold, track=track, report=report))
 
 
 def product_message(message: str, env: Env = None) -> SyncReport:
     """One message of the product queue: the product's (and up to nine settled others') complete sets."""
-    return components(env).products.run_message(message)
+    parts = components(env)
+    with _recording(parts, "product", quiet=True) as rec:
+        rec.report = parts.products.run_message(message, ledger=rec.ledger)
+        return rec.report
 
 
 def nightly(env: Env = None) -> SyncReport | FanOut:
     """The timer: a full sync in this process, or, for a catalog of more than SYNC_SHARD_PRODUCTS
-    products, shards enqueued for ``sync_shard`` (returns a ``shards.FanOut`` then)."""
+    products, shards enqueued for ``sync_shard`` (returns a ``shards.FanOut`` then). It also deletes run
+    reports older than RUN_HISTORY_DAYS."""
     from . import shards  # imported on first use: keeps the app's cold start lean
 
     parts = components(env)
-    report = _started(parts, "nightly sync")
-    with _progress(report):
-        return shards.nightly(parts, report)
+    with _recording(parts, "nightly", prune=True) as rec:
+        report = rec.report = _started(parts, "nightly sync", rec)
+        with _progress(report):
+            outcome = shards.nightly(parts, report)
+        if not isinstance(outcome, SyncReport):  # fanned out: the shards keep their own reports
+            report.mode = "fan-out"
+            report.notes.append(outcome.summary())
+        return outcome
 
 
 def sync_shard(message: str, env: Env = None) -> SyncReport:
@@ -104,16 +126,52 @@ def sync_shard(message: str, env: Env = None) -> SyncReport:
     from . import shards
 
     parts = components(env)
-    report = _started(parts, "nightly shard")
-    with _progress(report):
-        return shards.run_shard(parts, message, report)
+    with _recording(parts, "shard") as rec:
+        report = rec.report = _started(parts, "nightly shard", rec)
+        with _progress(report):
+            return shards.run_shard(parts, message, report)
 
 
-def _started(parts: Components, what: str) -> SyncReport:
+def contact_sheet_page(run: str | None, item: str | None, env: Env = None) -> tuple[int, str]:
+    """The HTTP page: ``(status, body)``, the contact sheet of a run (an id or ``latest``) or of a product
+    (HTML, 200), or one line of text saying what is wrong (400, 404)."""
+    from datetime import timedelta
+
+    from . import contact_sheet
+    from .history import UnknownRun
+
+    if run and item:
+        return 400, "give run=<run id> (or latest) or item=<product id>, not both"
+    parts = components(env)
+    if parts.history is None:
+        return 404, "RUN_HISTORY_CONTAINER is empty, so runs keep no report"
+    sign = contact_sheet.signer(parts.service, start_skew=timedelta(minutes=parts.settings.sas_start_skew_minutes))
+    default = parts.settings.storage.container
+    try:
+        if item:
+            page = contact_sheet.product_sheet(parts.history, item, sign, default_container=default)
+            if page is None:
+                return 404, f"no kept run touched product {item!r} in the last {parts.history.days} days"
+            return 200, page
+        run_id = parts.history.resolve(run or "latest")
+        return 200, contact_sheet.run_sheet(parts.history, run_id, sign, default_container=default)
+    except UnknownRun as exc:
+        return 404, str(exc)
+
+
+def _recording(parts: Components, kind: str, *, prune: bool = False, quiet: bool = False) -> Recording:
+    return Recording(parts.history, kind, prune=prune, quiet=quiet, context=_context(parts))
+
+
+def _context(parts: Components) -> dict[str, object]:
+    """What a report names besides its counts: the container and the partners (no secrets)."""
+    return {"container": parts.settings.storage.container, "partners": parts.settings.partner_urls()}
+
+
+def _started(parts: Components, what: str, rec: Recording) -> SyncReport:
     """The start line of a long run, and its report (which names the container and partners)."""
     log.info("%s started: %s", what, parts.settings.describe())
-    return SyncReport(context={"container": parts.settings.storage.container,
-                               "partners": parts.settings.partner_urls()})
+    return SyncReport(context=_context(parts), ledger=rec.ledger)
 
 
 def _progress(report: SyncReport) -> Progress:

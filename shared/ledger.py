@@ -24,6 +24,18 @@ def public_url(url: str) -> str:
     return url.split("?", 1)[0]
 
 
+def _sent_image(record: Any, sent: dict[str, Any]) -> dict[str, Any]:
+    """One image of a TRAEDE set as the report keeps it; ``variant`` only where TRAEDE's colour code is not
+    the folder's (``partner_codes``)."""
+    image = {"blob": record.blob_name, "existance_key": sent.get("existance_key"), "sort": sent.get("sort"),
+             "sort_b2c": sent.get("sort_b2c"), "type": record.type, "colour": record.color_id,
+             "filename": sent.get("filename"), "alt": sent.get("alt"), "url": public_url(sent.get("url", ""))}
+    variant = sent.get("attach_to_variants_matching_attribute_code")
+    if variant and record.color_id not in variant.values():
+        image["variant"] = variant
+    return image
+
+
 class Ledger:
     def __init__(self) -> None:
         self._files: dict[str, IO[str]] = {}
@@ -37,24 +49,31 @@ class Ledger:
             entry["reason"] = redact(reason)
         payload = unit.payload
         if unit.records:  # a product set: its images in the order TRAEDE got them
-            entry["images"] = [
-                {"blob": record.blob_name, "existance_key": sent.get("existance_key"), "sort": sent.get("sort"),
-                 "type": record.type, "colour": record.color_id, "filename": sent.get("filename"),
-                 "alt": sent.get("alt"), "url": public_url(sent.get("url", ""))}
-                for record, sent in zip(unit.records, payload.get("images", []), strict=True)]
+            if payload.get("item_number", unit.item_id) != unit.item_id:  # TRAEDE's own code (partner_codes)
+                entry["item_number"] = payload["item_number"]
+            entry["images"] = [_sent_image(record, sent)
+                               for record, sent in zip(unit.records, payload.get("images", []), strict=True)]
         else:
             entry.update({"blob": unit.blob_name, **{k: v for k, v in payload.items() if k != "url"},
                           "url": public_url(payload.get("url", ""))})
-        line = json.dumps(entry, ensure_ascii=False) + "\n"
+        self.add_entry(partner, json.dumps(entry, ensure_ascii=False))
+
+    def add_entry(self, partner: str, text: str) -> None:
+        """An entry as recorded before (one JSON object, e.g. read back from the run history)."""
         with self._lock:
             spool = self._files.get(partner)
             if spool is None:
                 spool = self._files[partner] = tempfile.TemporaryFile("w+", encoding="utf-8", prefix="image-sync-sent-")
-            spool.write(line)
+            spool.write(text.rstrip("\n") + "\n")
             self._counts[partner] = self._counts.get(partner, 0) + 1
 
     def partners(self) -> list[str]:
         return list(self._files)
+
+    def count(self) -> int:
+        """How many entries were recorded, over every partner."""
+        with self._lock:
+            return sum(self._counts.values())
 
     def entries(self, partner: str) -> Iterator[str]:
         """The partner's entries as JSON texts, in the order they were recorded."""
@@ -74,17 +93,22 @@ class Ledger:
 
 def write_report(path: str, report_dict: dict[str, Any], ledger: Ledger | None) -> None:
     """The report as JSON, with ``"sent": {partner: [entries...]}`` streamed from the ledger's spools."""
+    with open(path, "w", encoding="utf-8") as out:
+        write_report_to(out, report_dict, ledger)
+
+
+def write_report_to(out: IO[str], report_dict: dict[str, Any], ledger: Ledger | None) -> None:
+    """``write_report`` into an open text stream (a file, stdout)."""
     from .redact import redact_tree
 
     head = json.dumps(redact_tree(report_dict), indent=2, ensure_ascii=False)
-    with open(path, "w", encoding="utf-8") as out:
-        if ledger is None or not ledger.partners():
-            out.write(head)
-            return
-        out.write(head[:head.rstrip().rfind("}")].rstrip() + ',\n  "sent": {')
-        for n, partner in enumerate(ledger.partners()):
-            out.write(("," if n else "") + f"\n    {json.dumps(partner)}: [")
-            for m, entry in enumerate(ledger.entries(partner)):
-                out.write(("," if m else "") + "\n      " + entry)
-            out.write("\n    ]")
-        out.write("\n  }\n}\n")
+    if ledger is None or not ledger.partners():
+        out.write(head + "\n")
+        return
+    out.write(head[:head.rstrip().rfind("}")].rstrip() + ',\n  "sent": {')
+    for n, partner in enumerate(ledger.partners()):
+        out.write(("," if n else "") + f"\n    {json.dumps(partner)}: [")
+        for m, entry in enumerate(ledger.entries(partner)):
+            out.write(("," if m else "") + "\n      " + entry)
+        out.write("\n    ]")
+    out.write("\n  }\n}\n")

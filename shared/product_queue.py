@@ -102,14 +102,15 @@ class ProductQueue:
 
     # -- the triggers -------------------------------------------------------------------------------
 
-    def image_uploaded(self, blob_name: str) -> SyncReport:
-        """The new image's record to Wallie now; its product to TRAEDE through the queue."""
+    def image_uploaded(self, blob_name: str, *, ledger: Any = None) -> SyncReport:
+        """The new image's record to Wallie now; its product to TRAEDE through the queue. ``ledger`` records
+        what Wallie got (the run history keeps it)."""
         entry = self.engine.catalog.get(blob_name)
         if isinstance(entry, SkippedBlob):
-            report = SyncReport(mode="image")
+            report = SyncReport(mode="image", ledger=ledger, layout=self.engine.catalog.layout.pattern)
             report.skipped.append(entry)
             return report.finish()
-        report = self.engine.send_image(entry)
+        report = self.engine.send_image(entry, ledger=ledger)
         if self.engine.traede:
             self.request(entry.item_id)
             report.queued.append(entry.item_id)
@@ -117,7 +118,7 @@ class ProductQueue:
 
     def image_deleted(self, blob_name: str) -> SyncReport:
         """A blob was deleted: its product's remaining set goes to TRAEDE through the queue."""
-        report = SyncReport(mode="delete")
+        report = SyncReport(mode="delete", layout=self.engine.catalog.layout.pattern)
         fields = self.engine.catalog.layout.match(blob_name)
         if fields is None:
             report.skipped.append(SkippedBlob(blob_name, "deleted blob's path does not fit IMAGE_PATH_PATTERN: "
@@ -151,13 +152,13 @@ class ProductQueue:
         self._queue.send_message(ProductMessage(self.container, item).to_json(),
                                  visibility_timeout=max(0, math.ceil(delay)))
 
-    def run_message(self, text: str) -> SyncReport:
+    def run_message(self, text: str, *, ledger: Any = None) -> SyncReport:
         """One message of the product queue, as the host hands it over."""
         message = ProductMessage.from_json(text)
         if message.container != self.container:
             raise ConfigError(f"product message is for container {message.container!r}, but IMAGES_CONTAINER is "
                               f"{self.container!r}")
-        return self._send([message.item], wait=False)
+        return self._send([message.item], wait=False, ledger=ledger)
 
     # -- the operator -------------------------------------------------------------------------------
 
@@ -173,12 +174,13 @@ class ProductQueue:
                                     wallie=True, empty_sets=empty_sets, on_wait=on_wait, ledger=report.ledger))
         return report.finish()
 
-    def flush(self, *, on_wait: Callable[[str], None] | None = None) -> SyncReport:
+    def flush(self, *, on_wait: Callable[[str], None] | None = None, ledger: Any = None) -> SyncReport:
         """``flush``: every pending product now, without waiting for its delay."""
-        report = SyncReport(mode="flush")
+        report = SyncReport(mode="flush", ledger=ledger)
         pending = sorted(self.marks.snapshot())
         for start in range(0, len(pending), PRODUCTS_PER_SEND):
-            report.merge(self._send(pending[start:start + PRODUCTS_PER_SEND], wait=True, on_wait=on_wait))
+            report.merge(self._send(pending[start:start + PRODUCTS_PER_SEND], wait=True, on_wait=on_wait,
+                                    ledger=ledger))
         return report.finish()
 
     def pending(self) -> dict[str, float]:

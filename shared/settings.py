@@ -18,6 +18,7 @@ DEFAULT_PATH_PATTERN = "{item_id}/{color_id}/{name}|{item_id}/{name}"
 DEFAULT_SHARD_QUEUE = "image-sync-shards"
 DEFAULT_PRODUCT_QUEUE = "image-sync-products"
 DEFAULT_STATE_CONTAINER = "image-sync-state"
+DEFAULT_RUN_HISTORY_CONTAINER = "image-sync-runs"
 MAX_SAS_TTL_HOURS = 168  # user-delegation keys live at most 7 days
 KEY_VAULT_PREFIX = "@Microsoft.KeyVault("
 
@@ -84,6 +85,8 @@ class Settings:
     product_lock_seconds: int = 60
     sync_state_container: str = DEFAULT_STATE_CONTAINER
     partner_codes_file: str | None = None      # a CSV blob in the images container (partner_codes)
+    run_history_container: str | None = DEFAULT_RUN_HISTORY_CONTAINER  # None: no run history
+    run_history_days: int = 30
     log_level: str = "INFO"
 
     def partner_urls(self) -> dict[str, str]:
@@ -137,6 +140,8 @@ class Settings:
             sync_state_container=_container_name("SYNC_STATE_CONTAINER",
                                                  r.text("SYNC_STATE_CONTAINER", DEFAULT_STATE_CONTAINER)),
             partner_codes_file=_codes_file(r.text("PARTNER_CODES_FILE", None)),
+            run_history_container=_run_history_container(r),
+            run_history_days=r.integer("RUN_HISTORY_DAYS", 30, low=1, high=3650),
             log_level=r.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
         )
 
@@ -162,6 +167,19 @@ def _container_name(setting: str, name: str) -> str:
     if not (3 <= len(name) <= 63) or not all(c.islower() or c.isdigit() or c == "-" for c in name):
         raise ConfigError(f"{setting}={name!r} is not a valid container name: "
                           "expected 3-63 lowercase letters, digits and hyphens")
+    return name
+
+
+def _run_history_container(r: _Reader) -> str | None:
+    """RUN_HISTORY_CONTAINER: where each run's report is kept; set but empty turns the history off."""
+    raw = r.env.get("RUN_HISTORY_CONTAINER")
+    if raw is not None and not raw.strip():
+        return None
+    name = _container_name("RUN_HISTORY_CONTAINER", r.text("RUN_HISTORY_CONTAINER", DEFAULT_RUN_HISTORY_CONTAINER))
+    for other, default in (("IMAGES_CONTAINER", DEFAULT_CONTAINER), ("SYNC_STATE_CONTAINER", DEFAULT_STATE_CONTAINER)):
+        if name == r.text(other, default):
+            raise ConfigError(f"RUN_HISTORY_CONTAINER={name!r} is also {other}: expected a container of its own "
+                              "for the run reports (default 'image-sync-runs'; empty turns the history off)")
     return name
 
 

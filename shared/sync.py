@@ -89,10 +89,10 @@ class SyncEngine:
         return self._sync(entries, report, withhold=withhold,
                           grouped=self.catalog.layout.item_prefix_separator is not None)
 
-    def send_image(self, entry: ImageRecord) -> SyncReport:
+    def send_image(self, entry: ImageRecord, *, ledger: Any = None) -> SyncReport:
         """One new image to Wallie. Its product goes to TRAEDE through the product queue, coalesced with
         the rest of its burst (``product_queue``)."""
-        report = SyncReport(mode="image")
+        report = SyncReport(mode="image", ledger=ledger)
         return self._sync([entry], report, targets=[self.wallie] if self.wallie else [])
 
     def send_products(self, item_ids: Iterable[str], *, guard: Guard | None = None, wallie: bool = False,

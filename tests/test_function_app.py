@@ -25,7 +25,8 @@ def binding(function, kind):
 
 
 def test_the_app_indexes_exactly_the_triggers(indexed):
-    assert sorted(indexed) == ["image_deleted", "image_uploaded", "nightly_sync", "product_sync", "sync_shard"]
+    assert sorted(indexed) == ["contact_sheet", "image_deleted", "image_uploaded", "nightly_sync", "product_sync",
+                               "sync_shard"]
     assert indexed["image_uploaded"].get_trigger().type == "blobTrigger"
     assert indexed["image_deleted"].get_trigger().type == "eventGridTrigger"
     assert indexed["nightly_sync"].get_trigger().type == "timerTrigger"

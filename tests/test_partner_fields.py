@@ -1,5 +1,6 @@
 """TRAEDE's optional fields and each partner's own codes, end to end: Azurite, both sandboxes, the CLI."""
 import io
+import json
 
 from devtools.images import png
 from shared.catalog import image_id_for
@@ -68,14 +69,22 @@ def test_skip_if_no_variant_match_goes_only_with_images_that_name_a_colour(conta
                   for i in traede.products["100001"]) == ["-", "BLK"]
 
 
-def test_metadata_codes_per_partner_and_the_full_set_under_traedes_item_number(container, sync_env, wallie, traede):
+def test_metadata_codes_per_partner_and_the_full_set_under_traedes_item_number(container, sync_env, wallie, traede,
+                                                                                tmp_path):
     put(container, "100001/BLK/front.jpg", traede_item_number="TS-1", traede_color="100",
-        wallie_item_id="W1", wallie_color_id="7")
+        wallie_item_id="W1", wallie_color_id="7", sort_b2c="4")
     put(container, "100001/BLK/back.jpg", traede_item_number="TS-1", traede_color="100",
         wallie_item_id="W1", wallie_color_id="7")
     put(container, "100001/lifestyle.jpg", traede_item_number="TS-1", wallie_item_id="W1")
-    code, err = sync(sync_env)
+    code, err = sync(sync_env, "--report", str(tmp_path / "run.json"))
     assert code == 0, err
+    # the report says what each partner got under its own codes
+    sent = json.loads((tmp_path / "run.json").read_text())["sent"]
+    (product,) = sent["traede"]
+    assert (product["item"], product["item_number"]) == ("100001", "TS-1")
+    front = next(i for i in product["images"] if i["blob"] == "100001/BLK/front.jpg")
+    assert front["variant"] == {"Color": "100"} and front["colour"] == "BLK" and front["sort_b2c"] == 4
+    assert {(r["itemId"], r.get("colorId")) for r in sent["wallie"]} == {("W1", "7"), ("W1", None)}
     assert sorted(traede.products) == ["TS-1"] and len(traede.products["TS-1"]) == 3  # the whole folder
     colours = sorted(i.get("attach_to_variants_matching_attribute_code", {}).get("Color", "-")
                      for i in traede.products["TS-1"])

@@ -84,17 +84,21 @@ def test_named_programs_exist(command):
 @pytest.fixture
 def workdir(sync_env, container):
     """The checkout, as the README's reader has it, and settings pointing at Azurite and the sandboxes,
-    holding product 100001 (the README's example item). The report the README writes is removed after."""
-    report = REPO / "run.json"
+    holding product 100001 (the README's example item). The report and the contact sheet the README writes
+    are removed after."""
+    report, sheet = REPO / "run.json", REPO / "sheet.html"
     assert not report.exists(), "run.json is in the checkout already"
+    assert not sheet.exists(), "sheet.html is in the checkout already"
     for kind in ("front", "back"):
         container.upload_blob(f"100001/BLK/{kind}.jpg", jpeg(note=kind))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IMAGES_", "WALLIE_", "TRAEDE_", "VIRTUAL_ENV"))}
     env.update(sync_env)
     env["SYNC_STATE_CONTAINER"] = f"state-{container.container_name[-8:]}"
+    env["RUN_HISTORY_CONTAINER"] = f"runs-{container.container_name[-8:]}"  # this test's runs only
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if ".venv" not in p)
     yield REPO, env
     report.unlink(missing_ok=True)
+    sheet.unlink(missing_ok=True)
 
 
 def bash(command: str, cwd: Path, env: dict, timeout: float = 240) -> subprocess.CompletedProcess:
@@ -106,7 +110,8 @@ def test_every_runnable_readme_command_runs_as_written(workdir, wallie, traede):
     runs = [c for c in readme_commands() if how(c) == "run" and c != "source .venv/bin/activate"]
     assert any(c.startswith("image-sync sync") for c in runs) and any(c.startswith("./scripts/demo.sh") for c in runs)
     # the CLI lines follow `source .venv/bin/activate` in the README: that is how they run here
-    ordered = sorted(runs, key=lambda c: (c.startswith("jq "), c))  # the jq example reads the report first
+    # the jq example reads the report, and the run history shows the syncs: they run after the syncs
+    ordered = sorted(runs, key=lambda c: (c.startswith(("jq ", "image-sync runs")), c))
     for command in ordered:
         prefix = "source .venv/bin/activate && " if command.startswith("image-sync") else ""
         if command.startswith("jq ") and not shutil.which("jq"):
@@ -118,6 +123,8 @@ def test_every_runnable_readme_command_runs_as_written(workdir, wallie, traede):
         if command.startswith("jq "):
             assert '"item": "100001"' in result.stdout and "sig=" not in result.stdout
     assert "100001" in traede.products and len(traede.products["100001"]) == 2
+    sheet = (cwd / "sheet.html").read_text(encoding="utf-8")
+    assert "Contact sheet: product 100001" in sheet or "Contact sheet: run" in sheet
 
 
 def test_the_cli_runs_outside_the_repository_without_the_venv_on_path(workdir, wallie, traede):

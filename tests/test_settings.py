@@ -24,6 +24,14 @@ def test_defaults():
     assert (s.sas_ttl_hours, s.sas_start_skew_minutes) == (48, 15)
     assert s.wallie is None and s.traede is None
     assert s.sync_concurrency == 4 and s.log_level == "INFO"
+    assert (s.run_history_container, s.run_history_days) == ("image-sync-runs", 30)
+
+
+def test_an_empty_run_history_container_turns_the_history_off():
+    assert Settings.from_env({**BASE, "RUN_HISTORY_CONTAINER": ""}).run_history_container is None
+    assert Settings.from_env({**BASE, "RUN_HISTORY_CONTAINER": " "}).run_history_container is None
+    s = Settings.from_env({**BASE, "RUN_HISTORY_CONTAINER": "runs-2", "RUN_HISTORY_DAYS": "90"})
+    assert (s.run_history_container, s.run_history_days) == ("runs-2", 90)
 
 
 def test_identity_based_connection_by_uri_and_by_account_name():
@@ -64,6 +72,13 @@ def test_partners_are_read_when_their_base_url_is_set():
     ({**BASE, **TRAEDE, "TRAEDE_SKIP_IF_NO_VARIANT_MATCH": "perhaps"}, "TRAEDE_SKIP_IF_NO_VARIANT_MATCH",
      "expected true or false"),
     ({**BASE, "PARTNER_CODES_FILE": "/codes.csv"}, "PARTNER_CODES_FILE", "name of a CSV blob"),
+    ({**BASE, "RUN_HISTORY_CONTAINER": "Run_History"}, "RUN_HISTORY_CONTAINER", "3-63 lowercase"),
+    ({**BASE, "RUN_HISTORY_CONTAINER": "product-images"}, "RUN_HISTORY_CONTAINER", "also IMAGES_CONTAINER"),
+    ({**BASE, "SYNC_STATE_CONTAINER": "runs-x", "RUN_HISTORY_CONTAINER": "runs-x"}, "RUN_HISTORY_CONTAINER",
+     "container of its own"),
+    ({**BASE, "RUN_HISTORY_DAYS": "0"}, "RUN_HISTORY_DAYS", "whole number from 1 to 3650"),
+    ({**BASE, "RUN_HISTORY_DAYS": "7.5"}, "RUN_HISTORY_DAYS", "whole number from 1 to 3650"),
+    ({**BASE, "RUN_HISTORY_DAYS": "a month"}, "RUN_HISTORY_DAYS", "whole number"),
 ])
 def test_bad_settings_name_the_setting_and_what_is_expected(env, setting, expected):
     with pytest.raises(ConfigError) as exc:

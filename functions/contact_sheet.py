@@ -1,0 +1,34 @@
+"""HTTP page, protected by a function key: the contact sheet of a run or a product from the deployed app.
+
+``GET /api/runs/sheet?run=<run id>|latest`` or ``?item=<product id>``: the same self-contained page as
+``image-sync runs sheet`` (see ``shared/contact_sheet.py``), whose thumbnails are SAS URLs valid for one
+hour. The response is never cached and sends no referrer, so neither the function key nor a SAS URL
+travels further than the browser that asked.
+"""
+import logging
+
+import azure.functions as func
+
+from shared import jobs
+
+log = logging.getLogger(__name__)
+bp = func.Blueprint()
+
+HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; img-src https: http:; style-src 'unsafe-inline'; "
+                               "script-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; "
+                               "frame-ancestors 'none'",
+}
+
+
+@bp.function_name("contact_sheet")
+@bp.route(route="runs/sheet", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def contact_sheet(req: func.HttpRequest) -> func.HttpResponse:
+    status, body = jobs.contact_sheet_page(req.params.get("run"), req.params.get("item"))
+    if status != 200:
+        log.info("contact sheet not served (%d): %s", status, body)
+    return func.HttpResponse(body, status_code=status, headers=HEADERS, charset="utf-8",
+                             mimetype="text/html" if status == 200 else "text/plain")

@@ -1,0 +1,420 @@
+"""The contact sheet: what each partner was sent, as pictures, in one self-contained HTML page.
+
+People would rather look than read. For a run, or for one product over the runs that touched it, each
+product shows its images in TRAEDE's order as thumbnails, with kind, colour, sort, alt text and key, what
+Wallie got for each image, every partner's outcome (failures in red, with the partner's reason), and the
+product's skipped blobs with the reasons.
+
+The page opens from a file in any browser: CSS and a few lines of script are inline; the only requests it
+makes are the thumbnails, through fresh SAS URLs that are read-only, blob-scoped and expire after
+``THUMBNAIL_TTL`` (the page says when). The stored history never holds a signature, and no account key,
+token or password reaches the page. Everything shown is escaped: blob names and metadata are anyone's
+to choose. A run of 100,000 images must not make a 100 MB page, so a sheet shows at most
+``MAX_PRODUCTS`` products (every product with a problem first, then a sample of the others),
+``MAX_IMAGES`` images a product and ``MAX_SKIPPED`` skipped blobs, and says so.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, UTC
+from html import escape
+from typing import Any
+from collections.abc import Callable
+
+from .history import RunHistory, part_of, run_kind, run_time
+from .layout import TYPE_NAMES
+from .report import STORAGE
+
+THUMBNAIL_TTL = timedelta(hours=1)
+MAX_PRODUCTS = 200
+MAX_IMAGES = 60
+MAX_SKIPPED = 200
+MAX_RUNS = 20
+MAX_TEXT = 500
+PROBLEM_OUTCOMES = ("failed", "rejected", "not sent")
+
+Sign = Callable[[str, str], str]  # (container, blob name) -> a read-only URL for that blob
+
+
+@dataclass(slots=True)
+class Card:
+    """One product as one run left it: the entries the history kept for it."""
+
+    item: str
+    container: str
+    entries: list[dict[str, Any]]
+    heading: str = ""  # on a product's sheet: which run
+
+    def outcomes(self) -> dict[str, tuple[str, list[str]]]:
+        """Per partner (not storage): the worst outcome and its reasons."""
+        from .history import worst
+
+        found: dict[str, list[dict[str, Any]]] = {}
+        for entry in self.entries:
+            if entry.get("partner") != STORAGE:
+                found.setdefault(str(entry.get("partner")), []).append(entry)
+        out = {}
+        for partner, entries in sorted(found.items()):
+            outcome = worst(str(e.get("outcome")) for e in entries)
+            reasons = list(dict.fromkeys(_reason(e) for e in entries
+                                         if e.get("outcome") == outcome and e.get("reason")))
+            out[partner] = (outcome, reasons)
+        return out
+
+    @property
+    def has_problem(self) -> bool:
+        return any(outcome in PROBLEM_OUTCOMES for outcome, _ in self.outcomes().values())
+
+
+@dataclass(slots=True)
+class _Page:
+    title: str
+    facts: list[tuple[str, str]]
+    notes: list[str]
+    cards: list[Card]
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    skipped_total: int = 0
+    empty: str = "Nothing was sent in this run."
+    unit: str = "products"  # what a card is on this page: a product (a run's sheet), or a run (a product's)
+
+
+def signer(service: Any, *, start_skew: timedelta) -> Sign:
+    """Thumbnail URLs: read-only, one blob each, valid ``THUMBNAIL_TTL``; one ``SasSigner`` per container
+    (the account key, or a user-delegation key in Azure)."""
+    from .sas import SasSigner
+
+    signers: dict[str, SasSigner] = {}
+
+    def sign(container: str, blob: str) -> str:
+        if container not in signers:
+            signers[container] = SasSigner(service, container, ttl=THUMBNAIL_TTL, start_skew=start_skew)
+        return signers[container].url(blob)
+
+    return sign
+
+
+# -- building a sheet ----------------------------------------------------------------------------------
+
+def run_sheet(history: RunHistory, run_id: str, sign: Sign, *, default_container: str,
+              now: datetime | None = None, max_products: int = MAX_PRODUCTS) -> str:
+    """The sheet of one run: its products with a problem first, then a sample of the others."""
+    head = history.load(run_id)
+    run_id = str(head.get("run", run_id))
+    parts = int(head.get("parts") or 1)
+    container = str(head.get("container") or default_container)
+    problem_items = list(dict.fromkeys(
+        str(p.get("item")) for kind in ("rejected", "failed", "deferred") for p in head.get(kind) or []
+        if p.get("item") not in (None, "*")))
+    chosen = problem_items[:max_products]
+    wanted_parts = {part_of(item, parts) for item in chosen}
+    entries: dict[str, list[dict[str, Any]]] = {item: [] for item in chosen}
+    others = 0
+    all_items: set[str] = set()
+    for part in range(parts):
+        room = others < max_products - len(chosen)
+        if part not in wanted_parts and not room:
+            continue
+        for entry in history.read_part(run_id, part):
+            item = str(entry.get("item"))
+            all_items.add(item)
+            if item in entries:
+                entries[item].append(entry)
+            elif others < max_products - len(chosen):
+                entries[item] = [entry]
+                others += 1
+    cards = sorted((Card(item, container, found) for item, found in entries.items() if found),
+                   key=lambda c: (not c.has_problem, c.item))
+    total = max(int(head.get("products") or 0), len(all_items))
+    notes = []
+    if len(cards) < total:
+        notes.append(f"This page shows {len(cards)} of {total} products: every product with a problem first, then "
+                     f"a sample of the others (at most {max_products}). `image-sync runs show {run_id} --json` "
+                     "names every one, and `image-sync runs sheet --item ID` shows one product.")
+    state = "ok" if head.get("ok") else "FAILED"
+    delivered = ", ".join(f"{name} {count}" for name, count in (head.get("delivered") or {}).items()) or "nothing"
+    facts = [
+        ("Run", run_id),
+        ("Started", f"{run_time(run_id):%Y-%m-%d %H:%M:%S} UTC, {float(head.get('seconds') or 0):.1f} s"),
+        ("What", f"{head.get('kind', run_kind(run_id))} ({head.get('mode', '?')}"
+                 f"{', dry run' if head.get('dry_run') else ''})"),
+        ("Outcome", f"{state}: {head.get('images', 0)} images, {head.get('products', 0)} products; delivered "
+                    f"{delivered}; rejected {len(head.get('rejected') or [])}, failed {len(head.get('failed') or [])}, "
+                    f"deferred {len(head.get('deferred') or [])}, skipped {len(head.get('skipped') or [])}"),
+        ("Container", container),
+        ("Partners", ", ".join(f"{n} at {u}" for n, u in (head.get("partners") or {}).items()) or "none"),
+    ]
+    if head.get("interrupted"):
+        facts.append(("Stopped by", str(head["interrupted"])))
+    for line in head.get("notes") or []:
+        facts.append(("Note", str(line)))
+    for problem in (head.get("failed") or [])[:5]:
+        if problem.get("item") == "*":
+            facts.append(("Failure", f"{problem.get('partner')}: {problem.get('reason')}"))
+    skipped = list(head.get("skipped") or [])
+    page = _Page(f"Contact sheet: run {run_id}", facts, notes, cards, skipped[:MAX_SKIPPED], len(skipped))
+    return _render(page, sign, now=now)
+
+
+def product_sheet(history: RunHistory, item: str, sign: Sign, *, default_container: str,
+                  now: datetime | None = None, limit: int = MAX_RUNS) -> str | None:
+    """The sheet of one product over the newest runs that touched it (None when no kept run did)."""
+    runs = history.item_runs(item, limit=limit)
+    if not runs:
+        return None
+    cards = [Card(item, run.container or default_container, run.entries,
+                  heading=f"{run.started:%Y-%m-%d %H:%M:%S} UTC · {run_kind(run.run_id)} · run {run.run_id}")
+             for run in runs]
+    facts = [("Product", item), ("Runs", f"the {len(runs)} newest kept runs that touched it, newest first "
+                                         f"(runs are kept {history.days} days)")]
+    for partner in dict.fromkeys(p for c in cards for p in c.outcomes()):
+        latest = next((c for c in cards if partner in c.outcomes()), None)
+        if latest is not None:
+            outcome, _ = latest.outcomes()[partner]
+            facts.append((f"{partner}, last run", f"{outcome} ({latest.heading})"))
+        accepted = next((c for c in cards if c.outcomes().get(partner, ("",))[0] == "delivered"
+                         and _product_set(c, partner) is not None), None)
+        if accepted is not None:
+            images = _product_set(accepted, partner) or []
+            facts.append((f"{partner} holds", f"the set of {len(images)} images it accepted in {accepted.heading}"))
+    notes = []
+    if len(runs) == limit:
+        notes.append(f"Only the {limit} newest runs are shown; `image-sync runs --item {item} --limit N` lists more.")
+    return _render(_Page(f"Contact sheet: product {item}", facts, notes, cards, unit="runs"), sign, now=now)
+
+
+def _product_set(card: Card, partner: str) -> list[dict[str, Any]] | None:
+    for entry in card.entries:
+        if entry.get("partner") == partner and isinstance(entry.get("images"), list):
+            images: list[dict[str, Any]] = entry["images"]
+            return images
+    return None
+
+
+# -- rendering -----------------------------------------------------------------------------------------
+
+def _render(page: _Page, sign: Sign, *, now: datetime | None) -> str:
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    until = now + THUMBNAIL_TTL
+    urls: dict[tuple[str, str], str] = {}
+
+    def url(container: str, blob: str) -> str:
+        key = (container, blob)
+        if key not in urls:
+            urls[key] = sign(container, blob)
+        return urls[key]
+
+    problems = sum(1 for c in page.cards if c.has_problem)
+    out = [_HEAD.replace("{title}", _e(page.title)), "<header>", f"<h1>{_e(page.title)}</h1>",
+           '<table class="facts">']
+    out += [f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in page.facts]
+    out.append("</table>")
+    out.append(f'<p class="note">Thumbnails load through read-only SAS links to one blob each, made for this '
+               f"page at {now:%Y-%m-%d %H:%M} UTC and valid for {_hours(THUMBNAIL_TTL)}, until "
+               f"<b>{until:%Y-%m-%d %H:%M} UTC</b>. After that the pictures stop loading: make a new sheet. "
+               "The pictures are the original files, shown small.</p>")
+    for note in page.notes:
+        out.append(f'<p class="note">{_e(note)}</p>')
+    bad = f'<span class="count-bad">{problems} with a problem</span> (red)' if problems else "none with a problem"
+    out.append(f'<p class="legend">{len(page.cards)} {page.unit} shown, {bad}. Pictures are in the order TRAEDE '
+               "got them.</p>")
+    out.append("</header><main>")
+    if not page.cards:
+        out.append(f'<p class="empty">{_e(page.empty)}</p>')
+    for card in page.cards:
+        out.append(_card(card, url))
+    if page.skipped:
+        more = page.skipped_total - len(page.skipped)
+        out.append(f'<section class="skipped"><h2>Skipped blobs ({page.skipped_total})</h2>'
+                   "<p>Not sent to any partner, with the reason.</p><table>")
+        out += [f"<tr><td class=\"blob\">{_e(s.get('blob'))}</td><td>{_e(_clip(s.get('reason')))}</td></tr>"
+                for s in page.skipped]
+        out.append("</table>" + (f"<p>and {more} more (the report names every one).</p>" if more > 0 else "")
+                   + "</section>")
+    out.append(f"<footer>Made by image-sync at {now:%Y-%m-%d %H:%M:%S} UTC.</footer></main></body></html>\n")
+    return "\n".join(out)
+
+
+def _card(card: Card, url: Callable[[str, str], str]) -> str:
+    outcomes = card.outcomes()
+    css = "product problem" if card.has_problem else "product"
+    out = [f'<section class="{css}" data-item="{_e(card.item)}">']
+    title = f"Product {_e(card.item)}"
+    if card.heading:
+        title += f' <span class="run">{_e(card.heading)}</span>'
+    out.append(f"<h2>{title}</h2>")
+    out.append('<div class="outcomes">')
+    for partner, (outcome, _) in outcomes.items():
+        out.append(f'<span class="badge {_slug(outcome)}">{_e(partner)}: {_e(outcome)}</span>')
+    out.append("</div>")
+    for partner, (outcome, reasons) in outcomes.items():
+        for reason in reasons[:3]:
+            css_reason = "reason bad" if outcome in PROBLEM_OUTCOMES else "reason"
+            out.append(f'<p class="{css_reason}"><b>{_e(partner)} {_e(outcome)}:</b> {_e(reason)}</p>')
+    sets = [(str(e.get("partner")), e) for e in card.entries if isinstance(e.get("images"), list)]
+    per_image: dict[str, list[dict[str, Any]]] = {}
+    for entry in card.entries:
+        if entry.get("blob") and "images" not in entry and entry.get("partner") != STORAGE \
+                and not entry.get("synthetic"):
+            per_image.setdefault(str(entry["blob"]), []).append(entry)
+    figures: list[str] = []
+    shown: set[str] = set()
+    if sets:
+        partner, product_set = sets[0]
+        images = product_set["images"]
+        if product_set.get("item_number"):
+            out.append(f"<p>{_e(partner)} item number: <b>{_e(product_set['item_number'])}</b></p>")
+        if not images:
+            out.append(f'<p class="reason bad">{_e(partner)} was sent an empty set: it deletes every image of the '
+                       "product.</p>")
+        for image in images:
+            blob = str(image.get("blob") or "")
+            shown.add(blob)
+            figures.append(_figure(card, blob, url, in_set=(partner, product_set, image),
+                                   others=per_image.get(blob, [])))
+    for blob, entries in per_image.items():
+        if blob not in shown:
+            figures.append(_figure(card, blob, url, in_set=None, others=entries))
+    if figures:
+        out.append('<div class="grid">')
+        out += figures[:MAX_IMAGES]
+        out.append("</div>")
+        if len(figures) > MAX_IMAGES:
+            out.append(f"<p>and {len(figures) - MAX_IMAGES} more images (this page shows {MAX_IMAGES} a "
+                       "product).</p>")
+    elif not any(outcome == "queued" for outcome, _ in outcomes.values()):
+        out.append("<p>No image was sent for this product in this run.</p>")
+    skipped = [e for e in card.entries if e.get("partner") == STORAGE]
+    if skipped:
+        out.append('<ul class="skipped-here">')
+        out += [f"<li>skipped <span class=\"blob\">{_e(e.get('blob'))}</span>: {_e(_clip(e.get('reason')))}</li>"
+                for e in skipped[:20]]
+        out.append("</ul>")
+    out.append("</section>")
+    return "\n".join(out)
+
+
+def _figure(card: Card, blob: str, url: Callable[[str, str], str], *,
+            in_set: tuple[str, dict[str, Any], dict[str, Any]] | None, others: list[dict[str, Any]]) -> str:
+    bad = any(str(e.get("outcome")) in PROBLEM_OUTCOMES for e in others) or \
+        (in_set is not None and str(in_set[1].get("outcome")) in PROBLEM_OUTCOMES)
+    lines = []
+    if in_set is not None:
+        partner, product_set, image = in_set
+        head = f"#{image.get('sort', '?')} · {image.get('filename') or blob.rsplit('/', 1)[-1]}"
+        lines.append(f'<div class="pos">{_e(head)}</div>')
+        lines.append(f"<div>{_e(_kind(image.get('type')))} · {_e(_colour(image.get('colour')))}</div>")
+        if image.get("sort_b2c") is not None or image.get("variant"):
+            extra = [f"B2C sort {image.get('sort_b2c')}"] if image.get("sort_b2c") is not None else []
+            extra += [f"{k} {v}" for k, v in dict(image.get("variant") or {}).items()]
+            lines.append(f"<div>{_e(partner)}: {_e(' · '.join(extra))}</div>")
+        if image.get("alt"):
+            lines.append(f'<div class="alt">alt: “{_e(_clip(image.get("alt")))}”</div>')
+        key = str(image.get("existance_key") or "")
+        short = key if len(key) <= 24 else f"{key[:8]}…{key[-8:]}"
+        lines.append(f'<div class="key" title="{_e(key)}">{_e(partner)} key {_e(short)}</div>')
+        alt = str(image.get("alt") or blob)
+    else:
+        lines.append(f'<div class="pos">{_e(blob.rsplit("/", 1)[-1])}</div>')
+        alt = blob
+    for entry in others:
+        kind = _kind(entry.get("type")) if entry.get("type") is not None else "no type"
+        colour = _colour(entry.get("colorId"))
+        ident = str(entry.get("imageId") or "")[:8]
+        css = ' class="bad"' if str(entry.get("outcome")) in PROBLEM_OUTCOMES else ""
+        lines.append(f"<div{css}>{_e(entry.get('partner'))}: {_e(entry.get('outcome'))} · id {_e(ident)}… · "
+                     f"{_e(kind)} · {_e(colour)}</div>")
+        if entry.get("reason") and str(entry.get("outcome")) != "delivered":
+            lines.append(f'<div class="bad">{_e(_clip(entry.get("reason")))}</div>')
+    lines.append(f'<div class="blob">{_e(blob)}</div>')
+    lines.append('<div class="gone-note">Not loaded: the blob was deleted or renamed since, storage cannot be '
+                 "reached, or the link expired.</div>")
+    src = url(card.container, blob)
+    return (f'<figure class="{"img bad" if bad else "img"}" data-blob="{_e(blob)}">'
+            f'<div class="thumb"><img src="{_e(src)}" alt="{_e(_clip(alt))}" loading="lazy" '
+            'onload="shown(this)" onerror="missing(this)"></div>'
+            f"<figcaption>{''.join(lines)}</figcaption></figure>")
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{TYPE_NAMES.get(value, 'unknown')} (type {value})"
+    return "type ?"
+
+
+def _colour(value: Any) -> str:
+    return f"colour {value}" if value not in (None, "") else "no colour"
+
+
+def _reason(entry: dict[str, Any]) -> str:
+    code = f"HTTP {entry['status_code']}: " if entry.get("status_code") else ""
+    return _clip(code + str(entry.get("reason") or ""))
+
+
+def _clip(value: Any, limit: int = MAX_TEXT) -> str:
+    text = "" if value is None else str(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _e(value: Any) -> str:
+    return escape("" if value is None else str(value), quote=True)
+
+
+def _slug(outcome: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in outcome)
+
+
+def _hours(ttl: timedelta) -> str:
+    hours = ttl.total_seconds() / 3600
+    return "1 hour" if hours == 1 else f"{hours:g} hours"
+
+
+_HEAD = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer">
+<title>{title}</title>
+<style>
+:root{--ok:#1a7f37;--bad:#cf222e;--warn:#9a6700;--muted:#59636e;--line:#d1d9e0}
+*{box-sizing:border-box}
+body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2328;background:#f6f8fa}
+header{background:#fff;border-bottom:1px solid var(--line);padding:18px 28px}
+h1{margin:0 0 10px;font-size:21px}
+h2{margin:0 0 6px;font-size:16px}
+h2 .run{font-weight:400;color:var(--muted);font-size:13px;margin-left:8px}
+main{padding:18px 28px}
+table.facts{border-collapse:collapse;font-size:13px}
+table.facts th{text-align:left;color:var(--muted);font-weight:500;padding:1px 16px 1px 0;vertical-align:top;
+  white-space:nowrap}
+table.facts td{padding:1px 0;overflow-wrap:anywhere}
+.note{background:#fff8c5;border:1px solid #d4a72c66;border-radius:6px;padding:7px 12px;margin:10px 0 0;font-size:13px}
+.legend{margin:10px 0 0;color:var(--muted)} .count-bad{color:var(--bad);font-weight:600}
+section.product{background:#fff;border:1px solid var(--line);border-radius:8px;margin:0 0 16px;padding:12px 16px}
+section.product.problem{border:2px solid var(--bad);box-shadow:0 0 0 3px #cf222e1f}
+.badge{display:inline-block;border-radius:12px;padding:1px 10px;font-size:12px;font-weight:600;margin:0 6px 4px 0}
+.badge.delivered{background:#dafbe1;color:var(--ok)}
+.badge.failed,.badge.rejected,.badge.not-sent{background:var(--bad);color:#fff}
+.badge.deferred,.badge.queued{background:#fff8c5;color:var(--warn)}
+.badge.skipped{background:#eaeef2;color:var(--muted)}
+.reason{margin:3px 0;font-size:13px;overflow-wrap:anywhere} .bad{color:var(--bad)}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(180px,1fr));gap:12px;margin-top:10px}
+figure{margin:0;border:1px solid var(--line);border-radius:6px;overflow:hidden;background:#fff}
+figure.bad{border:2px solid var(--bad)}
+.thumb{height:150px;display:flex;align-items:center;justify-content:center;
+  background:repeating-conic-gradient(#eef1f4 0% 25%,#fff 0% 50%) 50%/16px 16px}
+.thumb img{width:100%;height:100%;object-fit:contain}
+figcaption{padding:7px 9px;font-size:12px;color:var(--muted);overflow-wrap:anywhere}
+figcaption .pos{font-weight:600;color:#1f2328;font-size:13px}
+.blob{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:11px;color:#1f2328}
+.gone-note{display:none;color:var(--bad)} figure.gone .gone-note{display:block} figure.gone .thumb{background:#ffebe9}
+ul.skipped-here{margin:8px 0 0;padding-left:18px;color:var(--muted);font-size:12px}
+section.skipped{background:#fff;border:1px solid var(--line);border-radius:8px;padding:12px 16px}
+section.skipped td{padding:2px 12px 2px 0;vertical-align:top;font-size:12px}
+footer{color:var(--muted);font-size:12px;margin-top:16px}
+</style>
+<script>
+function shown(i){i.setAttribute("data-natural-width",i.naturalWidth);
+  i.closest("figure").setAttribute("data-loaded","yes")}
+function missing(i){i.setAttribute("data-natural-width","0");var f=i.closest("figure");
+  f.setAttribute("data-loaded","no");f.classList.add("gone")}
+</script>
+</head><body>"""

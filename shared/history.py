@@ -1,0 +1,666 @@
+"""Run history: every run keeps its report in ``RUN_HISTORY_CONTAINER`` for ``RUN_HISTORY_DAYS`` days.
+
+"Why does TRAEDE show the wrong picture for product X?" needs what each run sent, long after the run.
+Each run (the timer, each shard, each trigger invocation, the CLI) leaves, all under its UTC start day:
+
+``runs/YYYY/MM/DD/<run-id>.json``
+    The report (``SyncReport.to_dict()`` plus the run id, its kind and how many parts it has), without
+    what was sent. Its metadata repeats the counts, so ``runs`` lists recent runs without reading one.
+``sent/YYYY/MM/DD/<run-id>/<part>.jsonl``
+    What each partner was sent: the ledger's entries, one JSON object a line, each with its ``partner``;
+    plus, marked ``"synthetic": true``, an entry for a product problem the ledger does not hold (withheld,
+    deferred, not listed to the end), for a product queued for TRAEDE, and for each skipped blob of a
+    product (partner ``storage``). Split into parts by a hash of the product id: one part for a small
+    run, up to 256 for a full sync, so one product's history costs one small read per run.
+``items/YYYY/MM/DD/<item>/<run-id>``
+    An empty marker per product of a run that touched at most ``INDEX_LIMIT`` products (uploads,
+    deletes, product syncs, ``sync --item``), with its outcome per partner as metadata.
+``wide/YYYY/MM/DD/<run-id>``
+    One marker for a run that touched more (full syncs, shards), with the range of product ids it
+    covered: ``runs --item`` reads that product's part of each such run whose range holds it.
+
+Run ids sort by time: ``20261123T020000.123Z-nightly-1a2b3c``. Retention deletes whole days older than
+``RUN_HISTORY_DAYS``: at most once an hour per process and at every nightly run, at most ``PRUNE_BUDGET``
+blobs a time (the rest the next time). Keeping a report never fails a sync: ``keep`` logs one line and
+carries on. Secrets stay out: the ledger keeps URLs without their query, and everything is redacted.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import secrets
+import tempfile
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, UTC
+from functools import lru_cache
+from typing import IO, Any
+from collections.abc import Callable, Iterable, Iterator
+from urllib.parse import quote, unquote
+
+from .errors import ImageSyncError
+from .ledger import Ledger
+from .redact import redact, redact_tree
+from .report import STORAGE, Problem, SyncReport
+
+log = logging.getLogger(__name__)
+
+RUNS, SENT, ITEMS, WIDE = "runs/", "sent/", "items/", "wide/"
+INDEX_LIMIT = 50          # a run that touched more products gets one "wide" marker, not one per product
+ENTRIES_PER_PART = 2000   # about 1-2 MB a part
+MAX_PARTS = 256
+UPLOADS_IN_FLIGHT = 4      # parts uploaded at once
+PRUNE_EVERY_SECONDS = 3600.0
+PRUNE_BUDGET = 10_000     # blobs deleted at most per prune; a backlog goes at the next one
+# A product's outcome at a partner in one run is the worst of its entries, in this order.
+OUTCOMES = ("failed", "rejected", "not sent", "deferred", "skipped", "queued", "delivered")
+_RUN_ID = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})\.(\d{3})Z-([a-z0-9-]{1,24})-([0-9a-f]{6})")
+_META_SAFE = " =,;/:.-_()*"
+
+_prune_lock = threading.Lock()
+_last_prune: dict[str, float] = {}  # per container URL: when this process last pruned it
+
+
+class UnknownRun(ImageSyncError):
+    """No run with this id is kept (a typo, or older than RUN_HISTORY_DAYS)."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# -- run ids -------------------------------------------------------------------------------------------
+
+def new_run_id(kind: str, started: datetime) -> str:
+    """``<UTC start, ms>Z-<kind>-<6 hex>``: sorts by start time, names what ran, never collides."""
+    started = started.astimezone(UTC)
+    slug = re.sub(r"[^a-z0-9]+", "-", kind.lower()).strip("-")[:24].strip("-") or "run"
+    return f"{started:%Y%m%dT%H%M%S}.{started.microsecond // 1000:03d}Z-{slug}-{secrets.token_hex(3)}"
+
+
+def check_run_id(text: str) -> str:
+    if not _RUN_ID.fullmatch(text):
+        raise UnknownRun(f"{text!r} is not a run id: expected one like 20261123T020000.123Z-nightly-1a2b3c "
+                         "(image-sync runs lists them), or 'latest'")
+    return text
+
+
+def run_time(run_id: str) -> datetime:
+    m = _RUN_ID.fullmatch(run_id)
+    if not m:
+        raise UnknownRun(f"{run_id!r} is not a run id")
+    y, mo, d, h, mi, s, ms = (int(g) for g in m.groups()[:7])
+    return datetime(y, mo, d, h, mi, s, ms * 1000, tzinfo=UTC)
+
+
+def run_kind(run_id: str) -> str:
+    m = _RUN_ID.fullmatch(run_id)
+    return m.group(8) if m else "?"
+
+
+def _day(when: date | datetime) -> str:
+    return f"{when:%Y/%m/%d}"
+
+
+def part_of(item: str, parts: int) -> int:
+    """The part holding a product's entries: stable across processes and Python versions (not hash())."""
+    return zlib.crc32(item.encode("utf-8")) % parts if parts > 1 else 0
+
+
+def _part_name(run_id: str, part: int) -> str:
+    return f"{SENT}{_day(run_time(run_id))}/{run_id}/{part:03d}.jsonl"
+
+
+def worst(outcomes: Iterable[str]) -> str:
+    found = set(outcomes)
+    return next((o for o in OUTCOMES if o in found), next(iter(sorted(found)), "delivered"))
+
+
+def _meta(value: object) -> str:
+    return quote(str(value), safe=_META_SAFE)
+
+
+def _unmeta(metadata: dict[str, str] | None) -> dict[str, str]:
+    return {k.lower(): unquote(v) for k, v in (metadata or {}).items()}
+
+
+@lru_cache(maxsize=16)
+def _item_separator(pattern: str) -> str | None:
+    """With a layout like ``{item_id}/...`` a skipped blob's product is the start of its name."""
+    from .errors import ConfigError
+    from .layout import PathLayout
+
+    try:
+        return PathLayout(pattern).item_prefix_separator
+    except (ConfigError, ValueError):
+        return None
+
+
+# -- what is read back ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """One kept run, as ``runs`` lists it (from the report's metadata: no report is read)."""
+
+    run_id: str
+    kind: str
+    mode: str
+    ok: bool
+    images: int
+    products: int
+    delivered: dict[str, int]
+    rejected: int
+    failed: int
+    deferred: int
+    skipped: int
+    seconds: float
+    interrupted: str | None
+
+    @classmethod
+    def from_metadata(cls, run_id: str, metadata: dict[str, str] | None) -> RunSummary:
+        m = _unmeta(metadata)
+
+        def number(key: str) -> int:
+            value = m.get(key, "0")
+            return int(value) if value.isdigit() else 0
+
+        delivered = {}
+        for pair in filter(None, m.get("delivered", "").split(",")):
+            name, _, count = pair.partition("=")
+            delivered[name] = int(count) if count.isdigit() else 0
+        try:
+            seconds = float(m.get("seconds", "0"))
+        except ValueError:
+            seconds = 0.0
+        return cls(run_id, m.get("kind", run_kind(run_id)), m.get("mode", "?"), m.get("ok") == "yes",
+                   number("images"), number("products"), delivered, number("rejected"), number("failed"),
+                   number("deferred"), number("skipped"), seconds, m.get("interrupted") or None)
+
+    @property
+    def started(self) -> datetime:
+        return run_time(self.run_id)
+
+    def line(self) -> str:
+        sent = " ".join(f"{name}={count}" for name, count in self.delivered.items()) or "nothing sent"
+        state = "ok" if self.ok else "FAILED"
+        if self.interrupted:
+            state += f" (stopped by {self.interrupted})"
+        deferred = f" deferred={self.deferred}" if self.deferred else ""
+        return (f"{self.run_id}  {self.started:%Y-%m-%d %H:%M:%S}Z  {self.kind:<8} {self.mode:<10} {state:<6}  "
+                f"images={self.images} products={self.products} delivered: {sent}  rejected={self.rejected} "
+                f"failed={self.failed}{deferred} skipped={self.skipped}  {self.seconds:.1f}s")
+
+
+@dataclass(slots=True)
+class ItemRun:
+    """One run that touched a product, and what it sent to each partner for it."""
+
+    run_id: str
+    container: str
+    entries: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def started(self) -> datetime:
+        return run_time(self.run_id)
+
+    def outcomes(self) -> dict[str, str]:
+        """Per partner, the worst outcome of the product's entries."""
+        seen: dict[str, list[str]] = {}
+        for entry in self.entries:
+            seen.setdefault(str(entry.get("partner")), []).append(str(entry.get("outcome")))
+        return {partner: worst(found) for partner, found in seen.items()}
+
+
+# -- the store -----------------------------------------------------------------------------------------
+
+class RunHistory:
+    """Keeps, lists, reads and prunes run reports in one container of the images account."""
+
+    def __init__(self, service: Any, container: str, *, days: int, clock: Callable[[], datetime] = _utcnow):
+        self.client = service.get_container_client(container)
+        self.container = container
+        self.days = days
+        self.clock = clock
+
+    # -- writing ------------------------------------------------------------------------------------
+
+    def save(self, report: SyncReport, ledger: Ledger | None, *, kind: str) -> str:
+        """Keep the report and what was sent; returns the run id. Raises on a storage error."""
+        started = self.clock() - timedelta(seconds=report.seconds)
+        run_id = new_run_id(kind, started)
+        day = _day(started)
+        images_container = str(report.context.get("container") or "")
+        with _Parts(report, ledger) as parts:
+            self._put_all((f"{SENT}{day}/{run_id}/{number:03d}.jsonl", data) for number, data in parts.chunks())
+            index = {"parts": str(parts.count), "container": images_container}
+            if parts.outcomes is not None:
+                for item, outcomes in sorted(parts.outcomes.items()):
+                    meta = {**index, **{_meta_key(p): _meta(o) for p, o in outcomes.items()}}
+                    self._put(f"{ITEMS}{day}/{quote(item, safe='')}/{run_id}", b"", meta)
+            elif parts.first is not None and parts.last is not None:
+                self._put(f"{WIDE}{day}/{run_id}", b"", {**index, "first": _meta(parts.first),
+                                                         "last": _meta(parts.last)})
+            head = {**report.to_dict(), "run": run_id, "kind": kind, "parts": parts.count}
+            body = json.dumps(redact_tree(head), indent=2, ensure_ascii=False).encode("utf-8")
+            self._put(f"{RUNS}{day}/{run_id}.json", body, _summary_metadata(report, kind))
+        return run_id
+
+    def _put_all(self, blobs: Iterable[tuple[str, bytes]]) -> None:
+        """Upload several blobs, ``UPLOADS_IN_FLIGHT`` at a time (a full sync's parts are ~60 MB): at most
+        that many parts are in memory at once. The first error is raised once the others have ended."""
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        pending: list[Future[None]] = []
+        with ThreadPoolExecutor(UPLOADS_IN_FLIGHT, thread_name_prefix="image-sync-history") as pool:
+            for name, data in blobs:
+                if len(pending) >= UPLOADS_IN_FLIGHT:
+                    pending.pop(0).result()
+                pending.append(pool.submit(self._put, name, data))
+            for future in pending:
+                future.result()
+
+    def _put(self, name: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
+        from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+
+        blob = self.client.get_blob_client(name)
+        try:
+            blob.upload_blob(data, overwrite=True, metadata=metadata)
+            return
+        except ResourceNotFoundError as exc:
+            if getattr(exc, "error_code", None) != "ContainerNotFound":
+                raise
+        try:
+            self.client.create_container()  # the deploy creates it in Azure; locally the first run does
+        except ResourceExistsError:
+            pass
+        blob.upload_blob(data, overwrite=True, metadata=metadata)
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def _days(self) -> Iterator[str]:
+        """The days that may hold kept runs, newest first (one more than RUN_HISTORY_DAYS: the prune's edge)."""
+        today = self.clock().date()
+        for n in range(self.days + 1):
+            yield _day(today - timedelta(days=n))
+
+    def _list(self, prefix: str, *, metadata: bool = False) -> list[Any]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return list(self.client.list_blobs(name_starts_with=prefix, include=["metadata"] if metadata else None))
+        except ResourceNotFoundError:
+            return []  # nothing kept yet
+
+    def recent(self, limit: int = 20, *, kind: str | None = None) -> list[RunSummary]:
+        """The newest runs first, at most ``limit``; ``kind`` keeps only runs of that kind (nightly, cli-sync...)."""
+        found: list[RunSummary] = []
+        for day in self._days():
+            runs = [RunSummary.from_metadata(b.name.rsplit("/", 1)[-1][:-len(".json")], b.metadata)
+                    for b in self._list(f"{RUNS}{day}/", metadata=True) if b.name.endswith(".json")]
+            runs = [r for r in runs if _RUN_ID.fullmatch(r.run_id) and (kind is None or r.kind == kind)]
+            found.extend(sorted(runs, key=lambda r: r.run_id, reverse=True))
+            if len(found) >= limit:
+                break
+        return found[:limit]
+
+    def resolve(self, run_id: str) -> str:
+        """A run id as given, or the newest run's for ``latest``."""
+        if run_id == "latest":
+            newest = self.recent(1)
+            if not newest:
+                raise UnknownRun(f"no run is kept in RUN_HISTORY_CONTAINER {self.container!r} (the last "
+                                 f"{self.days} days): run a sync first")
+            return newest[0].run_id
+        return check_run_id(run_id)
+
+    def load(self, run_id: str) -> dict[str, Any]:
+        """The run's report, without what was sent (see ``sent``)."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        run_id = self.resolve(run_id)
+        try:
+            blob = self.client.get_blob_client(f"{RUNS}{_day(run_time(run_id))}/{run_id}.json")
+            data = blob.download_blob().readall()
+        except ResourceNotFoundError:
+            raise UnknownRun(f"no run {run_id!r} is kept in RUN_HISTORY_CONTAINER {self.container!r} (runs are "
+                             f"kept RUN_HISTORY_DAYS={self.days} days; image-sync runs lists them)") from None
+        head: dict[str, Any] = json.loads(data)
+        return head
+
+    def read_part(self, run_id: str, part: int) -> Iterator[dict[str, Any]]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            stream = self.client.get_blob_client(_part_name(run_id, part)).download_blob()
+            data = stream.readall()
+        except ResourceNotFoundError:
+            return  # a part no product hashed to
+        for line in data.decode("utf-8").splitlines():
+            if line.strip():
+                yield json.loads(line)
+
+    def sent(self, run_id: str, parts: int) -> Iterator[dict[str, Any]]:
+        """Every entry the run kept, part by part (within a part, in the order they were recorded)."""
+        for part in range(max(1, parts)):
+            yield from self.read_part(run_id, part)
+
+    def sent_for(self, run_id: str, parts: int, items: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+        """The entries of some products, reading only the parts they hash to."""
+        wanted = set(items)
+        by_part: dict[int, set[str]] = {}
+        for item in wanted:
+            by_part.setdefault(part_of(item, parts), set()).add(item)
+        out: dict[str, list[dict[str, Any]]] = {item: [] for item in wanted}
+        for part, members in sorted(by_part.items()):
+            for entry in self.read_part(run_id, part):
+                if entry.get("item") in members:
+                    out[str(entry["item"])].append(entry)
+        return out
+
+    def ledger(self, run_id: str, parts: int) -> Ledger:
+        """What the run sent, as a ``Ledger`` again (for ``write_report_to``), without synthetic entries."""
+        ledger = Ledger()
+        for entry in self.sent(run_id, parts):
+            partner = str(entry.pop("partner", "?"))
+            if not entry.get("synthetic"):
+                ledger.add_entry(partner, json.dumps(entry, ensure_ascii=False))
+        return ledger
+
+    def item_runs(self, item: str, *, limit: int = 10) -> list[ItemRun]:
+        """The newest runs that touched ``item`` (at most ``limit``), with what each partner was sent for it.
+
+        Per day: the product's own markers (small runs), and the wide runs whose range of products holds it,
+        whose one part for this product is read. Never reads a whole report."""
+        found: list[ItemRun] = []
+        for day in self._days():
+            candidates: dict[str, tuple[int, str]] = {}
+            for blob in self._list(f"{ITEMS}{day}/{quote(item, safe='')}/", metadata=True):
+                meta = _unmeta(blob.metadata)
+                candidates[blob.name.rsplit("/", 1)[-1]] = (_int(meta.get("parts")), meta.get("container", ""))
+            for blob in self._list(f"{WIDE}{day}/", metadata=True):
+                meta = _unmeta(blob.metadata)
+                if meta.get("first", "") <= item <= meta.get("last", ""):
+                    candidates[blob.name.rsplit("/", 1)[-1]] = (_int(meta.get("parts")), meta.get("container", ""))
+            for run_id in sorted(candidates, reverse=True):
+                if not _RUN_ID.fullmatch(run_id):
+                    continue
+                parts, container = candidates[run_id]
+                entries = [e for e in self.read_part(run_id, part_of(item, parts)) if e.get("item") == item]
+                if entries:
+                    found.append(ItemRun(run_id, container, entries))
+                    if len(found) >= limit:
+                        return found
+        return found
+
+    # -- retention ----------------------------------------------------------------------------------
+
+    def prune(self, *, force: bool = False) -> int:
+        """Delete the days older than RUN_HISTORY_DAYS: at most once an hour per process (``force``: now, as
+        the nightly run does), at most PRUNE_BUDGET blobs. Returns how many blobs were deleted."""
+        key = self.client.url
+        with _prune_lock:
+            last = _last_prune.get(key)
+            if not force and last is not None and time.monotonic() - last < PRUNE_EVERY_SECONDS:
+                return 0
+            _last_prune[key] = time.monotonic()
+        cutoff = (self.clock() - timedelta(days=self.days)).date()
+        deleted = 0
+        for root in (RUNS, ITEMS, WIDE, SENT):  # reports first: a listed run never lacks its report
+            for prefix in self._expired(root, cutoff):
+                names = []
+                for blob in self.client.list_blobs(name_starts_with=prefix):
+                    names.append(blob.name)
+                    if deleted + len(names) >= PRUNE_BUDGET:
+                        break
+                deleted += self._delete(names)
+                if deleted >= PRUNE_BUDGET:
+                    log.info("run history: deleted %d blobs older than %d days; more are left for the next time",
+                             deleted, self.days)
+                    return deleted
+        if deleted:
+            log.info("run history: deleted %d blobs older than %d days", deleted, self.days)
+        return deleted
+
+    def _expired(self, root: str, cutoff: date) -> Iterator[str]:
+        """Prefixes under ``root`` (a year, a month or a day) that hold only days before ``cutoff``."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        limits = (cutoff.year, cutoff.month, cutoff.day)
+
+        def walk(prefix: str, level: int) -> Iterator[str]:
+            try:
+                entries = [e.name for e in self.client.walk_blobs(name_starts_with=prefix, delimiter="/")]
+            except ResourceNotFoundError:
+                return
+            for name in entries:
+                part = name[len(prefix):].rstrip("/")
+                if not name.endswith("/") or not part.isdigit():
+                    continue  # not ours
+                if int(part) < limits[level]:
+                    yield name
+                elif int(part) == limits[level] and level < 2:
+                    yield from walk(name, level + 1)
+
+        yield from walk(root, 0)
+
+    def _delete(self, names: list[str]) -> int:
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+        deleted = 0
+        for start in range(0, len(names), 256):
+            chunk = names[start:start + 256]
+            try:
+                self.client.delete_blobs(*chunk)  # one batch request
+                deleted += len(chunk)
+                continue
+            except AzureError:
+                pass  # a store without batch support: one by one
+            for name in chunk:
+                try:
+                    self.client.delete_blob(name)
+                except ResourceNotFoundError:
+                    pass
+                deleted += 1
+        return deleted
+
+
+def keep(history: RunHistory | None, report: SyncReport, ledger: Ledger | None, *, kind: str,
+         prune: bool = False, quiet: bool = False) -> str | None:
+    """Keep the run's report (never raises: a report that cannot be kept is logged, the sync goes on),
+    then prune old runs (hourly, or now with ``prune``). Returns the run id, or None. ``quiet``: name the
+    kept run at DEBUG only (a trigger invocation: thousands a day, each already logs its summary)."""
+    if history is None or report.dry_run:
+        return None
+    try:
+        run_id = history.save(report, ledger, kind=kind)
+    except Exception as exc:  # noqa: BLE001 - the history must never fail a sync
+        log.warning("run report not kept in RUN_HISTORY_CONTAINER %r (the sync itself is not affected): %s",
+                    history.container, _why(exc))
+        return None  # and no prune: the same storage would refuse it too, in a second line
+    log.log(logging.DEBUG if quiet else logging.INFO, "run report kept: image-sync runs show %s", run_id)
+    try:
+        history.prune(force=prune)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("old run reports not pruned from RUN_HISTORY_CONTAINER %r: %s", history.container, _why(exc))
+    return run_id
+
+
+def _why(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return redact(f"{type(exc).__name__}: {text[0][:300] if text else ''}")
+
+
+def _int(value: str | None) -> int:
+    return int(value) if value and value.isdigit() else 1
+
+
+def _meta_key(partner: str) -> str:
+    return re.sub(r"[^a-z0-9_]", "_", partner.lower()) or "partner"
+
+
+def _summary_metadata(report: SyncReport, kind: str) -> dict[str, str]:
+    meta = {"kind": kind, "mode": report.mode, "ok": "yes" if report.ok else "no",
+            "images": report.images, "products": report.products,
+            "delivered": ",".join(f"{name}={count}" for name, count in report.delivered.items()),
+            "rejected": len(report.rejected), "failed": len(report.failed), "deferred": len(report.deferred),
+            "skipped": len(report.skipped), "seconds": report.seconds, "interrupted": report.interrupted or ""}
+    return {k: _meta(v) for k, v in meta.items() if v != ""}
+
+
+class _Parts:
+    """Splits a run's entries into parts by product, in two passes over a temporary file: memory holds one
+    byte per entry and one part at a time, whatever the size of the run."""
+
+    def __init__(self, report: SyncReport, ledger: Ledger | None):
+        self.report = report
+        self.ledger = ledger
+        rough = (ledger.count() if ledger else 0) + len(report.queued) + len(report.skipped) + \
+            sum(len(t.rejected) + len(t.failed) + len(t.deferred) for t in report.tallies.values())
+        self.count = min(MAX_PARTS, max(1, math.ceil(rough / ENTRIES_PER_PART)))
+        self.outcomes: dict[str, dict[str, str]] | None = {}
+        self.first: str | None = None
+        self.last: str | None = None
+        self._file: IO[bytes] = tempfile.TemporaryFile(prefix="image-sync-history-")
+        self._sizes = [0] * self.count
+        self._order = bytearray()
+        self._in_ledger: set[tuple[str, str]] = set()  # (partner, item) of problems the ledger holds
+        sep = _item_separator(report.layout) if report.layout else None
+        self._separator = sep
+
+    def __enter__(self) -> _Parts:
+        self._split()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
+
+    def _lines(self, *, first_pass: bool) -> Iterator[tuple[str, str, str, bytes]]:
+        """(item, partner, outcome, line) of every entry: the ledger's, then the synthetic ones. The second
+        pass yields the same lines in the same order, without parsing the ledger's again."""
+        problems = {(p.partner, p.item_id) for t in self.report.tallies.values()
+                    for p in (*t.rejected, *t.failed, *t.deferred)}
+        in_ledger = self._in_ledger
+        if self.ledger is not None:
+            for partner in self.ledger.partners():
+                prefix = '{"partner": ' + json.dumps(partner, ensure_ascii=False) + ", "
+                for text in self.ledger.entries(partner):
+                    line = (prefix + text[1:] + "\n").encode("utf-8")
+                    if not first_pass:
+                        yield "", partner, "", line
+                        continue
+                    entry = json.loads(text)
+                    item = str(entry.get("item"))
+                    if (partner, item) in problems:
+                        in_ledger.add((partner, item))
+                    yield item, partner, str(entry.get("outcome")), line
+        for kind, problem in ((k, p) for t in self.report.tallies.values()
+                              for k, ps in (("failed", t.failed), ("rejected", t.rejected), ("deferred", t.deferred))
+                              for p in ps):
+            if problem.item_id == "*" or (problem.partner, problem.item_id) in in_ledger:
+                continue
+            entry = {"partner": problem.partner, "item": problem.item_id, "outcome": kind, "reason": problem.reason,
+                     "status_code": problem.status_code, "blob": problem.blob_name, "synthetic": True}
+            yield problem.item_id, problem.partner, kind, _line(entry)
+        partner = next((name for name, t in self.report.tallies.items() if t.unit == "products"), "traede")
+        for item in self.report.queued:
+            entry = {"partner": partner, "item": item, "outcome": "queued", "synthetic": True,
+                     "reason": "queued for the product sync, which sends the product's complete set"}
+            yield item, partner, "queued", _line(entry)
+        if self._separator:
+            for skipped in self.report.skipped:
+                item, sep, _ = skipped.blob_name.partition(self._separator)
+                if sep and item:
+                    entry = {"partner": STORAGE, "item": item, "outcome": "skipped", "blob": skipped.blob_name,
+                             "reason": skipped.reason, "synthetic": True}
+                    yield item, STORAGE, "skipped", _line(entry)
+
+    def _split(self) -> None:
+        # Pass 1: which part each entry goes to, how big each part is, and the index (outcomes or range).
+        for item, partner, outcome, line in self._lines(first_pass=True):
+            part = part_of(item, self.count)
+            self._order.append(part)
+            self._sizes[part] += len(line)
+            self.first = item if self.first is None or item < self.first else self.first
+            self.last = item if self.last is None or item > self.last else self.last
+            if self.outcomes is not None:
+                if item not in self.outcomes and len(self.outcomes) >= INDEX_LIMIT:
+                    self.outcomes = None  # a wide run: one marker with the range instead
+                else:
+                    mine = self.outcomes.setdefault(item, {})
+                    mine[partner] = worst((mine.get(partner, outcome), outcome))
+        # Pass 2: each line at its part's place in one file, so each part is one contiguous read.
+        offsets, at = [], 0
+        for size in self._sizes:
+            offsets.append(at)
+            at += size
+        for n, (_, _, _, line) in enumerate(self._lines(first_pass=False)):
+            part = self._order[n]
+            self._file.seek(offsets[part])
+            self._file.write(line)
+            offsets[part] += len(line)
+        self._starts = [o - s for o, s in zip(offsets, self._sizes, strict=True)]
+
+    def chunks(self) -> Iterator[tuple[int, bytes]]:
+        for part, (start, size) in enumerate(zip(self._starts, self._sizes, strict=True)):
+            if size:
+                self._file.seek(start)
+                yield part, self._file.read(size)
+
+
+def _line(entry: dict[str, Any]) -> bytes:
+    return (json.dumps(redact_tree(entry), ensure_ascii=False) + "\n").encode("utf-8")
+
+
+class Recording:
+    """One run's ledger, and its report kept when the run ends (also when it ends with an error, which the
+    kept report then names). Set ``report`` as soon as the run has one::
+
+        with Recording(parts.history, "nightly", context=...) as rec:
+            rec.report = SyncReport(ledger=rec.ledger)
+            ...
+
+    ``want_ledger``: a ledger also without history (the CLI's ``--report``).
+    """
+
+    def __init__(self, history: RunHistory | None, kind: str, *, prune: bool = False, want_ledger: bool = False,
+                 quiet: bool = False, context: dict[str, Any] | None = None):
+        self.history = history
+        self.kind = kind
+        self.prune = prune
+        self.quiet = quiet
+        self.context = context or {}
+        self.ledger: Ledger | None = Ledger() if history is not None or want_ledger else None
+        self.report: SyncReport | None = None
+        self.run_id: str | None = None
+        self._kept = False
+
+    def __enter__(self) -> Recording:
+        return self
+
+    def keep_now(self, error: BaseException | None = None) -> str | None:
+        """Keep the report now (once; the end of the ``with`` does it otherwise). The CLI keeps it before
+        it prints the summary, so that the summary stays its last line."""
+        report = self.report
+        if report is None or self._kept:
+            return self.run_id
+        self._kept = True
+        if error is not None:
+            why = _why(error) if isinstance(error, Exception) else type(error).__name__
+            report.add_storage_failure(Problem("run", "*", None, f"the run ended with an error: {why}"))
+        if report.ended_at is None:
+            report.finish()
+        for key, value in self.context.items():
+            report.context.setdefault(key, value)
+        self.run_id = keep(self.history, report, self.ledger, kind=self.kind, prune=self.prune, quiet=self.quiet)
+        return self.run_id
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        try:
+            self.keep_now(exc)
+        finally:
+            if self.ledger is not None:
+                self.ledger.close()
