@@ -178,7 +178,9 @@ def _partner_fields(meta: Mapping[str, str]) -> tuple[int | None, dict[str, str]
         value = (meta.get(key) or "").strip()
         if not value:
             continue
-        if len(value) > MAX_CODE_LENGTH or not value.isprintable():
+        if key != "traede_item_number" and (len(value) > MAX_CODE_LENGTH or not value.isprintable()):
+            # (a traede_item_number is kept whatever it is: the engine withholds a product whose metadata
+            # names another TRAEDE item number than its own, rather than send its set under a guessed one)
             ignored.append(f"metadata {key} ignored: {value[:40]!r} is not a code (printable text of at most "
                            f"{MAX_CODE_LENGTH} characters)")
         else:
@@ -227,15 +229,6 @@ class Catalog:
         except ResourceNotFoundError:
             return SkippedBlob(blob_name, "blob no longer exists")
         return self.describe(props)
-
-    def has_folder(self, item_id: str) -> bool:
-        """Whether a product folder ``<item_id><separator>`` holds any blob (False for layouts without
-        product folders: nothing to tell by prefix)."""
-        sep = self.layout.item_prefix_separator
-        if not sep:
-            return False
-        return next(iter(self.container.list_blobs(name_starts_with=f"{item_id}{sep}", results_per_page=1)),
-                    None) is not None
 
     def product(self, item_id: str) -> tuple[list[ImageRecord], list[SkippedBlob]]:
         """All images of one product: listed by prefix when the layout starts with the item id."""

@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
     try:
         settings = Settings.from_env(env)
     except ConfigError as exc:
-        print(f"configuration error: {exc}", file=stderr)
+        print(redact.redact(f"configuration error: {exc}"), file=stderr)
         return EXIT_CONFIG
     _configure_logging(settings, stderr)
     if args.command == "sync":
@@ -170,7 +170,7 @@ def _sync(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: 
     try:
         check_container(settings.storage)
     except ConfigError as exc:
-        print(f"configuration error: {exc}", file=stderr)
+        print(redact.redact(f"configuration error: {exc}"), file=stderr)
         return EXIT_CONFIG
     except StorageUnreachable as exc:
         print(f"sync not started: {exc}", file=stderr)
@@ -212,7 +212,7 @@ def _sync(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: 
             if args.report:
                 write_report(args.report, report.to_dict(), report.ledger)
     except ConfigError as exc:
-        print(f"configuration error: {exc}", file=stderr)
+        print(redact.redact(f"configuration error: {exc}"), file=stderr)
         return EXIT_CONFIG
     except ImageSyncError as exc:
         print(redact.redact(f"sync failed: {exc}", settings.secrets()), file=stderr)
@@ -240,7 +240,7 @@ def _flush(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr:
                 report = rec.report = parts.products.flush(
                     on_wait=lambda line: print(line, file=stderr, flush=True), ledger=rec.ledger)
     except ConfigError as exc:
-        print(f"configuration error: {exc}", file=stderr)
+        print(redact.redact(f"configuration error: {exc}"), file=stderr)
         return EXIT_CONFIG
     except ImageSyncError as exc:
         print(redact.redact(f"flush failed: {exc}"), file=stderr)
@@ -277,7 +277,7 @@ def _runs(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: 
         print(str(exc), file=stderr)
         return EXIT_CONFIG
     except ConfigError as exc:
-        print(f"configuration error: {exc}", file=stderr)
+        print(redact.redact(f"configuration error: {exc}"), file=stderr)
         return EXIT_CONFIG
     except AzureError as exc:
         config, message = storage_problem(exc, history.client)

@@ -28,6 +28,7 @@ class Components:
                  wallie: Target | None = None, traede: Target | None = None,
                  stop: StopSignal | None = None):
         self.settings = settings
+        self._codes: PartnerCodes | None = None  # PARTNER_CODES_FILE as last read (reused while unchanged)
         self.stop = stop or StopSignal()  # one stop for the engine, its lanes and every HTTP wait
         storage = settings.storage
         if credential is None and storage.uses_identity:
@@ -75,7 +76,8 @@ class Components:
         from . import partner_codes
 
         assert self.settings.partner_codes_file
-        return partner_codes.load(self.container, self.settings.partner_codes_file)
+        self._codes = partner_codes.load(self.container, self.settings.partner_codes_file, self._codes)
+        return self._codes
 
     def product_queue_client(self) -> Any:
         return queue_client(self.settings.storage, self.settings.product_sync_queue, self.credential,

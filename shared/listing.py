@@ -51,8 +51,8 @@ class ContainerListing:
         caller: listing is sequential (each page names the next), so storage must never wait for the
         caller to finish a page before it is asked for the next. At catalog scale the storage round trips
         and our describing and signing take about as long as each other; overlapping them nearly halves a
-        full sync. Memory: at most ``PAGES_AHEAD + 1`` pages are held. A listing error reaches the caller
-        in order, after the pages fetched before it.
+        full sync. Memory: at most ``PAGES_AHEAD + 2`` pages are held (queued, being fetched, being
+        read). A listing error reaches the caller in order, after the pages fetched before it.
         """
         fetch = self._fetch_raw if self.raw else self._fetch_sdk
         ready: queue.Queue[tuple[str | None, Page, float] | BaseException] = queue.Queue(maxsize=PAGES_AHEAD)

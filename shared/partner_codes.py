@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import io
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,7 @@ class PartnerCodes:
 
     def __init__(self, name: str, rows: Mapping[tuple[str, str], tuple[str, str]]):
         self.name = name
+        self.etag: str | None = None  # the blob's ETag when read from storage
         self.items = {code: pair for (kind, code), pair in rows.items() if kind == "item"}
         self.colours = {code: pair for (kind, code), pair in rows.items() if kind == "colour"}
 
@@ -81,7 +83,8 @@ class PartnerCodes:
                 if len(fields) != len(HEADER):
                     raise ConfigError(f"{where} line {line}: expected {len(HEADER)} columns "
                                       f"({','.join(HEADER)}), found {len(fields)}")
-                kind_raw, code, wallie, traede = (f.strip() for f in fields)
+                # NFC: a folder named on macOS (NFD) and the same code typed in a spreadsheet are one code
+                kind_raw, code, wallie, traede = (unicodedata.normalize("NFC", f.strip()) for f in fields)
                 kind = KINDS.get(kind_raw.lower())
                 if kind is None:
                     raise ConfigError(f"{where} line {line}: kind {kind_raw!r} is not 'item' or 'colour'")
@@ -109,31 +112,48 @@ class PartnerCodes:
         row for a code it should list."""
         item_code: str | None = item
         if self.items:
-            pair = self.items.get(item)
+            pair = self.items.get(item) or self.items.get(unicodedata.normalize("NFC", item))
             item_code = pair[partner] if pair else None
         color_code = color
         if color is not None and self.colours:
-            pair = self.colours.get(color)
+            pair = self.colours.get(color) or self.colours.get(unicodedata.normalize("NFC", color))
             color_code = pair[partner] if pair else None
         return item_code, color_code
 
 
-def load(container: Any, name: str) -> PartnerCodes:
-    """Read and parse the mapping file from the images container; any problem is a ConfigError."""
+def load(container: Any, name: str, cached: PartnerCodes | None = None) -> PartnerCodes:
+    """Read and parse the mapping file from the images container; any problem is a ConfigError.
+
+    ``cached``: the file as last read; while the blob's ETag is the same it is used again (one small
+    request per run instead of the whole file).
+    """
     from azure.core.exceptions import AzureError, ResourceNotFoundError
 
     try:
         blob = container.get_blob_client(name)
-        data = blob.download_blob(max_concurrency=1).readall()
+        props = blob.get_blob_properties()
+        if cached is not None and cached.etag == props.etag:
+            return cached
+        if props.size > MAX_FILE_BYTES:
+            raise ConfigError(f"{SETTING}={name!r} is {props.size:,} bytes: a mapping file of at most "
+                              f"{MAX_FILE_BYTES:,} bytes is read (is it the right blob?)")
+        data = blob.download_blob(max_concurrency=1, etag=props.etag,
+                                  match_condition=_if_match()).readall()
     except ResourceNotFoundError as exc:
         raise ConfigError(f"{SETTING}={name!r}: no such blob in container {container.container_name!r}; upload "
                           f"the CSV there or clear the setting") from exc
     except AzureError as exc:
         raise ConfigError(f"{SETTING}={name!r} could not be read ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0][:200]})") from exc
-    if len(data) > MAX_FILE_BYTES:
-        raise ConfigError(f"{SETTING}={name!r} is {len(data):,} bytes: at most {MAX_FILE_BYTES:,} are read")
-    return PartnerCodes.parse(name, data)
+    codes = PartnerCodes.parse(name, data)
+    codes.etag = props.etag
+    return codes
+
+
+def _if_match() -> Any:
+    from azure.core import MatchConditions
+
+    return MatchConditions.IfNotModified
 
 
 def resolve(record: Any, codes: PartnerCodes | None) -> tuple[PartnerIds, PartnerIds]:

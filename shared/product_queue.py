@@ -105,6 +105,8 @@ class ProductQueue:
     def image_uploaded(self, blob_name: str, *, ledger: Any = None) -> SyncReport:
         """The new image's record to Wallie now; its product to TRAEDE through the queue. ``ledger`` records
         what Wallie got (the run history keeps it)."""
+        if blob_name == self.engine.codes_file:
+            return self._codes_file_changed("image", ledger)
         entry = self.engine.catalog.get(blob_name)
         if isinstance(entry, SkippedBlob):
             report = SyncReport(mode="image", ledger=ledger, layout=self.engine.catalog.layout.pattern)
@@ -118,6 +120,8 @@ class ProductQueue:
 
     def image_deleted(self, blob_name: str) -> SyncReport:
         """A blob was deleted: its product's remaining set goes to TRAEDE through the queue."""
+        if blob_name == self.engine.codes_file:
+            return self._codes_file_changed("delete", None)
         report = SyncReport(mode="delete", layout=self.engine.catalog.layout.pattern)
         fields = self.engine.catalog.layout.match(blob_name)
         if fields is None:
@@ -126,6 +130,14 @@ class ProductQueue:
         elif self.engine.traede:
             self.request(fields.item_id)
             report.queued.append(fields.item_id)
+        return report.finish()
+
+    def _codes_file_changed(self, mode: str, ledger: Any) -> SyncReport:
+        """PARTNER_CODES_FILE was uploaded or deleted: not an image, and no product of its own."""
+        report = SyncReport(mode=mode, ledger=ledger, layout=self.engine.catalog.layout.pattern)
+        report.notes.append(f"{self.engine.codes_file!r} is PARTNER_CODES_FILE: the next run of each product uses "
+                            "it (the nightly sync sends every product); nothing to send for it now")
+        log.info("%s", report.notes[-1])
         return report.finish()
 
     def request(self, item: str) -> None:

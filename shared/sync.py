@@ -151,6 +151,9 @@ class SyncEngine:
         except (AzureError, SigningError) as exc:
             listing_error = exc
         finally:
+            close = getattr(entries, "close", None)
+            if callable(close):
+                close()  # the listing thread stops now, not when the garbage collector finds the generator
             report.listing_done = True
             if wallie:
                 lanes[wallie.name].put(wallie_batch)  # every listed image is complete on its own: upsert it
@@ -194,7 +197,6 @@ class _Products:
                  withhold: frozenset[str], grouped: bool, remember: bool, codes: PartnerCodes | None = None):
         self.engine, self.report, self.traede, self.lane = engine, report, traede, lane
         self.codes = codes
-        self.renamed: dict[str, str] = {}  # TRAEDE item number -> the folder sent under it, where they differ
         self.withhold, self.grouped = withhold, grouped
         self.open: dict[str, list[SignedImage]] = {}
         self.done: set[str] | None = set() if remember else None  # products completed, when asked for by id
@@ -271,39 +273,36 @@ class _Products:
     def _traede_codes(self, item: str,
                       images: list[SignedImage]) -> tuple[str, dict[str, str | None] | None, str | None]:
         """TRAEDE's item number and colour codes for a folder's images, or why the product cannot be sent
-        whole (a partial set would delete images at TRAEDE, so one unknown code withholds the product)."""
+        whole (a partial set would delete images at TRAEDE, so one unknown code withholds the product).
+
+        The item number is the folder's, or the one PARTNER_CODES_FILE gives it: a file is read whole before
+        the run, so it can refuse two folders with one TRAEDE code. Blob metadata cannot rename a product:
+        one blob's metadata cannot be checked against every other folder by a run that sends one product
+        (the product queue), and a wrong guess replaces another product's images at TRAEDE.
+        """
         if self.codes is None and not any(s.record.codes for s in images):
             return item, None, None
-        if not images and self.codes is not None and self.codes.items:  # an empty set: the file's code
+        code = item
+        if self.codes is not None and self.codes.items:
             pair = self.codes.items.get(item)
             if pair is None:
-                return item, None, (f"item {item!r} not in PARTNER_CODES_FILE {self.codes.name!r}: its empty set "
-                                    "(delete all its images) has no TRAEDE item number to go to")
-            return pair[1], None, None
-        items, colors = set(), {}
+                what = "its empty set (delete all its images)" if not images else "the product"
+                return item, None, (f"item {item!r} not in PARTNER_CODES_FILE {self.codes.name!r}: {what} has no "
+                                    "TRAEDE item number to go to; add the item to the file")
+            code = pair[1]
+        colors: dict[str, str | None] = {}
         for signed in images:
-            ids = resolve(signed.record, self.codes)[1]
+            record = signed.record
+            asked = (record.codes or {}).get("traede_item_number")
+            if asked is not None and asked != code:
+                return item, None, (f"blob {record.blob_name!r} has metadata traede_item_number {asked[:60]!r}, "
+                                    f"but the product's TRAEDE item number is {code!r}: a TRAEDE item number "
+                                    "other than the folder's comes from PARTNER_CODES_FILE (one row per "
+                                    "folder); remove the metadata or add the folder to the file")
+            ids = resolve(record, self.codes)[1]
             if ids.problem:
-                return item, None, f"blob {signed.record.blob_name!r}: {ids.problem}"
-            items.add(ids.item)
-            colors[signed.record.blob_name] = ids.color
-        if len(items) > 1:
-            return item, None, (f"its images name different TRAEDE item numbers ({', '.join(sorted(items))}); "
-                                "give every image of the folder the same traede_item_number")
-        code = items.pop() if items else item
-        if code != item:
-            claimed = self.renamed.get(code)
-            if claimed and claimed != item:
-                return item, None, (f"TRAEDE item {code!r} is also the code of folder {claimed!r}: one TRAEDE "
-                                    "product is one folder (each would replace the other's images)")
-            by_file = self.codes is not None and bool(self.codes.items)  # the file's targets are one-to-one
-            if not by_file and self.engine.catalog.has_folder(code):
-                return item, None, (f"TRAEDE item {code!r} is also a folder of its own: one TRAEDE product is "
-                                    "one folder (each would replace the other's images)")
-            self.renamed[code] = item
-        elif code in self.renamed:
-            return item, None, (f"TRAEDE item {code!r} was already sent with the images of folder "
-                                f"{self.renamed[code]!r} (its traede_item_number): one TRAEDE product is one folder")
+                return item, None, f"blob {record.blob_name!r}: {ids.problem}"
+            colors[record.blob_name] = ids.color
         return code, colors, None
 
     def _send_batch(self) -> None:

@@ -69,33 +69,43 @@ def test_skip_if_no_variant_match_goes_only_with_images_that_name_a_colour(conta
                   for i in traede.products["100001"]) == ["-", "BLK"]
 
 
-def test_metadata_codes_per_partner_and_the_full_set_under_traedes_item_number(container, sync_env, wallie, traede,
-                                                                                tmp_path):
-    put(container, "100001/BLK/front.jpg", traede_item_number="TS-1", traede_color="100",
-        wallie_item_id="W1", wallie_color_id="7", sort_b2c="4")
-    put(container, "100001/BLK/back.jpg", traede_item_number="TS-1", traede_color="100",
-        wallie_item_id="W1", wallie_color_id="7")
-    put(container, "100001/lifestyle.jpg", traede_item_number="TS-1", wallie_item_id="W1")
+def test_metadata_codes_per_partner_reach_each_partner_and_the_report(container, sync_env, wallie, traede, tmp_path):
+    put(container, "100001/BLK/front.jpg", traede_color="100", wallie_item_id="W1", wallie_color_id="7",
+        sort_b2c="4")
+    put(container, "100001/BLK/back.jpg", traede_color="100", wallie_item_id="W1", wallie_color_id="7")
+    put(container, "100001/lifestyle.jpg", wallie_item_id="W1")
     code, err = sync(sync_env, "--report", str(tmp_path / "run.json"))
     assert code == 0, err
-    # the report says what each partner got under its own codes
-    sent = json.loads((tmp_path / "run.json").read_text())["sent"]
-    (product,) = sent["traede"]
-    assert (product["item"], product["item_number"]) == ("100001", "TS-1")
-    front = next(i for i in product["images"] if i["blob"] == "100001/BLK/front.jpg")
-    assert front["variant"] == {"Color": "100"} and front["colour"] == "BLK" and front["sort_b2c"] == 4
-    assert {(r["itemId"], r.get("colorId")) for r in sent["wallie"]} == {("W1", "7"), ("W1", None)}
-    assert sorted(traede.products) == ["TS-1"] and len(traede.products["TS-1"]) == 3  # the whole folder
+    assert sorted(traede.products) == ["100001"] and len(traede.products["100001"]) == 3  # the whole folder
     colours = sorted(i.get("attach_to_variants_matching_attribute_code", {}).get("Color", "-")
-                     for i in traede.products["TS-1"])
+                     for i in traede.products["100001"])
     assert colours == ["-", "100", "100"]
     front = wallie.images[image_id_for("100001/BLK/front.jpg")]
     assert (front["itemId"], front["colorId"]) == ("W1", "7")
     assert wallie.images[image_id_for("100001/lifestyle.jpg")]["itemId"] == "W1"
     assert "colorId" not in wallie.images[image_id_for("100001/lifestyle.jpg")]
+    # the report says what each partner got under its own codes
+    sent = json.loads((tmp_path / "run.json").read_text())["sent"]
+    (product,) = sent["traede"]
+    front = next(i for i in product["images"] if i["blob"] == "100001/BLK/front.jpg")
+    assert front["variant"] == {"Color": "100"} and front["colour"] == "BLK" and front["sort_b2c"] == 4
+    assert {(r["itemId"], r.get("colorId")) for r in sent["wallie"]} == {("W1", "7"), ("W1", None)}
+
+
+def test_the_mapping_file_renames_a_product_and_its_full_set_goes_under_the_traede_code(container, sync_env,
+                                                                                       traede, tmp_path):
+    for name in ("100001/BLK/front.jpg", "100001/BLK/back.jpg", "100001/lifestyle.jpg"):
+        put(container, name)
+    container.upload_blob(CODES, b"kind,code,wallie,traede\nitem,100001,W1,TS-1\n")
+    env = {**sync_env, "PARTNER_CODES_FILE": CODES}
+    code, err = sync(env, "--report", str(tmp_path / "run.json"))
+    assert code == 0, err
+    assert sorted(traede.products) == ["TS-1"] and len(traede.products["TS-1"]) == 3
+    (product,) = json.loads((tmp_path / "run.json").read_text())["sent"]["traede"]
+    assert (product["item"], product["item_number"]) == ("100001", "TS-1")
     # the product path (sync --item, as the product queue runs it) sends it under the same code
     traede.reset()
-    code, err = sync(sync_env, "--item", "100001")
+    code, err = sync(env, "--item", "100001")
     assert code == 0, err
     assert sorted(traede.products) == ["TS-1"] and len(traede.products["TS-1"]) == 3
 
@@ -164,6 +174,14 @@ def test_a_bad_mapping_file_stops_the_run_before_anything_is_sent_naming_file_an
     container.delete_blob(CODES)
     code, err = sync(env)
     assert code == 2 and f"PARTNER_CODES_FILE={CODES!r}: no such blob" in err, err
+    container.upload_blob(CODES, b"kind,code,wallie,traede\n" + b"item,1,W,T\n" * 10, overwrite=True)
+    import shared.partner_codes as partner_codes
+    limit, partner_codes.MAX_FILE_BYTES = partner_codes.MAX_FILE_BYTES, 64  # a wrong blob named: not read
+    try:
+        code, err = sync(env)
+    finally:
+        partner_codes.MAX_FILE_BYTES = limit
+    assert code == 2 and "bytes: a mapping file of at most 64 bytes is read" in err, err
     assert wallie.images == {} and traede.products == {} and traede.stats["sync_requests"] == 0
 
 
@@ -181,18 +199,56 @@ def test_invalid_metadata_values_are_left_out_with_a_reason_and_the_image_still_
     assert wallie.images[image_id_for("100001/BLK/front.jpg")]["colorId"] == "BLK"  # the folder's code
 
 
-def test_a_traede_item_number_that_is_another_folder_is_refused_and_that_folder_kept_whole(container, sync_env,
-                                                                                          traede):
-    put(container, "100001/BLK/front.jpg", traede_item_number="100002")
-    put(container, "100002/BLK/front.jpg")
-    put(container, "100002/BLK/back.jpg")
-    put(container, "100003/front.jpg", traede_item_number="TS-3")
-    put(container, "100003/back.jpg", traede_item_number="TS-OTHER")
-    code, err = sync(sync_env)
-    assert code == 1, err
-    assert sorted(traede.products) == ["100002"] and len(traede.products["100002"]) == 2
-    assert "TRAEDE item '100002' is also a folder of its own" in err
-    assert "its images name different TRAEDE item numbers (TS-3, TS-OTHER)" in err
+def test_metadata_cannot_move_a_folder_onto_another_traede_product(container, sync_env, traede):
+    """A traede_item_number in metadata that is not the product's own withholds that product: it can never
+    replace another product's set at TRAEDE, on any path, with or without a mapping file."""
+    for name in ("100001/front.jpg", "100001/back.jpg", "100001/side.jpg"):
+        put(container, name)
+    assert sync(sync_env)[0] == 0 and len(traede.products["100001"]) == 3
+    put(container, "100002/zoom.jpg", traede_item_number="100001")          # names another folder
+    put(container, "100003/a.jpg", traede_item_number="x" * 300)            # not even a valid code
+    put(container, "100004/a.jpg", traede_item_number="100004")             # its own: harmless
+    container.upload_blob(CODES, b"kind,code,wallie,traede\nitem,100001,,\nitem,100002,,\nitem,100003,,\n"
+                                 b"item,100004,,\n")
+    for env in (sync_env, {**sync_env, "PARTNER_CODES_FILE": CODES}):
+        for args in ((), ("--item", "100002")):
+            code, err = sync(env, *args)
+            assert code == 1, err
+            assert "has metadata traede_item_number '100001', but the product's TRAEDE item number is '100002'" in err
+            assert sorted(i["filename"] for i in traede.products["100001"]) == ["back.jpg", "front.jpg", "side.jpg"]
+            assert "100002" not in traede.products
+    assert "100003" not in traede.products and len(traede.products["100004"]) == 1
+
+
+def test_flat_layouts_cannot_move_products_by_metadata_either(container, sync_env, traede):
+    env = {**sync_env, "IMAGE_PATH_PATTERN": "products/{item_id}/{name}"}
+    put(container, "products/100001/front.jpg")
+    put(container, "products/100001/back.jpg")
+    put(container, "products/100002/zoom.jpg", traede_item_number="100001")
+    code, err = sync(env)
+    assert code == 1 and "traede_item_number '100001'" in err, err
+    assert sorted(i["filename"] for i in traede.products["100001"]) == ["back.jpg", "front.jpg"]
+
+
+def test_codes_match_in_unicode_nfc_and_the_codes_file_is_no_product(container, sync_env, wallie, traede):
+    import unicodedata
+
+    from shared import jobs
+
+    nfd = unicodedata.normalize("NFD", "BLÅ")
+    put(container, f"100001/{nfd}/front.jpg")  # a folder named on a Mac
+    container.upload_blob(CODES, "kind,code,wallie,traede\ncolour,BLÅ,9,100\n".encode())  # typed: NFC
+    env = {**sync_env, "PARTNER_CODES_FILE": CODES}
+    code, err = sync(env)
+    assert code == 0, err
+    assert traede.products["100001"][0]["attach_to_variants_matching_attribute_code"] == {"Color": "100"}
+    assert wallie.images[image_id_for(f"100001/{nfd}/front.jpg")]["colorId"] == "9"
+    # the triggers see the file's upload and delete: not an image, and no product to queue
+    uploaded = jobs.new_image(CODES, env=env)
+    assert uploaded.queued == [] and uploaded.skipped == [] and "PARTNER_CODES_FILE" in uploaded.notes[0]
+    deleted = jobs.deleted_blob(f"/blobServices/default/containers/{container.container_name}/blobs/{CODES}",
+                                env=env)
+    assert deleted is not None and deleted.queued == [] and "PARTNER_CODES_FILE" in deleted.notes[0]
 
 
 def test_deleting_a_mapped_products_last_image_empties_it_under_traedes_code(container, sync_env, traede):
