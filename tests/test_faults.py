@@ -167,14 +167,16 @@ def test_storage_stopping_mid_listing_withholds_only_the_product_not_listed_whol
         service = blob_service(settings.storage, retry_total=1, initial_backoff=0, increment_base=1,
                                connection_timeout=2)
         container = service.create_container("faults")
-        names = upload(container, products=5, per_product=3)  # 15 images + 1 skipped, 4 pages of 5
-        catalog = Catalog(container, PathLayout(settings.path_pattern), page_size=5)
+        names = upload(container, products=5, per_product=3)  # 15 images + 1 skipped, 16 pages of 1
+        # One blob a page: the listing thread is at most PAGES_AHEAD + 1 pages ahead of the engine, so when
+        # storage stops at the 6th image, pages 10 and later cannot have been fetched.
+        catalog = Catalog(container, PathLayout(settings.path_pattern), page_size=1)
         signer = SasSigner(service, "faults", ttl=timedelta(hours=1), start_skew=timedelta(minutes=5))
         signed = []
 
         def sign_then_stop_storage(name):
             signed.append(name)
-            if len(signed) == 6:  # the second page is being read: the third page will not come
+            if len(signed) == 6:  # the sixth page is being read: the tenth will not come
                 az.process.terminate()
                 az.process.wait(10)
             return signer.url(name)
