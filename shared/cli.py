@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from . import redact
 from .errors import ConfigError, ImageSyncError
 from .factory import Components
-from .history import Recording, RunHistory, UnknownRun
+from .history import RUN_KINDS, Recording, RunHistory, UnknownRun
 from .ledger import write_report, write_report_to
 from .progress import Progress, progress_line
 from .report import SyncReport
@@ -120,8 +120,7 @@ def _add_runs_parser(sub: Any) -> None:
                                                    "partner was sent for it, and the outcomes")
     runs.add_argument("--limit", metavar="N", type=int, default=None,
                       help="at most N runs (default 20; 10 with --item)")
-    runs.add_argument("--kind", help="only runs of this kind: nightly, shard, full, upload, delete, product, "
-                                     "cli-sync, cli-flush")
+    runs.add_argument("--kind", help=f"only runs of this kind: {', '.join(RUN_KINDS)}")
     actions = runs.add_subparsers(dest="runs_command", metavar="{show,sheet}")
     show = actions.add_parser("show", help="one run: when, what, counts and every problem")
     show.add_argument("run_id", metavar="RUN_ID", help="a run id from 'image-sync runs', or latest")
@@ -298,6 +297,8 @@ def _runs_option_problem(args: argparse.Namespace) -> str | None:
         return f"--item, --kind and --limit go before 'show'/'sheet' only when listing; use '{where}'"
     if args.item is not None and not args.item.strip():
         return "--item: expected a product id"
+    if args.kind is not None and args.kind not in RUN_KINDS:
+        return f"--kind {args.kind!r}: expected one of {', '.join(RUN_KINDS)}"
     if args.runs_command == "sheet":
         if (args.run_id is None) == (args.sheet_item is None):
             return "runs sheet: give a RUN_ID (or latest) or --item ID, one of them"

@@ -15,7 +15,7 @@ from .product_queue import ProductQueue
 from .sas import SasSigner
 from .settings import Settings
 from .stopping import StopSignal
-from .storage import blob_service, default_credential, queue_client
+from .storage import HISTORY_TIMEOUTS, blob_service, default_credential, queue_client
 from .sync import SyncEngine, Target
 from .traede import TraedeClient
 from .wallie import WallieClient
@@ -64,8 +64,13 @@ class Components:
             codes_file=settings.partner_codes_file,
             stop=self.stop,
         )
-        self.history = RunHistory(self.service, settings.run_history_container, days=settings.run_history_days) \
+        # The run history has a client of its own with short timeouts and one retry: storage that hangs
+        # costs a trigger invocation seconds, not minutes, after its work is done (the save never fails it).
+        self._history_service = blob_service(storage, credential, **HISTORY_TIMEOUTS) \
             if settings.run_history_container else None
+        self.history = RunHistory(self._history_service, settings.run_history_container,
+                                  days=settings.run_history_days) \
+            if self._history_service is not None and settings.run_history_container else None
         self.products = ProductQueue(
             self.engine, StateContainer(self.service, settings.sync_state_container),
             container=storage.container, queue=self.product_queue_client,
@@ -105,6 +110,8 @@ class Components:
         for client in self._owned:
             client.close()
         self.service.close()
+        if self._history_service is not None:
+            self._history_service.close()
 
     def __enter__(self) -> Components:
         return self

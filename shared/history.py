@@ -73,6 +73,10 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# What kept runs are, by what started them (the triggers in ``jobs``, the CLI): ``runs --kind``.
+RUN_KINDS = ("nightly", "shard", "full", "upload", "delete", "product", "cli-sync", "cli-flush")
+
+
 # -- run ids -------------------------------------------------------------------------------------------
 
 def new_run_id(kind: str, started: datetime) -> str:
@@ -86,6 +90,7 @@ def check_run_id(text: str) -> str:
     if not _RUN_ID.fullmatch(text):
         raise UnknownRun(f"{text!r} is not a run id: expected one like 20261123T020000.123Z-nightly-1a2b3c "
                          "(image-sync runs lists them), or 'latest'")
+    run_time(text)  # a real time, too
     return text
 
 
@@ -94,7 +99,10 @@ def run_time(run_id: str) -> datetime:
     if not m:
         raise UnknownRun(f"{run_id!r} is not a run id")
     y, mo, d, h, mi, s, ms = (int(g) for g in m.groups()[:7])
-    return datetime(y, mo, d, h, mi, s, ms * 1000, tzinfo=UTC)
+    try:
+        return datetime(y, mo, d, h, mi, s, ms * 1000, tzinfo=UTC)
+    except ValueError as exc:  # the shape of a run id, but no such time (month 13, 30 February)
+        raise UnknownRun(f"{run_id!r} is not a run id: {exc}") from exc
 
 
 def run_kind(run_id: str) -> str:
@@ -238,9 +246,11 @@ class RunHistory:
             self._put_all((f"{SENT}{day}/{run_id}/{number:03d}.jsonl", data) for number, data in parts.chunks())
             index = {"parts": str(parts.count), "container": images_container}
             if parts.outcomes is not None:
+                markers: list[tuple[str, dict[str, str]]] = []
                 for item, outcomes in sorted(parts.outcomes.items()):
                     meta = {**index, **{_meta_key(p): _meta(o) for p, o in outcomes.items()}}
-                    self._put(f"{ITEMS}{day}/{quote(item, safe='')}/{run_id}", b"", meta)
+                    markers.append((f"{ITEMS}{day}/{_item_segment(item)}/{run_id}", meta))
+                self._put_markers(markers)
             elif parts.first is not None and parts.last is not None:
                 self._put(f"{WIDE}{day}/{run_id}", b"", {**index, "first": _meta(parts.first),
                                                          "last": _meta(parts.last)})
@@ -248,6 +258,17 @@ class RunHistory:
             body = json.dumps(redact_tree(head), indent=2, ensure_ascii=False).encode("utf-8")
             self._put(f"{RUNS}{day}/{run_id}.json", body, _summary_metadata(report, kind))
         return run_id
+
+    def _put_markers(self, markers: list[tuple[str, dict[str, str]]]) -> None:
+        """The per-product index of a run. Best effort: a marker storage refuses (an odd product name)
+        costs ``runs --item`` that product, never the run's report."""
+        from azure.core.exceptions import AzureError
+
+        for name, meta in markers:
+            try:
+                self._put(name, b"", meta)
+            except AzureError as exc:
+                log.warning("run history: no index entry for %r (runs --item will not find it): %s", name, _why(exc))
 
     def _put_all(self, blobs: Iterable[tuple[str, bytes]]) -> None:
         """Upload several blobs, ``UPLOADS_IN_FLIGHT`` at a time (a full sync's parts are ~60 MB): at most
@@ -378,7 +399,7 @@ class RunHistory:
         found: list[ItemRun] = []
         for day in self._days():
             candidates: dict[str, tuple[int, str]] = {}
-            for blob in self._list(f"{ITEMS}{day}/{quote(item, safe='')}/", metadata=True):
+            for blob in self._list(f"{ITEMS}{day}/{_item_segment(item)}/", metadata=True):
                 meta = _unmeta(blob.metadata)
                 candidates[blob.name.rsplit("/", 1)[-1]] = (_int(meta.get("parts")), meta.get("container", ""))
             for blob in self._list(f"{WIDE}{day}/", metadata=True):
@@ -453,18 +474,18 @@ class RunHistory:
         deleted = 0
         for start in range(0, len(names), 256):
             chunk = names[start:start + 256]
-            try:
-                self.client.delete_blobs(*chunk)  # one batch request
-                deleted += len(chunk)
+            try:  # one batch request; a blob another process deleted meanwhile is simply gone (404)
+                answers = self.client.delete_blobs(*chunk, raise_on_any_failure=False)
+                deleted += sum(1 for a in answers if getattr(a, "status_code", 202) == 202)
                 continue
             except AzureError:
                 pass  # a store without batch support: one by one
             for name in chunk:
                 try:
                     self.client.delete_blob(name)
+                    deleted += 1
                 except ResourceNotFoundError:
                     pass
-                deleted += 1
         return deleted
 
 
@@ -487,6 +508,12 @@ def keep(history: RunHistory | None, report: SyncReport, ledger: Ledger | None, 
     except Exception as exc:  # noqa: BLE001
         log.warning("old run reports not pruned from RUN_HISTORY_CONTAINER %r: %s", history.container, _why(exc))
     return run_id
+
+
+def _item_segment(item: str) -> str:
+    """A product id as one path segment of a blob name: quoted, dots too ('.' and '..' would be dropped by
+    web clients before the request is signed)."""
+    return quote(item, safe="").replace(".", "%2E")
 
 
 def _why(exc: Exception) -> str:

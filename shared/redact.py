@@ -18,8 +18,10 @@ MASK = "REDACTED"
 MIN_SECRET_LENGTH = 4  # shorter values would blank out ordinary words
 
 _PATTERNS = [
-    (re.compile(r"(?i)([?&]sig=)[^&\s\"'<>]+"), rf"\1{MASK}"),
-    (re.compile(r"(?i)(\bsig%3D)[^&\s\"'<>]+"), rf"\1{MASK}"),
+    # A SAS signature however the URL was echoed: raw, %-encoded (whole URL too), JSON-escaped
+    # (\u0026, \u003d: .NET's default) or HTML-escaped (&amp;).
+    (re.compile(r"(?i)((?:\b|(?<=\\u0026)|(?<=\\u003f)|(?<=%26)|(?<=%3f))sig(?:=|%3D|\\u003d))[^&\s\"'<>\\]+"),
+     rf"\1{MASK}"),
     # A bearer *value*: token-like and long. "bearer token" in a sentence is not one.
     (re.compile(r"(?i)(\bbearer\s+)[A-Za-z0-9\-._~+/]{16,}=*"), rf"\1{MASK}"),
     (re.compile(r"(?i)(AccountKey=)[^;\s\"']+"), rf"\1{MASK}"),

@@ -85,6 +85,8 @@ def ensure_queue(client: Any) -> None:
 # Settings for a check that must answer within seconds (doctor, the CLI's preflight): one retry, short
 # connection timeout, so storage that cannot be reached is said so in about ten seconds, not 45.
 QUICK = {"retry_total": 1, "initial_backoff": 1, "increment_base": 2, "connection_timeout": 5, "read_timeout": 20}
+HISTORY_TIMEOUTS = {"retry_total": 1, "initial_backoff": 1, "increment_base": 2, "connection_timeout": 5,
+                    "read_timeout": 10}
 
 
 class StorageUnreachable(ImageSyncError):

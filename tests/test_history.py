@@ -226,12 +226,26 @@ def test_a_dry_run_keeps_no_report(env, container, runs):
     (["runs", "sheet"], "runs sheet: give a RUN_ID (or latest) or --item ID"),
     (["runs", "sheet", "latest", "--item", "1"], "runs sheet: give a RUN_ID (or latest) or --item ID"),
     (["runs", "--limit", "0"], "--limit 0: expected a whole number of runs >= 1"),
+    (["runs", "show", "20261399T020000.123Z-nightly-1a2b3c"], "is not a run id: month must be in 1..12"),
+    (["runs", "sheet", "20260230T020000.123Z-nightly-1a2b3c", "-o", "s.html"], "is not a run id: day is out of"),
+    (["runs", "--kind", "nightlly"], "--kind 'nightlly': expected one of nightly, shard"),
     (["runs", "sheet", "--item", "1", "-o", "/no/such/folder/sheet.html"], "-o /no/such/folder/sheet.html: the folder"),
 ])
 def test_runs_mistakes_are_one_line_and_exit_2(env, argv, expected):
     code, out, err = run(argv, env)
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and expected in err, err
+
+
+def test_a_product_named_dot_keeps_its_index_and_the_report(env, blob_service):
+    """'.' and '..' are dropped from URLs by web clients: the index entry encodes them; and an index entry
+    storage refuses never costs the run its report."""
+    store = RunHistory(blob_service, env["RUN_HISTORY_CONTAINER"], days=30)
+    report = SyncReport(mode="product", queued=[".", "..", "ok"], context={"container": "product-images"}).finish()
+    run_id = store.save(report, None, kind="product")
+    assert [r.run_id for r in store.recent(5)] == [run_id]
+    for item in (".", "..", "ok"):
+        assert [h.run_id for h in store.item_runs(item)] == [run_id], item
 
 
 # -- retention --------------------------------------------------------------------------------------------

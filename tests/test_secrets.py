@@ -121,3 +121,18 @@ def test_log_level_controls_our_verbosity(container, sync_env, wallie, traede):
         finally:
             logging.getLogger().handlers[:] = []
         assert ("skipped: '9100/notes.txt'" in stream.getvalue()) is shown, (level, stream.getvalue())
+
+
+@pytest.mark.parametrize("echoed", [
+    "x.jpg?sv=2024&amp;sig={sig}&amp;se=1",        # an HTML error page
+    "x.jpg?sv=2024\\u0026sig={sig}\\u0026se=1",   # JSON from .NET: & escaped by default
+    "x.jpg?sv=2024\\u0026sig\\u003d{sig}",         # ... and = too
+    "x.jpg?sv=2024&sig={sig}",
+    "url=x.jpg%3Fsv%3D2024%26sig%3D{sig}",
+])
+def test_a_sas_signature_is_redacted_however_a_partner_echoes_the_url(echoed):
+    from shared.redact import redact
+
+    signature = "QMRq6b1z37diFr8OGvSGuabbXgPZP3HIzDTIBOurmZI%3D"
+    text = f"422: could not download {echoed.format(sig=signature)}"
+    assert "QMRq6b1z" not in redact(text) and "REDACTED" in redact(text)
