@@ -289,6 +289,14 @@ def _runs(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: 
         service.close()
 
 
+def _printable(text: str) -> str:
+    """A line for a terminal: control characters from a partner's answer or a blob name are shown escaped
+    (``\x1b``), never sent to the operator's terminal as escape sequences."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == "\t" else repr(c)[1:-1] for c in text)
+
+
 def _runs_option_problem(args: argparse.Namespace) -> str | None:
     if args.limit is not None and args.limit < 1:
         return f"--limit {args.limit}: expected a whole number of runs >= 1"
@@ -359,7 +367,7 @@ def _show_run(history: RunHistory, run_id: str, as_json: bool, stdout: TextIO, s
         lines.append(f"  skipped: {len(blobs)} blobs: {reason}: {', '.join(blobs[:3])}{more}")
     lines += [f"  note: {note}" for note in head.get("notes") or []]
     for line in lines:
-        print(redact.redact(line), file=stdout)
+        print(_printable(redact.redact(line)), file=stdout)
     print(f"what each partner got: image-sync runs show {run_id} --json; the pictures: "
           f"image-sync runs sheet {run_id} -o sheet.html", file=stderr)
     return EXIT_OK
@@ -373,7 +381,7 @@ def _item_history(history: RunHistory, item: str, limit: int, stdout: TextIO, st
     for run in runs:
         print(f"{run.started:%Y-%m-%d %H:%M:%S}Z  {run.run_id}", file=stdout)
         for entry in run.entries:
-            print("  " + redact.redact(_entry_line(entry)), file=stdout)
+            print("  " + _printable(redact.redact(_entry_line(entry))), file=stdout)
     print(f"{len(runs)} runs touched product {item!r}, newest first (at most {limit}: --limit); the pictures: "
           f"image-sync runs sheet --item {item} -o sheet.html", file=stderr)
     return EXIT_OK
@@ -480,7 +488,7 @@ def _print_report(report: SyncReport, stderr: TextIO, secrets: Sequence[str] = (
     """One line per cause, then the summary. Printed, not logged: the log filter does not see these
     lines, so they are redacted here."""
     for line in report.grouped_lines() + [report.summary()]:
-        print(redact.redact(line, secrets), file=stderr)
+        print(_printable(redact.redact(line, secrets)), file=stderr)
 
 
 def _configure_logging(settings: Settings, stream: TextIO) -> None:

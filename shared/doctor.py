@@ -110,6 +110,22 @@ def check_partner_codes(container: Any, name: str) -> Result:
                 "mapped")
 
 
+def check_history(service: Any, name: str) -> Result:
+    """RUN_HISTORY_CONTAINER can be read (runs are kept there). Changes nothing: a missing container is
+    created by the first run that keeps a report, which needs write access."""
+    from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+    container = service.get_container_client(name)
+    try:
+        next(container.list_blobs(results_per_page=1).by_page(), None)
+    except ResourceNotFoundError:
+        return WARN, (f"RUN_HISTORY_CONTAINER {name!r} does not exist yet: the first run creates it (the app "
+                      "needs write access there), or create it yourself")
+    except AzureError as exc:
+        return FAIL, f"RUN_HISTORY_CONTAINER {name!r}: {_storage_problem(exc, container)}"
+    return OK, f"RUN_HISTORY_CONTAINER {name!r} can be read: image-sync runs lists the kept runs"
+
+
 def check_sas(catalog: Catalog, signer: SasSigner) -> Result:
     """Sign a URL for one real image and download its first bytes with no credentials but the SAS."""
     from azure.core.exceptions import AzureError
@@ -206,6 +222,9 @@ def run(env: Mapping[str, str] | None = None, *, credential: Any = None,
             signer = SasSigner(service, settings.storage.container, ttl=timedelta(hours=settings.sas_ttl_hours),
                                start_skew=timedelta(minutes=settings.sas_start_skew_minutes))
             record("sas", _guard(lambda: check_sas(catalog, signer)))
+            history = settings.run_history_container
+            if history:
+                record("history", _guard(lambda: check_history(service, history)))
     finally:
         service.close()
     record(WallieClient.name, _guard(lambda: check_wallie(settings)))

@@ -7,7 +7,7 @@ from devtools.azurite import free_port
 from devtools.images import jpeg
 from shared.cli import main as cli_main
 
-CHECKS = ["settings", "storage", "layout", "sas", "wallie", "traede"]
+CHECKS = ["settings", "storage", "layout", "sas", "history", "wallie", "traede"]
 
 
 def doctor(env):
@@ -23,13 +23,24 @@ def image(container):
     container.upload_blob("100/.DS_Store", b"junk")
 
 
-def test_good_configuration_passes_every_check_with_one_line_each(image, sync_env, wallie, traede):
-    code, checks, lines = doctor(sync_env)
+@pytest.fixture
+def history_env(sync_env, blob_service):
+    """The settings with a run history container of their own, which exists."""
+    import uuid
+
+    client = blob_service.create_container(f"doctor-runs-{uuid.uuid4().hex[:8]}")
+    yield {**sync_env, "RUN_HISTORY_CONTAINER": client.container_name}
+    client.delete_container()
+
+
+def test_good_configuration_passes_every_check_with_one_line_each(image, history_env, wallie, traede):
+    code, checks, lines = doctor(history_env)
     assert code == 0, lines
     assert len(lines) == len(CHECKS) and list(checks) == CHECKS
     assert all(line.startswith("OK ") for line in lines), lines
     assert "100/10/front.jpg" in checks["sas"] and "account-key" in checks["sas"]
     assert "HTTP 422" in checks["traede"]  # the empty list was refused as invalid: credentials accepted
+    assert "can be read: image-sync runs lists the kept runs" in checks["history"]
     assert traede.products == {} and traede.stats["products_received"] == 0  # and nothing changed
     assert wallie.images == {} and wallie.stats["token_requests"] == 1
 
@@ -92,8 +103,17 @@ def test_partner_codes_file_is_checked_when_set(image, container, sync_env, wall
     container.upload_blob("_config/codes.csv", b"kind,code,wallie,traede\nitem,100,W100,T100\ncolour,10,,1\n")
     code, checks, lines = doctor(env)
     assert code == 0, lines
-    assert list(checks) == ["settings", "storage", "layout", "codes", "sas", "wallie", "traede"]
+    assert list(checks) == ["settings", "storage", "layout", "codes", "sas", "history", "wallie", "traede"]
     assert checks["codes"].startswith("OK ") and "1 items and 1 colours mapped" in checks["codes"]
     container.upload_blob("_config/codes.csv", b"kind,code,wallie,traede\nitem,100\n", overwrite=True)
     code, checks, lines = doctor(env)
     assert code == 1 and checks["codes"].startswith("FAIL codes: PARTNER_CODES_FILE '_config/codes.csv' line 2")
+
+
+def test_a_run_history_container_not_there_yet_is_a_warning_and_history_off_is_no_line(image, sync_env, wallie,
+                                                                                      traede):
+    code, checks, lines = doctor({**sync_env, "RUN_HISTORY_CONTAINER": "never-created-runs"})
+    assert code == 0 and checks["history"].startswith("WARN history: RUN_HISTORY_CONTAINER 'never-created-runs' "
+                                                      "does not exist yet"), lines
+    code, checks, lines = doctor({**sync_env, "RUN_HISTORY_CONTAINER": ""})
+    assert code == 0 and "history" not in checks, lines

@@ -239,3 +239,13 @@ def test_the_report_says_what_each_partner_got_per_product(container, sync_env, 
     text = path.read_text()
     assert "sig=" not in text and "?" not in "".join(i["url"] for i in images)  # never a SAS in the report
     assert report["accounting"]["traede"]["unaccounted"] == 0
+
+
+def test_control_characters_from_a_partner_never_reach_the_operators_terminal():
+    from shared.cli import _printable
+
+    line = "rejected: traede: item '1': HTTP 400: \x1b]0;owned\x07\x1b[2J<html>bad</html>\r"
+    shown = _printable(line)
+    assert shown.isprintable() and "\x1b" not in shown and "\r" not in shown
+    assert "\\x1b]0;owned\\x07\\x1b[2J<html>bad</html>\\r" in shown  # escaped, still readable
+    assert _printable("plain line\twith a tab") == "plain line\twith a tab"
