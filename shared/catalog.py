@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping
 
 from .layout import PathLayout, parse_sort, parse_type, type_from_words
 from .listing import LIST_PAGE_SIZE, ContainerListing, ListedBlob
+from .partner_codes import META_KEYS
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp", ".avif"})
 _IMAGE_EXTENSION_LIST = ", ".join(sorted(e[1:] for e in IMAGE_EXTENSIONS))
@@ -163,8 +164,6 @@ MAX_CODE_LENGTH = 255
 def _partner_fields(meta: Mapping[str, str]) -> tuple[int | None, dict[str, str] | None, tuple[str, ...]]:
     """TRAEDE's ``sort_b2c`` and the per-partner codes from metadata; a value not valid for its field is
     left out (the image still goes) with the reason in ``ignored``."""
-    from .partner_codes import META_KEYS
-
     ignored = []
     sort_b2c = None
     raw = (meta.get("sort_b2c") or "").strip()

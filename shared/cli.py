@@ -252,7 +252,7 @@ def _runs(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: 
     """``runs``: the kept runs, one run, a product's history, contact sheets (read only)."""
     from azure.core.exceptions import AzureError
 
-    from .storage import blob_service, storage_problem
+    from .storage import QUICK, blob_service, storage_problem
 
     if settings.run_history_container is None:
         print("configuration error: RUN_HISTORY_CONTAINER is empty, so runs keep no report: set it to a container "
@@ -262,7 +262,7 @@ def _runs(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: 
     if problem:
         print(f"configuration error: {problem}", file=stderr)
         return EXIT_CONFIG
-    service = blob_service(settings.storage)
+    service = blob_service(settings.storage, **QUICK)  # unreachable storage: one line in seconds, not minutes
     history = RunHistory(service, settings.run_history_container, days=settings.run_history_days)
     try:
         if args.runs_command == "show":

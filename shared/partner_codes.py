@@ -4,8 +4,7 @@ Wallie wants the ids of its Items and Colors endpoints; TRAEDE wants the item nu
 defined in its UI. A retailer whose folders use one code system maps them in two ways, the first that
 says something wins:
 
-1. **Blob metadata** on an image: ``traede_item_number``, ``traede_color``, ``wallie_item_id``,
-   ``wallie_color_id``.
+1. **Blob metadata** on an image: ``wallie_item_id``, ``wallie_color_id``, ``traede_color``.
 2. **A mapping file** (``PARTNER_CODES_FILE``: a CSV blob in the images container)::
 
        kind,code,wallie,traede
@@ -18,13 +17,12 @@ says something wins:
 3. Otherwise the folder's code.
 
 Wallie's ``imageId`` comes from the blob's path and never from a code: a mapping change does not create
-new images at Wallie. A TRAEDE product is one folder: two folders cannot share a TRAEDE item number
-(each would replace the other's images), so the file refuses that, and a sync refuses metadata that does.
+new images at Wallie. A TRAEDE product is one folder, so TRAEDE's item number comes from the file only
+(read whole, it refuses two folders with one TRAEDE code); metadata ``traede_item_number`` is kept only
+so the engine can refuse a product whose metadata asks for another one (``sync._Products``).
 """
 from __future__ import annotations
 
-import csv
-import io
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -60,6 +58,9 @@ class PartnerCodes:
     @classmethod
     def parse(cls, name: str, data: bytes) -> PartnerCodes:
         """Every problem is a ConfigError naming the file and the line."""
+        import csv  # on first use: the catalog imports this module at the app's cold start
+        import io
+
         where = f"{SETTING} {name!r}"
         try:
             text = data.decode("utf-8-sig")
@@ -156,23 +157,28 @@ def _if_match() -> Any:
     return MatchConditions.IfNotModified
 
 
-def resolve(record: Any, codes: PartnerCodes | None) -> tuple[PartnerIds, PartnerIds]:
-    """An image's (Wallie, TRAEDE) codes: metadata first, then the mapping file, then the folder's."""
-    out = []
+WALLIE, TRAEDE = 0, 1  # the column of each partner in the file
+_META = {WALLIE: ("wallie_item_id", "wallie_color_id"), TRAEDE: (None, "traede_color")}
+
+
+def partner_ids(record: Any, codes: PartnerCodes | None, partner: int) -> PartnerIds:
+    """An image's codes at one partner (``WALLIE`` or ``TRAEDE``): metadata first, then the mapping file,
+    then the folder's; ``problem`` says why there are none."""
+    item_key, color_key = _META[partner]
     meta = record.codes or {}
-    for partner, (item_key, color_key) in enumerate((("wallie_item_id", "wallie_color_id"),
-                                                     ("traede_item_number", "traede_color"))):
-        item, color = (codes.ids(partner, record.item_id, record.color_id) if codes is not None
-                       else (record.item_id, record.color_id))
-        item = meta.get(item_key) or item
-        color = meta.get(color_key) or color
-        missing = [f"item {record.item_id!r}"] if item is None else []
-        if record.color_id is not None and color is None:
-            missing.append(f"colour {record.color_id!r}")
-        problem = None
-        if missing and codes is not None:
-            problem = (f"{' and '.join(missing)} not in {SETTING} {codes.name!r}: add "
-                       f"{'them' if len(missing) > 1 else 'it'} to the file, or set the code in the blob's "
-                       f"metadata ({item_key if item is None else color_key})")
-        out.append(PartnerIds(item or record.item_id, color, problem))
-    return out[0], out[1]
+    item, color = (codes.ids(partner, record.item_id, record.color_id) if codes is not None
+                   else (record.item_id, record.color_id))
+    item = (meta.get(item_key) if item_key else None) or item
+    color = meta.get(color_key) or color
+    if codes is None:
+        return PartnerIds(item or record.item_id, color)
+    missing = [] if item is not None else [f"item {record.item_id!r}"]
+    if record.color_id is not None and color is None:
+        missing.append(f"colour {record.color_id!r}")
+    problem = None
+    if missing:
+        keys = [k for k, gone in ((item_key, item is None), (color_key, color is None)) if gone and k]
+        problem = (f"{' and '.join(missing)} not in {SETTING} {codes.name!r}: add "
+                   f"{'them' if len(missing) > 1 else 'it'} to the file"
+                   + (f", or set the blob's metadata {' and '.join(keys)}" if keys else ""))
+    return PartnerIds(item or record.item_id, color, problem)

@@ -21,7 +21,7 @@ from azure.core.exceptions import AzureError
 from .catalog import Catalog, CatalogEntry, ImageRecord, SignedImage, SkippedBlob
 from .errors import SigningError
 from .lanes import Lane, Unit
-from .partner_codes import PartnerCodes, resolve
+from .partner_codes import TRAEDE, WALLIE, PartnerCodes, partner_ids
 from .payloads import DEFAULT_TRAEDE_OPTIONS, TraedeOptions, traede_product, wallie_record
 from .report import STORAGE, Problem, SyncReport
 
@@ -139,7 +139,7 @@ class SyncEngine:
                     report.add_ignored(entry.blob_name, reason)
                 products.add(signed)
                 if wallie:
-                    ids = resolve(entry, codes)[0] if codes is not None or entry.codes else None
+                    ids = partner_ids(entry, codes, WALLIE) if codes is not None or entry.codes else None
                     if ids is not None and ids.problem:
                         report.add_rejected(Problem(wallie.name, entry.item_id, entry.blob_name,
                                                     f"not sent: {ids.problem}", retryable=False))
@@ -299,7 +299,7 @@ class _Products:
                                     f"but the product's TRAEDE item number is {code!r}: a TRAEDE item number "
                                     "other than the folder's comes from PARTNER_CODES_FILE (one row per "
                                     "folder); remove the metadata or add the folder to the file")
-            ids = resolve(record, self.codes)[1]
+            ids = partner_ids(record, self.codes, TRAEDE)
             if ids.problem:
                 return item, None, f"blob {record.blob_name!r}: {ids.problem}"
             colors[record.blob_name] = ids.color
