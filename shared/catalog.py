@@ -12,7 +12,7 @@ from typing import Any
 from collections.abc import Iterable, Iterator, Mapping
 
 from .layout import PathLayout, parse_sort, parse_type, type_from_words
-from .listing import LIST_PAGE_SIZE, ContainerListing, ListedBlob
+from .listing import ContainerListing, ListedBlob
 from .partner_codes import META_KEYS
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp", ".avif"})
@@ -193,7 +193,7 @@ class Catalog:
     The listing itself (wire protocol, paging, prefetch) is ``listing.ContainerListing``.
     """
 
-    def __init__(self, container_client: Any, layout: PathLayout, *, page_size: int = LIST_PAGE_SIZE,
+    def __init__(self, container_client: Any, layout: PathLayout, *, page_size: int | None = None,
                  raw_listing: bool | None = None, listing: Any = None):
         self.container = container_client
         self.layout = layout

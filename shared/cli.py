@@ -19,6 +19,7 @@ from .errors import ConfigError, ImageSyncError
 from .factory import Components
 from .history import RUN_KINDS, Recording, RunHistory, UnknownRun
 from .ledger import write_report, write_report_to
+from .product_queue import DEFAULT_WAIT_SECONDS, FullSyncBusy
 from .progress import Progress, progress_line
 from .report import SyncReport
 from .settings import Settings
@@ -28,6 +29,7 @@ from .traede import TraedeClient
 from .wallie import WallieClient
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_CONFIG = 0, 1, 2
+EXIT_BUSY = 75  # sysexits' EX_TEMPFAIL: another full sync held on for longer than --wait; try again later
 log = logging.getLogger("shared.cli")
 
 EPILOG = """\
@@ -37,6 +39,8 @@ exit codes:
        or storage could not be reached (each is named on stderr, one line per cause)
   2    configuration error: a setting or option is missing or wrong (the line names it), including a
        layout (IMAGE_PATH_PATTERN) that no image file fits
+  75   another full sync (or a product's sender) still held on after --wait seconds: the line names it
+       (run id, host, when it started and was last renewed); nothing more was sent, run it again later
   130  stopped by Ctrl-C (SIGINT); 143 stopped by SIGTERM: the summary and --report name what was not sent
 
 Settings come from the environment (see README, "Settings"). Examples:
@@ -101,11 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--report", metavar="PATH",
                       help="also write the run report as JSON to PATH: counts, every problem, and what each "
                            "partner got per product (URLs without their signature)")
+    sync.add_argument("--wait", metavar="SECONDS", type=float, default=DEFAULT_WAIT_SECONDS,
+                      help="wait at most this long for another full sync (or a product's sender) to finish "
+                           f"(default {DEFAULT_WAIT_SECONDS:g}; a crashed one's fence lapses within "
+                           "FULL_SYNC_FENCE_SECONDS); then exit 75")
     sync.add_argument("--progress", metavar="SECONDS", type=float, default=10.0,
                       help="a progress line every SECONDS when stderr is not a terminal (default 10; 0: none)")
     flush = sub.add_parser("flush", help="send every pending product to TRAEDE now, without waiting for "
                                          "PRODUCT_SYNC_DELAY_SECONDS (uploads and deletes queue their product)")
     flush.add_argument("--list", action="store_true", help="only list the pending products; send nothing")
+    flush.add_argument("--wait", metavar="SECONDS", type=float, default=DEFAULT_WAIT_SECONDS,
+                       help=f"wait at most this long for a running full sync (default {DEFAULT_WAIT_SECONDS:g}); "
+                            "then exit 75")
     sub.add_parser("doctor", help="check settings, storage, the layout, a SAS download and both partners' "
                                   "credentials; one line per check, exit 1 if any fails")
     _add_runs_parser(sub)
@@ -199,11 +210,12 @@ def _sync(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: 
                 if args.dry_run:
                     parts.engine.full_sync(args.item, dry_run=True, empty_sets=args.allow_empty, report=report)
                 elif args.item and parts.engine.traede:
-                    parts.products.sync_now(args.item, empty_sets=args.allow_empty, on_wait=waiting, report=report)
+                    parts.products.sync_now(args.item, empty_sets=args.allow_empty, on_wait=waiting, report=report,
+                                            wait_seconds=args.wait)
                 else:
-                    parts.products.fenced("CLI sync", lambda withhold, track: parts.engine.full_sync(
-                        args.item, withhold=withhold, track=track, empty_sets=args.allow_empty, report=report),
-                        wait_seconds=float("inf"), on_wait=waiting)
+                    parts.products.fenced("CLI sync", lambda fence: parts.engine.full_sync(
+                        args.item, fence=fence, empty_sets=args.allow_empty, report=report),
+                        wait_seconds=args.wait, on_wait=waiting)
             if stopper.stop.is_set():
                 report.interrupted = stopper.stop.reason
             rec.keep_now()
@@ -213,6 +225,9 @@ def _sync(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: 
     except ConfigError as exc:
         print(redact.redact(f"configuration error: {exc}"), file=stderr)
         return EXIT_CONFIG
+    except FullSyncBusy as exc:
+        print(redact.redact(f"sync not done: {exc}", settings.secrets()), file=stderr)
+        return EXIT_BUSY
     except ImageSyncError as exc:
         print(redact.redact(f"sync failed: {exc}", settings.secrets()), file=stderr)
         return EXIT_PROBLEMS
@@ -226,6 +241,9 @@ def _sync(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: 
 
 
 def _flush(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: TextIO) -> int:
+    if not args.wait >= 0:
+        print(f"configuration error: --wait {args.wait:g}: expected a number of seconds >= 0", file=stderr)
+        return EXIT_CONFIG
     try:
         with Components(settings) as parts:
             if args.list:
@@ -237,10 +255,14 @@ def _flush(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr:
             with Recording(parts.history, "cli-flush", context={
                     "container": settings.storage.container, "partners": settings.partner_urls()}) as rec:
                 report = rec.report = parts.products.flush(
-                    on_wait=lambda line: print(line, file=stderr, flush=True), ledger=rec.ledger)
+                    on_wait=lambda line: print(line, file=stderr, flush=True), ledger=rec.ledger,
+                    wait_seconds=args.wait)
     except ConfigError as exc:
         print(redact.redact(f"configuration error: {exc}"), file=stderr)
         return EXIT_CONFIG
+    except FullSyncBusy as exc:
+        print(redact.redact(f"flush not done: {exc}"), file=stderr)
+        return EXIT_BUSY
     except ImageSyncError as exc:
         print(redact.redact(f"flush failed: {exc}"), file=stderr)
         return EXIT_PROBLEMS
@@ -451,6 +473,8 @@ def _option_problem(args: argparse.Namespace) -> str | None:
         return "--allow-empty only applies with --item (a full sync never sends a product without images)"
     if args.progress < 0:
         return f"--progress {args.progress:g}: expected a number of seconds >= 0"
+    if not args.wait >= 0:
+        return f"--wait {args.wait:g}: expected a number of seconds >= 0"
     return None
 
 

@@ -25,16 +25,18 @@ class PartnerError(ImageSyncError):
 
     ``status_code`` is None when no HTTP answer arrived (connection refused, timeout).
     ``response_body`` is the partner's text, cut to a readable length; secrets are redacted wherever it
-    is shown.
+    is shown. ``unsure``: an attempt of this call was cut off or reset after the partner had the whole
+    request, so the partner may still apply it, later (TRAEDE's product sets are then sent again).
     """
 
     def __init__(self, partner: str, message: str, *, status_code: int | None = None,
-                 response_body: str | None = None):
+                 response_body: str | None = None, unsure: bool = False):
         super().__init__(f"{partner}: {message}")
         self.partner = partner
         self.message = message
         self.status_code = status_code
         self.response_body = response_body
+        self.unsure = unsure
 
 
 class StopPartnerError(PartnerError):
@@ -59,3 +61,8 @@ class TooLargeError(RejectedError):
 
 class TransientError(PartnerError):
     """Outage, throttling or timeout that outlived our retries: a later run may succeed."""
+
+
+class StateError(ImageSyncError):
+    """The state container (``SYNC_STATE_CONTAINER``: pending marks, product locks, full-sync fences) could not
+    be read or written. The message names the setting and what to check; a later attempt may succeed."""

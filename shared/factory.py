@@ -74,7 +74,8 @@ class Components:
         self.products = ProductQueue(
             self.engine, StateContainer(self.service, settings.sync_state_container),
             container=storage.container, queue=self.product_queue_client,
-            delay_seconds=settings.product_sync_delay_seconds, lock_seconds=settings.product_lock_seconds)
+            delay_seconds=settings.product_sync_delay_seconds, lock_seconds=settings.product_lock_seconds,
+            resend_seconds=settings.product_resend_seconds, fence_seconds=settings.full_sync_fence_seconds)
 
     def partner_codes(self) -> PartnerCodes:
         """PARTNER_CODES_FILE, read at the start of each run (a changed file applies from the next run)."""

@@ -24,6 +24,7 @@ import re
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 from collections.abc import Callable, Mapping
@@ -42,6 +43,7 @@ BACKOFF_MAX_SECONDS = 30.0
 CONNECT_TIMEOUT_MAX = 10.0
 # A lock-guarded attempt needs at least this much of the lock left, or it is not started.
 GUARD_MARGIN_SECONDS = 2.0
+GUARD_CHECK_SECONDS = 1.0
 
 _local = threading.local()
 log = logging.getLogger(__name__)
@@ -51,15 +53,30 @@ class _Attempt:
     """One attempt's deadline: when time is up, the watchdog shuts the attempt's socket down.
 
     The connection registers itself here when urllib3 sends the request on it (``_TrackedConnection``),
-    from the attempt's own thread, so the watchdog knows which socket to close.
+    from the attempt's own thread, so the watchdog knows which socket to close. ``guard`` (optional) says
+    for how many more seconds the caller's lock is certainly held: the attempt runs as long as the lock keeps
+    being renewed, and is cut only when the lock is about to be lost (or at its own deadline).
+    ``sent`` becomes true once the whole request was written: from then on, an attempt without a complete
+    answer may still be applied by the partner, later.
     """
 
-    def __init__(self, seconds: float):
+    def __init__(self, seconds: float, guard: Callable[[], float] | None = None):
         self.deadline = time.monotonic() + max(seconds, 0.0)
+        self.guard = guard
         self.fired = False
+        self.lock_lost = False
         self.done = False
+        self.sent = False
         self._connection: Any = None
         self._lock = threading.Lock()
+
+    def next_check(self) -> float:
+        """When the watchdog must look at this attempt again (monotonic time): at its deadline, or, under a
+        lock, at least every ``GUARD_CHECK_SECONDS`` (a lock can be lost at once, when its blob is deleted)."""
+        if self.guard is None:
+            return self.deadline
+        held = max(self.guard() - GUARD_MARGIN_SECONDS, 0.0)
+        return min(self.deadline, time.monotonic() + min(held, GUARD_CHECK_SECONDS))
 
     def bind(self, connection: Any) -> None:
         with self._lock:
@@ -68,11 +85,12 @@ class _Attempt:
         if fired:
             _shut(connection)
 
-    def fire(self) -> None:
+    def fire(self, *, lock_lost: bool = False) -> None:
         with self._lock:
             if self.done:
                 return
             self.fired = True
+            self.lock_lost = lock_lost
             connection = self._connection
         if connection is not None:
             _shut(connection)
@@ -97,10 +115,10 @@ class _Watchdog:
         self._seq = 0
         self._thread: threading.Thread | None = None
 
-    def watch(self, attempt: _Attempt) -> None:
+    def watch(self, attempt: _Attempt, at: float | None = None) -> None:
         with self._cond:
             self._seq += 1
-            heapq.heappush(self._heap, (attempt.deadline, self._seq, attempt))
+            heapq.heappush(self._heap, (attempt.next_check() if at is None else at, self._seq, attempt))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="http-deadlines", daemon=True)
                 self._thread.start()
@@ -120,7 +138,12 @@ class _Watchdog:
                     self._cond.wait(wait)
                     continue
                 heapq.heappop(self._heap)
-            attempt.fire()
+            if time.monotonic() >= attempt.deadline:
+                attempt.fire()
+            elif (again := attempt.next_check()) > time.monotonic():
+                self.watch(attempt, again)  # the lock was renewed meanwhile: look again later
+            else:
+                attempt.fire(lock_lost=True)
 
 
 _WATCHDOG = _Watchdog()
@@ -140,7 +163,10 @@ class _Tracked:
         attempt = getattr(_local, "attempt", None)
         if attempt is not None:
             attempt.bind(self)
-        return super().request(*args, **kwargs)  # type: ignore[misc]
+        result = super().request(*args, **kwargs)  # type: ignore[misc]
+        if attempt is not None:
+            attempt.sent = True  # the partner has the whole request: it may apply it, whatever we hear next
+        return result
 
 
 class _TrackedHTTPConnection(_Tracked, HTTPConnection):
@@ -167,13 +193,30 @@ class _Adapter(HTTPAdapter):
         self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
 
 
+# Gateway answers: the gateway gave up waiting, the partner behind it may still apply the request.
+GATEWAY_STATUSES = frozenset({502, 504})
+
+
 class _Retry(Exception):
-    """An attempt that may be repeated: why, and the answer's status and body if there was one."""
+    """An attempt that may be repeated: why, and the answer's status and body if there was one. ``unsure``:
+    the partner may still apply this attempt later (it had the whole request and gave no final answer)."""
 
     def __init__(self, why: str, status: int | None = None, body: str | None = None,
-                 retry_after: float | None = None):
+                 retry_after: float | None = None, *, unsure: bool = False):
         super().__init__(why)
         self.why, self.status, self.body, self.retry_after = why, status, body, retry_after
+        self.unsure = unsure or status in GATEWAY_STATUSES
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A 2xx answer read in full, and whether an earlier attempt of the same call may still be applied by
+    the partner later (``unsure``: it was cut off or reset after the whole request was sent). A caller whose
+    partner replaces state with each request (TRAEDE's product sets) sends again once such an attempt must
+    have been applied or dropped: see ``product_queue``."""
+
+    response: requests.Response
+    unsure: bool = False
 
 
 class PartnerHttp:
@@ -199,11 +242,14 @@ class PartnerHttp:
 
     def post(self, path: str, *, headers: Mapping[str, str] | None = None, auth: requests.auth.AuthBase | None = None,
              json_body: Any = None, what: str, expect_json: bool = False,
-             guard: Callable[[], float] | None = None) -> requests.Response:
+             guard: Callable[[], float] | None = None) -> Answer:
         """POST and return a 2xx answer whose body was read in full; anything else raises.
 
-        ``guard`` (optional) returns the seconds for which the caller's lock is still certainly held; an
-        attempt never runs past it, and none starts with less than ``GUARD_MARGIN_SECONDS`` left.
+        ``guard`` (optional) returns the seconds for which the caller's lock is still certainly held: no
+        attempt starts with less than ``GUARD_MARGIN_SECONDS`` left, and one in flight is cut when the lock
+        is about to be lost (while it keeps being renewed, the attempt runs until its own deadline).
+        Whether an attempt's outcome stayed unknown is in the answer (``Answer.unsure``) or in the
+        ``PartnerError`` raised (``unsure``).
         """
         url = f"{self.base_url}{path}"
         body = _dumps(json_body)
@@ -211,26 +257,29 @@ class PartnerHttp:
         started = time.monotonic()
         call_deadline = started + self.http.max_retry_seconds
         attempt = 0
+        unsure = False
         try:
             while True:
                 attempt += 1
                 budget = min(self.http.timeout_seconds, call_deadline - time.monotonic())
-                if guard is not None:
-                    held = guard() - GUARD_MARGIN_SECONDS
-                    if held <= 0:
-                        raise TransientError(self.partner, f"{what}: not sent: this product's lock could not be "
-                                                           "kept (storage unreachable?); it is retried later")
-                    budget = min(budget, held)
+                if guard is not None and guard() - GUARD_MARGIN_SECONDS <= 0:
+                    raise TransientError(self.partner, f"{what}: not sent: the lock that makes this send safe "
+                                                       "could not be kept (storage unreachable?); it is retried "
+                                                       "later")
                 try:
-                    return self._checked(self._logged_attempt(url, body, send_headers, auth, budget, what, attempt),
-                                         what, expect_json)
+                    return Answer(self._checked(self._logged_attempt(url, body, send_headers, auth, budget, guard,
+                                                                     what, attempt), what, expect_json), unsure)
                 except _Retry as retry:
+                    unsure = unsure or retry.unsure
                     wait = self._wait(attempt, retry)
                     if attempt > self.http.max_retries or time.monotonic() + wait >= call_deadline:
                         raise self._gave_up(what, retry, attempt, time.monotonic() - started) from retry
                     if self.stop.wait(wait):
                         raise TransientError(self.partner, f"{what}: not sent: the run was stopped while "
                                                            f"waiting to retry ({retry.why})") from retry
+        except PartnerError as exc:
+            exc.unsure = exc.unsure or unsure
+            raise
         finally:
             with self._lock:
                 self.requests += 1
@@ -238,12 +287,12 @@ class PartnerHttp:
 
     # -- one attempt --------------------------------------------------------------------------------
 
-    def _logged_attempt(self, url: str, body: bytes, headers: dict[str, Any], auth: Any, budget: float, what: str,
-                        attempt: int) -> requests.Response:
+    def _logged_attempt(self, url: str, body: bytes, headers: dict[str, Any], auth: Any, budget: float,
+                        guard: Callable[[], float] | None, what: str, attempt: int) -> requests.Response:
         """``_attempt``, with one DEBUG line per attempt: partner, request, outcome, milliseconds."""
         sent = time.monotonic()
         try:
-            response = self._attempt(url, body, headers, auth, budget)
+            response = self._attempt(url, body, headers, auth, budget, guard)
         except (_Retry, PartnerError) as exc:
             why = exc.why if isinstance(exc, _Retry) else exc.message
             log.debug("%s: %s: %s after %.0f ms (attempt %d)", self.partner, what, why, _ms(sent), attempt)
@@ -252,10 +301,11 @@ class PartnerHttp:
                   attempt)
         return response
 
-    def _attempt(self, url: str, body: bytes, headers: dict[str, Any], auth: Any, budget: float) -> requests.Response:
+    def _attempt(self, url: str, body: bytes, headers: dict[str, Any], auth: Any, budget: float,
+                 guard: Callable[[], float] | None) -> requests.Response:
         if self.stop.is_set():
             raise TransientError(self.partner, "not sent: the run was stopped")
-        watchdog = _Attempt(budget)
+        watchdog = _Attempt(budget, guard)
         with self._lock:
             self._attempts.add(watchdog)
         try:
@@ -267,12 +317,17 @@ class PartnerHttp:
                 finally:
                     response.close()
         except requests.exceptions.RequestException as exc:
+            unsure = watchdog.sent  # the partner had the whole request, and we never heard the end of it
             if self.stop.is_set() and watchdog.fired:
-                raise TransientError(self.partner, "not sent: the run was stopped mid-request "
-                                                   "(the partner may or may not have applied it)") from exc
+                raise TransientError(self.partner, "not sent: the run was stopped mid-request (the partner may "
+                                                   "or may not have applied it)", unsure=unsure) from exc
+            if watchdog.lock_lost:
+                raise _Retry("cut off: the lock that makes this send safe could not be renewed (storage "
+                             "unreachable?)", unsure=unsure) from exc
             if watchdog.fired:
-                raise _Retry(f"timed out: no complete answer within {budget:g} s (HTTP_TIMEOUT_SECONDS)") from exc
-            raise _Retry(_describe(exc, self.base_url)) from exc
+                raise _Retry(f"timed out: no complete answer within {budget:g} s (HTTP_TIMEOUT_SECONDS)",
+                             unsure=unsure) from exc
+            raise _Retry(_describe(exc, self.base_url), unsure=unsure) from exc
         finally:
             with self._lock:
                 self._attempts.discard(watchdog)

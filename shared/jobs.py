@@ -92,8 +92,8 @@ def full_sync(env: Env = None) -> SyncReport:
     with _recording(parts, "full") as rec:
         report = rec.report = _started(parts, "full sync", rec)
         with _progress(report):
-            return parts.products.fenced("full sync", lambda withhold, track: parts.engine.full_sync(
-                withhold=withhold, track=track, report=report))
+            return parts.products.fenced("full sync", lambda fence: parts.engine.full_sync(fence=fence,
+                                                                                           report=report))
 
 
 def product_message(message: str, env: Env = None) -> SyncReport:

@@ -170,8 +170,21 @@ class Lane:
     def _deliver(self, units: list[Unit]) -> None:
         """Send a batch; on a rejection (or 413) split it until the offending records stand alone."""
         try:
-            self.target.send(units_payloads(units), guard=self.guard)
-        except RejectedError as exc:
+            sent = self.target.send(units_payloads(units), guard=self.guard)
+        except PartnerError as exc:
+            if exc.unsure:
+                self._unsure(units)
+            self._failed(units, exc)
+            return
+        if sent is not None and sent.unsure:
+            self._unsure(units)
+        with self._lock:
+            self._failed_calls = 0
+        self.report.add_delivered(self.name, len(units), items=[u.item_id for u in units] if self.track_items else ())
+        self._record(units, "delivered")
+
+    def _failed(self, units: list[Unit], exc: PartnerError) -> None:
+        if isinstance(exc, RejectedError):
             if len(units) > 1:
                 mid = len(units) // 2
                 self._deliver(units[:mid])
@@ -183,13 +196,11 @@ class Lane:
             for u in units:
                 self.report.add_rejected(Problem(self.name, u.item_id, u.blob_name, reason, exc.status_code))
             self._record(units, "rejected", reason)
-            return
-        except StopPartnerError as exc:
+        elif isinstance(exc, StopPartnerError):
             # Retrying with the same credentials or address cannot help: stop, with one reason for all.
             self._stop(_reason(exc), retryable=False)
             self._fail(units, not_sent_reason(self._stopped or _reason(exc)), exc.status_code, retryable=False)
-            return
-        except PartnerError as exc:
+        else:
             self._fail(units, _reason(exc), exc.status_code, retryable=isinstance(exc, TransientError))
             if isinstance(exc, TransientError) and not self.stop.is_set():
                 with self._lock:
@@ -198,11 +209,10 @@ class Lane:
                 if failed >= BREAKER_FAILURES:
                     self._stop(f"{failed} calls in a row failed after their retries ({self.name} looks down; "
                                "a later run re-sends)", retryable=True)
-            return
-        with self._lock:
-            self._failed_calls = 0
-        self.report.add_delivered(self.name, len(units), items=[u.item_id for u in units] if self.track_items else ())
-        self._record(units, "delivered")
+
+    def _unsure(self, units: list[Unit]) -> None:
+        """A request of these units may still be applied later (see ``http.Answer``)."""
+        self.report.add_unsure(self.name, (u.item_id for u in units))
 
     def _stop(self, why: str, *, retryable: bool) -> None:
         """Send nothing more to this partner in this run; every unit left gets one reason."""

@@ -18,9 +18,14 @@ from typing import Any
 from collections.abc import Iterator
 from urllib.parse import quote, unquote
 
+from azure.core.exceptions import AzureError
+
 log = logging.getLogger(__name__)
 LIST_PAGE_SIZE = 5000  # the service maximum: fewest round trips
 PAGES_AHEAD = 2  # pages the listing thread may fetch before the caller takes them
+# No page for this long: the listing has stalled. Longer than one storage call can take (storage.py: a
+# read timeout of 20 s, retries within 10 s), so only storage that hangs or drips trips it.
+STALL_SECONDS = 60.0
 
 
 @dataclass(slots=True)
@@ -37,11 +42,17 @@ class ListedBlob:
 Page = tuple[list[ListedBlob], str | None]  # the blobs and the marker of the next page (None: the last)
 
 
+class ListingStalled(AzureError):
+    """Storage stopped answering mid-listing (it neither answered nor failed within the stall limit)."""
+
+
 class ContainerListing:
-    def __init__(self, container: Any, *, page_size: int = LIST_PAGE_SIZE, raw: bool | None = None):
+    def __init__(self, container: Any, *, page_size: int | None = None, raw: bool | None = None,
+                 stall_seconds: float = STALL_SECONDS):
         self.container = container
-        self.page_size = page_size
+        self.page_size = page_size or LIST_PAGE_SIZE
         self.raw = raw_listing_supported(container) if raw is None else raw
+        self.stall_seconds = stall_seconds
 
     def pages(self, prefix: str | None = None,
               marker: str | None = None) -> Iterator[tuple[str | None, list[ListedBlob]]]:
@@ -52,45 +63,58 @@ class ContainerListing:
         caller to finish a page before it is asked for the next. At catalog scale the storage round trips
         and our describing and signing take about as long as each other; overlapping them nearly halves a
         full sync. Memory: at most ``PAGES_AHEAD + 2`` pages are held (queued, being fetched, being
-        read). A listing error reaches the caller in order, after the pages fetched before it.
+        read).
+
+        Failures: the listing thread's error reaches the caller as soon as it happens (it never waits for
+        room in the queue), right after the pages already fetched (valid, and in memory). A listing that
+        makes no progress for ``stall_seconds`` (storage that accepts and never answers, or answers a byte
+        at a time) ends with ``ListingStalled``: no wait here is unbounded.
         """
         fetch = self._fetch_raw if self.raw else self._fetch_sdk
-        ready: queue.Queue[tuple[str | None, Page, float] | BaseException] = queue.Queue(maxsize=PAGES_AHEAD)
+        ready: queue.Queue[tuple[str | None, Page, float]] = queue.Queue(maxsize=PAGES_AHEAD)
         done = threading.Event()
-
-        def hand_over(item: tuple[str | None, Page, float] | BaseException) -> bool:
-            while not done.is_set():
-                try:
-                    ready.put(item, timeout=0.2)
-                    return True
-                except queue.Full:
-                    continue
-            return False
+        failure: list[BaseException] = []
+        failed = threading.Event()
 
         def produce() -> None:
             at = marker
             try:
                 while not done.is_set():
                     page, seconds = _timed(fetch, prefix, at)
-                    if not hand_over((at, page, seconds)) or not page[1]:
+                    while not done.is_set():
+                        try:
+                            ready.put((at, page, seconds), timeout=0.2)
+                            break
+                        except queue.Full:
+                            continue
+                    if not page[1]:
                         return
                     at = page[1]
             except BaseException as exc:  # handed to the caller, raised there
-                hand_over(exc)
+                failure.append(exc)
+                failed.set()
 
         threading.Thread(target=produce, name="listing", daemon=True).start()
         try:
             number = 0
+            waited_since = time.monotonic()
             while True:
-                item = ready.get()
-                if isinstance(item, BaseException):
-                    raise item
-                at, (blobs, next_marker), seconds = item
+                try:
+                    at, (blobs, next_marker), seconds = ready.get(timeout=0.2)
+                except queue.Empty:
+                    if failed.is_set():
+                        raise failure[0] from None
+                    if time.monotonic() - waited_since > self.stall_seconds:
+                        raise ListingStalled(f"listing {self.container.container_name!r} made no progress for "
+                                             f"{self.stall_seconds:g} s (storage accepts requests but does not "
+                                             "answer them)") from None
+                    continue
                 number += 1
                 log.debug("listed page %d of %r%s: %d blobs in %.0f ms%s", number, self.container.container_name,
                           f" (prefix {prefix!r})" if prefix else "", len(blobs), seconds * 1000,
                           "" if next_marker else ", the last")
                 yield at, blobs
+                waited_since = time.monotonic()
                 if not next_marker:
                     return
         finally:

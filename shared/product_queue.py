@@ -17,6 +17,14 @@ send the product themselves:
 3. A transient failure raises, so the host retries the message and finally moves it to
    ``<PRODUCT_SYNC_QUEUE>-poison``, which names the product. A rejected product is logged with TRAEDE's
    reason and not retried. A crashed sender's lock runs out after ``PRODUCT_LOCK_SECONDS``.
+4. **A request whose outcome is unknown** (cut off or reset after TRAEDE had all of it, a gateway's 502/504)
+   may still be applied by TRAEDE at any later time, after a newer set. So every product it carried is sent
+   again once that request must have been applied or dropped: a ``resend`` message, invisible for
+   ``PRODUCT_RESEND_SECONDS``, sends the product's then current set. The newest complete set is always
+   the last one sent.
+5. **A message whose mark is gone** is sent anyway (the state container may have been deleted or emptied),
+   unless ``settled/<item>`` proves that this message's own mark was settled by a send that listed the
+   product after it.
 
 Full syncs (timer, shards, CLI) raise a fence while they run: product sends wait for it, and the full sync
 leaves out the products whose lock is held (see ``coordination``).
@@ -33,8 +41,8 @@ from typing import TYPE_CHECKING, Any
 from collections.abc import Callable, Iterable
 
 from .catalog import SkippedBlob
-from .coordination import FullSyncFence, FullSyncFences, PendingMarks, ProductLocks, StateContainer
-from .errors import ConfigError, ImageSyncError
+from .coordination import FenceInfo, FullSyncFence, FullSyncFences, Mark, PendingMarks, ProductLocks, StateContainer
+from .errors import ConfigError, ImageSyncError, StateError
 from .report import Problem, SyncReport
 
 if TYPE_CHECKING:
@@ -48,22 +56,32 @@ LOCK_BUSY_RETRY_SECONDS = 5  # at most: another instance sends the product right
 FENCE_RETRY_SECONDS = 15  # at most: a full sync is running, look again after this
 WAIT_POLL_SECONDS = 1.0
 STALE_MARK_SLACK_SECONDS = 60  # a mark pending this much longer than a send takes has probably lost its message
+DEFAULT_WAIT_SECONDS = 600.0  # how long the operator's commands wait for a full sync or a product's sender
+HOLDER_EVERY_SECONDS = 30.0   # while waiting for a full sync, say again who holds the fence this often
 
 
 class FullSyncBusy(ImageSyncError):
-    """Another full sync is still running after the wait allowed: this one did not start."""
+    """Another full sync (or a product's sender) still holds what this one needs after the wait allowed."""
 
 
 @dataclass(frozen=True)
 class ProductMessage:
-    """One message of ``PRODUCT_SYNC_QUEUE``: ``{"v": 1, "container": "...", "item": "..."}``."""
+    """One message of ``PRODUCT_SYNC_QUEUE``: ``{"v": 1, "container": "...", "item": "..."}``, plus ``gen``
+    (the generation of the pending mark it was queued for) or ``resend`` (send the product again whether it is
+    pending or not: an earlier request's outcome is unknown)."""
 
     container: str
     item: str
+    gen: str | None = None
+    resend: bool = False
 
     def to_json(self) -> str:
-        return json.dumps({"v": MESSAGE_VERSION, "container": self.container, "item": self.item},
-                          separators=(",", ":"), ensure_ascii=False)
+        data: dict[str, Any] = {"v": MESSAGE_VERSION, "container": self.container, "item": self.item}
+        if self.gen:
+            data["gen"] = self.gen
+        if self.resend:
+            data["resend"] = True
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
     def from_json(cls, text: str) -> ProductMessage:
@@ -74,7 +92,9 @@ class ProductMessage:
             item = data["item"]
             if not isinstance(item, str) or not item:
                 raise ValueError("no item")
-            return cls(container=str(data["container"]), item=item)
+            gen = data.get("gen")
+            return cls(container=str(data["container"]), item=item, gen=gen if isinstance(gen, str) else None,
+                       resend=data.get("resend") is True)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not a product message ({exc}): {text[:200]!r}") from exc
 
@@ -84,13 +104,15 @@ class ProductQueue:
     ``--item`` and ``flush``, and the fence around every full sync."""
 
     def __init__(self, engine: SyncEngine, state: StateContainer, *, container: str, queue: Callable[[], Any],
-                 delay_seconds: float, lock_seconds: int):
+                 delay_seconds: float, lock_seconds: int, resend_seconds: float = 300.0,
+                 fence_seconds: int = 60):
         self.engine = engine
         self.container = container
         self.marks = PendingMarks(state)
         self.locks = ProductLocks(state, lock_seconds)
-        self.fences = FullSyncFences(state)
+        self.fences = FullSyncFences(state, fence_seconds)
         self.delay = delay_seconds
+        self.resend_seconds = resend_seconds
         self._queue_factory = queue
         self._queue: Any = None
 
@@ -143,26 +165,38 @@ class ProductQueue:
     def request(self, item: str) -> None:
         """Mark ``item`` pending; the call that makes it pending queues its message (and so does a call
         that finds it pending for much longer than a send takes: see ``PendingMarks.request``)."""
-        if not self.marks.request(item, stale_after=self.delay + 2 * self.locks.seconds + STALE_MARK_SLACK_SECONDS):
+        gen = self.marks.request(item, stale_after=self.delay + 2 * self.locks.seconds + STALE_MARK_SLACK_SECONDS)
+        if gen is None:
             return
         try:
-            self.enqueue(item, self.delay)
+            self.enqueue(ProductMessage(self.container, item, gen=gen), self.delay)
         except Exception:
             # No message, no mark: the host retries this invocation, which marks and queues again.
-            etag = self.marks.etag(item)
-            if etag is not None:
-                self.marks.clear(item, etag)
+            mark = self.marks.read(item)
+            if mark is not None:
+                self.marks.clear(item, mark)
             raise
 
-    def enqueue(self, item: str, delay: float) -> None:
+    def enqueue(self, message: ProductMessage, delay: float) -> None:
         if self._queue is None:
             from .storage import ensure_queue
 
             queue = self._queue_factory()
             ensure_queue(queue)
             self._queue = queue
-        self._queue.send_message(ProductMessage(self.container, item).to_json(),
-                                 visibility_timeout=max(0, math.ceil(delay)))
+        self._queue.send_message(message.to_json(), visibility_timeout=max(0, math.ceil(delay)))
+
+    def resend_later(self, items: Iterable[str], report: SyncReport) -> None:
+        """Send these products again once the requests of unknown outcome that carried them must have been
+        applied or dropped by TRAEDE (``PRODUCT_RESEND_SECONDS``): then the newest set is the last one sent."""
+        items = sorted(set(items))
+        for item in items:
+            self.enqueue(ProductMessage(self.container, item, resend=True), self.resend_seconds)
+        if items:
+            shown = ", ".join(repr(i) for i in items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
+            report.notes.append(f"{len(items)} products are sent to TRAEDE again in {self.resend_seconds:g} s "
+                                f"(PRODUCT_RESEND_SECONDS): a request that carried them was cut off after TRAEDE "
+                                f"had it, so TRAEDE may still apply it later, after a newer set: {shown}")
 
     def run_message(self, text: str, *, ledger: Any = None) -> SyncReport:
         """One message of the product queue, as the host hands it over."""
@@ -170,165 +204,222 @@ class ProductQueue:
         if message.container != self.container:
             raise ConfigError(f"product message is for container {message.container!r}, but IMAGES_CONTAINER is "
                               f"{self.container!r}")
-        return self._send([message.item], wait=False, ledger=ledger)
+        report = SyncReport(mode="product", ledger=ledger)
+        if not message.resend and not self._still_due(message, report):
+            return report.finish()
+        return self._send([message.item], report, message=message)
+
+    def _still_due(self, message: ProductMessage, report: SyncReport) -> bool:
+        """Whether a message must send its product: yes while it is pending, and also when its mark is gone,
+        unless the container proves that this message's own mark was settled."""
+        if self.marks.read(message.item) is not None:
+            return True
+        if message.gen and self.marks.settled(message.item) == message.gen:
+            report.notes.append("already sent: a send that listed the product after this message was queued "
+                                "has finished")
+            return False
+        report.notes.append(f"product {message.item!r} has no pending mark in SYNC_STATE_CONTAINER and nothing "
+                            "there says it was sent since (the container was deleted or emptied?): it is sent "
+                            "anyway; an extra complete set is harmless")
+        log.warning("%s", report.notes[-1])
+        return True
 
     # -- the operator -------------------------------------------------------------------------------
 
     def sync_now(self, items: Iterable[str], *, empty_sets: bool = False,
-                 on_wait: Callable[[str], None] | None = None, report: SyncReport | None = None) -> SyncReport:
-        """``sync --item``: these products now, whether pending or not, waiting for a sender or a full sync
-        that has them. A product without any image is sent as an empty set only with ``empty_sets``."""
+                 on_wait: Callable[[str], None] | None = None, report: SyncReport | None = None,
+                 wait_seconds: float = DEFAULT_WAIT_SECONDS) -> SyncReport:
+        """``sync --item``: these products now, whether pending or not, waiting (at most ``wait_seconds``)
+        for a sender or a full sync that has them. A product without any image is sent as an empty set only
+        with ``empty_sets``."""
         report = report or SyncReport()
         report.mode = "items"
         wanted = list(dict.fromkeys(items))
         for start in range(0, len(wanted), PRODUCTS_PER_SEND):
-            report.merge(self._send(wanted[start:start + PRODUCTS_PER_SEND], wait=True, force=True,
-                                    wallie=True, empty_sets=empty_sets, on_wait=on_wait, ledger=report.ledger))
+            part = SyncReport(mode="product", ledger=report.ledger)
+            report.merge(self._send(wanted[start:start + PRODUCTS_PER_SEND], part, operator=_Operator(
+                on_wait, wait_seconds, force=True), wallie=True, empty_sets=empty_sets))
         return report.finish()
 
-    def flush(self, *, on_wait: Callable[[str], None] | None = None, ledger: Any = None) -> SyncReport:
+    def flush(self, *, on_wait: Callable[[str], None] | None = None, ledger: Any = None,
+              wait_seconds: float = DEFAULT_WAIT_SECONDS) -> SyncReport:
         """``flush``: every pending product now, without waiting for its delay."""
         report = SyncReport(mode="flush", ledger=ledger)
         pending = sorted(self.marks.snapshot())
         for start in range(0, len(pending), PRODUCTS_PER_SEND):
-            report.merge(self._send(pending[start:start + PRODUCTS_PER_SEND], wait=True, on_wait=on_wait,
-                                    ledger=ledger))
+            part = SyncReport(mode="product", ledger=ledger)
+            report.merge(self._send(pending[start:start + PRODUCTS_PER_SEND], part,
+                                    operator=_Operator(on_wait, wait_seconds)))
         return report.finish()
 
     def pending(self) -> dict[str, float]:
         """Pending products and for how many seconds each has been pending."""
-        return {item: age for item, (_, age) in self.marks.snapshot().items()}
+        return {item: mark.age for item, mark in self.marks.snapshot().items()}
 
     # -- the send -----------------------------------------------------------------------------------
 
-    def _send(self, items: list[str], *, wait: bool, force: bool = False, wallie: bool = False,
-              empty_sets: bool = True, on_wait: Callable[[str], None] | None = None,
-              ledger: Any = None) -> SyncReport:
-        """Lock, (claim more,) check fences, note marks, list, send, settle marks, unlock."""
-        report = SyncReport(mode="product", ledger=ledger)
-        if not force:
-            items = [i for i in items if self.marks.etag(i) is not None]
-            if not items:
-                report.notes.append("already sent: no product of this message is pending any more")
-                return report.finish()
+    def _send(self, items: list[str], report: SyncReport, *, message: ProductMessage | None = None,
+              operator: _Operator | None = None, wallie: bool = False, empty_sets: bool = True) -> SyncReport:
+        """Lock, (claim more,) check fences, read marks, list, send, settle marks, unlock. Either for a queue
+        ``message`` (never waits: defers by queueing it again) or for the ``operator`` (waits, bounded)."""
         held: list[str] = []
         try:
-            busy_retry = max(1, min(LOCK_BUSY_RETRY_SECONDS, math.ceil(self.delay)))
-            for item in items:
-                if not self._lock(item, wait, on_wait):
-                    self.enqueue(item, busy_retry)
-                    report.add_deferred(Problem(self._partner, item, None, "another instance is sending this "
-                                                f"product now; it is looked at again in {busy_retry} s"))
-                    continue
-                held.append(item)
+            held = self._take_locks(items, report, message, operator)
             if not held:
                 return report.finish()
-            if not wait:  # the queue path: fill the request with other products whose burst settled
+            if message is not None:  # fill the request with other products whose burst settled
                 for other in self.marks.due(self.delay, 3 * PRODUCTS_PER_SEND, exclude=held):
                     if len(held) >= PRODUCTS_PER_SEND:
                         break
                     if self.locks.try_acquire(other):
                         held.append(other)
-            if not self._fences_clear(wait, on_wait):
-                fence_retry = max(2, min(FENCE_RETRY_SECONDS, math.ceil(2 * self.delay)))
-                for item in items:
-                    if item in held:
-                        self.enqueue(item, fence_retry)
-                        report.add_deferred(Problem(self._partner, item, None, "a full sync is running; the product "
-                                                    f"is looked at again in {fence_retry} s"))
+            if not self._fences_clear(operator):
+                assert message is not None  # the operator waits or raises
+                retry = max(2, min(FENCE_RETRY_SECONDS, math.ceil(2 * self.delay)))
+                self.enqueue(message, retry)
+                report.add_deferred(Problem(self._partner, message.item, None, "a full sync is running; the "
+                                            f"product is looked at again in {retry} s"))
                 return report.finish()
-            etags = {item: self.marks.etag(item) for item in held}
-            batch = [item for item in held if etags[item] is not None or (force and item in items)]
+            marks = {item: self.marks.read(item) for item in held}
+            forced = message is not None or (operator is not None and operator.force)
+            batch = [item for item in held if marks[item] is not None or (forced and item in items)]
             if not batch:
                 report.notes.append("already sent: no product of this message is pending any more")
                 return report.finish()
             sent = self.engine.send_products(batch, guard=lambda: min(self.locks.remaining(i) for i in batch),
                                              wallie=wallie, mode=report.mode, empty_sets=empty_sets,
-                                             ledger=ledger)
+                                             ledger=report.ledger)
             report.merge(sent)
-            for item in batch:
-                etag = etags[item]
-                if etag is not None and sent.outcome(self._partner, item) in ("delivered", "rejected") \
-                        and not self.marks.clear(item, etag):
-                    self.enqueue(item, self.delay)  # it changed during the send: its new set goes next
+            self._settle(batch, marks, sent, report)
         finally:
             for item in held:
                 self.locks.release(item)
         return report.finish()
 
-    def _lock(self, item: str, wait: bool, on_wait: Callable[[str], None] | None) -> bool:
+    def _take_locks(self, items: list[str], report: SyncReport, message: ProductMessage | None,
+                    operator: _Operator | None) -> list[str]:
+        held = []
+        for item in items:
+            if operator is not None:
+                self._lock(item, operator)
+            elif not self.locks.try_acquire(item):
+                assert message is not None
+                retry = max(1, min(LOCK_BUSY_RETRY_SECONDS, math.ceil(self.delay)))
+                self.enqueue(message, retry)
+                report.add_deferred(Problem(self._partner, item, None, "another instance is sending this "
+                                            f"product now; it is looked at again in {retry} s"))
+                continue
+            held.append(item)
+        return held
+
+    def _settle(self, batch: list[str], marks: dict[str, Mark | None], sent: SyncReport, report: SyncReport) -> None:
+        """Clear the marks of products TRAEDE answered for (delivered or rejected: a retry cannot change it);
+        a mark bumped during the send stays, and its product is queued again. Products a request of unknown
+        outcome carried, or whose lock was lost during the send, are sent again later."""
+        lost = {item for item in batch if self.locks.lost(item)}  # another sender may have overlapped
+        self.resend_later(sent.unsure(self._partner) | lost, report)  # first: it is what keeps TRAEDE right
+        for item in batch:
+            mark = marks[item]
+            if mark is not None and sent.outcome(self._partner, item) in ("delivered", "rejected") \
+                    and not self.marks.clear(item, mark):
+                self.enqueue(ProductMessage(self.container, item, gen=mark.gen), self.delay)  # its new set next
+
+    def _lock(self, item: str, operator: _Operator) -> None:
         if self.locks.try_acquire(item):
-            return True
-        if not wait:
-            return False
+            return
         deadline = time.monotonic() + self.locks.seconds + 30
-        if on_wait:
-            on_wait(f"product {item!r} is being sent by another instance: waiting for it")
+        operator.say(f"product {item!r} is being sent by another instance: waiting for it (at most "
+                     f"{self.locks.seconds + 30} s: a crashed sender's lock runs out after PRODUCT_LOCK_SECONDS)")
         while time.monotonic() < deadline:
             time.sleep(WAIT_POLL_SECONDS)
             if self.locks.try_acquire(item):
-                return True
+                return
         raise FullSyncBusy(f"product {item!r} stayed locked by another instance for {self.locks.seconds + 30} s")
 
-    def _fences_clear(self, wait: bool, on_wait: Callable[[str], None] | None) -> bool:
+    def _fences_clear(self, operator: _Operator | None) -> bool:
+        """No full sync is running; the operator waits for one (at most ``wait_seconds``)."""
         fences = self.fences.active()
         if not fences:
             return True
-        if not wait:
+        if operator is None:
             return False
-        if on_wait:
-            on_wait(f"a full sync is running ({fences[0].what}): waiting for it to finish")
-        while self.fences.active():
-            time.sleep(WAIT_POLL_SECONDS * 2)
+        operator.wait_for(self.fences.active, "a full sync is running")
         return True
 
     # -- full syncs ---------------------------------------------------------------------------------
 
     def full_sync_unit(self, what: str, *, run: str | None = None, wait_seconds: float = 300,
                        on_wait: Callable[[str], None] | None = None) -> FullSyncUnit:
-        return FullSyncUnit(self, what, run or uuid.uuid4().hex, wait_seconds, on_wait)
+        return FullSyncUnit(self, what, run or uuid.uuid4().hex, _Operator(on_wait, wait_seconds))
 
-    def fenced(self, what: str, sync: Callable[[frozenset[str], Iterable[str]], SyncReport], *,
-               run: str | None = None, wait_seconds: float = 300,
-               on_wait: Callable[[str], None] | None = None) -> SyncReport:
-        """A full sync (or a shard of one) behind its fence: ``sync(withhold, track)`` runs once the fence
-        is up, leaving out the products whose lock is held; then the pending products it delivered are
-        settled."""
+    def fenced(self, what: str, sync: Callable[[FullSyncUnit], SyncReport], *, run: str | None = None,
+               wait_seconds: float = 300, on_wait: Callable[[str], None] | None = None) -> SyncReport:
+        """A full sync (or a shard of one) behind its fence: ``sync(unit)`` runs once the fence is up,
+        leaving out ``unit.withhold`` (products whose lock is held) and sending to TRAEDE only while
+        ``unit.guard()`` says the fence stands; then the pending products it delivered are settled, and those
+        a request of unknown outcome carried are sent again later."""
         with self.full_sync_unit(what, run=run, wait_seconds=wait_seconds, on_wait=on_wait) as unit:
-            report = sync(unit.withhold, unit.pending)
+            report = sync(unit)
             unit.settle(report)
+            self.resend_later(report.unsure(self._partner), report)
         return report
 
 
-class FullSyncUnit:
-    """``with queue.full_sync_unit("nightly") as unit: engine.full_sync(withhold=unit.withhold)``
+class _Operator:
+    """How the operator's commands wait: telling who holds what, and for at most ``seconds``."""
 
-    Raises the fence, waits for older full syncs of other runs, notes the held product locks (their
-    products are left to their holders) and the pending marks; on success, ``settle(report)`` clears the
-    marks of pending products the full sync delivered after the fence was up.
+    def __init__(self, on_wait: Callable[[str], None] | None, seconds: float, *, force: bool = False):
+        self.on_wait = on_wait
+        self.seconds = seconds
+        self.force = force
+
+    def say(self, line: str) -> None:
+        if self.on_wait:
+            self.on_wait(line)
+
+    def wait_for(self, fences: Callable[[], list[FenceInfo]], why: str) -> None:
+        """Poll until ``fences()`` is empty, naming the holder now and then; ``FullSyncBusy`` after
+        ``seconds``. A crashed holder's fence lapses within FULL_SYNC_FENCE_SECONDS, so this ends then."""
+        started = time.monotonic()
+        told_at, told = 0.0, ""
+        while holders := fences():
+            holder = holders[0].holder()
+            waited = time.monotonic() - started
+            if waited >= self.seconds:
+                raise FullSyncBusy(f"{why} after waiting {self.seconds:g} s: {holder}; nothing was sent (try again "
+                                   "when it has finished, or give --wait more seconds)")
+            if not told or holders[0].name != told or time.monotonic() - told_at >= HOLDER_EVERY_SECONDS:
+                self.say(f"waiting ({waited:.0f} s of at most {self.seconds:g} s): {why}: {holder} (a fence "
+                         "that is not renewed lapses within FULL_SYNC_FENCE_SECONDS: a crashed sync blocks no "
+                         "longer)")
+                told, told_at = holders[0].name, time.monotonic()
+            time.sleep(WAIT_POLL_SECONDS * 2)
+
+
+class FullSyncUnit:
+    """``with queue.full_sync_unit("nightly") as unit: engine.full_sync(withhold=unit.withhold, ...)``
+
+    Raises the fence, waits (bounded) for older full syncs of other runs, notes the held product locks (their
+    products are left to their holders) and the pending marks; on success, ``settle(report)`` clears the marks
+    of pending products the full sync delivered after the fence was up.
     """
 
-    def __init__(self, queue: ProductQueue, what: str, run: str, wait_seconds: float,
-                 on_wait: Callable[[str], None] | None):
-        self.queue, self.what, self.run = queue, what, run
-        self.wait_seconds, self.on_wait = wait_seconds, on_wait
+    def __init__(self, queue: ProductQueue, what: str, run: str, operator: _Operator):
+        self.queue, self.what, self.run, self.operator = queue, what, run, operator
         self.fence: FullSyncFence | None = None
         self.withhold: frozenset[str] = frozenset()
-        self.pending: dict[str, tuple[str, float]] = {}
+        self.pending: dict[str, Mark] = {}
+
+    def guard(self) -> float:
+        """Seconds for which this unit's fence certainly stands (a TRAEDE attempt never outlives it)."""
+        return self.fence.remaining() if self.fence is not None else 0.0
 
     def __enter__(self) -> FullSyncUnit:
         fences = self.queue.fences
         self.fence = fences.open(self.run, self.what)
         try:
-            started, told = time.monotonic(), False
-            while older := fences.older_than(self.fence):
-                if time.monotonic() - started > self.wait_seconds:
-                    raise FullSyncBusy(f"another full sync is still running ({older[0].what}, run {older[0].run}) "
-                                       f"after waiting {self.wait_seconds:g} s: try again when it has finished")
-                if self.on_wait and not told:
-                    self.on_wait(f"waiting for the full sync already running ({older[0].what}) to finish")
-                    told = True
-                time.sleep(WAIT_POLL_SECONDS * 2)
+            fence = self.fence
+            self.operator.wait_for(lambda: fences.older_than(fence), "another full sync is still running")
             self.pending = self.queue.marks.snapshot()
             self.withhold = frozenset(self.queue.locks.held_by_anyone())
         except BaseException:
@@ -337,10 +428,15 @@ class FullSyncUnit:
         return self
 
     def settle(self, report: SyncReport) -> None:
-        """Clear the marks the full sync made obsolete: products it delivered after the fence was up."""
-        for item, (etag, _) in self.pending.items():
-            if item not in self.withhold and item in report.delivered_items:
-                self.queue.marks.clear(item, etag)
+        """Clear the marks the full sync made obsolete: products it delivered after the fence was up. Storage
+        failing stops this at once: a mark left behind costs one more send of its product, nothing else."""
+        try:
+            for item, mark in self.pending.items():
+                if item not in self.withhold and item in report.delivered_items:
+                    self.queue.marks.clear(item, mark)
+        except StateError as exc:
+            log.warning("pending products not settled after the full sync (each is sent once more by its "
+                        "message, which is harmless): %s", exc)
 
     def __exit__(self, *exc: object) -> None:
         if self.fence is not None:

@@ -57,6 +57,7 @@ class PartnerTally:
     requests: int = 0
     retries: int = 0
     stopped: str | None = None  # why nothing more was sent to this partner in this run
+    unsure: set[str] = field(default_factory=set)  # items a request of unknown outcome carried (see http.Answer)
 
 
 @dataclass
@@ -111,6 +112,16 @@ class SyncReport:
 
     def add_deferred(self, problem: Problem) -> None:
         self._add("deferred", problem)
+
+    def add_unsure(self, partner: str, items: Iterable[str]) -> None:
+        """Items a request carried whose outcome stayed unknown: the partner may still apply it, later."""
+        with self._lock:
+            self._tally(partner).unsure.update(items)
+
+    def unsure(self, partner: str) -> set[str]:
+        with self._lock:
+            tally = self.tallies.get(partner)
+            return set(tally.unsure) if tally else set()
 
     def add_storage_failure(self, problem: Problem) -> None:
         with self._lock:
@@ -249,6 +260,7 @@ class SyncReport:
                 mine.failed.extend(t.failed)
                 mine.deferred.extend(t.deferred)
                 mine.stopped = mine.stopped or t.stopped
+                mine.unsure |= t.unsure
             self.track |= other.track
             self.delivered_items |= other.delivered_items
             self.interrupted = self.interrupted or other.interrupted
@@ -336,6 +348,7 @@ class SyncReport:
             "failed": [p.to_dict() for p in self.failed],
             "deferred": [p.to_dict() for p in self.deferred],
             "stopped_partners": {t.name: t.stopped for t in self.tallies.values() if t.stopped},
+            "unsure": {t.name: sorted(t.unsure) for t in self.tallies.values() if t.unsure},
             "queued": list(self.queued), "notes": list(self.notes),
             "accounting": self.accounting(),
         }

@@ -83,6 +83,8 @@ class Settings:
     product_sync_queue: str = DEFAULT_PRODUCT_QUEUE
     product_sync_delay_seconds: float = 10.0
     product_lock_seconds: int = 60
+    product_resend_seconds: float = 300.0
+    full_sync_fence_seconds: int = 60
     sync_state_container: str = DEFAULT_STATE_CONTAINER
     partner_codes_file: str | None = None      # a CSV blob in the images container (partner_codes)
     run_history_container: str | None = DEFAULT_RUN_HISTORY_CONTAINER  # None: no run history
@@ -137,6 +139,11 @@ class Settings:
                 "PRODUCT_SYNC_DELAY_SECONDS", 10, low=0, high=300,
                 why="seconds an upload waits for the rest of its burst before its product goes to TRAEDE"),
             product_lock_seconds=r.integer("PRODUCT_LOCK_SECONDS", 60, low=15, high=60),
+            product_resend_seconds=r.number(
+                "PRODUCT_RESEND_SECONDS", 300, low=10, high=3600,
+                why="seconds after a TRAEDE request of unknown outcome until its products are sent again: longer "
+                    "than TRAEDE (and any gateway before it) may take to apply or drop a request"),
+            full_sync_fence_seconds=r.integer("FULL_SYNC_FENCE_SECONDS", 60, low=15, high=60),
             sync_state_container=_container_name("SYNC_STATE_CONTAINER",
                                                  r.text("SYNC_STATE_CONTAINER", DEFAULT_STATE_CONTAINER)),
             partner_codes_file=_codes_file(r.text("PARTNER_CODES_FILE", None)),

@@ -156,8 +156,8 @@ def nightly(parts: Components, report: SyncReport | None = None) -> SyncReport |
     run = f"nightly-{uuid.uuid4().hex[:12]}"
     planned = plan(parts.catalog, settings.sync_shard_products, settings.storage.container, run)
     if planned is None:
-        return parts.products.fenced("nightly sync", lambda withhold, track: parts.engine.full_sync(
-            withhold=withhold, track=track, report=report), run=run)
+        return parts.products.fenced("nightly sync", lambda fence: parts.engine.full_sync(fence=fence, report=report),
+                                     run=run)
     shards, groups, listed = planned
     queue = queue_client(settings.storage, settings.sync_shard_queue, parts.credential,
                          needed_for="needed to fan the nightly sync out because the catalog has more than "
@@ -180,6 +180,6 @@ def run_shard(parts: Components, message: str, report: SyncReport | None = None)
         raise ConfigError(f"shard message is for container {shard.container!r}, but IMAGES_CONTAINER is "
                           f"{parts.settings.storage.container!r}")
     what = f"shard {shard.index + 1}/{shard.count}"
-    return parts.products.fenced(f"nightly {what}", lambda withhold, track: parts.engine.sync_entries(
-        shard_entries(parts.catalog, shard), mode=what, withhold=withhold, track=track, report=report),
+    return parts.products.fenced(f"nightly {what}", lambda fence: parts.engine.sync_entries(
+        shard_entries(parts.catalog, shard), mode=what, fence=fence, report=report),
         run=shard.run or f"shard-{uuid.uuid4().hex}")

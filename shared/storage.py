@@ -5,6 +5,8 @@ retry policy, so a storage outage surfaces at the same pace everywhere.
 """
 from __future__ import annotations
 
+import random
+import time
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, ImageSyncError
@@ -14,17 +16,45 @@ if TYPE_CHECKING:
     from azure.storage.blob import BlobServiceClient
     from azure.storage.queue import QueueClient
 
-# The SDK's defaults wait 15 s, 18 s and 24 s between retries and 20 s for a connection: a storage outage
-# in the middle of a listing took 80 s to surface. Three retries within about 20 s ride out a blip, and a
-# run that cannot list ends (and says so) instead of eating the function's time limit.
-CLIENT_DEFAULTS = {"retry_total": 3, "initial_backoff": 1, "increment_base": 3, "connection_timeout": 10,
-                   "read_timeout": 60}
+# The SDK's ExponentialRetry counts a retry before it sleeps, so "initial 1 s, base 3, 3 retries" waits about
+# 4 + 10 + 28 s: a storage outage took 42 s per call to surface, 94 s for a run. ``BoundedRetry`` waits
+# 0.5, 1.5 and 4.5 s (each +-20 %) and starts no retry that would begin later than ``budget`` seconds after
+# the call began: storage that refuses connections fails a call within about ``CALL_BUDGET_SECONDS``; one
+# that accepts and never answers within ``read_timeout`` plus that. A blip of a few seconds is ridden out.
+CALL_BUDGET_SECONDS = 10.0
+CLIENT_DEFAULTS = {"retry_total": 3, "initial_backoff": 0.5, "increment_base": 3, "budget": CALL_BUDGET_SECONDS,
+                   "connection_timeout": 5, "read_timeout": 20}
+
+
+class _Bounded:
+    """Mixed into the storage SDK's ``ExponentialRetry`` (the blob and queue packages each have one)."""
+
+    budget: float = CALL_BUDGET_SECONDS
+    initial_backoff: float
+    increment_base: float
+
+    def configure_retries(self, request: Any) -> dict[str, Any]:
+        settings: dict[str, Any] = super().configure_retries(request)  # type: ignore[misc]
+        settings["started"] = time.monotonic()
+        return settings
+
+    def increment(self, settings: dict[str, Any], request: Any, response: Any = None, error: Any = None) -> bool:
+        if not super().increment(settings, request, response=response, error=error):  # type: ignore[misc]
+            return False
+        # The SDK has already counted this retry: count 1 is the first.
+        backoff = self.initial_backoff * self.increment_base ** (settings["count"] - 1) * random.uniform(0.8, 1.2)
+        settings["backoff"] = backoff
+        return bool(time.monotonic() + backoff - settings["started"] < self.budget)
+
+    def get_backoff_time(self, settings: dict[str, Any]) -> float:
+        return float(settings.pop("backoff", 0.0))
 
 
 def _retry_policy(policy: Any, opts: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     opts = {**CLIENT_DEFAULTS, **opts}
-    retry = policy(initial_backoff=opts.pop("initial_backoff"), increment_base=opts.pop("increment_base"),
-                             retry_total=opts.pop("retry_total"))
+    bounded = type(f"Bounded{policy.__name__}", (_Bounded, policy), {"budget": opts.pop("budget")})
+    retry = bounded(initial_backoff=opts.pop("initial_backoff"), increment_base=opts.pop("increment_base"),
+                    retry_total=opts.pop("retry_total"))
     return retry, opts
 
 
@@ -83,10 +113,11 @@ def ensure_queue(client: Any) -> None:
 
 
 # Settings for a check that must answer within seconds (doctor, the CLI's preflight): one retry, short
-# connection timeout, so storage that cannot be reached is said so in about ten seconds, not 45.
-QUICK = {"retry_total": 1, "initial_backoff": 1, "increment_base": 2, "connection_timeout": 5, "read_timeout": 20}
-HISTORY_TIMEOUTS = {"retry_total": 1, "initial_backoff": 1, "increment_base": 2, "connection_timeout": 5,
-                    "read_timeout": 10}
+# timeouts, so storage that cannot be reached is said so within a few seconds.
+QUICK = {"retry_total": 1, "initial_backoff": 1, "increment_base": 2, "budget": 5.0, "connection_timeout": 5,
+         "read_timeout": 20}
+HISTORY_TIMEOUTS = {"retry_total": 1, "initial_backoff": 1, "increment_base": 2, "budget": 5.0,
+                    "connection_timeout": 5, "read_timeout": 10}
 
 
 class StorageUnreachable(ImageSyncError):

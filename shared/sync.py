@@ -14,18 +14,37 @@ from __future__ import annotations
 
 import threading
 from typing import Any, Protocol
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from azure.core.exceptions import AzureError
 
 from .catalog import Catalog, CatalogEntry, ImageRecord, SignedImage, SkippedBlob
 from .errors import SigningError
+from .http import Answer
 from .lanes import Lane, Unit
 from .partner_codes import TRAEDE, WALLIE, PartnerCodes, partner_ids
 from .payloads import DEFAULT_TRAEDE_OPTIONS, TraedeOptions, traede_product, wallie_record
 from .report import STORAGE, Problem, SyncReport
 
 Guard = Callable[[], float]
+
+
+class Fence(Protocol):
+    """What a full sync runs behind (``product_queue.FullSyncUnit``)."""
+
+    @property
+    def withhold(self) -> frozenset[str]:
+        """Products another process holds the lock of: it sends them itself."""
+        ...
+
+    @property
+    def pending(self) -> Mapping[str, object]:
+        """Products pending when the fence went up: their delivery is tracked."""
+        ...
+
+    def guard(self) -> float:
+        """Seconds for which the fence certainly stands."""
+        ...
 
 
 class Target(Protocol):
@@ -35,7 +54,9 @@ class Target(Protocol):
     unit: str  # what one record is: "images" (one record per image) or "products" (one per product)
     batch_size: int
 
-    def send(self, payloads: list[dict[str, Any]], guard: Guard | None = None) -> None: ...
+    def send(self, payloads: list[dict[str, Any]], guard: Guard | None = None) -> Answer | None:
+        """Deliver one batch or raise ``PartnerError``; the answer says whether an earlier attempt's outcome
+        stayed unknown (None: nothing to say, e.g. the dry run)."""
 
 
 class SyncEngine:
@@ -59,35 +80,32 @@ class SyncEngine:
     # -- the operations ---------------------------------------------------------------------------
 
     def full_sync(self, item_ids: Iterable[str] | None = None, *, dry_run: bool = False,
-                  withhold: frozenset[str] = frozenset(), track: Iterable[str] = (),
-                  empty_sets: bool = True, report: SyncReport | None = None) -> SyncReport:
+                  fence: Fence | None = None, empty_sets: bool = True,
+                  report: SyncReport | None = None) -> SyncReport:
         """Every image (or every image of ``item_ids``) to Wallie, every product's full set to TRAEDE.
 
-        Products in ``withhold`` are not sent to TRAEDE: another process holds their lock and sends them
-        itself (see ``coordination``); they are reported as deferred. The delivery of the products in
-        ``track`` is recorded in ``report.delivered_items``. An asked-for product without any image is
-        sent as an empty set only with ``empty_sets`` (which deletes all its images at TRAEDE). A caller that
-        watches the run (progress) or wants a ledger passes its own ``report``.
+        Behind a ``fence`` (``product_queue.FullSyncUnit``): its ``withhold`` products are not sent to TRAEDE
+        (another process holds their lock and sends them itself; they are reported as deferred), the
+        delivery of its ``pending`` products is recorded in ``report.delivered_items``, and no TRAEDE attempt
+        outlives the fence (``guard``). An asked-for product without any image is sent as an empty set only
+        with ``empty_sets`` (which deletes all its images at TRAEDE). A caller that watches the run
+        (progress) or wants a ledger passes its own ``report``.
         """
         report = report or SyncReport()
         report.mode, report.dry_run = ("full" if item_ids is None else "items"), dry_run
-        report.track |= set(track)
         if item_ids is None:
-            return self._sync(self.catalog.scan(), report, withhold=withhold,
+            return self._sync(self.catalog.scan(), report, fence=fence,
                               grouped=self.catalog.layout.item_prefix_separator is not None)
         items = list(dict.fromkeys(item_ids))
-        return self._sync(self._entries_of(items), report, items=items, withhold=withhold, empty_sets=empty_sets)
+        return self._sync(self._entries_of(items), report, items=items, fence=fence, empty_sets=empty_sets)
 
-    def sync_entries(self, entries: Iterable[CatalogEntry], *, mode: str = "shard",
-                     withhold: frozenset[str] = frozenset(), track: Iterable[str] = (),
+    def sync_entries(self, entries: Iterable[CatalogEntry], *, mode: str = "shard", fence: Fence | None = None,
                      report: SyncReport | None = None) -> SyncReport:
         """Like ``full_sync``, over the entries given in listing order (one shard's blobs): every product in
         them is sent whole, so the caller must hand over all images of each product it includes."""
         report = report or SyncReport()
         report.mode = mode
-        report.track |= set(track)
-        return self._sync(entries, report, withhold=withhold,
-                          grouped=self.catalog.layout.item_prefix_separator is not None)
+        return self._sync(entries, report, fence=fence, grouped=self.catalog.layout.item_prefix_separator is not None)
 
     def send_image(self, entry: ImageRecord, *, ledger: Any = None) -> SyncReport:
         """One new image to Wallie. Its product goes to TRAEDE through the product queue, coalesced with
@@ -108,17 +126,22 @@ class SyncEngine:
     # -- the one path -------------------------------------------------------------------------------
 
     def _sync(self, entries: Iterable[CatalogEntry], report: SyncReport, *, items: list[str] | None = None,
-              withhold: frozenset[str] = frozenset(), targets: list[Target] | None = None,
+              fence: Fence | None = None, targets: list[Target] | None = None,
               guard: Guard | None = None, grouped: bool = True, empty_sets: bool = True) -> SyncReport:
         """``grouped``: the entries come product by product (a product's images are never interleaved
-        with another's), so each product can be sent as soon as the next one begins."""
+        with another's), so each product can be sent as soon as the next one begins. ``guard`` (or the
+        fence's) bounds every TRAEDE attempt: the lock or fence that makes a product set safe to send."""
         codes = self.codes() if self.codes else None  # a bad mapping file: ConfigError before any work
         if targets is None:
             targets = [t for t in (self.wallie, self.traede) if t is not None]
         wallie = self.wallie if self.wallie in targets else None
         traede = self.traede if self.traede in targets else None
-        lanes = {t.name: Lane(t, report, workers=self.concurrency, stop=self.stop, guard=guard,
-                              track_items=t is traede) for t in targets}
+        withhold = fence.withhold if fence is not None else frozenset()
+        if fence is not None:
+            report.track |= set(fence.pending)
+            guard = fence.guard
+        lanes = {t.name: Lane(t, report, workers=self.concurrency, stop=self.stop,
+                              guard=guard if t is traede else None, track_items=t is traede) for t in targets}
         report.layout = self.catalog.layout.pattern
         products = _Products(self, report, traede, lanes.get(traede.name) if traede else None, withhold, grouped,
                              remember=items is not None, codes=codes)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import requests
 
 from .errors import AuthError, RejectedError
-from .http import PartnerHttp
+from .http import Answer, PartnerHttp
 from .settings import DEFAULT_HTTP, HttpSettings, TraedeSettings
 
 MAX_PRODUCTS_PER_REQUEST = 10  # TRAEDE's documented limit
@@ -45,13 +45,14 @@ class TraedeClient:
         return cls(s.base_url, s.access_token, s.app_key, payload_key=s.payload_key, http=http,
                    pool_size=pool_size, stop=stop)
 
-    def sync_products(self, products: list[dict[str, Any]], guard: Callable[[], float] | None = None) -> None:
-        """Replace the image sets of up to 10 products (each must carry ALL its images)."""
+    def sync_products(self, products: list[dict[str, Any]], guard: Callable[[], float] | None = None) -> Answer:
+        """Replace the image sets of up to 10 products (each must carry ALL its images). ``Answer.unsure``: an
+        earlier attempt may still be applied later, after a newer set (``product_queue`` sends them again)."""
         if not 1 <= len(products) <= MAX_PRODUCTS_PER_REQUEST:
             raise ValueError(f"TRAEDE takes 1 to {MAX_PRODUCTS_PER_REQUEST} products a request, "
                              f"not {len(products)}")
-        self._post({self.payload_key: products}, f"POST /products/images/sync ({len(products)} products)",
-                   guard=guard)
+        return self._post({self.payload_key: products}, f"POST /products/images/sync ({len(products)} products)",
+                          guard=guard)
 
     send = sync_products  # the engine's name for it (see ``sync.Target``)
 
@@ -70,13 +71,14 @@ class TraedeClient:
         return 200
 
     def _post(self, body: dict[str, Any], what: str, *, expect_json: bool = True,
-              guard: Callable[[], float] | None = None) -> None:
+              guard: Callable[[], float] | None = None) -> Answer:
         try:
-            self.http.post("/products/images/sync", auth=self._auth, json_body=body, what=what,
+            return self.http.post("/products/images/sync", auth=self._auth, json_body=body, what=what,
                            expect_json=expect_json, guard=guard)
         except AuthError as exc:
             raise AuthError(self.name, f"{exc.message}: TRAEDE refused the credentials: {CHECK_SETTINGS}",
-                            status_code=exc.status_code, response_body=exc.response_body) from exc
+                            status_code=exc.status_code, response_body=exc.response_body,
+                            unsure=exc.unsure) from exc
 
     def stats(self) -> dict[str, Any]:
         return self.http.stats()

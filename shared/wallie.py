@@ -10,7 +10,7 @@ import requests
 
 from . import redact
 from .errors import AuthError, PartnerError
-from .http import PartnerHttp
+from .http import Answer, PartnerHttp
 from .settings import DEFAULT_HTTP, HttpSettings, WallieSettings
 
 CHECK_SETTINGS = "check WALLIE_TENANT, WALLIE_USERNAME and WALLIE_PASSWORD"
@@ -71,24 +71,28 @@ class WallieClient:
         return cls(s.base_url, s.tenant, s.username, s.password, batch_size=s.batch_size, http=http,
                    pool_size=pool_size, stop=stop)
 
-    def send_images(self, records: list[dict[str, Any]], guard: Callable[[], float] | None = None) -> None:
+    def send_images(self, records: list[dict[str, Any]], guard: Callable[[], float] | None = None) -> Answer:
         """Upsert a batch of image records (at most ``batch_size``)."""
         body = {"images": records}
         what = f"POST /Images/urls ({len(records)} images)"
+        unsure = False
         for renewed in (False, True):
             try:
-                self.http.post("/Images/urls", headers={"X-Tenant": self.tenant}, auth=self._auth, json_body=body,
-                               what=what, guard=guard)
-                return
+                answer = self.http.post("/Images/urls", headers={"X-Tenant": self.tenant}, auth=self._auth,
+                                        json_body=body, what=what, guard=guard)
+                return Answer(answer.response, answer.unsure or unsure)
             except _TokenRefused:
                 raise
             except AuthError as exc:
                 if renewed:
                     raise AuthError(self.name, f"{what}: HTTP {exc.status_code} for a token Wallie issued moments "
                                                f"ago: {CHECK_SETTINGS} (the user may lack rights for this tenant)",
-                                    status_code=exc.status_code, response_body=exc.response_body) from exc
+                                    status_code=exc.status_code, response_body=exc.response_body,
+                                    unsure=exc.unsure or unsure) from exc
+                unsure = exc.unsure
                 self._forget(getattr(self._auth.sent, "token", None))
                 what = f"POST /Images/urls ({len(records)} images, after renewing the token)"
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     send = send_images  # the engine's name for it (see ``sync.Target``)
 
@@ -127,7 +131,7 @@ class WallieClient:
         try:
             response = self.http.post("/Token", headers={"X-Tenant": self.tenant},
                                       json_body={"username": self._username, "password": self._password},
-                                      what="POST /Token", expect_json=True)
+                                      what="POST /Token", expect_json=True).response
         except AuthError as exc:
             raise _TokenRefused(self.name, f"token request refused: {CHECK_SETTINGS}",
                             status_code=exc.status_code, response_body=exc.response_body) from exc

@@ -1,6 +1,7 @@
 """The coordination primitives (pending marks, product locks, full-sync fences) against real Azurite."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -20,27 +21,32 @@ def state(blob_service):
 
 def test_the_first_request_makes_a_product_pending_later_ones_only_bump_it(state):
     marks = PendingMarks(state)
-    assert marks.request("100") is True
-    first = marks.etag("100")
-    assert marks.request("100") is False
-    assert marks.etag("100") != first  # the bump is visible to a send under way
+    gen = marks.request("100")
+    assert gen  # the caller queues a message for this generation of the mark
+    first = marks.read("100")
+    assert marks.request("100") is None
+    assert marks.read("100").etag != first.etag  # the bump is visible to a send under way
+    assert marks.read("100").gen == gen  # ...and keeps the mark's generation
 
 
 def test_a_mark_bumped_after_it_was_read_is_not_cleared(state):
     marks = PendingMarks(state)
-    marks.request("100")
-    read_before_listing = marks.etag("100")
+    gen = marks.request("100")
+    read_before_listing = marks.read("100")
     marks.request("100")  # an upload lands while the product is being sent
-    assert marks.clear("100", read_before_listing) is False and marks.etag("100") is not None
-    assert marks.clear("100", marks.etag("100")) is True and marks.etag("100") is None
-    assert marks.request("100") is True  # pending again: a new message is due
+    assert marks.clear("100", read_before_listing) is False and marks.read("100") is not None
+    assert marks.settled("100") is None
+    assert marks.clear("100", marks.read("100")) is True and marks.read("100") is None
+    assert marks.settled("100") == gen  # what a late message of this mark finds: it was settled
+    again = marks.request("100")
+    assert again and again != gen  # pending again: a new message is due, for a new generation
 
 
 def test_concurrent_requests_queue_exactly_one_message(state):
     marks = PendingMarks(state)
     with ThreadPoolExecutor(max_workers=24) as pool:
         created = list(pool.map(lambda _: marks.request("200"), range(64)))
-    assert created.count(True) == 1
+    assert len([gen for gen in created if gen]) == 1
 
 
 def test_names_with_any_characters_round_trip(state):
@@ -53,10 +59,10 @@ def test_names_with_any_characters_round_trip(state):
 def test_a_mark_pending_far_too_long_asks_for_a_new_message(state):
     """A message that died with its instance (or went to the poison queue) must not strand the product."""
     marks = PendingMarks(state)
-    marks.request("300")
-    assert marks.request("300", stale_after=60) is False
+    gen = marks.request("300")
+    assert marks.request("300", stale_after=60) is None
     time.sleep(2.1)  # creation time has whole seconds
-    assert marks.request("300", stale_after=1) is True
+    assert marks.request("300", stale_after=1) == gen  # a new message for the same mark
 
 
 def test_due_takes_only_products_whose_burst_has_settled(state):
@@ -120,13 +126,30 @@ def test_fences_are_ordered_and_shards_of_one_run_do_not_wait_for_each_other(sta
     assert fences.active() == []
 
 
-def test_an_expired_fence_is_ignored(state):
-    fences = FullSyncFences(state)
-    fence = fences.open("run", "crashed sync")
-    fence._stop.set()  # its process died: nobody refreshes it
-    state.blob(fence.name).set_blob_metadata({"run": "run", "what": "crashed", "expires": f"{time.time() - 1:.0f}"})
+def test_a_crashed_syncs_fence_lapses_with_its_lease_and_a_live_one_is_renewed(state):
+    """A fence is a lease: nobody's clock decides when it is dead. The holder's renewals keep it up past its
+    lease; a holder that stops renewing (its process died) loses it within FULL_SYNC_FENCE_SECONDS."""
+    fences = FullSyncFences(state, seconds=15)
+    alive = fences.open("run-alive", "nightly sync")
+    crashed = fences.open("run-crashed", "CLI sync")
+    crashed._stop.set()  # its process died: nobody renews it, nobody removes it
+    try:
+        holders = {f.run: f for f in fences.active()}
+        assert set(holders) == {"run-alive", "run-crashed"}
+        line = holders["run-crashed"].holder()
+        assert "CLI sync, run run-crashed on host " in line and f"(pid {os.getpid()})" in line
+        assert "started " in line and "last renewed 0 s ago" in line
+        started = time.monotonic()
+        while len(fences.active()) > 1:
+            assert time.monotonic() - started < 25, "the crashed sync's fence never lapsed"
+            time.sleep(0.5)
+        assert 8 < time.monotonic() - started < 20
+        assert [f.run for f in fences.active()] == ["run-alive"]  # renewed past its 15 s lease
+        assert alive.remaining() > 5 and crashed.remaining() == 0
+        assert [b.name for b in state.listing(FENCES)] == sorted([alive.name, crashed.name])  # lapsed, not gone
+    finally:
+        alive.close()
     assert fences.active() == []
-    assert [b.name for b in state.listing(FENCES)] == [fence.name]
 
 
 def test_a_missing_state_container_is_created_on_first_write_only(state, blob_service):

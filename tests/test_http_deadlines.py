@@ -170,6 +170,76 @@ def test_an_attempt_never_outlives_the_callers_lock(traede):
     assert 1.0 < time.monotonic() - started < 2.5  # 3.5 s of lock minus the 2 s margin
 
 
+def test_an_attempt_runs_past_the_lock_length_while_the_lock_keeps_being_renewed(traede):
+    """The lock is renewed while a request is in flight: a partner slower than the lease is waited for (no
+    abandoned request whose outcome nobody knows), as long as the renewals succeed."""
+    traede.configure_faults(latency_ms=4000)
+    started = time.monotonic()
+    answer = client(traede.url, timeout_seconds=10, max_retries=0).sync_products(
+        [product(1)], guard=lambda: 3.0)  # renewed all along: always 3 s certainly held, never more
+    assert time.monotonic() - started >= 4 and not answer.unsure
+    assert traede.stats["sync_requests"] == 1 and list(traede.products) == ["P1"]
+
+
+def test_an_attempt_is_cut_as_soon_as_its_lock_cannot_be_renewed_and_says_its_outcome_is_unknown(traede):
+    traede.configure_faults(latency_ms=4000)
+    renewed_until = time.monotonic() + 1.0  # then the renewals fail: the lease runs out 3 s later
+    started = time.monotonic()
+    with pytest.raises(TransientError) as exc:
+        client(traede.url, timeout_seconds=30, max_retries=0).sync_products(
+            [product(1)], guard=lambda: 3.0 - max(0.0, time.monotonic() - renewed_until))
+    assert 1.5 < time.monotonic() - started < 3.5  # lease left minus the 2 s margin
+    assert "could not be renewed" in str(exc.value)
+    assert exc.value.unsure  # TRAEDE had the whole request: it may still apply it
+
+
+def test_which_outcomes_are_unknown(traede):
+    """Unknown: TRAEDE had the whole request and gave no final answer (a reset after it applied, a timeout, a
+    gateway's 502/504). Known: refused connections, 5xx/429 answers, rejections, deliveries."""
+    assert not client(traede.url).sync_products([product(1)]).unsure
+    traede.configure_faults(reset_after_apply=1)
+    assert client(traede.url).sync_products([product(2)]).unsure  # applied, then reset: retried, delivered
+    traede.configure_faults(throttle_rate=1.0, retry_after=0)
+    with pytest.raises(TransientError) as throttled:
+        client(traede.url, max_retries=1).sync_products([product(3)])
+    assert not throttled.value.unsure
+    traede.configure_faults(throttle_rate=0.0, hang=True)
+    with pytest.raises(TransientError) as hung:
+        client(traede.url, timeout_seconds=1, max_retries=1).sync_products([product(4)])
+    assert hung.value.unsure
+    traede.configure_faults(hang=False)
+    with pytest.raises(TransientError) as refused:
+        client("http://127.0.0.1:9", max_retries=1).sync_products([product(5)])
+    assert not refused.value.unsure
+
+
+def test_a_gateway_timeout_leaves_the_outcome_unknown():
+    """A 504 from a gateway: the partner behind it may still apply the request."""
+    calls = []
+
+    class Gateway(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            calls.append(1)
+            status, body = (504, b"gateway timeout") if len(calls) == 1 else (200, b"{}")
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        answer = client(f"http://127.0.0.1:{server.server_address[1]}").sync_products([product(1)])
+        assert answer.unsure and len(calls) == 2
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_no_attempt_starts_without_enough_lock_left(traede):
     with pytest.raises(TransientError, match="lock"):
         client(traede.url).sync_products([product(1)], guard=lambda: 1.0)

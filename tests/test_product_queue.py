@@ -10,9 +10,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -26,6 +23,7 @@ from devtools.queue_host import QueueHost
 from shared import jobs
 from shared.cli import main as cli_main
 from tests.host_objects import deleted_event, sdk_blob_client
+from tests.workers import Workers
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(180)
@@ -59,40 +57,6 @@ def assert_never_went_backwards(traede, item):
 
 def filenames(traede, item):
     return sorted(i["filename"] for i in traede.products.get(item, []))
-
-
-class Workers:
-    """``--count`` Functions instances in their own processes (``bench.burst_worker``): each runs the blob
-    trigger's work for the names it is fed and serves the product queue, as a real instance does."""
-
-    def __init__(self, env, count=2, parallel=4, visibility=30):
-        child_env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
-        self.processes = [subprocess.Popen([sys.executable, "-m", "bench.burst_worker", "--parallel", str(parallel),
-                                            "--queue", env["PRODUCT_SYNC_QUEUE"], "--visibility", str(visibility)],
-                                           cwd=REPO, env=child_env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                           text=True) for _ in range(count)]
-        for process in self.processes:
-            assert process.stdout.readline().strip() == "ready"
-        self._lock = threading.Lock()
-        self._turn = 0
-
-    def fire(self, name):
-        with self._lock:
-            process = self.processes[self._turn % len(self.processes)]
-            self._turn += 1
-            process.stdin.write(name + "\n")
-            process.stdin.flush()
-
-    def stop(self):
-        counts = []
-        for process in self.processes:
-            process.stdin.close()
-        for process in self.processes:
-            process.send_signal(signal.SIGTERM)
-            out = process.stdout.read()
-            process.wait(60)
-            counts.append(json.loads(out.strip().splitlines()[-1]))
-        return counts
 
 
 # -- the burst ------------------------------------------------------------------------------------------

@@ -174,6 +174,9 @@ MORE_BAD = [
     ({**BASE, "PRODUCT_LOCK_SECONDS": "10"}, "PRODUCT_LOCK_SECONDS", "whole number from 15 to 60"),
     ({**BASE, "PRODUCT_LOCK_SECONDS": "infinite"}, "PRODUCT_LOCK_SECONDS", "whole number from 15 to 60"),
     ({**BASE, "SYNC_STATE_CONTAINER": "State"}, "SYNC_STATE_CONTAINER", "3-63 lowercase"),
+    ({**BASE, "PRODUCT_RESEND_SECONDS": "5"}, "PRODUCT_RESEND_SECONDS", "from 10 to 3600"),
+    ({**BASE, "PRODUCT_RESEND_SECONDS": "later"}, "PRODUCT_RESEND_SECONDS", "apply or drop a request"),
+    ({**BASE, "FULL_SYNC_FENCE_SECONDS": "90"}, "FULL_SYNC_FENCE_SECONDS", "whole number from 15 to 60"),
     # the shard settings arrive with the sharding work; until then these two have nothing to test
     *[pytest.param(*case, marks=pytest.mark.skipif(case[1] not in settings_read(), reason="not read yet"))
       for case in [({**BASE, "SYNC_SHARD_PRODUCTS": "-1"}, "SYNC_SHARD_PRODUCTS", "whole number from 0 to 1000000"),

@@ -29,6 +29,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--throttle-rate", type=float, default=0.0)
     parser.add_argument("--retry-after", type=int, default=1, help="Retry-After seconds on injected 429s")
     parser.add_argument("--seed", type=int, default=0, help="seed for the fault draws")
+    parser.add_argument("--slow-rate", type=float, default=0.0,
+                        help="share of requests that sit 0..--slow-ms before they are applied (a partner slower "
+                             "than the client waits: it applies the request after the client gave up)")
+    parser.add_argument("--slow-ms", type=float, default=0.0)
     parser.add_argument("--token-lifetime", type=float, default=3600.0, help="Wallie token lifetime in seconds")
     parser.add_argument("--no-download", action="store_true", help="do not download the image URLs sent")
     parser.add_argument("--wallie-tenant", default="TENANT")
@@ -71,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                 retry_after=args.retry_after,
                 seed=args.seed,
             )
+        traede.configure_faults(slow_rate=args.slow_rate, slow_ms=args.slow_ms)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -45,6 +45,7 @@ BASE_COUNTERS = (
     "injected_413",
     "injected_redirect",
     "injected_drip",
+    "injected_slow",
 )
 HANG_LIMIT_S = 600.0  # a hung request is released at the latest when the sandbox stops, or after this
 
@@ -139,11 +140,11 @@ def is_http_url(value: Any) -> bool:
 def _check_fault(name: str, value: Any) -> Any:
     """Validate and normalise one fault setting, so a typo fails loudly instead of silently doing nothing."""
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if name in ("error_rate", "throttle_rate"):
+    if name in ("error_rate", "throttle_rate", "slow_rate"):
         if not is_number or not 0.0 <= value <= 1.0:
             raise ValueError(f"{name} must be a number between 0 and 1, got {value!r}")
         return float(value)
-    if name in ("latency_ms", "latency_jitter_ms"):
+    if name in ("latency_ms", "latency_jitter_ms", "slow_ms"):
         if not is_number or value < 0:
             raise ValueError(f"{name} must be a number >= 0, got {value!r}")
         return value
@@ -155,7 +156,7 @@ def _check_fault(name: str, value: Any) -> Any:
         if not isinstance(value, bool):
             raise ValueError(f"{name} must be true or false, got {value!r}")
         return value
-    if name in ("reset_after_apply", "max_body_bytes"):
+    if name in ("reset_after_apply", "max_body_bytes", "slow_next"):
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
         return value
@@ -208,6 +209,11 @@ class Faults:
     max_body_bytes: int = 0  # a request body larger than this gets 413 Payload Too Large
     redirect_to: str = ""  # answer 307 with Location: <redirect_to><path>, before looking at anything else
     echo_credentials: bool = False  # error answers quote the request's headers and body back
+    # A partner that sits on a request, then applies it (whether or not the client is still there): the next
+    # ``slow_next`` requests wait ``slow_ms``; besides, a ``slow_rate`` share of all requests waits 0..slow_ms.
+    slow_next: int = 0
+    slow_rate: float = 0.0
+    slow_ms: float = 0.0
 
     def __setattr__(self, name: str, value: Any) -> None:
         value = _check_fault(name, value)
@@ -250,6 +256,9 @@ class Faults:
                 "max_body_bytes": self.max_body_bytes,
                 "redirect_to": self.redirect_to,
                 "echo_credentials": self.echo_credentials,
+                "slow_next": self.slow_next,
+                "slow_rate": self.slow_rate,
+                "slow_ms": self.slow_ms,
             }
 
     def take_reset(self) -> bool:
@@ -259,6 +268,16 @@ class Faults:
                 return False
             object.__setattr__(self, "reset_after_apply", self.reset_after_apply - 1)
             return True
+
+    def take_slow(self) -> float:
+        """Seconds this request sits before it is handled (0: not slowed); counts a ``slow_next`` one."""
+        with self._lock:
+            if self.slow_next > 0:
+                object.__setattr__(self, "slow_next", self.slow_next - 1)
+                return self.slow_ms / 1000.0
+            if self.slow_rate and self._rng.random() < self.slow_rate:
+                return self._rng.random() * self.slow_ms / 1000.0
+            return 0.0
 
     def decide(self) -> FaultDecision:
         """Draw this request's fault. Both draws happen under the lock so the sequence stays reproducible."""
@@ -678,6 +697,10 @@ class Sandbox:
             self._count("injected_hang")
             self._stopping.wait(HANG_LIMIT_S)
             return Reply(0, reset=True)
+        slow = faults.take_slow()
+        if slow:
+            self._count("injected_slow")
+            self._stopping.wait(slow)  # then handled and applied, as a partner that was merely slow
         if faults.max_body_bytes and len(request.body) > faults.max_body_bytes:
             self._count("injected_413")
             return json_reply(413, {"message": f"Payload Too Large: at most {faults.max_body_bytes} bytes, "
