@@ -64,5 +64,6 @@ class TransientError(PartnerError):
 
 
 class StateError(ImageSyncError):
-    """The state container (``SYNC_STATE_CONTAINER``: pending marks, product locks, full-sync fences) could not
-    be read or written. The message names the setting and what to check; a later attempt may succeed."""
+    """Our coordination state could not be read or written: the state container (``SYNC_STATE_CONTAINER``:
+    pending marks, product locks, full-sync fences) or the product queue (``PRODUCT_SYNC_QUEUE``). The
+    message names the setting and what to check; a later attempt may succeed."""

@@ -178,13 +178,23 @@ class ProductQueue:
             raise
 
     def enqueue(self, message: ProductMessage, delay: float) -> None:
-        if self._queue is None:
-            from .storage import ensure_queue
+        from azure.core.exceptions import AzureError
 
-            queue = self._queue_factory()
-            ensure_queue(queue)
-            self._queue = queue
-        self._queue.send_message(message.to_json(), visibility_timeout=max(0, math.ceil(delay)))
+        try:
+            if self._queue is None:
+                from .storage import ensure_queue
+
+                queue = self._queue_factory()
+                ensure_queue(queue)
+                self._queue = queue
+            self._queue.send_message(message.to_json(), visibility_timeout=max(0, math.ceil(delay)))
+        except AzureError as exc:
+            code = getattr(exc, "error_code", None) or type(exc).__name__
+            name = getattr(self._queue, "queue_name", "") or "the product queue"
+            text = str(exc).strip().splitlines()
+            raise StateError(f"PRODUCT_SYNC_QUEUE {name!r}: queueing product {message.item!r} failed ({code}: "
+                             f"{text[0][:200] if text else ''}): check that storage can be reached and that the "
+                             "app may send messages there ('Storage Queue Data Contributor')") from exc
 
     def resend_later(self, items: Iterable[str], report: SyncReport) -> None:
         """Send these products again once the requests of unknown outcome that carried them must have been

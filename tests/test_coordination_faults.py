@@ -249,6 +249,19 @@ def test_a_sender_whose_lock_vanishes_with_the_container_stops_and_sends_again_l
     assert len(late) == 1  # the resend, after whatever overlapped must have landed
 
 
+def test_a_product_queue_that_cannot_be_reached_is_named_and_leaves_no_mark_without_a_message(
+        app_env, container, azurite):
+    """No message, no mark: the host retries the upload's invocation, which marks and queues again."""
+    env = {**app_env, "IMAGES_STORAGE": app_env["IMAGES_STORAGE"].replace(
+        f"QueueEndpoint={azurite.queue_endpoint}", "QueueEndpoint=http://127.0.0.1:9/devstoreaccount1")}
+    container.upload_blob("8650/BLK/front.jpg", jpeg())
+    with pytest.raises(Exception) as caught:
+        jobs.new_image("8650/BLK/front.jpg", env)
+    assert type(caught.value).__name__ == "StateError"
+    assert "PRODUCT_SYNC_QUEUE " in str(caught.value) and "queueing product '8650' failed" in str(caught.value)
+    assert jobs.components(env).products.pending() == {}
+
+
 # -- storage dies mid-listing --------------------------------------------------------------------------------
 
 def test_storage_dying_during_page_2_ends_the_run_in_bounded_time_and_the_next_run_completes(
