@@ -49,6 +49,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="folders: a product's images are uploaded together, as a studio drops a folder "
                         "(the default); shuffled: all uploads in random order")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--slow-rate", type=float, default=0.0,
+                   help="share of TRAEDE requests that TRAEDE sits on for 0..--slow-ms, then applies (a partner "
+                        "slower than the client waits: the client cuts the attempt, TRAEDE applies it later)")
+    p.add_argument("--slow-ms", type=float, default=30000.0)
+    p.add_argument("--http-timeout", type=float, default=30.0, help="HTTP_TIMEOUT_SECONDS of the app")
+    p.add_argument("--resend-s", type=float, default=300.0,
+                   help="PRODUCT_RESEND_SECONDS of the app: how long after a request of unknown outcome its "
+                        "products are sent again (must exceed --slow-ms to repair every late landing)")
     args = p.parse_args(argv)
     if not 1 <= args.products <= args.uploads:
         p.error("expected 1 <= --products <= --uploads")
@@ -72,6 +80,28 @@ def sandbox_state(url: str) -> dict:
         return json.loads(response.read())
 
 
+def stale_at_end(history: list[dict], blobs: dict[str, set[str]]) -> int:
+    """Products whose last applied set is not their complete set: what TRAEDE shows once everything is quiet."""
+    from shared.catalog import image_id_for
+
+    last: dict[str, set] = {}
+    for entry in history:
+        last[entry["item_number"]] = {k.split(":")[0] for k in entry["keys"]}
+    return sum(1 for item, names in blobs.items() if last.get(item) != {image_id_for(n) for n in names})
+
+
+def last_change(history: list[dict]) -> float | None:
+    """Wall time of the last set TRAEDE applied that differed from the product's previous one."""
+    last: dict[str, set] = {}
+    changed = None
+    for entry in history:
+        keys = set(entry["keys"])
+        if keys != last.get(entry["item_number"]):
+            changed = entry["at"]
+        last[entry["item_number"]] = keys
+    return changed
+
+
 def stale_sets(history: list[dict]) -> int:
     """Sets TRAEDE applied that lack an image the previous set of the same product had."""
     last: dict[str, set] = {}
@@ -84,8 +114,10 @@ def stale_sets(history: list[dict]) -> int:
     return stale
 
 
-def app_env(conn: str, container: str, urls: dict) -> dict:
-    return {
+def app_env(conn: str, container: str, urls: dict, args: argparse.Namespace | None = None) -> dict:
+    timing = {} if args is None else {"HTTP_TIMEOUT_SECONDS": f"{args.http_timeout:g}",
+                                      "PRODUCT_RESEND_SECONDS": f"{args.resend_s:g}"}
+    return {**timing,
         "IMAGES_STORAGE": conn, "IMAGES_CONTAINER": container,
         "WALLIE_BASE_URL": urls["wallie"], "WALLIE_TENANT": WALLIE["tenant"],
         "WALLIE_USERNAME": WALLIE["username"], "WALLIE_PASSWORD": WALLIE["password"],
@@ -112,15 +144,18 @@ def run(args: argparse.Namespace) -> dict:
     else:
         names.sort(key=lambda name: name.split("/", 1)[0])
     expected: dict[str, set[str]] = {}
+    blobs: dict[str, set[str]] = {}
     for name in names:
         expected.setdefault(name.split("/", 1)[0], set()).add(name.rsplit("/", 1)[1])
+        blobs.setdefault(name.split("/", 1)[0], set()).add(name)
     queue = f"burst-products-{os.getpid()}" if has_product_queue() else None
-    with Azurite(extra_args=("--loose",)) as azurite, \
-            Sandboxes(args.latency_ms, ["--latency-jitter-ms", str(args.jitter_ms), "--seed", str(args.seed)]) as urls:
+    sandbox_args = ["--latency-jitter-ms", str(args.jitter_ms), "--seed", str(args.seed),
+                    "--slow-rate", str(args.slow_rate), "--slow-ms", str(args.slow_ms)]
+    with Azurite(extra_args=("--loose",)) as azurite, Sandboxes(args.latency_ms, sandbox_args) as urls:
         service = BlobServiceClient.from_connection_string(azurite.connection_string)
         container = service.create_container("burst")
         env = {**{k: v for k, v in os.environ.items() if not k.startswith(("IMAGES_", "WALLIE_", "TRAEDE_"))},
-               **app_env(azurite.connection_string, "burst", urls)}
+               **app_env(azurite.connection_string, "burst", urls, args)}
         if queue:
             env.update({"PRODUCT_SYNC_QUEUE": queue, "SYNC_STATE_CONTAINER": f"burst-state-{os.getpid()}"})
         workers = [subprocess.Popen([sys.executable, "-m", "bench.burst_worker", "--parallel", str(args.parallel)]
@@ -156,7 +191,7 @@ def run(args: argparse.Namespace) -> dict:
             threading.Thread(target=pacer, daemon=True).start()
         with ThreadPoolExecutor(max_workers=args.upload_threads) as pool:
             list(pool.map(upload, names))
-        last_upload = time.monotonic()
+        last_upload, last_upload_wall = time.monotonic(), time.time()
         for worker in workers:
             worker.stdin.close()
         complete_s, incomplete = None, len(expected)
@@ -168,7 +203,9 @@ def run(args: argparse.Namespace) -> dict:
                 complete_s = time.monotonic() - last_upload
                 break
             time.sleep(0.25)
-        quiet = settle(urls)
+        # With slow answers, a resend comes PRODUCT_RESEND_SECONDS after the request it repairs: wait past it.
+        quiet = settle(urls, *((3.0, 120.0) if not args.slow_rate else
+                               (args.resend_s + 5, args.resend_s + args.slow_ms / 1000 + 180)))
         for worker in workers:
             worker.send_signal(signal.SIGTERM)
         counts = []
@@ -190,6 +227,11 @@ def run(args: argparse.Namespace) -> dict:
         "traede_requests": traede["stats"]["sync_requests"],
         "traede_product_sends": traede["stats"]["products_received"],
         "traede_stale_sets": stale_sets(traede["history"]),
+        "traede_stale_at_end": stale_at_end(traede["history"], blobs),
+        "converged_after_last_upload_s": None if last_change(traede["history"]) is None else
+        round(max(0.0, last_change(traede["history"]) - last_upload_wall), 2),
+        "traede_slowed_requests": traede["stats"]["injected_slow"],
+        "resend_invocations": sum(c.get("resend_invocations", 0) for c in counts),
         "traede_images_deleted": traede["stats"]["images_deleted"],
         "wallie_requests": wallie["stats"]["image_requests"],
         "wallie_token_requests": wallie["stats"]["token_requests"],
@@ -227,6 +269,11 @@ def main(argv: list[str] | None = None) -> int:
         ("TRAEDE requests", f"{result['traede_requests']} ({result['traede_product_sends']} product sets, "
                             f"{result['traede_stale_sets']} stale sets applied, "
                             f"{result['traede_images_deleted']} images deleted)"),
+        ("TRAEDE at the end", f"{result['traede_stale_at_end']} products without their current complete set; "
+                              f"last change {result['converged_after_last_upload_s']} s after the last upload"),
+        ("slow answers", f"{result['traede_slowed_requests']} requests TRAEDE sat on (up to {args.slow_ms / 1000:g} s, "
+                         f"client timeout {args.http_timeout:g} s); {result['resend_invocations']} resends of "
+                         f"products whose request had an unknown outcome (after {args.resend_s:g} s)"),
         ("Wallie requests", f"{result['wallie_requests']} (+{result['wallie_token_requests']} token)"),
         ("trigger invocations", f"{result['invocations']} ({result['failed_invocations']} failed and retried)"),
     ]

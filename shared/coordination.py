@@ -6,15 +6,16 @@ overlap, and each must list the product after the previous send of it finished. 
 
 ``pending/<item>``
     A mark: "this product changed and waits for a send". The upload or delete that creates it enqueues
-    one product message carrying the mark's generation (``gen``); later changes only *bump* it (a
-    conditional metadata write). Whoever sends the product reads the mark before listing and deletes it only
-    if its ETag still holds, so a change that lands during a send is never lost: the mark survives and the
-    product is sent again.
+    one product message carrying the mark's generation (``gen``: one more than the last settled one, so a
+    product's generations only grow); later changes only *bump* it (a conditional metadata write). Whoever
+    sends the product reads the mark before listing and deletes it only if its ETag still holds, so a change
+    that lands during a send is never lost: the mark survives and the product is sent again.
 ``settled/<item>``
-    Written when a mark is deleted after its send: the generation that was settled. A product message whose
-    mark is gone is dropped only when this proves that very mark was settled; otherwise (the container was
-    deleted or emptied meanwhile) the product is sent anyway: an extra complete set is harmless, a lost one
-    is not.
+    Written just before a mark is deleted after its send: the generation that was settled. A product message
+    whose mark is gone is dropped only when this proves that its mark, or a newer one, was settled by a send
+    that listed the product after the message was queued; otherwise (the container was deleted or emptied
+    meanwhile, and generations start again from 1) the product is sent anyway: an extra complete set is
+    harmless, a lost one is not.
 ``locks/<item>``
     Leased by whoever sends that product; renewed while held and deleted on release. A crashed holder
     blocks the product for at most ``PRODUCT_LOCK_SECONDS`` (the lease runs out).
@@ -133,14 +134,19 @@ class Mark:
     product messages carry) and its age."""
 
     etag: str
-    gen: str
+    gen: int  # 0: unknown (a mark written before generations existed)
     age: float
+
+
+def _gen(metadata: dict[str, str] | None) -> int:
+    value = (metadata or {}).get("gen", "")
+    return int(value) if value.isdigit() else 0
 
 
 def _mark(props: Any, now: datetime | None = None) -> Mark:
     created = props.creation_time
     age = ((now or datetime.now(UTC)) - created).total_seconds() if created else 0.0
-    return Mark(props.etag, (props.metadata or {}).get("gen", ""), age)
+    return Mark(props.etag, _gen(props.metadata), age)
 
 
 class PendingMarks:
@@ -149,7 +155,7 @@ class PendingMarks:
     def __init__(self, state: StateContainer):
         self.state = state
 
-    def request(self, item: str, *, stale_after: float = float("inf")) -> str | None:
+    def request(self, item: str, *, stale_after: float = float("inf")) -> int | None:
         """Mark ``item`` as changed. Returns the mark's generation when the caller must enqueue a message:
         this call made it pending, or it has been pending for over ``stale_after`` seconds (its message may
         have died with a crashed instance; one more message costs at most one more send). None when it was
@@ -160,10 +166,10 @@ class PendingMarks:
 
         blob = self.state.blob(_name(PENDING, item))
         with self.state.failing(f"marking product {item!r} pending"):
+            gen = (self._settled(item) or 0) + 1
             for _ in range(MARK_ATTEMPTS):
-                gen = f"{int(time.time() * 1000):013d}-{uuid.uuid4().hex[:8]}"
                 try:
-                    self.state.create_empty(blob.blob_name, {"gen": gen})
+                    self.state.create_empty(blob.blob_name, {"gen": str(gen)})
                     return gen
                 except ResourceExistsError:
                     pass
@@ -193,11 +199,18 @@ class PendingMarks:
                 return None
 
     def clear(self, item: str, mark: Mark) -> bool:
-        """Delete the mark if nobody bumped it since ``mark`` was read, and note its generation as settled:
-        True when the product is settled, False when it changed again (it stays pending)."""
+        """Note the mark's generation as settled and delete the mark if nobody bumped it since ``mark`` was
+        read: True when the product is settled, False when it changed again (it stays pending). The note
+        comes first, so a new mark, made once this one is gone, always gets a higher generation."""
         from azure.core import MatchConditions
         from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
 
+        if mark.gen:
+            try:
+                self.state.call(lambda: self.state.blob(_name(SETTLED, item)).upload_blob(
+                    b"", overwrite=True, metadata={"gen": str(mark.gen)}))
+            except AzureError as exc:  # its message then sends the product once more: harmless
+                log.warning("could not note product %r as settled in %s: %s", item, SETTING, _first_line(exc))
         with self.state.failing(f"clearing the pending mark of product {item!r}"):
             try:
                 self.state.blob(_name(PENDING, item)).delete_blob(etag=mark.etag,
@@ -206,24 +219,21 @@ class PendingMarks:
                 return False
             except ResourceNotFoundError:
                 return True
-        if mark.gen:
-            try:
-                self.state.call(lambda: self.state.blob(_name(SETTLED, item)).upload_blob(
-                    b"", overwrite=True, metadata={"gen": mark.gen}))
-            except AzureError as exc:  # its message then sends the product once more: harmless
-                log.warning("could not note product %r as settled in %s: %s", item, SETTING, _first_line(exc))
         return True
 
-    def settled(self, item: str) -> str | None:
+    def settled(self, item: str) -> int | None:
         """The generation of the product's mark last settled, if the container still knows it."""
+        with self.state.failing(f"reading whether product {item!r} was settled"):
+            return self._settled(item)
+
+    def _settled(self, item: str) -> int | None:
         from azure.core.exceptions import ResourceNotFoundError
 
-        with self.state.failing(f"reading whether product {item!r} was settled"):
-            try:
-                metadata = self.state.blob(_name(SETTLED, item)).get_blob_properties().metadata or {}
-            except ResourceNotFoundError:
-                return None
-        return metadata.get("gen")
+        try:
+            metadata = self.state.blob(_name(SETTLED, item)).get_blob_properties().metadata
+        except ResourceNotFoundError:
+            return None
+        return _gen(metadata) or None
 
     def snapshot(self) -> dict[str, Mark]:
         """Every pending product and its mark."""

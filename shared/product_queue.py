@@ -72,7 +72,7 @@ class ProductMessage:
 
     container: str
     item: str
-    gen: str | None = None
+    gen: int | None = None
     resend: bool = False
 
     def to_json(self) -> str:
@@ -93,7 +93,8 @@ class ProductMessage:
             if not isinstance(item, str) or not item:
                 raise ValueError("no item")
             gen = data.get("gen")
-            return cls(container=str(data["container"]), item=item, gen=gen if isinstance(gen, str) else None,
+            return cls(container=str(data["container"]), item=item,
+                       gen=gen if isinstance(gen, int) and not isinstance(gen, bool) and gen > 0 else None,
                        resend=data.get("resend") is True)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not a product message ({exc}): {text[:200]!r}") from exc
@@ -221,10 +222,11 @@ class ProductQueue:
 
     def _still_due(self, message: ProductMessage, report: SyncReport) -> bool:
         """Whether a message must send its product: yes while it is pending, and also when its mark is gone,
-        unless the container proves that this message's own mark was settled."""
+        unless the container proves that this message's mark, or a newer one, was settled."""
         if self.marks.read(message.item) is not None:
             return True
-        if message.gen and self.marks.settled(message.item) == message.gen:
+        settled = self.marks.settled(message.item)
+        if message.gen and settled is not None and settled >= message.gen:
             report.notes.append("already sent: a send that listed the product after this message was queued "
                                 "has finished")
             return False
@@ -332,7 +334,7 @@ class ProductQueue:
             mark = marks[item]
             if mark is not None and sent.outcome(self._partner, item) in ("delivered", "rejected") \
                     and not self.marks.clear(item, mark):
-                self.enqueue(ProductMessage(self.container, item, gen=mark.gen), self.delay)  # its new set next
+                self.enqueue(ProductMessage(self.container, item, gen=mark.gen or None), self.delay)  # next set
 
     def _lock(self, item: str, operator: _Operator) -> None:
         if self.locks.try_acquire(item):

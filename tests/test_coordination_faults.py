@@ -185,20 +185,25 @@ def test_a_message_whose_own_mark_was_settled_is_dropped_and_any_other_is_sent(a
     a message it does not prove obsolete is sent."""
     from shared.product_queue import ProductMessage
 
-    upload(container, "8500/BLK/front.jpg")
     host = QueueHost.for_function("product_sync", app_env["PRODUCT_SYNC_QUEUE"], app_env["IMAGES_STORAGE"])
+    upload(container, "8500/BLK/front.jpg")
+    host.drain()
+    upload(container, "8500/BLK/front.jpg")  # a second burst: a newer generation of the mark
     time.sleep(1.2)  # PRODUCT_SYNC_DELAY_SECONDS: the message becomes visible
     queued = ProductMessage.from_json(host.queue.peek_messages(1)[0].content)
-    assert queued.gen and not queued.resend
+    assert queued.gen == 2 and not queued.resend
     host.drain()
-    assert traede.stats["products_received"] == 1
+    assert traede.stats["products_received"] == 2
     parts = jobs.components()
     parts.products.enqueue(queued, 0)  # the same message again (the host delivers at least once)
     host.drain()
-    assert traede.stats["products_received"] == 1  # dropped: its own mark was settled
-    parts.products.enqueue(ProductMessage(queued.container, "8500", gen="someone-elses"), 0)
+    assert traede.stats["products_received"] == 2  # dropped: its own mark was settled
+    parts.products.enqueue(ProductMessage(queued.container, "8500", gen=queued.gen - 1), 0)
     host.drain()
-    assert traede.stats["products_received"] == 2  # not provably obsolete: sent (a complete set, harmless)
+    assert traede.stats["products_received"] == 2  # an older generation (a message queued again late): too
+    parts.products.enqueue(ProductMessage(queued.container, "8500", gen=queued.gen + 1), 0)
+    host.drain()
+    assert traede.stats["products_received"] == 3  # newer than anything settled (state lost?): sent, harmless
     assert filenames(traede, "8500") == ["front.jpg"]
 
 
