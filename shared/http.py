@@ -34,10 +34,12 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from .errors import AuthError, PartnerError, RedirectError, RejectedError, TooLargeError, TransientError
+from .redact import redact
 from .settings import HttpSettings
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 BODY_EXCERPT = 2000
+EXCERPT_SCAN = 64 * 1024  # an answer is redacted this far before it is cut, so no cut leaves half a signature
 BACKOFF_MAX_SECONDS = 30.0
 CONNECT_TIMEOUT_MAX = 10.0
 # A lock-guarded attempt needs at least this much of the lock left, or it is not started.
@@ -358,7 +360,9 @@ def _dumps(body: Any) -> bytes:
 
 
 def _excerpt(response: requests.Response, limit: int = BODY_EXCERPT) -> str:
-    return response.content[:limit].decode("utf-8", errors="replace")
+    """The start of a partner's answer, redacted before it is cut: a signature the cut went through would
+    be too short for ``redact`` to know it afterwards."""
+    return redact(response.content[:EXCERPT_SCAN].decode("utf-8", errors="replace"))[:limit]
 
 
 def _retry_after(response: requests.Response) -> float | None:
