@@ -5,9 +5,11 @@ product shows its images in TRAEDE's order as thumbnails, with kind, colour, sor
 Wallie got for each image, every partner's outcome (failures in red, with the partner's reason), and the
 product's skipped blobs with the reasons.
 
-The page opens from a file in any browser: CSS and a few lines of script are inline; the only requests it
-makes are the thumbnails, through fresh SAS URLs that are read-only, blob-scoped and expire after
-``THUMBNAIL_TTL`` (the page says when). The stored history never holds a signature, and no account key,
+The page opens from a file in any browser: CSS and a few lines of script are inline, allowed by their
+hashes in the page's Content-Security-Policy (no 'unsafe-inline', no inline event handler), so markup that
+slipped past escaping still runs no script. The only requests it makes are the thumbnails, through fresh
+SAS URLs that are read-only, blob-scoped and expire after ``THUMBNAIL_TTL`` (the page says when). The
+stored history never holds a signature, every reason is redacted again as it is shown, and no account key,
 token or password reaches the page. Everything shown is escaped: blob names and metadata are anyone's
 to choose. A run of 100,000 images must not make a 100 MB page, so a sheet shows at most
 ``MAX_PRODUCTS`` products (every product with a problem first, then a sample of the others),
@@ -15,6 +17,8 @@ to choose. A run of 100,000 images must not make a 100 MB page, so a sheet shows
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, UTC
 from html import escape
@@ -23,6 +27,7 @@ from collections.abc import Callable
 
 from .history import RunHistory, part_of, run_kind, run_time
 from .layout import TYPE_NAMES
+from .redact import redact
 from .report import STORAGE
 
 THUMBNAIL_TTL = timedelta(hours=1)
@@ -206,14 +211,14 @@ def _render(page: _Page, sign: Sign, *, now: datetime | None) -> str:
     problems = sum(1 for c in page.cards if c.has_problem)
     out = [_HEAD.replace("{title}", _e(page.title)), "<header>", f"<h1>{_e(page.title)}</h1>",
            '<table class="facts">']
-    out += [f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in page.facts]
+    out += [f"<tr><th>{_e(k)}</th><td>{_e(_clip(v, 2000))}</td></tr>" for k, v in page.facts]
     out.append("</table>")
     out.append(f'<p class="note">Thumbnails load through read-only SAS links to one blob each, made for this '
                f"page at {now:%Y-%m-%d %H:%M} UTC and valid for {_hours(THUMBNAIL_TTL)}, until "
                f"<b>{until:%Y-%m-%d %H:%M} UTC</b>. After that the pictures stop loading: make a new sheet. "
                "The pictures are the original files, shown small.</p>")
     for note in page.notes:
-        out.append(f'<p class="note">{_e(note)}</p>')
+        out.append(f'<p class="note">{_e(_clip(note, 2000))}</p>')
     bad = f'<span class="count-bad">{problems} with a problem</span> (red)' if problems else "none with a problem"
     out.append(f'<p class="legend">{len(page.cards)} {page.unit} shown, {bad}. Pictures are in the order TRAEDE '
                "got them.</p>")
@@ -330,8 +335,7 @@ def _figure(card: Card, blob: str, url: Callable[[str, str], str], *,
                  "reached, or the link expired.</div>")
     src = url(card.container, blob)
     return (f'<figure class="{"img bad" if bad else "img"}" data-blob="{_e(blob)}">'
-            f'<div class="thumb"><img src="{_e(src)}" alt="{_e(_clip(alt))}" loading="lazy" '
-            'onload="shown(this)" onerror="missing(this)"></div>'
+            f'<div class="thumb"><img src="{_e(src)}" alt="{_e(_clip(alt))}" loading="lazy"></div>'
             f"<figcaption>{''.join(lines)}</figcaption></figure>")
 
 
@@ -351,7 +355,9 @@ def _reason(entry: dict[str, Any]) -> str:
 
 
 def _clip(value: Any, limit: int = MAX_TEXT) -> str:
-    text = "" if value is None else str(value)
+    """A partner's reason or a note, shortened: redacted first (a report kept by an older version, or one
+    that names a signature nobody registered, must not reach the page), then cut."""
+    text = redact("" if value is None else str(value))
     return text if len(text) <= limit else text[:limit] + "…"
 
 
@@ -368,12 +374,7 @@ def _hours(ttl: timedelta) -> str:
     return "1 hour" if hours == 1 else f"{hours:g} hours"
 
 
-_HEAD = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="referrer" content="no-referrer">
-<title>{title}</title>
-<style>
+_STYLE = """
 :root{--ok:#1a7f37;--bad:#cf222e;--warn:#9a6700;--muted:#59636e;--line:#d1d9e0}
 *{box-sizing:border-box}
 body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2328;background:#f6f8fa}
@@ -410,11 +411,39 @@ ul.skipped-here{margin:8px 0 0;padding-left:18px;color:var(--muted);font-size:12
 section.skipped{background:#fff;border:1px solid var(--line);border-radius:8px;padding:12px 16px}
 section.skipped td{padding:2px 12px 2px 0;vertical-align:top;font-size:12px}
 footer{color:var(--muted);font-size:12px;margin-top:16px}
-</style>
-<script>
-function shown(i){i.setAttribute("data-natural-width",i.naturalWidth);
-  i.closest("figure").setAttribute("data-loaded","yes")}
-function missing(i){i.setAttribute("data-natural-width","0");var f=i.closest("figure");
-  f.setAttribute("data-loaded","no");f.classList.add("gone")}
-</script>
-</head><body>"""
+"""
+
+# The page's one script. Listeners capture every thumbnail's load and error on the document (those events
+# do not bubble, but capture sees them), registered before the body is parsed, so no image is missed and no
+# element carries an inline handler: a CSP that allows this script by its hash allows nothing else.
+_SCRIPT = """
+(function(){function seen(e){var i=e.target;if(!i||i.tagName!=="IMG")return;var f=i.closest("figure");
+if(!f)return;var ok=e.type==="load";i.setAttribute("data-natural-width",ok?String(i.naturalWidth):"0");
+f.setAttribute("data-loaded",ok?"yes":"no");if(!ok)f.classList.add("gone")}
+document.addEventListener("load",seen,true);document.addEventListener("error",seen,true)})();
+"""
+
+
+def _source_hash(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode() + "'"
+
+
+# No 'unsafe-inline': the one style sheet and the one script run by their hashes, so markup that escaped
+# escaping (a bug) still runs no script and loads nothing but images. ``frame-ancestors`` only works as an
+# HTTP header (a <meta> policy ignores it): the HTTP page sends ``CONTENT_SECURITY_POLICY``, a page written
+# to a file carries ``PAGE_POLICY``.
+PAGE_POLICY = (f"default-src 'none'; img-src https: http:; style-src {_source_hash(_STYLE)}; "
+               f"script-src {_source_hash(_SCRIPT)}; base-uri 'none'; form-action 'none'")
+CONTENT_SECURITY_POLICY = PAGE_POLICY + "; frame-ancestors 'none'"
+
+_HEAD = "\n".join([
+    '<!DOCTYPE html>',
+    '<html lang="en"><head><meta charset="utf-8">',
+    f'<meta http-equiv="Content-Security-Policy" content="{PAGE_POLICY}">',
+    '<meta name="viewport" content="width=device-width, initial-scale=1">',
+    '<meta name="referrer" content="no-referrer">',
+    "<title>{title}</title>",
+    f"<style>{_STYLE}</style>",
+    f"<script>{_SCRIPT}</script>",
+    "</head><body>",
+])
