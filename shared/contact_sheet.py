@@ -25,7 +25,7 @@ from html import escape
 from typing import Any
 from collections.abc import Callable
 
-from .history import RunHistory, part_of, run_kind, run_time
+from .history import RunHistory, listed, part_of, run_kind, run_time
 from .layout import TYPE_NAMES
 from .redact import redact
 from .report import STORAGE
@@ -101,8 +101,10 @@ def signer(service: Any, *, start_skew: timedelta) -> Sign:
 # -- building a sheet ----------------------------------------------------------------------------------
 
 def run_sheet(history: RunHistory, run_id: str, sign: Sign, *, default_container: str,
-              now: datetime | None = None, max_products: int = MAX_PRODUCTS) -> str:
-    """The sheet of one run: its products with a problem first, then a sample of the others."""
+              now: datetime | None = None, max_products: int = MAX_PRODUCTS, damage: list[str] | None = None) -> str:
+    """The sheet of one run: its products with a problem first, then a sample of the others. A damaged part of
+    the history is left out, with a note on the page (and a line in ``damage``)."""
+    damage = [] if damage is None else damage
     head = history.load(run_id)
     run_id = str(head.get("run", run_id))
     parts = int(head.get("parts") or 1)
@@ -119,7 +121,7 @@ def run_sheet(history: RunHistory, run_id: str, sign: Sign, *, default_container
         room = others < max_products - len(chosen)
         if part not in wanted_parts and not room:
             continue
-        for entry in history.read_part(run_id, part):
+        for entry in history.read_part(run_id, part, damage):
             item = str(entry.get("item"))
             all_items.add(item)
             if item in entries:
@@ -143,8 +145,8 @@ def run_sheet(history: RunHistory, run_id: str, sign: Sign, *, default_container
         ("What", f"{head.get('kind', run_kind(run_id))} ({head.get('mode', '?')}"
                  f"{', dry run' if head.get('dry_run') else ''})"),
         ("Outcome", f"{state}: {head.get('images', 0)} images, {head.get('products', 0)} products; delivered "
-                    f"{delivered}; rejected {len(head.get('rejected') or [])}, failed {len(head.get('failed') or [])}, "
-                    f"deferred {len(head.get('deferred') or [])}, skipped {len(head.get('skipped') or [])}"),
+                    f"{delivered}; rejected {listed(head, 'rejected')}, failed {listed(head, 'failed')}, "
+                    f"deferred {listed(head, 'deferred')}, skipped {listed(head, 'skipped')}"),
         ("Container", container),
         ("Partners", ", ".join(f"{n} at {u}" for n, u in (head.get("partners") or {}).items()) or "none"),
     ]
@@ -156,14 +158,16 @@ def run_sheet(history: RunHistory, run_id: str, sign: Sign, *, default_container
         if problem.get("item") == "*":
             facts.append(("Failure", f"{problem.get('partner')}: {problem.get('reason')}"))
     skipped = list(head.get("skipped") or [])
-    page = _Page(f"Contact sheet: run {run_id}", facts, notes, cards, skipped[:MAX_SKIPPED], len(skipped))
+    notes += [f"Left out: {line}" for line in damage]
+    page = _Page(f"Contact sheet: run {run_id}", facts, notes, cards, skipped[:MAX_SKIPPED], listed(head, "skipped"))
     return _render(page, sign, now=now)
 
 
 def product_sheet(history: RunHistory, item: str, sign: Sign, *, default_container: str,
-                  now: datetime | None = None, limit: int = MAX_RUNS) -> str | None:
+                  now: datetime | None = None, limit: int = MAX_RUNS, damage: list[str] | None = None) -> str | None:
     """The sheet of one product over the newest runs that touched it (None when no kept run did)."""
-    runs = history.item_runs(item, limit=limit)
+    damage = [] if damage is None else damage
+    runs = history.item_runs(item, limit=limit, damage=damage)
     if not runs:
         return None
     cards = [Card(item, run.container or default_container, run.entries,
@@ -184,6 +188,7 @@ def product_sheet(history: RunHistory, item: str, sign: Sign, *, default_contain
     notes = []
     if len(runs) == limit:
         notes.append(f"Only the {limit} newest runs are shown; `image-sync runs --item {item} --limit N` lists more.")
+    notes += [f"Left out: {line}" for line in damage]
     return _render(_Page(f"Contact sheet: product {item}", facts, notes, cards, unit="runs"), sign, now=now)
 
 
@@ -310,7 +315,8 @@ def _figure(card: Card, blob: str, url: Callable[[str, str], str], *,
         lines.append(f"<div>{_e(_kind(image.get('type')))} · {_e(_colour(image.get('colour')))}</div>")
         if image.get("sort_b2c") is not None or image.get("variant"):
             extra = [f"B2C sort {image.get('sort_b2c')}"] if image.get("sort_b2c") is not None else []
-            extra += [f"{k} {v}" for k, v in dict(image.get("variant") or {}).items()]
+            variant = image.get("variant")
+            extra += [f"{k} {v}" for k, v in (variant.items() if isinstance(variant, dict) else ())]
             lines.append(f"<div>{_e(partner)}: {_e(' · '.join(extra))}</div>")
         if image.get("alt"):
             lines.append(f'<div class="alt">alt: “{_e(_clip(image.get("alt")))}”</div>')
