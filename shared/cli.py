@@ -195,15 +195,17 @@ def _sync(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: 
             report = rec.report = SyncReport(ledger=rec.ledger, context={
                 "container": settings.storage.container, "partners": settings.partner_urls(),
                 "storage": parts.service.url})
+            # --item is a code a person typed: each folder that spells it (NFC, or NFD as a Mac names it)
+            items = [folder for code in args.item for folder in parts.catalog.folders(code)] if args.item else None
             with _progress(report, args, stderr):
                 stopper.on_abort(parts.abort)
                 if args.dry_run:
-                    parts.engine.full_sync(args.item, dry_run=True, empty_sets=args.allow_empty, report=report)
-                elif args.item and parts.engine.traede:
-                    parts.products.sync_now(args.item, empty_sets=args.allow_empty, on_wait=waiting, report=report)
+                    parts.engine.full_sync(items, dry_run=True, empty_sets=args.allow_empty, report=report)
+                elif items and parts.engine.traede:
+                    parts.products.sync_now(items, empty_sets=args.allow_empty, on_wait=waiting, report=report)
                 else:
                     parts.products.fenced("CLI sync", lambda withhold, track: parts.engine.full_sync(
-                        args.item, withhold=withhold, track=track, empty_sets=args.allow_empty, report=report),
+                        items, withhold=withhold, track=track, empty_sets=args.allow_empty, report=report),
                         wait_seconds=float("inf"), on_wait=waiting)
             if stopper.stop.is_set():
                 report.interrupted = stopper.stop.reason
@@ -360,20 +362,8 @@ def _show_run(history: RunHistory, run_id: str, as_json: bool, stdout: TextIO, s
         f"products={head.get('products')} delivered {delivered} rejected={listed(head, 'rejected')} "
         f"failed={listed(head, 'failed')} deferred={listed(head, 'deferred')} skipped={listed(head, 'skipped')}",
     ]
-    for kind in ("rejected", "failed", "deferred"):
-        problems = head.get(kind) or []
-        for p in problems[:20]:
-            blob = f" blob {p['blob']!r}" if p.get("blob") else ""
-            code = f" (HTTP {p['status_code']})" if p.get("status_code") else ""
-            lines.append(f"  {kind}: {p.get('partner')}: item {p.get('item')!r}{blob}{code}: {p.get('reason')}")
-        if len(problems) > 20:
-            lines.append(f"  {kind}: and {len(problems) - 20} more (--json names every one)")
-    reasons: dict[str, list[str]] = {}
-    for entry in head.get("skipped") or []:
-        reasons.setdefault(str(entry.get("reason")), []).append(repr(entry.get("blob")))
-    for reason, blobs in reasons.items():
-        more = f" and {len(blobs) - 3} more" if len(blobs) > 3 else ""
-        lines.append(f"  skipped: {len(blobs)} blobs: {reason}: {', '.join(blobs[:3])}{more}")
+    # the lines the run printed, one per cause with the first few names (--json names every one)
+    lines += [f"  {line}" for line in SyncReport.from_dict(head).grouped_lines(deferred=True)]
     lines += [f"  note: {note}" for note in head.get("notes") or []]
     for line in lines:
         print(_printable(redact.redact(line)), file=stdout)
@@ -401,6 +391,7 @@ def _entry_line(entry: dict[str, Any]) -> str:
     """One kept entry of a product, as a line: what the partner was sent, and what became of it."""
     partner, outcome = entry.get("partner"), entry.get("outcome")
     reason = f": {entry['reason']}" if entry.get("reason") else ""
+    reason += f": {entry['detail']}" if entry.get("reason") and entry.get("detail") else ""
     if isinstance(entry.get("images"), list):
         images = entry["images"]
         listed = " ".join(f"{i.get('sort')}. {i.get('filename')} (type {i.get('type')}, colour "

@@ -77,7 +77,7 @@ class _Page:
     facts: list[tuple[str, str]]
     notes: list[str]
     cards: list[Card]
-    skipped: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[tuple[str, int, list[dict[str, Any]]]] = field(default_factory=list)  # (cause, how many, first)
     skipped_total: int = 0
     empty: str = "Nothing was sent in this run."
     unit: str = "products"  # what a card is on this page: a product (a run's sheet), or a run (a product's)
@@ -156,10 +156,10 @@ def run_sheet(history: RunHistory, run_id: str, sign: Sign, *, default_container
         facts.append(("Note", str(line)))
     for problem in (head.get("failed") or [])[:5]:
         if problem.get("item") == "*":
-            facts.append(("Failure", f"{problem.get('partner')}: {problem.get('reason')}"))
-    skipped = list(head.get("skipped") or [])
+            facts.append(("Failure", f"{problem.get('partner')}: {_why(problem)}"))
     notes += [f"Left out: {line}" for line in damage]
-    page = _Page(f"Contact sheet: run {run_id}", facts, notes, cards, skipped[:MAX_SKIPPED], listed(head, "skipped"))
+    page = _Page(f"Contact sheet: run {run_id}", facts, notes, cards, _by_cause(head.get("skipped") or []),
+                 listed(head, "skipped"))
     return _render(page, sign, now=now)
 
 
@@ -233,13 +233,18 @@ def _render(page: _Page, sign: Sign, *, now: datetime | None) -> str:
     for card in page.cards:
         out.append(_card(card, url))
     if page.skipped:
-        more = page.skipped_total - len(page.skipped)
         out.append(f'<section class="skipped"><h2>Skipped blobs ({page.skipped_total})</h2>'
-                   "<p>Not sent to any partner, with the reason.</p><table>")
-        out += [f"<tr><td class=\"blob\">{_e(s.get('blob'))}</td><td>{_e(_clip(s.get('reason')))}</td></tr>"
-                for s in page.skipped]
-        out.append("</table>" + (f"<p>and {more} more (the report names every one).</p>" if more > 0 else "")
-                   + "</section>")
+                   "<p>Not sent to any partner, by cause.</p>")
+        shown = 0
+        for cause, count, entries in page.skipped:
+            out.append(f'<h3>{_e(_clip(cause))} <span class="count">({count})</span></h3><table>')
+            out += [f"<tr><td class=\"blob\">{_e(s.get('blob'))}</td><td>{_e(_clip(s.get('detail')))}</td></tr>"
+                    for s in entries]
+            out.append("</table>" + (f"<p>and {count - len(entries)} more.</p>" if count > len(entries) else ""))
+            shown += count
+        if page.skipped_total > shown:
+            out.append(f"<p>and {page.skipped_total - shown} more (the report names every one).</p>")
+        out.append("</section>")
     out.append(f"<footer>Made by image-sync at {now:%Y-%m-%d %H:%M:%S} UTC.</footer></main></body></html>\n")
     return "\n".join(out)
 
@@ -296,7 +301,7 @@ def _card(card: Card, url: Callable[[str, str], str]) -> str:
     skipped = [e for e in card.entries if e.get("partner") == STORAGE]
     if skipped:
         out.append('<ul class="skipped-here">')
-        out += [f"<li>skipped <span class=\"blob\">{_e(e.get('blob'))}</span>: {_e(_clip(e.get('reason')))}</li>"
+        out += [f"<li>skipped <span class=\"blob\">{_e(e.get('blob'))}</span>: {_e(_clip(_why(e)))}</li>"
                 for e in skipped[:20]]
         out.append("</ul>")
     out.append("</section>")
@@ -335,7 +340,7 @@ def _figure(card: Card, blob: str, url: Callable[[str, str], str], *,
         lines.append(f"<div{css}>{_e(entry.get('partner'))}: {_e(entry.get('outcome'))} · id {_e(ident)}… · "
                      f"{_e(kind)} · {_e(colour)}</div>")
         if entry.get("reason") and str(entry.get("outcome")) != "delivered":
-            lines.append(f'<div class="bad">{_e(_clip(entry.get("reason")))}</div>')
+            lines.append(f'<div class="bad">{_e(_clip(_why(entry)))}</div>')
     lines.append(f'<div class="blob">{_e(blob)}</div>')
     lines.append('<div class="gone-note">Not loaded: the blob was deleted or renamed since, storage cannot be '
                  "reached, or the link expired.</div>")
@@ -357,7 +362,28 @@ def _colour(value: Any) -> str:
 
 def _reason(entry: dict[str, Any]) -> str:
     code = f"HTTP {entry['status_code']}: " if entry.get("status_code") else ""
-    return _clip(code + str(entry.get("reason") or ""))
+    return _clip(code + _why(entry))
+
+
+def _why(entry: dict[str, Any]) -> str:
+    """An entry's cause and its own detail (runs kept before causes were split have the reason only)."""
+    reason, detail = str(entry.get("reason") or ""), entry.get("detail")
+    return f"{reason}: {detail}" if detail else reason
+
+
+def _by_cause(skipped: list[dict[str, Any]]) -> list[tuple[str, int, list[dict[str, Any]]]]:
+    """Skipped blobs grouped by cause, with the first few of each: at most MAX_SKIPPED rows on the page."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for entry in skipped:
+        groups.setdefault(str(entry.get("reason")), []).append(entry)
+    out, rows = [], 0
+    for cause, entries in groups.items():
+        if rows >= MAX_SKIPPED:
+            break
+        first = entries[:max(1, min(20, MAX_SKIPPED - rows))]
+        rows += len(first)
+        out.append((cause, len(entries), first))
+    return out
 
 
 def _clip(value: Any, limit: int = MAX_TEXT) -> str:
@@ -416,6 +442,7 @@ figcaption .pos{font-weight:600;color:#1f2328;font-size:13px}
 ul.skipped-here{margin:8px 0 0;padding-left:18px;color:var(--muted);font-size:12px}
 section.skipped{background:#fff;border:1px solid var(--line);border-radius:8px;padding:12px 16px}
 section.skipped td{padding:2px 12px 2px 0;vertical-align:top;font-size:12px}
+section.skipped h3{font-size:14px;margin:12px 0 4px} section.skipped .count{color:var(--muted);font-weight:400}
 footer{color:var(--muted);font-size:12px;margin-top:16px}
 """
 

@@ -25,16 +25,19 @@ class PartnerError(ImageSyncError):
 
     ``status_code`` is None when no HTTP answer arrived (connection refused, timeout).
     ``response_body`` is the partner's text, cut to a readable length; secrets are redacted wherever it
-    is shown.
+    is shown. ``cause`` is the message without what differs from call to call (the batch's size, how many
+    attempts in how many seconds, which is ``detail``): a report groups its records by the cause.
     """
 
     def __init__(self, partner: str, message: str, *, status_code: int | None = None,
-                 response_body: str | None = None):
+                 response_body: str | None = None, cause: str | None = None, detail: str | None = None):
         super().__init__(f"{partner}: {message}")
         self.partner = partner
         self.message = message
         self.status_code = status_code
         self.response_body = response_body
+        self.cause = cause or message
+        self.detail = detail
 
 
 class StopPartnerError(PartnerError):

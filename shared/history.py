@@ -460,22 +460,28 @@ class RunHistory:
         """The newest runs that touched ``item`` (at most ``limit``), with what each partner was sent for it.
 
         Per day: the product's own markers (small runs), and the wide runs whose range of products holds it,
-        whose one part for this product is read. Never reads a whole report."""
+        whose one part for this product is read. Never reads a whole report. A code is looked up in each
+        spelling a folder may have (NFC, and NFD as a Mac names folders)."""
+        from .partner_codes import nfc_forms
+
+        forms = nfc_forms(item)
         found: list[ItemRun] = []
         for day in self._days():
             candidates: dict[str, tuple[int, str]] = {}
-            for blob in self._list(f"{ITEMS}{day}/{_item_segment(item)}/", metadata=True):
-                meta = _unmeta(blob.metadata)
-                candidates[blob.name.rsplit("/", 1)[-1]] = (_int(meta.get("parts")), meta.get("container", ""))
+            for form in forms:
+                for blob in self._list(f"{ITEMS}{day}/{_item_segment(form)}/", metadata=True):
+                    meta = _unmeta(blob.metadata)
+                    candidates[blob.name.rsplit("/", 1)[-1]] = (_int(meta.get("parts")), meta.get("container", ""))
             for blob in self._list(f"{WIDE}{day}/", metadata=True):
                 meta = _unmeta(blob.metadata)
-                if meta.get("first", "") <= item <= meta.get("last", ""):
+                if any(meta.get("first", "") <= form <= meta.get("last", "") for form in forms):
                     candidates[blob.name.rsplit("/", 1)[-1]] = (_int(meta.get("parts")), meta.get("container", ""))
             for run_id in sorted(candidates, reverse=True):
                 if not is_run_id(run_id):
                     continue
                 parts, container = candidates[run_id]
-                entries = [e for e in self.read_part(run_id, part_of(item, parts), damage) if e.get("item") == item]
+                entries = [e for part in dict.fromkeys(part_of(form, parts) for form in forms)
+                           for e in self.read_part(run_id, part, damage) if e.get("item") in forms]
                 if entries:
                     found.append(ItemRun(run_id, container, entries))
                     if len(found) >= limit:
@@ -782,6 +788,8 @@ class _Parts:
                 continue
             entry = {"partner": problem.partner, "item": problem.item_id, "outcome": kind, "reason": problem.reason,
                      "status_code": problem.status_code, "blob": problem.blob_name, "synthetic": True}
+            if problem.detail:
+                entry["detail"] = problem.detail
             yield problem.item_id, problem.partner, kind, _line(entry)
         partner = next((name for name, t in self.report.tallies.items() if t.unit == "products"), "traede")
         for item in self.report.queued:
@@ -792,8 +800,8 @@ class _Parts:
             for skipped in self.report.skipped:
                 item, sep, _ = skipped.blob_name.partition(self._separator)
                 if sep and item:
-                    entry = {"partner": STORAGE, "item": item, "outcome": "skipped", "blob": skipped.blob_name,
-                             "reason": skipped.reason, "synthetic": True}
+                    entry = {"partner": STORAGE, "item": item, "outcome": "skipped", "synthetic": True,
+                             **skipped.to_dict()}
                     yield item, STORAGE, "skipped", _line(entry)
 
     def _split(self) -> None:
