@@ -281,10 +281,15 @@ class Catalog:
         that exists (NFC, NFD), else the code as typed; without folders, the code in NFC."""
         if not self.layout.item_prefix_separator:
             return [nfc(code)]
+        from azure.core.exceptions import AzureError
+
         forms = nfc_forms(code)
         if len(forms) == 1:
             return forms
-        return [form for form in forms if self.product(form)[0]] or [code]
+        try:
+            return [form for form in forms if self.product(form)[0]] or [code]
+        except AzureError:
+            return [code]  # storage did not answer: the sync lists it again and reports what storage says
 
 
 def split_entries(entries: Iterable[CatalogEntry]) -> tuple[list[ImageRecord], list[SkippedBlob]]:

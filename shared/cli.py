@@ -328,7 +328,7 @@ def _runs_option_problem(args: argparse.Namespace) -> str | None:
 def _list_runs(history: RunHistory, limit: int, kind: str | None, stdout: TextIO, stderr: TextIO) -> int:
     runs = history.recent(limit, kind=kind)
     for run in runs:
-        print(run.line(), file=stdout)
+        print(_printable(redact.redact(run.line())), file=stdout)  # (metadata is anyone's to write)
     what = f"{kind} runs" if kind else "runs"
     if not runs:
         print(f"no {what} kept in RUN_HISTORY_CONTAINER {history.container!r} in the last {history.days} days",

@@ -710,7 +710,7 @@ def _item_segment(item: str) -> str:
 
 def _why(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
-    return redact(f"{type(exc).__name__}: {text[0][:300] if text else ''}")
+    return redact(f"{type(exc).__name__}: {text[0] if text else ''}")[:300]  # redacted, then cut
 
 
 def _int(value: str | None) -> int:

@@ -272,7 +272,14 @@ class _Products:
             self.report.add_deferred(Problem(self.traede.name, item, None, "left to the product sync that holds "
                                              "its lock: it lists and sends the product itself"))
             return
-        code, colors, problem = self._traede_codes(item, images)
+        try:
+            code, colors, problem = self._traede_codes(item, images)
+        except AzureError as exc:  # the look for another spelling's folder failed: cannot tell, so withhold
+            why = str(exc).splitlines()[0][:200] if str(exc) else ""
+            self.report.add_failed(Problem(self.traede.name, item, None, "not sent: storage did not answer when asked "
+                                           "whether another folder spells the same code; a later run sends it",
+                                           detail=f"{type(exc).__name__}: {why}"))
+            return
         if problem:
             cause, detail = problem
             self.report.add_rejected(Problem(self.traede.name, item, None, f"not sent: {cause}", retryable=False,
@@ -333,7 +340,7 @@ class _Products:
         neither NFC nor NFD are caught within a run."""
         if item.isascii():
             return None
-        others = self.engine.catalog.twins(item)
+        others = self.engine.catalog.twins(item)  # (AzureError: the caller withholds the product)
         earlier = self.claimed.get(code)
         if earlier is not None and earlier != item:
             others.append(earlier)

@@ -175,11 +175,14 @@ def test_foreign_blobs_in_the_history_container_are_passed_over(env, container, 
     runs.upload_blob(f"runs/{day}/notes.txt", b"hello")
     runs.upload_blob(f"runs/{day}/20261399T000000.000Z-nightly-abcdef.json", b"{}")  # month 99: not a time
     runs.upload_blob(f"runs/{day}/20991231T235959.999Z-cli-sync-abcdef.json", b"{}",
-                     metadata={"images": "%C2%B2", "seconds": "fast", "delivered": "wallie=%D9%A3,traede=" + "9" * 40})
+                     metadata={"images": "%C2%B2", "seconds": "fast", "delivered": "wallie=%D9%A3,traede=" + "9" * 40,
+                               "mode": "%1B%5B2J", "interrupted": "sig%3D" + "A" * 43 + "%3D"})
     runs.upload_blob(f"items/{day}/7001/not-a-run", b"", metadata={"parts": "many"})
     runs.upload_blob(f"wide/{day}/20261399T000000.000Z-full-abcdef", b"", metadata={"first": "0", "last": "9"})
     code, out, err = cli("runs", env=env)
     assert code == 0 and good in out and "20991231T235959.999Z" in out and "notes" not in out
+    assert "\x1b" not in out and "\\x1b[2J" in out  # a terminal escape in metadata is shown, not obeyed
+    assert "A" * 43 not in out  # ...and a signature in it is redacted like any output
     assert "20261399" not in out
     code, out, err = cli("runs", "--item", "7001", env=env)
     assert code == 0 and good in out
