@@ -3,13 +3,15 @@
 ``GET /api/runs/sheet?run=<run id>|latest`` or ``?item=<product id>``: the same self-contained page as
 ``image-sync runs sheet`` (see ``shared/contact_sheet.py``), whose thumbnails are SAS URLs valid for one
 hour. The response is never cached and sends no referrer, so neither the function key nor a SAS URL
-travels further than the browser that asked.
+travels further than the browser that asked. Its Content-Security-Policy allows the page's one style sheet
+and one script by their hashes (no 'unsafe-inline'), images, and no framing.
 """
 import logging
 
 import azure.functions as func
 
 from shared import jobs
+from shared.contact_sheet import CONTENT_SECURITY_POLICY
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()
@@ -18,9 +20,7 @@ HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": "default-src 'none'; img-src https: http:; style-src 'unsafe-inline'; "
-                               "script-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; "
-                               "frame-ancestors 'none'",
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
 }
 
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 from collections.abc import Iterable, Iterator, Mapping
 
-from .layout import PathLayout, parse_sort, parse_type, type_from_words
+from .layout import InvalidValue, PathLayout, parse_sort, parse_type, type_from_words
 from .listing import ContainerListing, ListedBlob
-from .partner_codes import META_KEYS
+from .partner_codes import META_KEYS, nfc, nfc_forms
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp", ".avif"})
 _IMAGE_EXTENSION_LIST = ", ".join(sorted(e[1:] for e in IMAGE_EXTENSIONS))
@@ -38,7 +38,7 @@ class ImageRecord:
     content_key: str
     sort_b2c: int | None = None                 # TRAEDE's B2C sort (metadata ``sort_b2c``)
     codes: Mapping[str, str] | None = None      # per-partner code overrides from metadata (``partner_codes``)
-    ignored: tuple[str, ...] = ()               # metadata values not valid for their field, and why
+    ignored: tuple[tuple[str, str], ...] = ()   # metadata values not valid for their field: (cause, detail)
 
     @property
     def filename(self) -> str:
@@ -56,9 +56,25 @@ class SignedImage:
 
 @dataclass(frozen=True, slots=True)
 class SkippedBlob:
+    """A blob that is not sent, and why. ``reason`` is the cause, the same words for every blob it applies
+    to (output groups by it: 2,000 blobs of one cause are one line); ``detail`` is what is particular to this
+    blob (the name to rename it to, the value that is wrong), kept in the report and the run history."""
+
     blob_name: str
     reason: str
     layout_miss: bool = False  # an image file whose path does not fit IMAGE_PATH_PATTERN
+    detail: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The cause and this blob's detail, as one sentence."""
+        return f"{self.reason}: {self.detail}" if self.detail else self.reason
+
+    def to_dict(self) -> dict[str, str]:
+        out = {"blob": self.blob_name, "reason": self.reason}
+        if self.detail:
+            out["detail"] = self.detail
+        return out
 
 
 CatalogEntry = ImageRecord | SkippedBlob
@@ -95,8 +111,8 @@ def describe_blob(layout: PathLayout, name: str, size: int | None, metadata: Map
     if name[0] == "/" or "//" in name:
         # Not guessed into a product: a per-product sync lists '<item>/' and would never see it there.
         problem = "starts with '/'" if name.startswith("/") else "has an empty folder name ('//')"
-        return SkippedBlob(name, f"path does not fit IMAGE_PATH_PATTERN: the name {problem}; rename it to "
-                                 f"{'/'.join(p for p in name.split('/') if p)!r}", layout_miss=True)
+        return SkippedBlob(name, f"path does not fit IMAGE_PATH_PATTERN: the name {problem}", layout_miss=True,
+                           detail=f"rename it to {'/'.join(p for p in name.split('/') if p)!r}")
     if base[0] == ".":
         return SkippedBlob(name, "hidden file (name starts with '.')")
     dot = base.rfind(".")
@@ -104,7 +120,8 @@ def describe_blob(layout: PathLayout, name: str, size: int | None, metadata: Map
     if ext not in IMAGE_EXTENSIONS:
         if base.lower() == "thumbs.db":
             return SkippedBlob(name, "Windows thumbnail cache (Thumbs.db), not an image")
-        return SkippedBlob(name, f"not an image: extension {ext or '(none)'!r} is not one of {_IMAGE_EXTENSION_LIST}")
+        return SkippedBlob(name, f"not an image: the extension is not one of {_IMAGE_EXTENSION_LIST}",
+                           detail=f"extension {ext or '(none)'!r}")
     if not size:
         return SkippedBlob(name, "empty blob (0 bytes)")
     meta = {k.lower(): v for k, v in metadata.items()} if metadata else _NO_METADATA
@@ -114,19 +131,25 @@ def describe_blob(layout: PathLayout, name: str, size: int | None, metadata: Map
     if not item_id:
         dots = [seg for seg in name.split("/")[:-1] if seg in (".", "..")]
         if dots:
-            return SkippedBlob(name, f"path does not fit IMAGE_PATH_PATTERN: the name has a {dots[0]!r} folder, "
-                                     "which web clients drop before they download; rename it to "
-                                     f"{'/'.join(s for s in name.split('/') if s not in ('.', '..'))!r}",
-                               layout_miss=True)
+            return SkippedBlob(name, "path does not fit IMAGE_PATH_PATTERN: the name has a '.' or '..' folder, "
+                                     "which web clients drop before they download", layout_miss=True,
+                               detail=f"a {dots[0]!r} folder; rename it to "
+                                      f"{'/'.join(s for s in name.split('/') if s not in ('.', '..'))!r}")
         return SkippedBlob(name, f"path does not fit IMAGE_PATH_PATTERN {layout.pattern!r} "
                                  "and the blob has no 'itemid' metadata", layout_miss=True)
     sep = layout.item_prefix_separator
-    if meta_item and sep and (fields is None or fields.item_id != meta_item):
+    if sep:
+        item_id = fields.item_id if fields else item_id  # the folder is the product (as listed: its own spelling)
+    else:
+        item_id = nfc(item_id)  # no folder: the code is the product, in NFC (one code, however typed)
+    if meta_item and sep and (fields is None or nfc(fields.item_id) != nfc(meta_item)):
         # With a folder-per-product layout the blob and delete triggers list '<item>/' to build a product's
         # full set for TRAEDE; an image filed elsewhere would be deleted there at the product's next upload.
-        where = f"the folder {fields.item_id!r}" if fields else f"a path outside IMAGE_PATH_PATTERN {layout.pattern!r}"
-        return SkippedBlob(name, f"metadata itemid {meta_item!r} disagrees with {where}: move the blob under "
-                                 f"'{meta_item}{sep}' or correct its metadata")
+        where = "the blob's folder" if fields else f"a path outside IMAGE_PATH_PATTERN {layout.pattern!r}"
+        folder = f"folder {fields.item_id!r}" if fields else "no folder"
+        return SkippedBlob(name, f"metadata itemid disagrees with {where}: move each blob under the folder its "
+                                 "itemid names, or correct its metadata",
+                           detail=f"itemid {meta_item!r}, {folder}: move it under '{meta_item}{sep}'")
     color_id = (meta.get("colorid") or "").strip() or (fields.color_id if fields else None)
     try:
         if meta.get("type", "").strip():
@@ -137,9 +160,9 @@ def describe_blob(layout: PathLayout, name: str, size: int | None, metadata: Map
             kind = type_from_words(base[:dot])
         raw_sort = (meta.get("sort") or "").strip() or (fields.sort if fields else None)
         sort = parse_sort(raw_sort) if raw_sort else None
-    except ValueError as exc:
-        source = "metadata" if any(k in meta for k in ("type", "sort")) else "path"
-        return SkippedBlob(name, f"{source} {exc}")
+    except InvalidValue as exc:
+        source = "metadata" if exc.field in meta and (meta.get(exc.field) or "").strip() else "path"
+        return SkippedBlob(name, f"{source} {exc.field} is not {exc.expected}", detail=f"{exc.field} {exc.value!r}")
     sort_b2c, codes, ignored = _partner_fields(meta) if meta else (None, None, ())
     image_id = image_id_for(name)
     return ImageRecord(
@@ -161,7 +184,8 @@ def describe_blob(layout: PathLayout, name: str, size: int | None, metadata: Map
 MAX_CODE_LENGTH = 255
 
 
-def _partner_fields(meta: Mapping[str, str]) -> tuple[int | None, dict[str, str] | None, tuple[str, ...]]:
+def _partner_fields(meta: Mapping[str, str]) -> tuple[int | None, dict[str, str] | None,
+                                                     tuple[tuple[str, str], ...]]:
     """TRAEDE's ``sort_b2c`` and the per-partner codes from metadata; a value not valid for its field is
     left out (the image still goes) with the reason in ``ignored``."""
     ignored = []
@@ -169,9 +193,9 @@ def _partner_fields(meta: Mapping[str, str]) -> tuple[int | None, dict[str, str]
     raw = (meta.get("sort_b2c") or "").strip()
     if raw:
         try:
-            sort_b2c = parse_sort(raw)
-        except ValueError as exc:
-            ignored.append(f"metadata sort_b2c ignored: {str(exc).replace('sort ', '', 1)}")
+            sort_b2c = parse_sort(raw, "sort_b2c")
+        except InvalidValue as exc:
+            ignored.append((f"metadata sort_b2c ignored: not {exc.expected}", f"sort_b2c {exc.value!r}"))
     codes = {}
     for key in META_KEYS:
         value = (meta.get(key) or "").strip()
@@ -180,8 +204,8 @@ def _partner_fields(meta: Mapping[str, str]) -> tuple[int | None, dict[str, str]
         if key != "traede_item_number" and (len(value) > MAX_CODE_LENGTH or not value.isprintable()):
             # (a traede_item_number is kept whatever it is: the engine withholds a product whose metadata
             # names another TRAEDE item number than its own, rather than send its set under a guessed one)
-            ignored.append(f"metadata {key} ignored: {value[:40]!r} is not a code (printable text of at most "
-                           f"{MAX_CODE_LENGTH} characters)")
+            ignored.append((f"metadata {key} ignored: not a code (printable text of at most {MAX_CODE_LENGTH} "
+                            "characters)", f"{key} {value[:40]!r}"))
         else:
             codes[key] = value
     return sort_b2c, codes or None, tuple(ignored)
@@ -230,16 +254,42 @@ class Catalog:
         return self.describe(props)
 
     def product(self, item_id: str) -> tuple[list[ImageRecord], list[SkippedBlob]]:
-        """All images of one product: listed by prefix when the layout starts with the item id."""
+        """All images of one product: listed by prefix when the layout starts with the item id (its folder,
+        spelled exactly), else every blob whose item id is the same code in NFC."""
         sep = self.layout.item_prefix_separator
         images, skipped = [], []
+        wanted = item_id if sep else nfc(item_id)
         for entry in self.scan(prefix=f"{item_id}{sep}" if sep else None):
             if isinstance(entry, ImageRecord):
-                if entry.item_id == item_id:
+                if entry.item_id == wanted:
                     images.append(entry)
             elif sep:
                 skipped.append(entry)
         return images, skipped
+
+
+    def twins(self, item_id: str) -> list[str]:
+        """Other folders that spell the same code in another Unicode form and hold an image: 'Café' named on
+        a Mac (NFD) beside 'Café' typed elsewhere (NFC). Both give one partner code, so neither may be sent
+        to TRAEDE as that product's whole set. One small listing per form, only for non-ASCII names."""
+        if not self.layout.item_prefix_separator:
+            return []  # without folders the item id is the code, in NFC: the two spellings are one product
+        return [form for form in nfc_forms(item_id) if form != item_id and self.product(form)[0]]
+
+    def folders(self, code: str) -> list[str]:
+        """The products a code typed by a person names (``sync --item``): with folders, each spelling of it
+        that exists (NFC, NFD), else the code as typed; without folders, the code in NFC."""
+        if not self.layout.item_prefix_separator:
+            return [nfc(code)]
+        from azure.core.exceptions import AzureError
+
+        forms = nfc_forms(code)
+        if len(forms) == 1:
+            return forms
+        try:
+            return [form for form in forms if self.product(form)[0]] or [code]
+        except AzureError:
+            return [code]  # storage did not answer: the sync lists it again and reports what storage says
 
 
 def split_entries(entries: Iterable[CatalogEntry]) -> tuple[list[ImageRecord], list[SkippedBlob]]:

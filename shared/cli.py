@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from . import redact
 from .errors import ConfigError, ImageSyncError
 from .factory import Components
-from .history import RUN_KINDS, Recording, RunHistory, UnknownRun
+from .history import RUN_KINDS, DamagedHistory, Recording, RunHistory, UnknownRun, listed
 from .ledger import write_report, write_report_to
 from .product_queue import DEFAULT_WAIT_SECONDS, FullSyncBusy
 from .progress import Progress, progress_line
@@ -64,7 +64,8 @@ report in RUN_HISTORY_CONTAINER for RUN_HISTORY_DAYS days. Examples:
   image-sync runs sheet RUN_ID -o sheet.html    a contact sheet (HTML, thumbnails) of a run
   image-sync runs sheet --item 100001 -o p.html a contact sheet of one product over its runs
 
-exit codes: 0 done; 1 storage could not be reached, or no kept run touched the product of a sheet;
+exit codes: 0 done; 1 storage could not be reached, no kept run touched the product of a sheet, or a
+  kept blob is damaged or not one this app wrote (one line names it; the rest is still shown);
   2 configuration error or an unknown run id (the line says which)
 """
 
@@ -205,16 +206,18 @@ def _sync(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: 
             report = rec.report = SyncReport(ledger=rec.ledger, context={
                 "container": settings.storage.container, "partners": settings.partner_urls(),
                 "storage": parts.service.url})
+            # --item is a code a person typed: each folder that spells it (NFC, or NFD as a Mac names it)
+            items = [folder for code in args.item for folder in parts.catalog.folders(code)] if args.item else None
             with _progress(report, args, stderr):
                 stopper.on_abort(parts.abort)
                 if args.dry_run:
-                    parts.engine.full_sync(args.item, dry_run=True, empty_sets=args.allow_empty, report=report)
-                elif args.item and parts.engine.traede:
-                    parts.products.sync_now(args.item, empty_sets=args.allow_empty, on_wait=waiting, report=report,
+                    parts.engine.full_sync(items, dry_run=True, empty_sets=args.allow_empty, report=report)
+                elif items and parts.engine.traede:
+                    parts.products.sync_now(items, empty_sets=args.allow_empty, on_wait=waiting, report=report,
                                             wait_seconds=args.wait)
                 else:
                     parts.products.fenced("CLI sync", lambda fence: parts.engine.full_sync(
-                        args.item, fence=fence, empty_sets=args.allow_empty, report=report),
+                        items, fence=fence, empty_sets=args.allow_empty, report=report),
                         wait_seconds=args.wait, on_wait=waiting)
             if stopper.stop.is_set():
                 report.interrupted = stopper.stop.reason
@@ -286,17 +289,22 @@ def _runs(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: 
         return EXIT_CONFIG
     service = blob_service(settings.storage, **QUICK)  # unreachable storage: one line in seconds, not minutes
     history = RunHistory(service, settings.run_history_container, days=settings.run_history_days)
+    damage: list[str] = []  # kept blobs that were left out as damaged: one line each, then exit 1
     try:
         if args.runs_command == "show":
-            return _show_run(history, args.run_id, args.json, stdout, stderr)
-        if args.runs_command == "sheet":
-            return _write_sheet(history, service, settings, args, stdout, stderr)
-        if args.item is not None:
-            return _item_history(history, args.item, args.limit or 10, stdout, stderr)
-        return _list_runs(history, args.limit or 20, args.kind, stdout, stderr)
+            code = _show_run(history, args.run_id, args.json, stdout, stderr, damage)
+        elif args.runs_command == "sheet":
+            code = _write_sheet(history, service, settings, args, stdout, stderr, damage)
+        elif args.item is not None:
+            code = _item_history(history, args.item, args.limit or 10, stdout, stderr, damage)
+        else:
+            code = _list_runs(history, args.limit or 20, args.kind, stdout, stderr)
     except UnknownRun as exc:
-        print(str(exc), file=stderr)
+        print(_printable(str(exc)), file=stderr)
         return EXIT_CONFIG
+    except DamagedHistory as exc:
+        print(_printable(redact.redact(str(exc))), file=stderr)
+        return EXIT_PROBLEMS
     except ConfigError as exc:
         print(redact.redact(f"configuration error: {exc}"), file=stderr)
         return EXIT_CONFIG
@@ -309,6 +317,9 @@ def _runs(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: 
         return EXIT_PROBLEMS
     finally:
         service.close()
+    for line in damage:
+        print(_printable(redact.redact(line)), file=stderr)
+    return EXIT_PROBLEMS if damage and code == EXIT_OK else code
 
 
 def _printable(text: str) -> str:
@@ -339,7 +350,7 @@ def _runs_option_problem(args: argparse.Namespace) -> str | None:
 def _list_runs(history: RunHistory, limit: int, kind: str | None, stdout: TextIO, stderr: TextIO) -> int:
     runs = history.recent(limit, kind=kind)
     for run in runs:
-        print(run.line(), file=stdout)
+        print(_printable(redact.redact(run.line())), file=stdout)  # (metadata is anyone's to write)
     what = f"{kind} runs" if kind else "runs"
     if not runs:
         print(f"no {what} kept in RUN_HISTORY_CONTAINER {history.container!r} in the last {history.days} days",
@@ -350,11 +361,12 @@ def _list_runs(history: RunHistory, limit: int, kind: str | None, stdout: TextIO
     return EXIT_OK
 
 
-def _show_run(history: RunHistory, run_id: str, as_json: bool, stdout: TextIO, stderr: TextIO) -> int:
+def _show_run(history: RunHistory, run_id: str, as_json: bool, stdout: TextIO, stderr: TextIO,
+              damage: list[str]) -> int:
     head = history.load(run_id)
     run_id = str(head.get("run", run_id))
     if as_json:
-        ledger = history.ledger(run_id, int(head.get("parts") or 1))
+        ledger = history.ledger(run_id, int(head.get("parts") or 1), damage)
         try:
             write_report_to(stdout, head, ledger)
         finally:
@@ -369,24 +381,11 @@ def _show_run(history: RunHistory, run_id: str, as_json: bool, stdout: TextIO, s
         f"  where     container {head.get('container')!r}; partners: " + (", ".join(
             f"{n} at {u}" for n, u in (head.get("partners") or {}).items()) or "none"),
         f"  outcome   {'ok' if head.get('ok') else 'FAILED'}: images={head.get('images')} "
-        f"products={head.get('products')} delivered {delivered} rejected={len(head.get('rejected') or [])} "
-        f"failed={len(head.get('failed') or [])} deferred={len(head.get('deferred') or [])} "
-        f"skipped={len(head.get('skipped') or [])}",
+        f"products={head.get('products')} delivered {delivered} rejected={listed(head, 'rejected')} "
+        f"failed={listed(head, 'failed')} deferred={listed(head, 'deferred')} skipped={listed(head, 'skipped')}",
     ]
-    for kind in ("rejected", "failed", "deferred"):
-        problems = head.get(kind) or []
-        for p in problems[:20]:
-            blob = f" blob {p['blob']!r}" if p.get("blob") else ""
-            code = f" (HTTP {p['status_code']})" if p.get("status_code") else ""
-            lines.append(f"  {kind}: {p.get('partner')}: item {p.get('item')!r}{blob}{code}: {p.get('reason')}")
-        if len(problems) > 20:
-            lines.append(f"  {kind}: and {len(problems) - 20} more (--json names every one)")
-    reasons: dict[str, list[str]] = {}
-    for entry in head.get("skipped") or []:
-        reasons.setdefault(str(entry.get("reason")), []).append(repr(entry.get("blob")))
-    for reason, blobs in reasons.items():
-        more = f" and {len(blobs) - 3} more" if len(blobs) > 3 else ""
-        lines.append(f"  skipped: {len(blobs)} blobs: {reason}: {', '.join(blobs[:3])}{more}")
+    # the lines the run printed, one per cause with the first few names (--json names every one)
+    lines += [f"  {line}" for line in SyncReport.from_dict(head).grouped_lines(deferred=True)]
     lines += [f"  note: {note}" for note in head.get("notes") or []]
     for line in lines:
         print(_printable(redact.redact(line)), file=stdout)
@@ -395,8 +394,9 @@ def _show_run(history: RunHistory, run_id: str, as_json: bool, stdout: TextIO, s
     return EXIT_OK
 
 
-def _item_history(history: RunHistory, item: str, limit: int, stdout: TextIO, stderr: TextIO) -> int:
-    runs = history.item_runs(item, limit=limit)
+def _item_history(history: RunHistory, item: str, limit: int, stdout: TextIO, stderr: TextIO,
+                  damage: list[str]) -> int:
+    runs = history.item_runs(item, limit=limit, damage=damage)
     if not runs:
         print(f"no kept run touched product {item!r} in the last {history.days} days", file=stderr)
         return EXIT_OK
@@ -413,6 +413,7 @@ def _entry_line(entry: dict[str, Any]) -> str:
     """One kept entry of a product, as a line: what the partner was sent, and what became of it."""
     partner, outcome = entry.get("partner"), entry.get("outcome")
     reason = f": {entry['reason']}" if entry.get("reason") else ""
+    reason += f": {entry['detail']}" if entry.get("reason") and entry.get("detail") else ""
     if isinstance(entry.get("images"), list):
         images = entry["images"]
         listed = " ".join(f"{i.get('sort')}. {i.get('filename')} (type {i.get('type')}, colour "
@@ -426,7 +427,7 @@ def _entry_line(entry: dict[str, Any]) -> str:
 
 
 def _write_sheet(history: RunHistory, service: Any, settings: Settings, args: argparse.Namespace, stdout: TextIO,
-                 stderr: TextIO) -> int:
+                 stderr: TextIO, damage: list[str]) -> int:
     from datetime import timedelta
 
     from . import contact_sheet
@@ -434,7 +435,7 @@ def _write_sheet(history: RunHistory, service: Any, settings: Settings, args: ar
     sign = contact_sheet.signer(service, start_skew=timedelta(minutes=settings.sas_start_skew_minutes))
     if args.sheet_item is not None:
         page = contact_sheet.product_sheet(history, args.sheet_item, sign,
-                                           default_container=settings.storage.container)
+                                           default_container=settings.storage.container, damage=damage)
         if page is None:
             print(f"no kept run touched product {args.sheet_item!r} in the last {history.days} days: no sheet "
                   "written", file=stderr)
@@ -443,7 +444,8 @@ def _write_sheet(history: RunHistory, service: Any, settings: Settings, args: ar
         name = "item-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in args.sheet_item)[:80]
     else:
         run_id = history.resolve(args.run_id)
-        page = contact_sheet.run_sheet(history, run_id, sign, default_container=settings.storage.container)
+        page = contact_sheet.run_sheet(history, run_id, sign, default_container=settings.storage.container,
+                                       damage=damage)
         what, name = f"run {run_id}", run_id
     path = args.output or f"contact-sheet-{name}.html"
     with open(path, "w", encoding="utf-8") as out:

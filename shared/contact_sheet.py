@@ -5,9 +5,11 @@ product shows its images in TRAEDE's order as thumbnails, with kind, colour, sor
 Wallie got for each image, every partner's outcome (failures in red, with the partner's reason), and the
 product's skipped blobs with the reasons.
 
-The page opens from a file in any browser: CSS and a few lines of script are inline; the only requests it
-makes are the thumbnails, through fresh SAS URLs that are read-only, blob-scoped and expire after
-``THUMBNAIL_TTL`` (the page says when). The stored history never holds a signature, and no account key,
+The page opens from a file in any browser: CSS and a few lines of script are inline, allowed by their
+hashes in the page's Content-Security-Policy (no 'unsafe-inline', no inline event handler), so markup that
+slipped past escaping still runs no script. The only requests it makes are the thumbnails, through fresh
+SAS URLs that are read-only, blob-scoped and expire after ``THUMBNAIL_TTL`` (the page says when). The
+stored history never holds a signature, every reason is redacted again as it is shown, and no account key,
 token or password reaches the page. Everything shown is escaped: blob names and metadata are anyone's
 to choose. A run of 100,000 images must not make a 100 MB page, so a sheet shows at most
 ``MAX_PRODUCTS`` products (every product with a problem first, then a sample of the others),
@@ -15,14 +17,17 @@ to choose. A run of 100,000 images must not make a 100 MB page, so a sheet shows
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, UTC
 from html import escape
 from typing import Any
 from collections.abc import Callable
 
-from .history import RunHistory, part_of, run_kind, run_time
+from .history import RunHistory, listed, part_of, run_kind, run_time
 from .layout import TYPE_NAMES
+from .redact import redact
 from .report import STORAGE
 
 THUMBNAIL_TTL = timedelta(hours=1)
@@ -72,7 +77,7 @@ class _Page:
     facts: list[tuple[str, str]]
     notes: list[str]
     cards: list[Card]
-    skipped: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[tuple[str, int, list[dict[str, Any]]]] = field(default_factory=list)  # (cause, how many, first)
     skipped_total: int = 0
     empty: str = "Nothing was sent in this run."
     unit: str = "products"  # what a card is on this page: a product (a run's sheet), or a run (a product's)
@@ -96,8 +101,10 @@ def signer(service: Any, *, start_skew: timedelta) -> Sign:
 # -- building a sheet ----------------------------------------------------------------------------------
 
 def run_sheet(history: RunHistory, run_id: str, sign: Sign, *, default_container: str,
-              now: datetime | None = None, max_products: int = MAX_PRODUCTS) -> str:
-    """The sheet of one run: its products with a problem first, then a sample of the others."""
+              now: datetime | None = None, max_products: int = MAX_PRODUCTS, damage: list[str] | None = None) -> str:
+    """The sheet of one run: its products with a problem first, then a sample of the others. A damaged part of
+    the history is left out, with a note on the page (and a line in ``damage``)."""
+    damage = [] if damage is None else damage
     head = history.load(run_id)
     run_id = str(head.get("run", run_id))
     parts = int(head.get("parts") or 1)
@@ -114,7 +121,7 @@ def run_sheet(history: RunHistory, run_id: str, sign: Sign, *, default_container
         room = others < max_products - len(chosen)
         if part not in wanted_parts and not room:
             continue
-        for entry in history.read_part(run_id, part):
+        for entry in history.read_part(run_id, part, damage):
             item = str(entry.get("item"))
             all_items.add(item)
             if item in entries:
@@ -138,8 +145,8 @@ def run_sheet(history: RunHistory, run_id: str, sign: Sign, *, default_container
         ("What", f"{head.get('kind', run_kind(run_id))} ({head.get('mode', '?')}"
                  f"{', dry run' if head.get('dry_run') else ''})"),
         ("Outcome", f"{state}: {head.get('images', 0)} images, {head.get('products', 0)} products; delivered "
-                    f"{delivered}; rejected {len(head.get('rejected') or [])}, failed {len(head.get('failed') or [])}, "
-                    f"deferred {len(head.get('deferred') or [])}, skipped {len(head.get('skipped') or [])}"),
+                    f"{delivered}; rejected {listed(head, 'rejected')}, failed {listed(head, 'failed')}, "
+                    f"deferred {listed(head, 'deferred')}, skipped {listed(head, 'skipped')}"),
         ("Container", container),
         ("Partners", ", ".join(f"{n} at {u}" for n, u in (head.get("partners") or {}).items()) or "none"),
     ]
@@ -149,16 +156,18 @@ def run_sheet(history: RunHistory, run_id: str, sign: Sign, *, default_container
         facts.append(("Note", str(line)))
     for problem in (head.get("failed") or [])[:5]:
         if problem.get("item") == "*":
-            facts.append(("Failure", f"{problem.get('partner')}: {problem.get('reason')}"))
-    skipped = list(head.get("skipped") or [])
-    page = _Page(f"Contact sheet: run {run_id}", facts, notes, cards, skipped[:MAX_SKIPPED], len(skipped))
+            facts.append(("Failure", f"{problem.get('partner')}: {_why(problem)}"))
+    notes += [f"Left out: {line}" for line in damage]
+    page = _Page(f"Contact sheet: run {run_id}", facts, notes, cards, _by_cause(head.get("skipped") or []),
+                 listed(head, "skipped"))
     return _render(page, sign, now=now)
 
 
 def product_sheet(history: RunHistory, item: str, sign: Sign, *, default_container: str,
-                  now: datetime | None = None, limit: int = MAX_RUNS) -> str | None:
+                  now: datetime | None = None, limit: int = MAX_RUNS, damage: list[str] | None = None) -> str | None:
     """The sheet of one product over the newest runs that touched it (None when no kept run did)."""
-    runs = history.item_runs(item, limit=limit)
+    damage = [] if damage is None else damage
+    runs = history.item_runs(item, limit=limit, damage=damage)
     if not runs:
         return None
     cards = [Card(item, run.container or default_container, run.entries,
@@ -179,6 +188,7 @@ def product_sheet(history: RunHistory, item: str, sign: Sign, *, default_contain
     notes = []
     if len(runs) == limit:
         notes.append(f"Only the {limit} newest runs are shown; `image-sync runs --item {item} --limit N` lists more.")
+    notes += [f"Left out: {line}" for line in damage]
     return _render(_Page(f"Contact sheet: product {item}", facts, notes, cards, unit="runs"), sign, now=now)
 
 
@@ -206,14 +216,14 @@ def _render(page: _Page, sign: Sign, *, now: datetime | None) -> str:
     problems = sum(1 for c in page.cards if c.has_problem)
     out = [_HEAD.replace("{title}", _e(page.title)), "<header>", f"<h1>{_e(page.title)}</h1>",
            '<table class="facts">']
-    out += [f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in page.facts]
+    out += [f"<tr><th>{_e(k)}</th><td>{_e(_clip(v, 2000))}</td></tr>" for k, v in page.facts]
     out.append("</table>")
     out.append(f'<p class="note">Thumbnails load through read-only SAS links to one blob each, made for this '
                f"page at {now:%Y-%m-%d %H:%M} UTC and valid for {_hours(THUMBNAIL_TTL)}, until "
                f"<b>{until:%Y-%m-%d %H:%M} UTC</b>. After that the pictures stop loading: make a new sheet. "
                "The pictures are the original files, shown small.</p>")
     for note in page.notes:
-        out.append(f'<p class="note">{_e(note)}</p>')
+        out.append(f'<p class="note">{_e(_clip(note, 2000))}</p>')
     bad = f'<span class="count-bad">{problems} with a problem</span> (red)' if problems else "none with a problem"
     out.append(f'<p class="legend">{len(page.cards)} {page.unit} shown, {bad}. Pictures are in the order TRAEDE '
                "got them.</p>")
@@ -223,13 +233,18 @@ def _render(page: _Page, sign: Sign, *, now: datetime | None) -> str:
     for card in page.cards:
         out.append(_card(card, url))
     if page.skipped:
-        more = page.skipped_total - len(page.skipped)
         out.append(f'<section class="skipped"><h2>Skipped blobs ({page.skipped_total})</h2>'
-                   "<p>Not sent to any partner, with the reason.</p><table>")
-        out += [f"<tr><td class=\"blob\">{_e(s.get('blob'))}</td><td>{_e(_clip(s.get('reason')))}</td></tr>"
-                for s in page.skipped]
-        out.append("</table>" + (f"<p>and {more} more (the report names every one).</p>" if more > 0 else "")
-                   + "</section>")
+                   "<p>Not sent to any partner, by cause.</p>")
+        shown = 0
+        for cause, count, entries in page.skipped:
+            out.append(f'<h3>{_e(_clip(cause))} <span class="count">({count})</span></h3><table>')
+            out += [f"<tr><td class=\"blob\">{_e(s.get('blob'))}</td><td>{_e(_clip(s.get('detail')))}</td></tr>"
+                    for s in entries]
+            out.append("</table>" + (f"<p>and {count - len(entries)} more.</p>" if count > len(entries) else ""))
+            shown += count
+        if page.skipped_total > shown:
+            out.append(f"<p>and {page.skipped_total - shown} more (the report names every one).</p>")
+        out.append("</section>")
     out.append(f"<footer>Made by image-sync at {now:%Y-%m-%d %H:%M:%S} UTC.</footer></main></body></html>\n")
     return "\n".join(out)
 
@@ -286,7 +301,7 @@ def _card(card: Card, url: Callable[[str, str], str]) -> str:
     skipped = [e for e in card.entries if e.get("partner") == STORAGE]
     if skipped:
         out.append('<ul class="skipped-here">')
-        out += [f"<li>skipped <span class=\"blob\">{_e(e.get('blob'))}</span>: {_e(_clip(e.get('reason')))}</li>"
+        out += [f"<li>skipped <span class=\"blob\">{_e(e.get('blob'))}</span>: {_e(_clip(_why(e)))}</li>"
                 for e in skipped[:20]]
         out.append("</ul>")
     out.append("</section>")
@@ -305,7 +320,8 @@ def _figure(card: Card, blob: str, url: Callable[[str, str], str], *,
         lines.append(f"<div>{_e(_kind(image.get('type')))} · {_e(_colour(image.get('colour')))}</div>")
         if image.get("sort_b2c") is not None or image.get("variant"):
             extra = [f"B2C sort {image.get('sort_b2c')}"] if image.get("sort_b2c") is not None else []
-            extra += [f"{k} {v}" for k, v in dict(image.get("variant") or {}).items()]
+            variant = image.get("variant")
+            extra += [f"{k} {v}" for k, v in (variant.items() if isinstance(variant, dict) else ())]
             lines.append(f"<div>{_e(partner)}: {_e(' · '.join(extra))}</div>")
         if image.get("alt"):
             lines.append(f'<div class="alt">alt: “{_e(_clip(image.get("alt")))}”</div>')
@@ -324,14 +340,13 @@ def _figure(card: Card, blob: str, url: Callable[[str, str], str], *,
         lines.append(f"<div{css}>{_e(entry.get('partner'))}: {_e(entry.get('outcome'))} · id {_e(ident)}… · "
                      f"{_e(kind)} · {_e(colour)}</div>")
         if entry.get("reason") and str(entry.get("outcome")) != "delivered":
-            lines.append(f'<div class="bad">{_e(_clip(entry.get("reason")))}</div>')
+            lines.append(f'<div class="bad">{_e(_clip(_why(entry)))}</div>')
     lines.append(f'<div class="blob">{_e(blob)}</div>')
     lines.append('<div class="gone-note">Not loaded: the blob was deleted or renamed since, storage cannot be '
                  "reached, or the link expired.</div>")
     src = url(card.container, blob)
     return (f'<figure class="{"img bad" if bad else "img"}" data-blob="{_e(blob)}">'
-            f'<div class="thumb"><img src="{_e(src)}" alt="{_e(_clip(alt))}" loading="lazy" '
-            'onload="shown(this)" onerror="missing(this)"></div>'
+            f'<div class="thumb"><img src="{_e(src)}" alt="{_e(_clip(alt))}" loading="lazy"></div>'
             f"<figcaption>{''.join(lines)}</figcaption></figure>")
 
 
@@ -347,11 +362,34 @@ def _colour(value: Any) -> str:
 
 def _reason(entry: dict[str, Any]) -> str:
     code = f"HTTP {entry['status_code']}: " if entry.get("status_code") else ""
-    return _clip(code + str(entry.get("reason") or ""))
+    return _clip(code + _why(entry))
+
+
+def _why(entry: dict[str, Any]) -> str:
+    """An entry's cause and its own detail (runs kept before causes were split have the reason only)."""
+    reason, detail = str(entry.get("reason") or ""), entry.get("detail")
+    return f"{reason}: {detail}" if detail else reason
+
+
+def _by_cause(skipped: list[dict[str, Any]]) -> list[tuple[str, int, list[dict[str, Any]]]]:
+    """Skipped blobs grouped by cause, with the first few of each: at most MAX_SKIPPED rows on the page."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for entry in skipped:
+        groups.setdefault(str(entry.get("reason")), []).append(entry)
+    out, rows = [], 0
+    for cause, entries in groups.items():
+        if rows >= MAX_SKIPPED:
+            break
+        first = entries[:max(1, min(20, MAX_SKIPPED - rows))]
+        rows += len(first)
+        out.append((cause, len(entries), first))
+    return out
 
 
 def _clip(value: Any, limit: int = MAX_TEXT) -> str:
-    text = "" if value is None else str(value)
+    """A partner's reason or a note, shortened: redacted first (a report kept by an older version, or one
+    that names a signature nobody registered, must not reach the page), then cut."""
+    text = redact("" if value is None else str(value))
     return text if len(text) <= limit else text[:limit] + "…"
 
 
@@ -368,12 +406,7 @@ def _hours(ttl: timedelta) -> str:
     return "1 hour" if hours == 1 else f"{hours:g} hours"
 
 
-_HEAD = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="referrer" content="no-referrer">
-<title>{title}</title>
-<style>
+_STYLE = """
 :root{--ok:#1a7f37;--bad:#cf222e;--warn:#9a6700;--muted:#59636e;--line:#d1d9e0}
 *{box-sizing:border-box}
 body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2328;background:#f6f8fa}
@@ -409,12 +442,41 @@ figcaption .pos{font-weight:600;color:#1f2328;font-size:13px}
 ul.skipped-here{margin:8px 0 0;padding-left:18px;color:var(--muted);font-size:12px}
 section.skipped{background:#fff;border:1px solid var(--line);border-radius:8px;padding:12px 16px}
 section.skipped td{padding:2px 12px 2px 0;vertical-align:top;font-size:12px}
+section.skipped h3{font-size:14px;margin:12px 0 4px} section.skipped .count{color:var(--muted);font-weight:400}
 footer{color:var(--muted);font-size:12px;margin-top:16px}
-</style>
-<script>
-function shown(i){i.setAttribute("data-natural-width",i.naturalWidth);
-  i.closest("figure").setAttribute("data-loaded","yes")}
-function missing(i){i.setAttribute("data-natural-width","0");var f=i.closest("figure");
-  f.setAttribute("data-loaded","no");f.classList.add("gone")}
-</script>
-</head><body>"""
+"""
+
+# The page's one script. Listeners capture every thumbnail's load and error on the document (those events
+# do not bubble, but capture sees them), registered before the body is parsed, so no image is missed and no
+# element carries an inline handler: a CSP that allows this script by its hash allows nothing else.
+_SCRIPT = """
+(function(){function seen(e){var i=e.target;if(!i||i.tagName!=="IMG")return;var f=i.closest("figure");
+if(!f)return;var ok=e.type==="load";i.setAttribute("data-natural-width",ok?String(i.naturalWidth):"0");
+f.setAttribute("data-loaded",ok?"yes":"no");if(!ok)f.classList.add("gone")}
+document.addEventListener("load",seen,true);document.addEventListener("error",seen,true)})();
+"""
+
+
+def _source_hash(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode() + "'"
+
+
+# No 'unsafe-inline': the one style sheet and the one script run by their hashes, so markup that escaped
+# escaping (a bug) still runs no script and loads nothing but images. ``frame-ancestors`` only works as an
+# HTTP header (a <meta> policy ignores it): the HTTP page sends ``CONTENT_SECURITY_POLICY``, a page written
+# to a file carries ``PAGE_POLICY``.
+PAGE_POLICY = (f"default-src 'none'; img-src https: http:; style-src {_source_hash(_STYLE)}; "
+               f"script-src {_source_hash(_SCRIPT)}; base-uri 'none'; form-action 'none'")
+CONTENT_SECURITY_POLICY = PAGE_POLICY + "; frame-ancestors 'none'"
+
+_HEAD = "\n".join([
+    '<!DOCTYPE html>',
+    '<html lang="en"><head><meta charset="utf-8">',
+    f'<meta http-equiv="Content-Security-Policy" content="{PAGE_POLICY}">',
+    '<meta name="viewport" content="width=device-width, initial-scale=1">',
+    '<meta name="referrer" content="no-referrer">',
+    "<title>{title}</title>",
+    f"<style>{_STYLE}</style>",
+    f"<script>{_SCRIPT}</script>",
+    "</head><body>",
+])

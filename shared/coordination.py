@@ -104,8 +104,8 @@ class StateContainer:
         except ResourceNotFoundError as exc:
             if getattr(exc, "error_code", None) != "ContainerNotFound":
                 raise
-        log.warning("%s %r did not exist: created it (expected on a first run; otherwise it was deleted, and "
-                    "product messages still queued are sent, not dropped)", SETTING, self.name)
+        # Expected on a first run; a container deleted later is told by the messages it strands (``_still_due``).
+        log.debug("%s %r did not exist: creating it", SETTING, self.name)
         try:
             self.client.create_container()
         except ResourceExistsError:

@@ -25,17 +25,22 @@ class PartnerError(ImageSyncError):
 
     ``status_code`` is None when no HTTP answer arrived (connection refused, timeout).
     ``response_body`` is the partner's text, cut to a readable length; secrets are redacted wherever it
-    is shown. ``unsure``: an attempt of this call was cut off or reset after the partner had the whole
-    request, so the partner may still apply it, later (TRAEDE's product sets are then sent again).
+    is shown. ``cause`` is the message without what differs from call to call (the batch's size, how many
+    attempts in how many seconds, which is ``detail``): a report groups its records by the cause.
+    ``unsure``: an attempt of this call was cut off or reset after the partner had the whole request, so the
+    partner may still apply it, later (TRAEDE's product sets are then sent again).
     """
 
     def __init__(self, partner: str, message: str, *, status_code: int | None = None,
-                 response_body: str | None = None, unsure: bool = False):
+                 response_body: str | None = None, cause: str | None = None, detail: str | None = None,
+                 unsure: bool = False):
         super().__init__(f"{partner}: {message}")
         self.partner = partner
         self.message = message
         self.status_code = status_code
         self.response_body = response_body
+        self.cause = cause or message
+        self.detail = detail
         self.unsure = unsure
 
 

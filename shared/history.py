@@ -26,6 +26,7 @@ carries on. Secrets stay out: the ledger keeps URLs without their query, and eve
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -58,6 +59,12 @@ PRUNE_EVERY_SECONDS = 3600.0
 PRUNE_BUDGET = 10_000     # blobs deleted at most per prune; a backlog goes at the next one
 # A product's outcome at a partner in one run is the worst of its entries, in this order.
 OUTCOMES = ("failed", "rejected", "not sent", "deferred", "skipped", "queued", "delivered")
+# What a reader reads at most: a blob larger than this is not one this app wrote (or is damaged), and is named
+# instead of read. A kept report is trimmed to fit (see ``save``); a part holds ~2,000 entries (1-4 MB).
+MAX_REPORT_BYTES = 32 * 1024 * 1024
+MAX_PART_BYTES = 64 * 1024 * 1024
+MAX_ENTRY_BYTES = 4 * 1024 * 1024    # one line of a part: one product's set, a few KB
+KEPT_PER_LIST = 10_000               # a report above MAX_REPORT_BYTES keeps this many of each list
 _RUN_ID = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})\.(\d{3})Z-([a-z0-9-]{1,24})-([0-9a-f]{6})")
 _META_SAFE = " =,;/:.-_()*"
 
@@ -67,6 +74,11 @@ _last_prune: dict[str, float] = {}  # per container URL: when this process last 
 
 class UnknownRun(ImageSyncError):
     """No run with this id is kept (a typo, or older than RUN_HISTORY_DAYS)."""
+
+
+class DamagedHistory(ImageSyncError):
+    """A kept report is not one this app wrote: not JSON, wrong types, too large. The message names the blob
+    and what is wrong, in one line; the rest of the history stays readable."""
 
 
 def _utcnow() -> datetime:
@@ -92,6 +104,15 @@ def check_run_id(text: str) -> str:
                          "(image-sync runs lists them), or 'latest'")
     run_time(text)  # a real time, too
     return text
+
+
+def is_run_id(text: str) -> bool:
+    """A run id this app could have made: its shape, and a real time."""
+    try:
+        run_time(text)
+    except UnknownRun:
+        return False
+    return True
 
 
 def run_time(run_id: str) -> datetime:
@@ -174,12 +195,12 @@ class RunSummary:
 
         def number(key: str) -> int:
             value = m.get(key, "0")
-            return int(value) if value.isdigit() else 0
+            return _count(value)
 
         delivered = {}
         for pair in filter(None, m.get("delivered", "").split(",")):
             name, _, count = pair.partition("=")
-            delivered[name] = int(count) if count.isdigit() else 0
+            delivered[name] = _count(count)
         try:
             seconds = float(m.get("seconds", "0"))
         except ValueError:
@@ -255,8 +276,7 @@ class RunHistory:
                 self._put(f"{WIDE}{day}/{run_id}", b"", {**index, "first": _meta(parts.first),
                                                          "last": _meta(parts.last)})
             head = {**report.to_dict(), "run": run_id, "kind": kind, "parts": parts.count}
-            body = json.dumps(redact_tree(head), indent=2, ensure_ascii=False).encode("utf-8")
-            self._put(f"{RUNS}{day}/{run_id}.json", body, _summary_metadata(report, kind))
+            self._put(f"{RUNS}{day}/{run_id}.json", _report_body(head), _summary_metadata(report, kind))
         return run_id
 
     def _put_markers(self, markers: list[tuple[str, dict[str, str]]]) -> None:
@@ -317,16 +337,29 @@ class RunHistory:
             return []  # nothing kept yet
 
     def recent(self, limit: int = 20, *, kind: str | None = None) -> list[RunSummary]:
-        """The newest runs first, at most ``limit``; ``kind`` keeps only runs of that kind (nightly, cli-sync...)."""
+        """The newest runs first, at most ``limit``; ``kind`` keeps only runs of that kind (nightly, cli-sync...).
+        Reads only the listing (each report's counts are its metadata); memory holds ``limit`` runs a day,
+        however many blobs a day holds. Blobs that are not a run's report are passed over."""
+        import heapq
+
         found: list[RunSummary] = []
         for day in self._days():
-            runs = [RunSummary.from_metadata(b.name.rsplit("/", 1)[-1][:-len(".json")], b.metadata)
-                    for b in self._list(f"{RUNS}{day}/", metadata=True) if b.name.endswith(".json")]
-            runs = [r for r in runs if _RUN_ID.fullmatch(r.run_id) and (kind is None or r.kind == kind)]
-            found.extend(sorted(runs, key=lambda r: r.run_id, reverse=True))
+            runs = (RunSummary.from_metadata(b.name.rsplit("/", 1)[-1][:-len(".json")], b.metadata)
+                    for b in self._iter(f"{RUNS}{day}/", metadata=True) if b.name.endswith(".json"))
+            fitting = (r for r in runs if is_run_id(r.run_id) and (kind is None or r.kind == kind))
+            found.extend(heapq.nlargest(limit - len(found), fitting, key=lambda r: r.run_id))
             if len(found) >= limit:
                 break
         return found[:limit]
+
+    def _iter(self, prefix: str, *, metadata: bool = False) -> Iterator[Any]:
+        """``_list``, a page at a time."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            yield from self.client.list_blobs(name_starts_with=prefix, include=["metadata"] if metadata else None)
+        except ResourceNotFoundError:
+            return  # nothing kept yet
 
     def resolve(self, run_id: str) -> str:
         """A run id as given, or the newest run's for ``latest``."""
@@ -339,37 +372,68 @@ class RunHistory:
         return check_run_id(run_id)
 
     def load(self, run_id: str) -> dict[str, Any]:
-        """The run's report, without what was sent (see ``sent``)."""
-        from azure.core.exceptions import ResourceNotFoundError
-
+        """The run's report, without what was sent (see ``sent``): checked, so a reader can trust its types.
+        Raises ``UnknownRun``, or ``DamagedHistory`` naming the blob and what is wrong."""
         run_id = self.resolve(run_id)
-        try:
-            blob = self.client.get_blob_client(f"{RUNS}{_day(run_time(run_id))}/{run_id}.json")
-            data = blob.download_blob().readall()
-        except ResourceNotFoundError:
+        name = f"{RUNS}{_day(run_time(run_id))}/{run_id}.json"
+        data = self._read(name, MAX_REPORT_BYTES, "a run report")
+        if data is None:
             raise UnknownRun(f"no run {run_id!r} is kept in RUN_HISTORY_CONTAINER {self.container!r} (runs are "
-                             f"kept RUN_HISTORY_DAYS={self.days} days; image-sync runs lists them)") from None
-        head: dict[str, Any] = json.loads(data)
-        return head
+                             f"kept RUN_HISTORY_DAYS={self.days} days; image-sync runs lists them)")
+        return check_report(name, data, run_id)
 
-    def read_part(self, run_id: str, part: int) -> Iterator[dict[str, Any]]:
+    def read_part(self, run_id: str, part: int, damage: list[str] | None = None) -> Iterator[dict[str, Any]]:
+        """The entries of one part of a run, in the order they were kept. A line that is not an entry this
+        app wrote is left out, and a part too large to be one is not read: each is one line in ``damage``
+        (None: a warning in the log) naming the blob and what is wrong."""
+        name = _part_name(run_id, part)
+        try:
+            data = self._read(name, MAX_PART_BYTES, "a part of a run's entries")
+        except DamagedHistory as exc:
+            _tell(damage, f"{exc}; its entries are left out")
+            return
+        if data is None:
+            return  # a part no product hashed to
+        bad, first = 0, ""
+        for number, raw in enumerate(io.BytesIO(data), start=1):
+            if not raw.strip():
+                continue
+            entry, problem = _entry(raw)
+            if entry is not None:
+                yield entry
+                continue
+            bad += 1
+            first = first or f"line {number}: {problem}"
+        if bad:
+            _tell(damage, f"run history: {name}: {bad} line{'s' if bad > 1 else ''} left out, not an entry this app "
+                          f"wrote ({first})")
+
+    def _read(self, name: str, limit: int, what: str) -> bytes | None:
+        """A blob's bytes (None: no such blob), never more than ``limit``: a larger blob is named, not read."""
         from azure.core.exceptions import ResourceNotFoundError
 
+        blob = self.client.get_blob_client(name)
         try:
-            stream = self.client.get_blob_client(_part_name(run_id, part)).download_blob()
-            data = stream.readall()
+            size = int(blob.get_blob_properties().size or 0)
+            if size > limit:
+                raise DamagedHistory(f"run history: {name} is {size:,} bytes, more than the {limit:,} {what} may "
+                                     "have: not one this app wrote, or damaged")
+            if size == 0:
+                return b""
+            data: bytes = blob.download_blob(offset=0, length=min(size, limit) + 1).readall()
         except ResourceNotFoundError:
-            return  # a part no product hashed to
-        for line in data.decode("utf-8").splitlines():
-            if line.strip():
-                yield json.loads(line)
+            return None
+        if len(data) > limit:  # replaced by a larger blob since its size was read
+            raise DamagedHistory(f"run history: {name} is more than the {limit:,} bytes {what} may have")
+        return data
 
-    def sent(self, run_id: str, parts: int) -> Iterator[dict[str, Any]]:
+    def sent(self, run_id: str, parts: int, damage: list[str] | None = None) -> Iterator[dict[str, Any]]:
         """Every entry the run kept, part by part (within a part, in the order they were recorded)."""
-        for part in range(max(1, parts)):
-            yield from self.read_part(run_id, part)
+        for part in range(max(1, min(parts, MAX_PARTS))):
+            yield from self.read_part(run_id, part, damage)
 
-    def sent_for(self, run_id: str, parts: int, items: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+    def sent_for(self, run_id: str, parts: int, items: Iterable[str],
+                 damage: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
         """The entries of some products, reading only the parts they hash to."""
         wanted = set(items)
         by_part: dict[int, set[str]] = {}
@@ -377,40 +441,47 @@ class RunHistory:
             by_part.setdefault(part_of(item, parts), set()).add(item)
         out: dict[str, list[dict[str, Any]]] = {item: [] for item in wanted}
         for part, members in sorted(by_part.items()):
-            for entry in self.read_part(run_id, part):
+            for entry in self.read_part(run_id, part, damage):
                 if entry.get("item") in members:
                     out[str(entry["item"])].append(entry)
         return out
 
-    def ledger(self, run_id: str, parts: int) -> Ledger:
-        """What the run sent, as a ``Ledger`` again (for ``write_report_to``), without synthetic entries."""
+    def ledger(self, run_id: str, parts: int, damage: list[str] | None = None) -> Ledger:
+        """What the run sent, as a ``Ledger`` again (for ``write_report_to``), without synthetic entries;
+        redacted again (a run kept by an older version)."""
         ledger = Ledger()
-        for entry in self.sent(run_id, parts):
+        for entry in self.sent(run_id, parts, damage):
             partner = str(entry.pop("partner", "?"))
             if not entry.get("synthetic"):
-                ledger.add_entry(partner, json.dumps(entry, ensure_ascii=False))
+                ledger.add_entry(partner, json.dumps(redact_tree(entry), ensure_ascii=False))
         return ledger
 
-    def item_runs(self, item: str, *, limit: int = 10) -> list[ItemRun]:
+    def item_runs(self, item: str, *, limit: int = 10, damage: list[str] | None = None) -> list[ItemRun]:
         """The newest runs that touched ``item`` (at most ``limit``), with what each partner was sent for it.
 
         Per day: the product's own markers (small runs), and the wide runs whose range of products holds it,
-        whose one part for this product is read. Never reads a whole report."""
+        whose one part for this product is read. Never reads a whole report. A code is looked up in each
+        spelling a folder may have (NFC, and NFD as a Mac names folders)."""
+        from .partner_codes import nfc_forms
+
+        forms = nfc_forms(item)
         found: list[ItemRun] = []
         for day in self._days():
             candidates: dict[str, tuple[int, str]] = {}
-            for blob in self._list(f"{ITEMS}{day}/{_item_segment(item)}/", metadata=True):
-                meta = _unmeta(blob.metadata)
-                candidates[blob.name.rsplit("/", 1)[-1]] = (_int(meta.get("parts")), meta.get("container", ""))
+            for form in forms:
+                for blob in self._list(f"{ITEMS}{day}/{_item_segment(form)}/", metadata=True):
+                    meta = _unmeta(blob.metadata)
+                    candidates[blob.name.rsplit("/", 1)[-1]] = (_int(meta.get("parts")), meta.get("container", ""))
             for blob in self._list(f"{WIDE}{day}/", metadata=True):
                 meta = _unmeta(blob.metadata)
-                if meta.get("first", "") <= item <= meta.get("last", ""):
+                if any(meta.get("first", "") <= form <= meta.get("last", "") for form in forms):
                     candidates[blob.name.rsplit("/", 1)[-1]] = (_int(meta.get("parts")), meta.get("container", ""))
             for run_id in sorted(candidates, reverse=True):
-                if not _RUN_ID.fullmatch(run_id):
+                if not is_run_id(run_id):
                     continue
                 parts, container = candidates[run_id]
-                entries = [e for e in self.read_part(run_id, part_of(item, parts)) if e.get("item") == item]
+                entries = [e for part in dict.fromkeys(part_of(form, parts) for form in forms)
+                           for e in self.read_part(run_id, part, damage) if e.get("item") in forms]
                 if entries:
                     found.append(ItemRun(run_id, container, entries))
                     if len(found) >= limit:
@@ -459,7 +530,7 @@ class RunHistory:
                 return
             for name in entries:
                 part = name[len(prefix):].rstrip("/")
-                if not name.endswith("/") or not part.isdigit():
+                if not name.endswith("/") or not (part.isascii() and part.isdigit()):
                     continue  # not ours
                 if int(part) < limits[level]:
                     yield name
@@ -510,6 +581,127 @@ def keep(history: RunHistory | None, report: SyncReport, ledger: Ledger | None, 
     return run_id
 
 
+def _tell(damage: list[str] | None, line: str) -> None:
+    if damage is None:
+        log.warning("%s", line)
+    else:
+        damage.append(line)
+
+
+def _kind_of(value: Any) -> str:
+    """What a JSON value is, for a message: 'a string', 'a list', 'null'..."""
+    if value is None:
+        return "null"
+    names = {bool: "true/false", int: "a number", float: "a number", str: "a string", list: "a list",
+             dict: "an object"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _parse(data: bytes) -> tuple[Any, str | None]:
+    """JSON from bytes, or why not (one phrase)."""
+    try:
+        return json.loads(data.decode("utf-8")), None
+    except UnicodeDecodeError as exc:
+        return None, f"not UTF-8 text (byte {exc.start})"
+    except RecursionError:
+        return None, "JSON nested too deeply"
+    except ValueError as exc:  # JSONDecodeError, and numbers of more than 4,300 digits
+        where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+        return None, f"not JSON ({getattr(exc, 'msg', str(exc))}{where})"
+
+
+_REPORT_TYPES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    **{key: ("a list of objects", lambda v: isinstance(v, list) and all(isinstance(e, dict) for e in v))
+       for key in ("skipped", "ignored", "rejected", "failed", "deferred")},
+    **{key: ("a list of strings", lambda v: isinstance(v, list) and all(isinstance(e, str) for e in v))
+       for key in ("notes", "queued")},
+    **{key: ("a string", lambda v: isinstance(v, str))
+       for key in ("run", "kind", "mode", "started_at", "ended_at", "container", "layout", "interrupted", "storage")},
+    **{key: ("a whole number >= 0", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0)
+       for key in ("images", "products", "requests", "retries", "layout_misses")},
+    "parts": (f"a whole number from 1 to {MAX_PARTS}",
+              lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_PARTS),
+    "seconds": ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+    **{key: ("true or false", lambda v: isinstance(v, bool)) for key in ("ok", "dry_run")},
+    "delivered": ("an object of counts", lambda v: isinstance(v, dict) and all(
+        isinstance(c, int) and not isinstance(c, bool) for c in v.values())),
+    **{key: ("an object", lambda v: isinstance(v, dict)) for key in ("partners", "stopped_partners", "accounting",
+                                                                     "truncated")},
+}
+
+
+def check_report(name: str, data: bytes, run_id: str) -> dict[str, Any]:
+    """A kept report read back, with every field a reader uses of the type it expects; ``DamagedHistory``
+    names the blob and the first thing that is wrong."""
+    head, problem = _parse(data)
+    if problem is None and not isinstance(head, dict):
+        problem = f"{_kind_of(head)}, not a JSON object"
+    if problem is not None:
+        raise DamagedHistory(f"run history: {name} is not a run report: {problem}")
+    for key, (expected, fits) in _REPORT_TYPES.items():
+        value = head.get(key)
+        if value is not None and not fits(value):
+            raise DamagedHistory(f"run history: {name} is not a run report this app wrote: {key!r} is "
+                                 f"{_kind_of(value)}, expected {expected}")
+    if head.get("run") not in (None, run_id):
+        raise DamagedHistory(f"run history: {name} names another run, {str(head['run'])[:80]!r}")
+    checked: dict[str, Any] = head
+    return checked
+
+
+def _entry(raw: bytes) -> tuple[dict[str, Any] | None, str]:
+    """One line of a part as an entry, or why it is not one."""
+    if len(raw) > MAX_ENTRY_BYTES:
+        return None, f"{len(raw):,} bytes, more than the {MAX_ENTRY_BYTES:,} an entry may have"
+    entry, problem = _parse(raw)
+    if problem is not None:
+        return None, problem
+    if not isinstance(entry, dict):
+        return None, f"{_kind_of(entry)}, not a JSON object"
+    for key in ("partner", "item", "outcome"):
+        if not isinstance(entry.get(key), str):
+            return None, f"{key!r} is {_kind_of(entry.get(key))}, expected a string"
+    for key in ("reason", "blob", "item_number"):
+        if entry.get(key) is not None and not isinstance(entry[key], str):
+            return None, f"{key!r} is {_kind_of(entry[key])}, expected a string"
+    images = entry.get("images")
+    if images is not None and not (isinstance(images, list) and all(isinstance(i, dict) for i in images)):
+        return None, f"'images' is {_kind_of(images)}, expected a list of objects"
+    return entry, ""
+
+
+def listed(head: dict[str, Any], key: str) -> int:
+    """How many entries a report's list had (a report kept trimmed says how many there were)."""
+    truncated = head.get("truncated") or {}
+    count = truncated.get(key)
+    return count if isinstance(count, int) else len(head.get(key) or [])
+
+
+def _report_body(head: dict[str, Any]) -> bytes:
+    """The kept report as JSON, at most MAX_REPORT_BYTES: a run with hundreds of thousands of skipped blobs
+    keeps the first KEPT_PER_LIST of each list (and how many there were); ``--report`` names every one."""
+    body = json.dumps(redact_tree(head), indent=2, ensure_ascii=False).encode("utf-8")
+    if len(body) <= MAX_REPORT_BYTES:
+        return body
+    trimmed, cut = dict(head), {}
+    for key in ("skipped", "ignored", "rejected", "failed", "deferred"):
+        if len(trimmed.get(key) or []) > KEPT_PER_LIST:
+            cut[key] = len(trimmed[key])
+            trimmed[key] = trimmed[key][:KEPT_PER_LIST]
+    trimmed["truncated"] = cut
+    trimmed["notes"] = [*(head.get("notes") or []),
+                        f"this kept report names the first {KEPT_PER_LIST:,} of each list "
+                        f"({', '.join(f'{k} {n:,}' for k, n in cut.items())}); the sync's --report file names "
+                        "every one"]
+    body = json.dumps(redact_tree(trimmed), indent=2, ensure_ascii=False).encode("utf-8")
+    if len(body) > MAX_REPORT_BYTES:  # a few enormous reasons: keep the counts only
+        for key in cut or ("skipped", "ignored", "rejected", "failed", "deferred"):
+            cut.setdefault(key, len(head.get(key) or []))
+            trimmed[key] = []
+        body = json.dumps(redact_tree(trimmed), indent=2, ensure_ascii=False).encode("utf-8")
+    return body
+
+
 def _item_segment(item: str) -> str:
     """A product id as one path segment of a blob name: quoted, dots too ('.' and '..' would be dropped by
     web clients before the request is signed)."""
@@ -518,11 +710,16 @@ def _item_segment(item: str) -> str:
 
 def _why(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
-    return redact(f"{type(exc).__name__}: {text[0][:300] if text else ''}")
+    return redact(f"{type(exc).__name__}: {text[0] if text else ''}")[:300]  # redacted, then cut
 
 
 def _int(value: str | None) -> int:
-    return int(value) if value and value.isdigit() else 1
+    return max(1, _count(value or ""))
+
+
+def _count(text: str) -> int:
+    """A count from metadata (anyone's to write): digits only, of a sane length, else 0."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 15 else 0
 
 
 def _meta_key(partner: str) -> str:
@@ -591,6 +788,8 @@ class _Parts:
                 continue
             entry = {"partner": problem.partner, "item": problem.item_id, "outcome": kind, "reason": problem.reason,
                      "status_code": problem.status_code, "blob": problem.blob_name, "synthetic": True}
+            if problem.detail:
+                entry["detail"] = problem.detail
             yield problem.item_id, problem.partner, kind, _line(entry)
         partner = next((name for name, t in self.report.tallies.items() if t.unit == "products"), "traede")
         for item in self.report.queued:
@@ -601,8 +800,8 @@ class _Parts:
             for skipped in self.report.skipped:
                 item, sep, _ = skipped.blob_name.partition(self._separator)
                 if sep and item:
-                    entry = {"partner": STORAGE, "item": item, "outcome": "skipped", "blob": skipped.blob_name,
-                             "reason": skipped.reason, "synthetic": True}
+                    entry = {"partner": STORAGE, "item": item, "outcome": "skipped", "synthetic": True,
+                             **skipped.to_dict()}
                     yield item, STORAGE, "skipped", _line(entry)
 
     def _split(self) -> None:

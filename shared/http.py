@@ -35,10 +35,12 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from .errors import AuthError, PartnerError, RedirectError, RejectedError, TooLargeError, TransientError
+from .redact import redact
 from .settings import HttpSettings
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 BODY_EXCERPT = 2000
+EXCERPT_SCAN = 64 * 1024  # an answer is redacted this far before it is cut, so no cut leaves half a signature
 BACKOFF_MAX_SECONDS = 30.0
 CONNECT_TIMEOUT_MAX = 10.0
 # A lock-guarded attempt needs at least this much of the lock left, or it is not started.
@@ -263,17 +265,19 @@ class PartnerHttp:
                 attempt += 1
                 budget = min(self.http.timeout_seconds, call_deadline - time.monotonic())
                 if guard is not None and guard() - GUARD_MARGIN_SECONDS <= 0:
-                    raise TransientError(self.partner, f"{what}: not sent: the lock that makes this send safe "
-                                                       "could not be kept (storage unreachable?); it is retried "
-                                                       "later")
+                    lost = "not sent: the lock that makes this send safe could not be kept (storage unreachable?); " \
+                           "it is retried later"
+                    raise TransientError(self.partner, f"{what}: {lost}", cause=f"POST {path}: {lost}")
                 try:
                     return Answer(self._checked(self._logged_attempt(url, body, send_headers, auth, budget, guard,
-                                                                     what, attempt), what, expect_json), unsure)
+                                                                     what, attempt), what, expect_json,
+                                                f"POST {path}"), unsure)
                 except _Retry as retry:
                     unsure = unsure or retry.unsure
                     wait = self._wait(attempt, retry)
                     if attempt > self.http.max_retries or time.monotonic() + wait >= call_deadline:
-                        raise self._gave_up(what, retry, attempt, time.monotonic() - started) from retry
+                        raise self._gave_up(what, f"POST {path}", retry, attempt,
+                                            time.monotonic() - started) from retry
                     if self.stop.wait(wait):
                         raise TransientError(self.partner, f"{what}: not sent: the run was stopped while "
                                                            f"waiting to retry ({retry.why})") from retry
@@ -333,7 +337,11 @@ class PartnerHttp:
                 self._attempts.discard(watchdog)
         return response
 
-    def _checked(self, response: requests.Response, what: str, expect_json: bool) -> requests.Response:
+    def _checked(self, response: requests.Response, what: str, expect_json: bool,
+                 label: str | None = None) -> requests.Response:
+        """A 2xx answer, or the error it means. ``label`` names the request without what differs from call to
+        call (``what`` says "POST /Images/urls (500 images)"; ``label`` "POST /Images/urls"): errors keep it
+        as their ``cause``."""
         code = response.status_code
         if 300 <= code < 400:
             location = response.headers.get("Location", "(no Location header)")
@@ -344,23 +352,23 @@ class PartnerHttp:
         if code in RETRY_STATUSES or code >= 500:
             raise _Retry(f"HTTP {code}", code, _excerpt(response), _retry_after(response))
         if code >= 400:
-            raise self.error_for(response, what)
+            raise self.error_for(response, what, label)
         if (response.content or expect_json) and not _is_json(response.content):
             raise _Retry(f"HTTP {code} with a body that is not JSON (a proxy or error page?)", code,
                          _excerpt(response, 200))
         return response
 
-    def error_for(self, response: requests.Response, what: str) -> PartnerError:
+    def error_for(self, response: requests.Response, what: str, label: str | None = None) -> PartnerError:
         code, body = response.status_code, _excerpt(response)
-        message = f"{what}: HTTP {code}"
+        message, cause = f"{what}: HTTP {code}", f"{label or what}: HTTP {code}"
         if code in (401, 403):
-            return AuthError(self.partner, message, status_code=code, response_body=body)
+            return AuthError(self.partner, message, status_code=code, response_body=body, cause=cause)
         if code == 413:
             return TooLargeError(self.partner, f"{message} (payload too large)", status_code=code,
-                                 response_body=body)
+                                 response_body=body, cause=f"{cause} (payload too large)")
         if code in (400, 422):
-            return RejectedError(self.partner, message, status_code=code, response_body=body)
-        return PartnerError(self.partner, message, status_code=code, response_body=body)
+            return RejectedError(self.partner, message, status_code=code, response_body=body, cause=cause)
+        return PartnerError(self.partner, message, status_code=code, response_body=body, cause=cause)
 
     # -- retries ------------------------------------------------------------------------------------
 
@@ -370,13 +378,17 @@ class PartnerHttp:
         backoff = self.http.backoff_seconds
         return float(min(BACKOFF_MAX_SECONDS, backoff * 2 ** (attempt - 1)) + random.uniform(0, backoff / 2))
 
-    def _gave_up(self, what: str, retry: _Retry, attempts: int, seconds: float) -> TransientError:
+    def _gave_up(self, what: str, label: str, retry: _Retry, attempts: int, seconds: float) -> TransientError:
         tries = f"{attempts} attempt{'s' if attempts > 1 else ''} in {seconds:.1f} s"
         if retry.status is None:
+            why = re.sub(r"within [0-9.]+ s", "within the time allowed", retry.why)  # the budget shrinks
             return TransientError(self.partner, f"{what}: no answer from {self.base_url} after retries "
-                                                f"({retry.why}; {tries})")
+                                                f"({retry.why}; {tries})",
+                                  cause=f"{label}: no answer from {self.base_url} after retries ({why})",
+                                  detail=tries)
         return TransientError(self.partner, f"{what}: {retry.why} after retries ({tries})",
-                              status_code=retry.status, response_body=retry.body)
+                              status_code=retry.status, response_body=retry.body,
+                              cause=f"{label}: {retry.why} after retries", detail=tries)
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -413,7 +425,9 @@ def _dumps(body: Any) -> bytes:
 
 
 def _excerpt(response: requests.Response, limit: int = BODY_EXCERPT) -> str:
-    return response.content[:limit].decode("utf-8", errors="replace")
+    """The start of a partner's answer, redacted before it is cut: a signature the cut went through would
+    be too short for ``redact`` to know it afterwards."""
+    return redact(response.content[:EXCERPT_SCAN].decode("utf-8", errors="replace"))[:limit]
 
 
 def _retry_after(response: requests.Response) -> float | None:

@@ -138,7 +138,7 @@ def contact_sheet_page(run: str | None, item: str | None, env: Env = None) -> tu
     from datetime import timedelta
 
     from . import contact_sheet
-    from .history import UnknownRun
+    from .history import DamagedHistory, UnknownRun
 
     if run and item:
         return 400, "give run=<run id> (or latest) or item=<product id>, not both"
@@ -157,6 +157,8 @@ def contact_sheet_page(run: str | None, item: str | None, env: Env = None) -> tu
         return 200, contact_sheet.run_sheet(parts.history, run_id, sign, default_container=default)
     except UnknownRun as exc:
         return 404, str(exc)
+    except DamagedHistory as exc:  # the run's report is not one this app wrote: named, never a traceback
+        return 500, str(exc)
 
 
 def _recording(parts: Components, kind: str, *, prune: bool = False, quiet: bool = False) -> Recording:

@@ -190,18 +190,20 @@ class Lane:
                 self._deliver(units[:mid])
                 self._deliver(units[mid:])
                 return
-            reason = _reason(exc)
+            cause, detail = _cause(exc)
             if isinstance(exc, TooLargeError):
-                reason = f"too large for {self.name} even on its own: {reason}"
+                cause = f"too large for {self.name} even on its own: {cause}"
             for u in units:
-                self.report.add_rejected(Problem(self.name, u.item_id, u.blob_name, reason, exc.status_code))
-            self._record(units, "rejected", reason)
+                self.report.add_rejected(Problem(self.name, u.item_id, u.blob_name, cause, exc.status_code,
+                                                 detail=detail))
+            self._record(units, "rejected", cause, detail)
         elif isinstance(exc, StopPartnerError):
             # Retrying with the same credentials or address cannot help: stop, with one reason for all.
             self._stop(_reason(exc), retryable=False)
             self._fail(units, not_sent_reason(self._stopped or _reason(exc)), exc.status_code, retryable=False)
         else:
-            self._fail(units, _reason(exc), exc.status_code, retryable=isinstance(exc, TransientError))
+            cause, detail = _cause(exc)
+            self._fail(units, cause, exc.status_code, retryable=isinstance(exc, TransientError), detail=detail)
             if isinstance(exc, TransientError) and not self.stop.is_set():
                 with self._lock:
                     self._failed_calls += 1
@@ -222,16 +224,17 @@ class Lane:
                 self._stopped_retryable = retryable
                 self.report.stop_partner(self.name, why)
 
-    def _fail(self, units: list[Unit], reason: str, status: int | None = None, *, retryable: bool = True) -> None:
+    def _fail(self, units: list[Unit], reason: str, status: int | None = None, *, retryable: bool = True,
+              detail: str | None = None) -> None:
         for u in units:
-            self.report.add_failed(Problem(self.name, u.item_id, u.blob_name, reason, status, retryable))
-        self._record(units, "not sent" if reason.startswith("not sent") else "failed", reason)
+            self.report.add_failed(Problem(self.name, u.item_id, u.blob_name, reason, status, retryable, detail))
+        self._record(units, "not sent" if reason.startswith("not sent") else "failed", reason, detail)
 
-    def _record(self, units: list[Unit], outcome: str, reason: str | None = None) -> None:
+    def _record(self, units: list[Unit], outcome: str, reason: str | None = None, detail: str | None = None) -> None:
         ledger = self.report.ledger
         if ledger is not None:
             for u in units:
-                ledger.record(self.name, u, outcome, reason)
+                ledger.record(self.name, u, outcome, reason, detail)
 
 
 def units_payloads(units: list[Unit]) -> list[dict[str, Any]]:
@@ -241,6 +244,14 @@ def units_payloads(units: list[Unit]) -> list[dict[str, Any]]:
 def _reason(exc: PartnerError) -> str:
     body = " ".join((exc.response_body or "").split())
     return exc.message + (f": {body}" if body else "")
+
+
+def _cause(exc: PartnerError) -> tuple[str, str | None]:
+    """(cause, detail) of a record's problem: the cause alike for every record (output groups by it), the
+    detail its own (how many attempts, the partner's answer: kept in the report)."""
+    body = " ".join((exc.response_body or "").split())
+    detail = "; ".join(part for part in (exc.detail, body) if part)
+    return exc.cause, detail or None
 
 
 def _stats(target: object) -> dict[str, Any]:

@@ -124,21 +124,34 @@ def type_from_words(text: str) -> int:
     return TYPE_UNKNOWN
 
 
+class InvalidValue(ValueError):
+    """A value that is not valid for its field: ``expected`` (the same for every blob) says what is."""
+
+    def __init__(self, field: str, value: str, expected: str):
+        super().__init__(f"{field} {value!r} is not {expected}")
+        self.field, self.value, self.expected = field, value, expected
+
+
+TYPE_EXPECTED = f"a Wallie type: a number (0-5, 99) or a kind word ({', '.join(sorted(TYPE_WORDS))})"
+SORT_EXPECTED = "a whole number from 0 to 1000000"
+
+
 def parse_type(raw: str) -> int:
     """A type given explicitly (metadata or a {type} path field): a Wallie number or a kind word."""
     value = raw.strip().lower()
-    if value.lstrip("-").isdigit():
+    digits = value.lstrip("-")
+    if digits.isascii() and digits.isdigit() and len(digits) <= 9:
         number = int(value)
         if number in VALID_TYPES:
             return number
-        raise ValueError(f"type {raw!r} is not one of Wallie's types 0-5 or 99")
+        raise InvalidValue("type", raw, TYPE_EXPECTED)
     if value in TYPE_WORDS:
         return TYPE_WORDS[value]
-    raise ValueError(f"type {raw!r} is neither a number (0-5, 99) nor a kind word ({', '.join(sorted(TYPE_WORDS))})")
+    raise InvalidValue("type", raw, TYPE_EXPECTED)
 
 
-def parse_sort(raw: str) -> int:
+def parse_sort(raw: str, field: str = "sort") -> int:
     value = raw.strip()
-    if not value.isdigit() or not (0 <= int(value) <= 1_000_000):
-        raise ValueError(f"sort {raw!r} is not a whole number from 0 to 1000000")
+    if not (value.isascii() and value.isdigit() and len(value) <= 7) or not (0 <= int(value) <= 1_000_000):
+        raise InvalidValue(field, raw, SORT_EXPECTED)
     return int(value)

@@ -42,11 +42,15 @@ class Ledger:
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def record(self, partner: str, unit: Any, outcome: str, reason: str | None = None) -> None:
-        """One unit (a Wallie record or a TRAEDE product) and what became of it."""
+    def record(self, partner: str, unit: Any, outcome: str, reason: str | None = None,
+               detail: str | None = None) -> None:
+        """One unit (a Wallie record or a TRAEDE product) and what became of it: the cause (``reason``) and
+        what is particular to this unit (``detail``, e.g. the partner's answer)."""
         entry: dict[str, Any] = {"item": unit.item_id, "outcome": outcome}
         if reason:
             entry["reason"] = redact(reason)
+        if detail:
+            entry["detail"] = redact(detail)
         payload = unit.payload
         if unit.records:  # a product set: its images in the order TRAEDE got them
             if payload.get("item_number", unit.item_id) != unit.item_id:  # TRAEDE's own code (partner_codes)

@@ -16,10 +16,13 @@ says something wins:
    with a guessed code.
 3. Otherwise the folder's code.
 
-Wallie's ``imageId`` comes from the blob's path and never from a code: a mapping change does not create
-new images at Wallie. A TRAEDE product is one folder, so TRAEDE's item number comes from the file only
-(read whole, it refuses two folders with one TRAEDE code); metadata ``traede_item_number`` is kept only
-so the engine can refuse a product whose metadata asks for another one (``sync._Products``).
+Codes are compared, looked up and sent in Unicode NFC (``nfc``): a folder named on a Mac (NFD) and the code
+typed in a spreadsheet or a partner's UI (NFC) are one code. Wallie's ``imageId`` comes from the blob's path
+and never from a code: a mapping change does not create new images at Wallie. A TRAEDE product is one
+folder, so TRAEDE's item number comes from the file only (read whole, it refuses two folders with one
+TRAEDE code; two folders that spell one code in two Unicode forms are refused by the engine); metadata
+``traede_item_number`` is kept only so the engine can refuse a product whose metadata asks for another one
+(``sync._Products``).
 """
 from __future__ import annotations
 
@@ -37,9 +40,27 @@ META_KEYS = ("traede_item_number", "traede_color", "wallie_item_id", "wallie_col
 MAX_FILE_BYTES = 20 * 1024 * 1024
 
 
+def nfc(code: str) -> str:
+    """A code as it is compared, looked up and sent: Unicode NFC (ASCII, the usual case, as it is)."""
+    return code if code.isascii() else unicodedata.normalize("NFC", code)
+
+
+def nfc_forms(code: str) -> list[str]:
+    """The spellings of one code that tools produce: NFC (most), NFD (macOS file names), and ``code``."""
+    if code.isascii():
+        return [code]
+    return list(dict.fromkeys((code, unicodedata.normalize("NFC", code), unicodedata.normalize("NFD", code))))
+
+
+def missing_code(codes: PartnerCodes | None) -> str:
+    """The cause of every "code not in the file" problem (the codes themselves are each problem's detail)."""
+    name = codes.name if codes is not None else "?"
+    return f"a code is not in {SETTING} {name!r}: add it to the file"
+
+
 @dataclass(frozen=True, slots=True)
 class PartnerIds:
-    """One image's codes at one partner, or why it has none (``problem``: it is not sent there)."""
+    """One image's codes at one partner, or why it has none (``problem``, the detail: it is not sent there)."""
 
     item: str
     color: str | None
@@ -85,7 +106,7 @@ class PartnerCodes:
                     raise ConfigError(f"{where} line {line}: expected {len(HEADER)} columns "
                                       f"({','.join(HEADER)}), found {len(fields)}")
                 # NFC: a folder named on macOS (NFD) and the same code typed in a spreadsheet are one code
-                kind_raw, code, wallie, traede = (unicodedata.normalize("NFC", f.strip()) for f in fields)
+                kind_raw, code, wallie, traede = (nfc(f.strip()) for f in fields)
                 kind = KINDS.get(kind_raw.lower())
                 if kind is None:
                     raise ConfigError(f"{where} line {line}: kind {kind_raw!r} is not 'item' or 'colour'")
@@ -111,13 +132,13 @@ class PartnerCodes:
     def ids(self, partner: int, item: str, color: str | None) -> tuple[str | None, str | None]:
         """``(item code, colour code)`` at one partner (0: Wallie, 1: TRAEDE); None where the file has no
         row for a code it should list."""
-        item_code: str | None = item
+        item_code: str | None = nfc(item)
         if self.items:
-            pair = self.items.get(item) or self.items.get(unicodedata.normalize("NFC", item))
+            pair = self.items.get(nfc(item))
             item_code = pair[partner] if pair else None
-        color_code = color
+        color_code = None if color is None else nfc(color)
         if color is not None and self.colours:
-            pair = self.colours.get(color) or self.colours.get(unicodedata.normalize("NFC", color))
+            pair = self.colours.get(nfc(color))
             color_code = pair[partner] if pair else None
         return item_code, color_code
 
@@ -162,23 +183,22 @@ _META = {WALLIE: ("wallie_item_id", "wallie_color_id"), TRAEDE: (None, "traede_c
 
 
 def partner_ids(record: Any, codes: PartnerCodes | None, partner: int) -> PartnerIds:
-    """An image's codes at one partner (``WALLIE`` or ``TRAEDE``): metadata first, then the mapping file,
-    then the folder's; ``problem`` says why there are none."""
+    """An image's codes at one partner (``WALLIE`` or ``TRAEDE``), in NFC: metadata first, then the mapping
+    file, then the folder's; ``problem`` says why there are none."""
     item_key, color_key = _META[partner]
     meta = record.codes or {}
     item, color = (codes.ids(partner, record.item_id, record.color_id) if codes is not None
-                   else (record.item_id, record.color_id))
-    item = (meta.get(item_key) if item_key else None) or item
-    color = meta.get(color_key) or color
+                   else (nfc(record.item_id), None if record.color_id is None else nfc(record.color_id)))
+    item = nfc(meta[item_key]) if item_key and meta.get(item_key) else item
+    color = nfc(meta[color_key]) if meta.get(color_key) else color
     if codes is None:
-        return PartnerIds(item or record.item_id, color)
+        return PartnerIds(item or nfc(record.item_id), color)
     missing = [] if item is not None else [f"item {record.item_id!r}"]
     if record.color_id is not None and color is None:
         missing.append(f"colour {record.color_id!r}")
     problem = None
     if missing:
         keys = [k for k, gone in ((item_key, item is None), (color_key, color is None)) if gone and k]
-        problem = (f"{' and '.join(missing)} not in {SETTING} {codes.name!r}: add "
-                   f"{'them' if len(missing) > 1 else 'it'} to the file"
-                   + (f", or set the blob's metadata {' and '.join(keys)}" if keys else ""))
-    return PartnerIds(item or record.item_id, color, problem)
+        problem = (f"{' and '.join(missing)} not in the file"
+                   + (f" (or set the blob's metadata {' and '.join(keys)})" if keys else ""))
+    return PartnerIds(item or nfc(record.item_id), color, problem)

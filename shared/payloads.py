@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from .catalog import ImageRecord, SignedImage
 from .layout import TYPE_NAMES
-from .partner_codes import PartnerIds
+from .partner_codes import PartnerIds, nfc
 
 MAX_FILENAME_BYTES = 255
 
@@ -22,7 +22,7 @@ def wallie_record(signed: SignedImage, ids: PartnerIds | None = None) -> dict[st
     """One record for Wallie's ``POST /Images/urls``: exactly the documented fields. ``ids``: Wallie's codes
     for the item and colour when they are not the folder's (``partner_codes``); the imageId never changes."""
     image = signed.record
-    item, color = (ids.item, ids.color) if ids else (image.item_id, image.color_id)
+    item, color = (ids.item, ids.color) if ids else (nfc(image.item_id), image.color_id and nfc(image.color_id))
     record: dict[str, Any] = {"imageId": image.image_id, "itemId": item}
     if color:
         record["colorId"] = color
@@ -90,6 +90,7 @@ def traede_product(item_id: str, images: Iterable[SignedImage], *,
             entry["sort_b2c"] = image.sort_b2c
         color = colors.get(image.blob_name, image.color_id) if colors else image.color_id
         if color:
+            color = nfc(color)
             entry["attach_to_variants_matching_attribute_code"] = {options.color_attribute: color}
             if options.skip_if_no_variant_match:
                 entry["skip_if_no_variant_matches_attribute_code"] = True

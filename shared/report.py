@@ -25,7 +25,11 @@ def _now() -> str:
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """A record a partner rejected, one that could not be delivered, or one left to another sender."""
+    """A record a partner rejected, one that could not be delivered, or one left to another sender.
+
+    ``reason`` is the cause: the same words for every record it applies to, so output groups by it (a
+    partner that refuses 2,000 records for one cause is one line); ``detail`` is what is particular to this
+    record (the partner's answer, the code that is missing), kept in the report and the run history."""
 
     partner: str
     item_id: str
@@ -33,15 +37,24 @@ class Problem:
     reason: str
     status_code: int | None = None
     retryable: bool = True  # for a failure: can a later attempt with the same configuration succeed?
+    detail: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The cause and this record's detail, as one sentence."""
+        return f"{self.reason}: {self.detail}" if self.detail else self.reason
 
     def line(self) -> str:
         code = f" (HTTP {self.status_code})" if self.status_code else ""
         blob = f" blob {self.blob_name!r}" if self.blob_name else ""
-        return f"{self.partner}: item {self.item_id!r}{blob}{code}: {self.reason}"
+        return f"{self.partner}: item {self.item_id!r}{blob}{code}: {self.text}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"partner": self.partner, "item": self.item_id, "blob": self.blob_name, "reason": self.reason,
-                "status_code": self.status_code}
+        out = {"partner": self.partner, "item": self.item_id, "blob": self.blob_name, "reason": self.reason,
+               "status_code": self.status_code}
+        if self.detail:
+            out["detail"] = self.detail
+        return out
 
 
 @dataclass(slots=True)
@@ -89,6 +102,30 @@ class SyncReport:
     seconds: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
+    @classmethod
+    def from_dict(cls, kept: dict[str, Any]) -> SyncReport:
+        """A report read back from ``to_dict`` (a kept run, checked by ``history.check_report``): enough of it
+        for ``grouped_lines``, so a kept run is told in the same lines as the run told them."""
+        report = cls(mode=str(kept.get("mode") or "?"), layout=str(kept.get("layout") or ""))
+        units: dict[str, Any] = kept["units"] if isinstance(kept.get("units"), dict) else {}
+        for name in {**(kept.get("delivered") or {}), **(kept.get("stopped_partners") or {})}:
+            report.partner(str(name), str(units.get(name) or "records"))
+        for key, listed in (("skipped", report.skipped), ("ignored", report.ignored)):
+            listed.extend(SkippedBlob(str(e.get("blob")), str(e.get("reason")), detail=_text(e.get("detail")))
+                          for e in kept.get(key) or [])
+        for kind in ("rejected", "failed", "deferred"):
+            for e in kept.get(kind) or []:
+                status = e.get("status_code")
+                problem = Problem(str(e.get("partner")), str(e.get("item")), _text(e.get("blob")), str(e.get("reason")),
+                                  status if isinstance(status, int) else None, detail=_text(e.get("detail")))
+                if kind == "failed" and problem.partner in (STORAGE, "run"):
+                    report.storage_failures.append(problem)
+                else:
+                    getattr(report._tally(problem.partner), kind).append(problem)
+        for name, why in (kept.get("stopped_partners") or {}).items():
+            report._tally(str(name)).stopped = str(why)
+        return report
+
     # -- recording ----------------------------------------------------------------------------------
 
     def partner(self, name: str, unit: str) -> PartnerTally:
@@ -134,9 +171,9 @@ class SyncReport:
                 self.layout_misses += 1
                 self.layout_example = self.layout_example or entry.blob_name
 
-    def add_ignored(self, blob_name: str, reason: str) -> None:
+    def add_ignored(self, blob_name: str, reason: str, detail: str | None = None) -> None:
         with self._lock:
-            self.ignored.append(SkippedBlob(blob_name, reason))
+            self.ignored.append(SkippedBlob(blob_name, reason, detail=detail))
 
     def add_traffic(self, partner: str, requests: int, retries: int) -> None:
         with self._lock:
@@ -293,12 +330,11 @@ class SyncReport:
         parts.append(f"{self.seconds:.1f}s")
         return ", ".join(parts)
 
-    def grouped_lines(self, sample: int = 3) -> list[str]:
-        """Skips and problems as one line per cause: the count, the reason and the first few names.
-
-        A night with 10,000 junk blobs, or a partner that refused every record, must not write 10,000
-        lines to the logs (Application Insights bills them); ``to_dict`` keeps every one for the report.
-        """
+    def grouped_lines(self, sample: int = 3, *, deferred: bool = False) -> list[str]:
+        """Skips and problems as one line per cause: the count, the cause and the first few names (with the
+        first one's detail). A night with 10,000 junk blobs, or a partner that refused every record, must
+        not write 10,000 lines to the logs (Application Insights bills them); ``to_dict`` keeps every one,
+        with its detail, for the report. ``deferred``: products left to another sender too (``runs show``)."""
         lines = []
         for word, listed in (("skipped", self.skipped), ("ignored", self.ignored)):
             by_reason: dict[str, list[SkippedBlob]] = {}
@@ -306,12 +342,15 @@ class SyncReport:
                 by_reason.setdefault(entry.reason, []).append(entry)
             for reason, entries in by_reason.items():
                 if len(entries) == 1:
-                    lines.append(f"{word}: {entries[0].blob_name!r}: {reason}")
+                    lines.append(f"{word}: {entries[0].blob_name!r}: {entries[0].text}")
                 else:
                     lines.append(f"{word}: {len(entries)} blobs: {reason}: "
                                  f"{_sample([repr(e.blob_name) for e in entries], sample)}")
         folded = {(t.name, not_sent_reason(t.stopped)) for t in self.tallies.values() if t.stopped}
-        for kind, problems in (("rejected", self.rejected), ("failed", self.failed)):
+        kinds = [("rejected", self.rejected), ("failed", self.failed)]
+        if deferred:
+            kinds.append(("deferred", self.deferred))
+        for kind, problems in kinds:
             causes: dict[tuple[str, str, int | None], list[Problem]] = {}
             for p in problems:
                 if (p.partner, p.reason) not in folded:
@@ -322,8 +361,10 @@ class SyncReport:
                     continue
                 unit = "records" if partner not in self.tallies else self.tallies[partner].unit
                 code = f" (HTTP {status})" if status else ""
+                first = next((p for p in group if p.detail), None)
+                example = f"; the first: {_name(first)}: {first.detail}" if first is not None else ""
                 lines.append(f"{kind}: {partner}: {len(group)} {unit}{code}: {reason}: "
-                             f"{_sample([_name(p) for p in group], sample)}")
+                             f"{_sample([_name(p) for p in group], sample)}{example}")
         for t in self.tallies.values():
             if t.stopped:
                 count = sum(1 for p in t.failed if p.reason == not_sent_reason(t.stopped))
@@ -342,13 +383,14 @@ class SyncReport:
             "images": self.images, "products": self.products,
             "delivered": self.delivered, "requests": self.requests, "retries": self.retries,
             "seconds": self.seconds,
-            "skipped": [{"blob": s.blob_name, "reason": s.reason} for s in self.skipped],
-            "ignored": [{"blob": s.blob_name, "reason": s.reason} for s in self.ignored],
+            "skipped": [s.to_dict() for s in self.skipped],
+            "ignored": [s.to_dict() for s in self.ignored],
             "rejected": [p.to_dict() for p in self.rejected],
             "failed": [p.to_dict() for p in self.failed],
             "deferred": [p.to_dict() for p in self.deferred],
             "stopped_partners": {t.name: t.stopped for t in self.tallies.values() if t.stopped},
             "unsure": {t.name: sorted(t.unsure) for t in self.tallies.values() if t.unsure},
+            "units": {t.name: t.unit for t in self.tallies.values()},
             "queued": list(self.queued), "notes": list(self.notes),
             "accounting": self.accounting(),
         }
@@ -360,11 +402,15 @@ def not_sent_reason(stopped: str) -> str:
 
 
 def _clean(problem: Problem) -> Problem:
-    clean = redact(problem.reason)
-    if clean == problem.reason:
+    reason, detail = redact(problem.reason), problem.detail and redact(problem.detail)
+    if reason == problem.reason and detail == problem.detail:
         return problem
-    return Problem(problem.partner, problem.item_id, problem.blob_name, clean, problem.status_code,
-                   problem.retryable)
+    return Problem(problem.partner, problem.item_id, problem.blob_name, reason, problem.status_code,
+                   problem.retryable, detail)
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _name(p: Problem) -> str:

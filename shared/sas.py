@@ -9,11 +9,12 @@ import time
 from datetime import datetime, timedelta, UTC
 from typing import Any
 from collections.abc import Callable
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from azure.core.exceptions import AzureError
 
 from .errors import ConfigError, SigningError
+from .redact import remember_signature
 
 # A user-delegation key may live at most 7 days; ask for what the SAS needs plus a margin.
 _DELEGATION_KEY_MARGIN = timedelta(hours=1)
@@ -97,6 +98,9 @@ class SasSigner:
             permission=BlobSasPermissions(read=True), start=start, expiry=expiry,
             protocol="https" if self._https else None, **options,
         )
+        for part in token.split("&"):
+            if part.startswith("sig="):
+                remember_signature(unquote(part[4:]))  # no output may show it (``redact``)
         return token
 
     def _make_template(self, now: datetime, start: datetime, expiry: datetime,
@@ -170,7 +174,7 @@ class _Template:
     def token(self, blob_name: str) -> str:
         mac = self._mac.copy()
         mac.update((blob_name + self.tail).encode("utf-8"))
-        digest = mac.digest()
+        signature = base64.b64encode(mac.digest()).decode()
+        remember_signature(signature)  # no output may show it, however it is echoed (``redact``)
         # quote() of base64, done by hand: only '+' and '=' need escaping ('/' stays, as the SDK leaves it).
-        sig = base64.b64encode(digest).decode().replace("+", "%2B").replace("=", "%3D")
-        return self.before_sig + sig + self.after_sig
+        return self.before_sig + signature.replace("+", "%2B").replace("=", "%3D") + self.after_sig

@@ -22,7 +22,7 @@ from .catalog import Catalog, CatalogEntry, ImageRecord, SignedImage, SkippedBlo
 from .errors import SigningError
 from .http import Answer
 from .lanes import Lane, Unit
-from .partner_codes import TRAEDE, WALLIE, PartnerCodes, partner_ids
+from .partner_codes import TRAEDE, WALLIE, PartnerCodes, missing_code, nfc, partner_ids
 from .payloads import DEFAULT_TRAEDE_OPTIONS, TraedeOptions, traede_product, wallie_record
 from .report import STORAGE, Problem, SyncReport
 
@@ -158,14 +158,15 @@ class SyncEngine:
                     continue
                 signed = SignedImage(entry, self.sign(entry.blob_name))
                 report.images += 1
-                for reason in entry.ignored:
-                    report.add_ignored(entry.blob_name, reason)
+                for reason, detail in entry.ignored:
+                    report.add_ignored(entry.blob_name, reason, detail)
                 products.add(signed)
                 if wallie:
                     ids = partner_ids(entry, codes, WALLIE) if codes is not None or entry.codes else None
-                    if ids is not None and ids.problem:
+                    if ids is not None and ids.problem and codes is not None:
                         report.add_rejected(Problem(wallie.name, entry.item_id, entry.blob_name,
-                                                    f"not sent: {ids.problem}", retryable=False))
+                                                    f"not sent: {missing_code(codes)}", retryable=False,
+                                                    detail=ids.problem))
                         continue
                     wallie_batch.append(Unit(wallie_record(signed, ids), entry.item_id, entry.blob_name))
                     if len(wallie_batch) >= wallie.batch_size:
@@ -201,6 +202,16 @@ class SyncEngine:
             yield from images
 
 
+def _form(name: str) -> str:
+    """Which Unicode form a folder's name is in, for a person who sees two identical-looking names."""
+    import unicodedata
+
+    for form in ("NFC", "NFD"):
+        if unicodedata.is_normalized(form, name):
+            return form
+    return "mixed"
+
+
 class _Stopped(Exception):
     """The run was asked to stop (SIGTERM/SIGINT) while it was listing."""
 
@@ -225,6 +236,7 @@ class _Products:
         self.done: set[str] | None = set() if remember else None  # products completed, when asked for by id
         self.batch: list[Unit] = []
         self.current: str | None = None
+        self.claimed: dict[str, str] = {}  # TRAEDE item number -> the non-ASCII folder that had it in this run
 
     def add(self, signed: SignedImage) -> None:
         item = signed.record.item_id
@@ -283,9 +295,18 @@ class _Products:
             self.report.add_deferred(Problem(self.traede.name, item, None, "left to the product sync that holds "
                                              "its lock: it lists and sends the product itself"))
             return
-        code, colors, problem = self._traede_codes(item, images)
+        try:
+            code, colors, problem = self._traede_codes(item, images)
+        except AzureError as exc:  # the look for another spelling's folder failed: cannot tell, so withhold
+            why = str(exc).splitlines()[0][:200] if str(exc) else ""
+            self.report.add_failed(Problem(self.traede.name, item, None, "not sent: storage did not answer when asked "
+                                           "whether another folder spells the same code; a later run sends it",
+                                           detail=f"{type(exc).__name__}: {why}"))
+            return
         if problem:
-            self.report.add_rejected(Problem(self.traede.name, item, None, f"not sent: {problem}", retryable=False))
+            cause, detail = problem
+            self.report.add_rejected(Problem(self.traede.name, item, None, f"not sent: {cause}", retryable=False,
+                                             detail=detail))
             return
         product = traede_product(code, images, options=self.engine.traede_options, colors=colors)
         records = product.records if self.report.ledger is not None else ()  # only the report's ledger reads them
@@ -293,40 +314,66 @@ class _Products:
         if len(self.batch) >= self.traede.batch_size:
             self._send_batch()
 
-    def _traede_codes(self, item: str,
-                      images: list[SignedImage]) -> tuple[str, dict[str, str | None] | None, str | None]:
+    def _traede_codes(self, item: str, images: list[SignedImage]
+                      ) -> tuple[str, dict[str, str | None] | None, tuple[str, str] | None]:
         """TRAEDE's item number and colour codes for a folder's images, or why the product cannot be sent
-        whole (a partial set would delete images at TRAEDE, so one unknown code withholds the product).
+        whole, as (cause, detail): a partial set would delete images at TRAEDE, so one unknown code withholds
+        the product.
 
-        The item number is the folder's, or the one PARTNER_CODES_FILE gives it: a file is read whole before
-        the run, so it can refuse two folders with one TRAEDE code. Blob metadata cannot rename a product:
+        The item number is the folder's, or the one PARTNER_CODES_FILE gives it, in NFC: a file is read whole
+        before the run, so it can refuse two folders with one TRAEDE code. Blob metadata cannot rename a product:
         one blob's metadata cannot be checked against every other folder by a run that sends one product
         (the product queue), and a wrong guess replaces another product's images at TRAEDE.
         """
-        if self.codes is None and not any(s.record.codes for s in images):
-            return item, None, None
-        code = item
+        code = nfc(item)
         if self.codes is not None and self.codes.items:
-            pair = self.codes.items.get(item)
+            pair = self.codes.items.get(code)
             if pair is None:
                 what = "its empty set (delete all its images)" if not images else "the product"
-                return item, None, (f"item {item!r} not in PARTNER_CODES_FILE {self.codes.name!r}: {what} has no "
-                                    "TRAEDE item number to go to; add the item to the file")
+                return item, None, (f"the item is not in PARTNER_CODES_FILE {self.codes.name!r}: the product has "
+                                    "no TRAEDE item number to go to; add the item to the file",
+                                    f"item {item!r}: {what} was not sent")
             code = pair[1]
+        twin = self._twin(item, code)
+        if twin:
+            return item, None, twin
+        if self.codes is None and not any(s.record.codes for s in images):
+            return code, None, None  # (traede_product writes the folders' colours in NFC)
         colors: dict[str, str | None] = {}
         for signed in images:
             record = signed.record
             asked = (record.codes or {}).get("traede_item_number")
-            if asked is not None and asked != code:
-                return item, None, (f"blob {record.blob_name!r} has metadata traede_item_number {asked[:60]!r}, "
-                                    f"but the product's TRAEDE item number is {code!r}: a TRAEDE item number "
-                                    "other than the folder's comes from PARTNER_CODES_FILE (one row per "
-                                    "folder); remove the metadata or add the folder to the file")
+            if asked is not None and nfc(asked) != code:
+                return item, None, ("a blob's metadata traede_item_number is not the product's TRAEDE item number: "
+                                    "a TRAEDE item number other than the folder's comes from PARTNER_CODES_FILE "
+                                    "(one row per folder); remove the metadata or add the folder to the file",
+                                    f"blob {record.blob_name!r} has traede_item_number {asked[:60]!r}, the "
+                                    f"product's is {code!r}")
             ids = partner_ids(record, self.codes, TRAEDE)
             if ids.problem:
-                return item, None, f"blob {record.blob_name!r}: {ids.problem}"
+                return item, None, (missing_code(self.codes), f"blob {record.blob_name!r}: {ids.problem}")
             colors[record.blob_name] = ids.color
         return code, colors, None
+
+    def _twin(self, item: str, code: str) -> tuple[str, str] | None:
+        """Why a folder must not go to TRAEDE when another folder spells the same code in another Unicode
+        form ('Café' named on a Mac is NFD): both are one TRAEDE item, and each set would replace the other's.
+        Every run that sends the product looks (a full sync, a shard, a single product: it lists the other
+        spellings' folders), so both folders are refused, whichever run sends them; spellings that are
+        neither NFC nor NFD are caught within a run."""
+        if item.isascii():
+            return None
+        others = self.engine.catalog.twins(item)  # (AzureError: the caller withholds the product)
+        earlier = self.claimed.get(code)
+        if earlier is not None and earlier != item:
+            others.append(earlier)
+        self.claimed.setdefault(code, item)
+        if not others:
+            return None
+        folders = " and ".join(f"{ascii(f)} ({_form(f)})" for f in sorted({item, *others}))
+        return ("two folders spell one TRAEDE item number (codes compare in Unicode NFC): one TRAEDE product is "
+                "one folder, and each set would replace the other's images; move the images of one folder into "
+                "the other", f"TRAEDE item {code!r}: folders {folders}")
 
     def _send_batch(self) -> None:
         if self.batch and self.lane is not None:

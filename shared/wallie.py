@@ -109,7 +109,8 @@ class WallieClient:
                 memory = REFUSAL_MEMORY_SECONDS if isinstance(failure, _TokenRefused) else FAILURE_MEMORY_SECONDS
                 if time.monotonic() - at < memory:
                     raise type(failure)(self.name, failure.message, status_code=failure.status_code,
-                                        response_body=failure.response_body)
+                                        response_body=failure.response_body, cause=failure.cause,
+                                        detail=failure.detail)
             if self._token is None or time.monotonic() >= self._token_expires:
                 try:
                     self._token, lifetime = self._fetch_token()

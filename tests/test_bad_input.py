@@ -34,31 +34,32 @@ VALID = {
     "8003/meta-item.jpg": {"ItemId": "8003", "colorid": "BLK"},  # metadata agreeing with its folder
 }
 
-# blob name -> (bytes or None for a real image, metadata, what the reason must say)
+# blob name -> (bytes or None for a real image, metadata, what the cause must say, what its own detail must say)
 SKIPPED = {
-    "8001/notes.txt": (b"text", None, "not an image"),
-    "8001/10/front.jpg.txt": (b"text", None, "not an image"),
-    "8001/10/noextension": (b"x", None, "not an image"),
-    "8001/.DS_Store": (b"\0\0\0\1Bud1", None, "hidden file"),
-    "8001/10/._front.jpg": (None, None, "hidden file"),
-    "8001/10/Thumbs.db": (b"\xd0\xcf\x11\xe0", None, "Thumbs.db"),
-    "8001/10/thumbs.DB": (b"\xd0\xcf\x11\xe0", None, "Thumbs.db"),
-    "8001/10/empty.jpg": (b"", None, "empty blob"),
-    "toplevel.jpg": (None, None, "does not fit IMAGE_PATH_PATTERN"),
-    "8001/10/too/deep/front.jpg": (None, None, "does not fit IMAGE_PATH_PATTERN"),
-    "8001//empty-segment.jpg": (None, None, "empty folder name"),
-    "/8001/10/leading-slash.jpg": (None, None, "starts with '/'"),
-    "/8001/10/leading-slash-meta.jpg": (None, {"itemid": "8001"}, "starts with '/'"),
-    "8002/type-banana.jpg": (None, {"type": "banana"}, "metadata type 'banana'"),
-    "8002/type-7.jpg": (None, {"type": "7"}, "metadata type '7'"),
-    "8002/type-negative.jpg": (None, {"type": "-1"}, "metadata type '-1'"),
-    "8002/sort-abc.jpg": (None, {"sort": "abc"}, "metadata sort 'abc'"),
-    "8002/sort-negative.jpg": (None, {"sort": "-3"}, "metadata sort '-3'"),
-    "8002/sort-fraction.jpg": (None, {"sort": "1.5"}, "metadata sort '1.5'"),
-    "8002/sort-huge.jpg": (None, {"sort": "99999999999"}, "metadata sort '99999999999'"),
-    "8002/folder/": (b"", None, "folder marker"),
-    "stray-with-itemid.jpg": (None, {"itemid": "8003"}, "metadata itemid '8003' disagrees"),
-    "8002/filed-elsewhere.jpg": (None, {"itemid": "8003"}, "move the blob under '8003/'"),
+    "8001/notes.txt": (b"text", None, "not an image", "extension '.txt'"),
+    "8001/10/front.jpg.txt": (b"text", None, "not an image", "extension '.txt'"),
+    "8001/10/noextension": (b"x", None, "not an image", "extension '(none)'"),
+    "8001/.DS_Store": (b"\0\0\0\1Bud1", None, "hidden file", None),
+    "8001/10/._front.jpg": (None, None, "hidden file", None),
+    "8001/10/Thumbs.db": (b"\xd0\xcf\x11\xe0", None, "Thumbs.db", None),
+    "8001/10/thumbs.DB": (b"\xd0\xcf\x11\xe0", None, "Thumbs.db", None),
+    "8001/10/empty.jpg": (b"", None, "empty blob", None),
+    "toplevel.jpg": (None, None, "does not fit IMAGE_PATH_PATTERN", None),
+    "8001/10/too/deep/front.jpg": (None, None, "does not fit IMAGE_PATH_PATTERN", None),
+    "8001//empty-segment.jpg": (None, None, "empty folder name", "rename it to '8001/empty-segment.jpg'"),
+    "/8001/10/leading-slash.jpg": (None, None, "starts with '/'", "rename it to '8001/10/leading-slash.jpg'"),
+    "/8001/10/leading-slash-meta.jpg": (None, {"itemid": "8001"}, "starts with '/'", "rename it to"),
+    "8002/type-banana.jpg": (None, {"type": "banana"}, "metadata type is not a Wallie type", "type 'banana'"),
+    "8002/type-7.jpg": (None, {"type": "7"}, "metadata type is not a Wallie type", "type '7'"),
+    "8002/type-negative.jpg": (None, {"type": "-1"}, "metadata type is not a Wallie type", "type '-1'"),
+    "8002/sort-abc.jpg": (None, {"sort": "abc"}, "metadata sort is not a whole number", "sort 'abc'"),
+    "8002/sort-negative.jpg": (None, {"sort": "-3"}, "metadata sort is not a whole number", "sort '-3'"),
+    "8002/sort-fraction.jpg": (None, {"sort": "1.5"}, "metadata sort is not a whole number", "sort '1.5'"),
+    "8002/sort-huge.jpg": (None, {"sort": "99999999999"}, "metadata sort is not a whole number", "sort '99999999999'"),
+    "8002/folder/": (b"", None, "folder marker", None),
+    "stray-with-itemid.jpg": (None, {"itemid": "8003"}, "metadata itemid disagrees with a path outside", "itemid '8003'"),
+    "8002/filed-elsewhere.jpg": (None, {"itemid": "8003"}, "metadata itemid disagrees with the blob's folder",
+                                 "move it under '8003/'"),
 }
 LARGE = "8002/large.jpg"  # 12 MB: listed, signed and delivered, never downloaded by us
 
@@ -70,7 +71,7 @@ def catalogue(container):
         body = (jpeg if n % 2 else png)(note=name)
         container.upload_blob(name, body, metadata=meta)
         data[name] = body
-    for name, (body, meta, _) in SKIPPED.items():
+    for name, (body, meta, _, _) in SKIPPED.items():
         container.upload_blob(name, jpeg(note=name) if body is None else body, metadata=meta)
     large = jpeg(note="large") + b"\0" * (12 * 1024 * 1024)
     container.upload_blob(LARGE, large)
@@ -121,14 +122,15 @@ def test_valid_images_arrive_with_working_urls_and_the_rest_are_skipped_with_a_r
         assert all(0 < len(f) <= 255 for f in filenames) and len(set(filenames)) == len(filenames)
         assert all(len(i["existance_key"]) <= 255 and "sig=" not in i["existance_key"] for i in images)
 
-    # skipped: each with the reason a person can act on
-    reasons = {s["blob"]: s["reason"] for s in report["skipped"]}
+    # skipped: each with a cause a person can act on, and what is particular to the blob (--report has both)
+    reasons = {s["blob"]: (s["reason"], s.get("detail")) for s in report["skipped"]}
     assert set(reasons) == set(SKIPPED)
-    for name, (_, _, why) in SKIPPED.items():
-        assert why in reasons[name], (name, reasons[name])
-        assert why in err.getvalue()  # stderr has one line per reason, with a count and the first names
+    for name, (_, _, cause, detail) in SKIPPED.items():
+        assert cause in reasons[name][0], (name, reasons[name])
+        assert detail is None or detail in reasons[name][1], (name, reasons[name])
+        assert cause in err.getvalue()  # stderr has one line per cause, with a count and the first names
     skipped_lines = [line for line in err.getvalue().splitlines() if line.startswith("skipped: ")]
-    assert len(skipped_lines) == len(set(reasons.values())) < len(SKIPPED)
+    assert len(skipped_lines) == len({cause for cause, _ in reasons.values()}) < len(SKIPPED)
 
     # the large image was listed and signed, never downloaded by us
     assert any("restype=" in m for m in requests_seen), requests_seen[:3]  # the capture sees listings

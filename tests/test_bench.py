@@ -127,3 +127,15 @@ def test_sas_urls_stay_valid_across_seconds_and_open_the_blob(varied, blob_servi
     for url in urls:
         with urllib.request.urlopen(url) as response:  # Azurite checks the signature for real
             assert response.read() == jpeg(note="100/BLK/front.jpg")
+
+
+def test_redaction_bench_prints_its_figures():
+    """``python -m bench.redaction``: the cost of the signature net, on and off (small; no timing asserted)."""
+    result = subprocess.run([sys.executable, "-m", "bench.redaction", "--urls", "2000", "--rounds", "50",
+                             "--probes", "200"], cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {"signing_off_s", "signing_on_s", "history_off_s", "history_on_s", "redact_us", "filter_mb",
+            "false_positives"} <= set(figures)
+    assert figures["urls"] == 2000 and len(figures["redact_us"]) == 3
+    assert 0 <= figures["false_positives"] <= figures["probes"]

@@ -163,6 +163,34 @@ def test_a_runs_sheet_loads_every_thumbnail_marks_the_rejected_product_and_leaks
     assert_no_secret_and_only_short_lived_signatures(html)
 
 
+INJECTED = ('<script>document.documentElement.setAttribute("data-pwned", "inline script")</script>'
+            '<img src="data:," onerror="document.documentElement.setAttribute(\'data-pwned\', \'handler\')">')
+
+
+def test_under_the_sheets_policy_an_injected_script_does_not_run_and_the_sheets_own_script_does(
+        env, container, traede, tmp_path):
+    """Escaping is the first line of defence; the policy is the second: markup that slipped past escaping
+    (simulated here by writing it into the page) runs no inline script and no event handler, while the
+    page's own script (allowed by its hash) still marks every thumbnail loaded."""
+    count = seed(container)
+    assert cli(["sync"], env)[0] == 0
+    page = tmp_path / "run.html"
+    assert cli(["runs", "sheet", "latest", "-o", str(page)], env)[0] == 0
+    html = page.read_text(encoding="utf-8")
+    assert "unsafe-inline" not in html and " on" + "load=" not in html and " on" + "error=" not in html
+    hostile = html.replace("<main>", "<main>" + INJECTED, 1)
+    guarded = tmp_path / "guarded.html"
+    guarded.write_text(hostile, encoding="utf-8")
+    dom_text = render(guarded, tmp_path / "chromium")
+    assert 'data-pwned="' not in dom_text  # (the attribute; the injected source text is in the DOM)
+    figures = Dom(dom_text).figures  # (the injected image is no figure: the page's script ignores it)
+    assert len(figures) == count and [f.get("data-loaded") for f in figures] == ["yes"] * count
+    # The same markup without the policy does run: the check above would see a script that ran.
+    bare = tmp_path / "bare.html"
+    bare.write_text(re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", hostile), encoding="utf-8")
+    assert 'data-pwned="' in render(bare, tmp_path / "chromium-bare")
+
+
 def test_a_products_sheet_shows_each_run_that_touched_it_newest_first(env, container, traede, tmp_path):
     seed(container)
     traede.configure_faults(reject={"300002"})
@@ -251,6 +279,12 @@ def test_the_http_page_needs_a_function_key_and_serves_the_same_sheet(indexed, e
     status, body, response = get(run="latest")
     assert status == 200 and response.mimetype == "text/html" and "Contact sheet: run" in body
     assert response.headers["Cache-Control"] == "no-store" and response.headers["Referrer-Policy"] == "no-referrer"
+    policy = response.headers["Content-Security-Policy"]
+    assert "'unsafe-inline'" not in policy and "script-src 'sha256-" in policy and "default-src 'none'" in policy
+    assert "frame-ancestors 'none'" in policy and response.headers["X-Content-Type-Options"] == "nosniff"
+    # the page carries the same policy for when it is saved to a file (a <meta> policy ignores frame-ancestors)
+    meta = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]+)">', body)
+    assert meta and meta.group(1) + "; frame-ancestors 'none'" == policy
     page = tmp_path / "served.html"
     page.write_text(body, encoding="utf-8")
     assert_every_thumbnail_loaded(Dom(render(page, tmp_path / "chromium")), 6)

@@ -413,7 +413,7 @@ def test_every_awkward_name_downloads_with_requests_curl_and_urllib_or_is_skippe
         url = sent[image_id_for(name)]
         for fetch in (_requests, _urllib, _curl):
             assert fetch(url) == bodies[name], (fetch.__name__, name)
-    skipped = {s["blob"]: s["reason"] for s in report["skipped"]}
+    skipped = {s["blob"]: f"{s['reason']}: {s.get('detail')}" for s in report["skipped"]}
     for name, rename in DOTTED.items():
         assert f"rename it to {rename!r}" in skipped[name] and "web clients drop" in skipped[name]
 

@@ -81,7 +81,7 @@ def test_a_cli_sync_keeps_its_report_and_runs_lists_shows_and_exports_it(env, co
     code, out, _ = run(["runs", "show", "latest"], env)
     assert code == 0 and out.startswith(f"run {run_id}")
     assert "rejected: traede: item '100002'" in out and "rejected by sandbox rule" in out
-    assert "skipped: 1 blobs: not an image" in out
+    assert "skipped: '100001/notes.txt': not an image" in out and "extension '.txt'" in out
 
     # --json is the --report file again: same counts, same entries per partner (parts may reorder them)
     code, out, _ = run(["runs", "show", run_id, "--json"], env)

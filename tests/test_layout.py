@@ -44,7 +44,7 @@ def test_type_placeholder_accepts_numbers_and_words():
     assert describe("1/4/x.jpg", layout).type == 4
     assert describe("1/zoom/x.jpg", layout).type == 3
     skipped = describe("1/42/x.jpg", layout)
-    assert isinstance(skipped, SkippedBlob) and "42" in skipped.reason
+    assert isinstance(skipped, SkippedBlob) and "42" in skipped.text
 
 
 @pytest.mark.parametrize("pattern, expected", [
@@ -86,14 +86,15 @@ def test_metadata_item_id_cannot_move_an_image_out_of_its_product_folder(name):
     # The triggers build a product's set by listing '100/': an image filed elsewhere would vanish at TRAEDE.
     entry = describe(name, metadata={"itemid": "100"})
     assert isinstance(entry, SkippedBlob)
-    assert "metadata itemid '100' disagrees" in entry.reason and "move the blob under '100/'" in entry.reason
+    assert "metadata itemid disagrees" in entry.reason and "move each blob under the folder" in entry.reason
+    assert "itemid '100'" in entry.detail and "move it under '100/'" in entry.detail  # this blob's own
 
 
 @pytest.mark.parametrize("metadata, expected", [({"type": "7"}, "type '7'"), ({"sort": "first"}, "sort 'first'"),
                                                  ({"type": "sideways"}, "type 'sideways'")])
 def test_bad_metadata_is_skipped_with_the_reason(metadata, expected):
     entry = describe("100/10/front.jpg", metadata=metadata)
-    assert isinstance(entry, SkippedBlob) and expected in entry.reason and "metadata" in entry.reason
+    assert isinstance(entry, SkippedBlob) and expected in entry.text and "metadata" in entry.reason
 
 
 @pytest.mark.parametrize("name, reason", [

@@ -227,7 +227,8 @@ def test_the_report_says_what_each_partner_got_per_product(container, sync_env, 
     assert report["started_at"] <= report["ended_at"]
     got = {p["item"]: p for p in report["sent"]["traede"]}
     assert got["100001"]["outcome"] == "delivered" and got["100002"]["outcome"] == "rejected"
-    assert "rejected by sandbox rule" in got["100002"]["reason"]
+    assert got["100002"]["reason"] == "POST /products/images/sync: HTTP 422"  # the cause; TRAEDE's answer:
+    assert "rejected by sandbox rule" in got["100002"]["detail"]
     images = got["100001"]["images"]
     assert [i["blob"] for i in images] == ["100001/BLK/front.jpg", "100001/BLK/back.jpg"]
     assert [(i["sort"], i["type"], i["colour"]) for i in images] == [(1, 0, "BLK"), (2, 1, "BLK")]

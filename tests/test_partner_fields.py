@@ -148,7 +148,7 @@ def test_an_unknown_code_is_reported_per_image_and_withholds_only_its_product(co
     assert code == 1, err
     assert sorted(traede.products) == ["TS-1"]  # 100002 withheld whole, not sent under a guessed code
     assert [r["itemId"] for r in wallie.images.values()] == ["W-1"]
-    assert f"item '100002' not in PARTNER_CODES_FILE '{CODES}'" in err
+    assert f"not in PARTNER_CODES_FILE '{CODES}'" in err and "item '100002' not in the file" in err
     lines = [line for line in err.splitlines() if "100002" in line and line.startswith("rejected:")]
     assert any(line.startswith("rejected: wallie: 2 images") for line in lines), err  # each image, grouped
     assert any(line.startswith("rejected: traede: item '100002'") for line in lines), err
@@ -191,7 +191,8 @@ def test_invalid_metadata_values_are_left_out_with_a_reason_and_the_image_still_
     put(container, "100001/BLK/back.jpg", sort_b2c="3")
     code, err = sync(sync_env)
     assert code == 0, err
-    assert "ignored: '100001/BLK/front.jpg': metadata sort_b2c ignored: 'first' is not a whole number" in err
+    assert "ignored: '100001/BLK/front.jpg': metadata sort_b2c ignored: not a whole number" in err
+    assert "sort_b2c 'first'" in err
     assert "metadata wallie_color_id ignored" in err
     assert "metadata ignored=2" in err.splitlines()[-1]
     images = {i["filename"]: i for i in traede.products["100001"]}
@@ -214,7 +215,7 @@ def test_metadata_cannot_move_a_folder_onto_another_traede_product(container, sy
         for args in ((), ("--item", "100002")):
             code, err = sync(env, *args)
             assert code == 1, err
-            assert "has metadata traede_item_number '100001', but the product's TRAEDE item number is '100002'" in err
+            assert "has traede_item_number '100001', the product's is '100002'" in err
             assert sorted(i["filename"] for i in traede.products["100001"]) == ["back.jpg", "front.jpg", "side.jpg"]
             assert "100002" not in traede.products
     assert "100003" not in traede.products and len(traede.products["100004"]) == 1

@@ -34,7 +34,7 @@ RULES = [
     (r"^\./scripts/(demo|setup)\.sh( --dry-run)?$", "run"),
     (r"^(\.venv/bin/image-sync|deploy/deploy\.sh|deploy/teardown\.sh)$", "exists"),
     (r"^deploy/deploy\.sh --help$", "run"),
-    (r"^(\.venv/bin/)?python -m bench( |$)|^python -m bench\.burst$", "slow"),  # minutes; test_bench runs it small
+    (r"^(\.venv/bin/)?python -m bench( |$)|^python -m bench\.(burst|redaction)$", "slow"),  # minutes; test_bench runs it small
     (r"^python -m devtools\.sandboxes$", "service"),
     (r"^jq ", "run"),
     (r"^(cp local\.settings\.json\.example|npx azurite|\.venv/bin/python -m devtools\.sandboxes &|func start)",

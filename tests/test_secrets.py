@@ -136,3 +136,102 @@ def test_a_sas_signature_is_redacted_however_a_partner_echoes_the_url(echoed):
     signature = "QMRq6b1z37diFr8OGvSGuabbXgPZP3HIzDTIBOurmZI%3D"
     text = f"422: could not download {echoed.format(sig=signature)}"
     assert "QMRq6b1z" not in redact(text) and "REDACTED" in redact(text)
+
+
+def _signature(seed: int) -> str:
+    """A signature as SasSigner makes one: base64 of an HMAC-SHA256, with '+' and '/' in it."""
+    import base64
+    import hashlib
+    import hmac
+
+    attempt = 0
+    while True:
+        value = base64.b64encode(hmac.new(b"key", f"{seed}-{attempt}".encode(), hashlib.sha256).digest()).decode()
+        if "+" in value and "/" in value:
+            return value
+        attempt += 1
+
+
+def _structured_echoes(sig: str) -> dict[str, str]:
+    import html
+    from urllib.parse import quote, urlencode
+
+    base = "https://acct.blob.core.windows.net/images/300001/BLK/front.jpg"
+    url = f"{base}?sv=2024-08-04&se=2026-01-01T00%3A00%3A00Z&sr=b&sp=r&sig={quote(sig, safe='/')}"
+    return {
+        "JSON fields": json.dumps({"url": base, "sv": "2024-08-04", "sig": sig, "se": "2026-01-01"}),
+        "JSON array of pairs": json.dumps([["sv", "2024-08-04"], ["sig", sig]]),
+        "Python repr": repr({"url": base, "sig": [sig], "se": ["2026"]}),
+        "repr of pairs": repr([("sig", sig), ("se", "2026")]),
+        "form-encoded fields": urlencode({"url": base, "sig": sig}),
+        "URL %-encoded twice": quote(quote(url, safe=""), safe=""),
+        "HTML page": html.escape(url),
+        "HTML numeric entities": sig.replace("+", "&#43;").replace("/", "&#x2F;").replace("=", "&#61;"),
+        ".NET JSON": json.dumps({"url": url}).replace("&", "\\u0026").replace("+", "\\u002B"),
+        "PHP JSON": json.dumps({"url": url}).replace("/", "\\/"),
+        "JSON in JSON": json.dumps(json.dumps({"sig": sig})),
+        "XML": f"<params><sig>{sig}</sig></params>",
+        "in a path": f"GET /cache/{sig}/front.jpg failed",
+    }
+
+
+def _pieces(sig: str) -> list[str]:
+    return [p for p in re.split(r"[+/=]", sig) if len(p) >= 8]
+
+
+@pytest.mark.parametrize("form", list(_structured_echoes("x")))
+def test_a_signature_nobody_registered_is_known_by_its_shape_in_any_structured_echo(form):
+    """Shape: base64 of 32 bytes (43 characters and '='), in any spelling; signed elsewhere, never remembered."""
+    from shared.redact import redact
+
+    sig = _signature(7)
+    text = _structured_echoes(sig)[form]
+    clean = redact(text)
+    assert "REDACTED" in clean and not [p for p in _pieces(sig) if p in clean], clean
+
+
+@pytest.mark.parametrize("form", list(_structured_echoes("x")))
+def test_a_signature_this_process_signed_is_known_by_value_even_without_its_padding(form):
+    from shared.redact import redact, remember_signature
+
+    sig = _signature(11)
+    remember_signature(sig)
+    for text in (_structured_echoes(sig)[form].replace(sig, sig.rstrip("=")),
+                 f"could not fetch front.jpg ({sig.rstrip('=')})", f"x{sig.rstrip('=')}y"):
+        clean = redact(text)
+        assert not [p for p in _pieces(sig) if p in clean], (text, clean)
+
+
+def test_a_short_signature_is_known_by_its_key_in_any_notation():
+    """Not an HMAC, not ours: still a 'sig' value, as a field of a JSON object, a repr, a pair, XML, a query."""
+    from shared.redact import redact
+
+    for text in ('{"sig": "abcdEFGH1234"}', "{'sig': ['abcdEFGH1234']}", '[["sig", "abcdEFGH1234"]]',
+                 "<sig>abcdEFGH1234</sig>", "x%2526sig%253DabcdEFGH1234", "sig: abcdEFGH1234",
+                 '{\\"sig\\": \\"abcdEFGH1234\\"}', "&quot;sig&quot;: &quot;abcdEFGH1234&quot;"):
+        assert "abcdEFGH1234" not in redact(text), text
+
+
+def test_ordinary_text_is_left_as_it_is():
+    from shared.redact import redact
+
+    for text in ("skipped: 2000 blobs: metadata itemid disagrees with the folder: '1/a.jpg', '2/b.jpg'",
+                 "existance_key 6f2b9c1e-4c1a-5d7e-9a3b-2f1e0c8d7b6a:md5:00112233445566778899aabbccddeeff",
+                 "Content-MD5 1B2M2Y8AsgTpgAmY7PhCfg== and a signature of the design",
+                 "https://acct.blob.core.windows.net/product-images/100001/100/front.jpg",
+                 "100001/BLK/a-very-long-file-name-of-a-studio-shot-without-any-separator.jpg"):
+        assert redact(text) == text
+
+
+def test_the_filter_of_issued_signatures_is_bounded_and_remembers_the_latest():
+    """Two generations of fixed size: the last CAPACITY signatures are always known, memory never grows."""
+    from shared.redact import _IssuedSignatures
+
+    issued = _IssuedSignatures()
+    issued.CAPACITY = 100
+    signatures = [_signature(n) for n in range(350)]
+    for sig in signatures:
+        issued.add(sig)
+    assert all(sig[:43] in issued for sig in signatures[-100:])  # the latest: always
+    assert sum(sig[:43] in issued for sig in signatures[:150]) <= 2  # the oldest: forgotten (rare false hit)
+    assert [len(b) for b in (issued._current, issued._previous)] == [_IssuedSignatures.BITS // 8] * 2

@@ -152,7 +152,15 @@ def _check_fault(name: str, value: Any) -> Any:
         if not isinstance(value, int) or isinstance(value, bool) or (name == "retry_after" and value < 0):
             raise ValueError(f"{name} must be an integer{' >= 0' if name == 'retry_after' else ''}, got {value!r}")
         return value
-    if name in ("outage", "malformed", "hang", "echo_credentials"):
+    if name == "echo_credentials":
+        if value is True:
+            return "json"
+        if value is False or value == "":
+            return False
+        if not isinstance(value, str) or value not in ECHO_FORMS:
+            raise ValueError(f"echo_credentials must be true, false or one of {', '.join(ECHO_FORMS)}, got {value!r}")
+        return value
+    if name in ("outage", "malformed", "hang"):
         if not isinstance(value, bool):
             raise ValueError(f"{name} must be true or false, got {value!r}")
         return value
@@ -208,7 +216,8 @@ class Faults:
     drip_bytes_per_s: float = 0.0  # the answer (status line included) trickles out at this rate
     max_body_bytes: int = 0  # a request body larger than this gets 413 Payload Too Large
     redirect_to: str = ""  # answer 307 with Location: <redirect_to><path>, before looking at anything else
-    echo_credentials: bool = False  # error answers quote the request's headers and body back
+    # Error answers quote the request back, headers and body, in one of ECHO_FORMS (True: "json").
+    echo_credentials: bool | str = False
     # A partner that sits on a request, then applies it (whether or not the client is still there): the next
     # ``slow_next`` requests wait ``slow_ms``; besides, a ``slow_rate`` share of all requests waits 0..slow_ms.
     slow_next: int = 0
@@ -304,17 +313,78 @@ class _BadRequest(Exception):
     pass
 
 
-def _with_echo(reply: Reply, request: Request) -> Reply:
-    """A careless partner's error page: it quotes our request, credentials included."""
+ECHO_FORMS = {
+    "json": "the headers and the body as JSON text: {'echo': {'headers': {...}, 'body': '<our JSON>'}}",
+    "fields": "each SAS URL of the body taken apart: {'url': ..., 'sv': ..., 'sig': ..., 'se': ...}, as JSON",
+    "repr": "a Python repr of the headers, the parsed body and each SAS URL taken apart (a debug page's dump)",
+    "values": "a log line of each SAS URL's address and parameter values, without names, base64 padding trimmed",
+    "form": "each SAS URL's parts form-encoded: url=...&sv=...&sig=...",
+    "urlencoded": "the whole body %-encoded once (a logged query string)",
+    "html": "an HTML error page with the body HTML-escaped",
+    "dotnet": "JSON as .NET writes it by default: & + < > ' escaped as \\u0026 \\u002B ...",
+}
+
+
+def _with_echo(reply: Reply, request: Request, form: str = "json") -> Reply:
+    """A careless partner's error page: it quotes our request, credentials included, in ``form``."""
     try:
         payload = json.loads(reply.body) if reply.body else {}
     except ValueError:
         payload = {"message": reply.body.decode("utf-8", errors="replace")}
     if not isinstance(payload, dict):
         payload = {"message": payload}
-    payload["echo"] = {"headers": dict(request.headers.items()),
-                       "body": request.body.decode("utf-8", errors="replace")}
-    return json_reply(reply.status, payload, reply.headers)
+    headers = dict(request.headers.items())
+    text = request.body.decode("utf-8", errors="replace")
+    if form == "html":
+        page = (f"<html><body><h1>{reply.status} Error</h1><p>{_html(json.dumps(payload))}</p><pre>"
+                f"{_html(json.dumps(headers))}\n{_html(text)}</pre></body></html>")
+        return Reply(reply.status, page.encode("utf-8"), "text/html", reply.headers)
+    urls = _signed_urls(request.body_sent())
+    if form == "fields":
+        payload["echo"] = {"headers": headers, "images": [_url_fields(u) for u in urls]}
+    elif form == "repr":
+        payload["echo"] = repr({"headers": headers, "body": request.body_sent(),
+                                "images": [_url_fields(u) for u in urls]})
+    elif form == "values":
+        lines = []
+        for fields in map(_url_fields, urls):
+            address = fields.pop("url")
+            lines.append(f"could not fetch {address} ({', '.join(v.rstrip('=') for v in fields.values())})")
+        payload["echo"] = "; ".join(lines)
+    elif form == "form":
+        payload["echo"] = "&".join(urllib.parse.urlencode(_url_fields(u)) for u in urls)
+    elif form == "urlencoded":
+        payload["echo"] = urllib.parse.quote(text, safe="")
+    else:
+        payload["echo"] = {"headers": headers, "body": text}
+    body = json.dumps(payload)
+    if form == "dotnet":
+        for char in "&+<>'":
+            body = body.replace(char, f"\\u{ord(char):04X}")
+    return Reply(reply.status, body.encode("utf-8"), "application/json", reply.headers)
+
+
+def _html(text: str) -> str:
+    import html
+
+    return html.escape(text, quote=True)
+
+
+def _signed_urls(value: Any) -> list[str]:
+    """Every URL with a query inside a parsed body (the SAS URLs we were sent)."""
+    if isinstance(value, str):
+        return [value] if is_http_url(value) and "?" in value else []
+    if isinstance(value, dict):
+        return [u for v in value.values() for u in _signed_urls(v)]
+    if isinstance(value, list):
+        return [u for v in value for u in _signed_urls(v)]
+    return []
+
+
+def _url_fields(url: str) -> dict[str, str]:
+    """A SAS URL as a careless API dumps it: the address, then each query parameter a field of its own."""
+    base, _, query = url.partition("?")
+    return {"url": base, **dict(urllib.parse.parse_qsl(query, keep_blank_values=True))}
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -707,7 +777,7 @@ class Sandbox:
                                                f"got {len(request.body)}"})
         reply = self._injected_fault() or route.handler(request)
         if faults.echo_credentials and reply.status >= 400:
-            reply = _with_echo(reply, request)
+            reply = _with_echo(reply, request, str(faults.echo_credentials))
         if faults.take_reset():
             self._count("injected_reset")
             return Reply(0, reset=True)  # applied (the handler ran), but the client never hears so
