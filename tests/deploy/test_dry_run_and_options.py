@@ -2,14 +2,15 @@
 
 import pytest
 
-from deploy_harness import (DEPLOY_DIR, SECRETS, ask_parser, assert_ok, dry_run_commands, run_script)
+from deploy_harness import (DEPLOY_DIR, SECRETS, ask_parser, assert_ok, dry_run_commands, run_script,
+                            with_temporary_files)
 
 
 @pytest.mark.parametrize("plan", ["flex", "consumption", "premium"])
 def test_deploy_dry_run_prints_commands_the_real_cli_accepts(plan, make_fake_az, env_file, project_dir,
                                                              parse_server, tmp_path):
     fake = make_fake_az()
-    result = run_script("deploy.sh", fake, "--env-file", env_file, "--project-dir", project_dir, "--plan", plan,
+    result = run_script("deploy.sh", fake, "--env-file", env_file, "--project-dir", project_dir, "--hosting-plan", plan,
                         "--dry-run")
     assert_ok(result)
     assert fake.calls() == [], "a dry run calls no az at all"
@@ -18,17 +19,16 @@ def test_deploy_dry_run_prints_commands_the_real_cli_accepts(plan, make_fake_az,
     assert names[0] == "provider register --namespace"
     assert "functionapp create --name" in names
     assert any(c[:2] == ["keyvault", "create"] for c in commands)
-    secret_file = tmp_path / "secret"
-    secret_file.write_text("value")
     for argv in commands:
-        # The dry run names the temporary secret file it would write; the CLI checks that it exists.
-        argv = [str(secret_file) if arg.startswith("<temporary file") else arg for arg in argv]
-        reply = ask_parser(parse_server, argv)
+        reply = ask_parser(parse_server, with_temporary_files(argv, tmp_path))
         assert reply["status"] == "ok", f"az {' '.join(argv)}\n{reply['stderr']}"
     for value in SECRETS.values():
         assert value not in result.stdout + result.stderr
     subscriptions = [c for c in commands if c[:4] == ["eventgrid", "system-topic", "event-subscription", "create"]]
-    assert len(subscriptions) == (2 if plan == "flex" else 1)
+    assert len(subscriptions) == 2, "Event Grid on every plan"
+    refresh = [c for c in commands if c[:3] == ["rest", "--method", "post"]]
+    assert len(refresh) == 1 and refresh[0][4].endswith("/config/configreferences/appsettings/refresh?api-version=2022-03-01")
+
 
 
 def test_teardown_dry_run(make_fake_az, env_file, parse_server):
@@ -77,9 +77,30 @@ def test_bad_names_are_rejected_before_any_az_call(make_fake_az, env_file):
     result = run_script("deploy.sh", fake, "--env-file", env_file, "--images-account", "Product_Images",
                         secrets=False)
     assert result.returncode != 0 and "IMAGES_STORAGE_ACCOUNT" in result.stderr
-    result = run_script("deploy.sh", fake, "--env-file", env_file, "--plan", "dedicated", secrets=False)
+    result = run_script("deploy.sh", fake, "--env-file", env_file, "--hosting-plan", "dedicated", secrets=False)
     assert result.returncode != 0 and "one of flex, consumption, premium" in result.stderr
+    result = run_script("deploy.sh", fake, "--env-file", env_file, "--python-version", "3.9", secrets=False)
+    assert result.returncode != 0 and "PYTHON_VERSION '3.9': 3.11 or 3.12" in result.stderr
     assert fake.calls() == []
+
+
+def test_plan_with_a_hosting_plan_name_says_what_changed(make_fake_az, env_file):
+    """--plan used to take the hosting plan: given one now, the deploy stops and names the new flag
+    rather than run a plan the operator did not ask for."""
+    fake = make_fake_az()
+    result = run_script("deploy.sh", fake, "--env-file", env_file, "--plan", "premium", secrets=False)
+    assert result.returncode != 0
+    assert "the hosting plan is --hosting-plan premium" in result.stderr
+    assert fake.calls() == []
+
+
+def test_the_old_plan_setting_still_names_the_hosting_plan(make_fake_az, env_file, project_dir):
+    fake = make_fake_az()
+    result = run_script("deploy.sh", fake, "--env-file", env_file, "--project-dir", project_dir, "--dry-run",
+                        extra_env={"PLAN": "premium"})
+    assert_ok(result)
+    assert "now called HOSTING_PLAN" in result.stderr
+    assert ["functionapp", "plan", "create"] in [c[:3] for c in dry_run_commands(result.stdout)]
 
 
 def test_environment_wins_over_env_file_and_flags_win_over_both(make_fake_az, env_file, project_dir):
