@@ -1421,7 +1421,7 @@ check_key_vault_references() {
   fi
   local because
   if ((${#reasons[@]})); then
-    because="this run changed $(printf '%s, ' "${reasons[@]}" | sed 's/, $//')"
+    because="this run $( ((PLAN_MODE)) && printf changes || printf changed) $(printf '%s, ' "${reasons[@]}" | sed 's/, $//')"
   else
     because="$unresolved of ${#SECRET_SETTINGS[@]} do not read Resolved"
   fi

@@ -22,8 +22,8 @@ Storage accounts have a kind, SKU and hierarchical namespace, and only the servi
 kind (no queues on BlobStorage/BlockBlobStorage/premium StorageV2, no Event Grid on general-purpose
 v1). A new role assignment can take a while to apply (state key "role_delay_reads": that many checks
 of it are refused first). Function apps resolve their Key Vault references when settings change or on
-the refresh call, and report each reference's status (state key "kv_resolve_delay": that many reads
-answer "Initialized" first); the host starts only with storage it can use (a keyed
+the refresh call, and report each reference's status, cached until the next time (state key
+"kv_resolve_delay": that many reads answer "Initialized" first); the host starts only with storage it can use (a keyed
 AzureWebJobsStorage, or an identity holding Storage Blob Data Owner on the account).
 
 The signed-in principal, its rights (the ARM permissions API) and the CLI version `az version` reports
@@ -176,6 +176,8 @@ class FakeAzure:
             self.s.setdefault(key, {})
         self.s.setdefault("roles", [])
         self.s.setdefault("counter", 0)
+        # One tick per az call: a role assignment still applying is refused at most once a call.
+        self.s["clock"] = self.tick = self.s.get("clock", 0) + 1
 
     # -- helpers -------------------------------------------------------------------------------
     def next_id(self):
@@ -209,11 +211,13 @@ class FakeAzure:
                       f"'{action}' over scope '{scope}'.")
 
     def add_role(self, principal, principal_type, role, scope):
-        """A new role assignment; with "role_delay_reads" in the state, that many checks of it are refused
-        before it applies, as Azure RBAC takes up to about 10 minutes to apply a new assignment."""
+        """A new role assignment; with "role_delay_reads" in the state (or "role_delays": {role: n}), it is
+        refused in the first that many az calls that check it, as Azure RBAC takes up to about 10 minutes
+        to apply a new assignment."""
+        delay = (self.s.get("role_delays") or {}).get(role, self.s.get("role_delay_reads", 0))
         assignment = {"id": f"{scope}/providers/Microsoft.Authorization/roleAssignments/{self.next_id()}",
                       "principalId": principal, "principalType": principal_type, "role": role,
-                      "roleDefinitionName": role, "scope": scope, "pending_reads": self.s.get("role_delay_reads", 0)}
+                      "roleDefinitionName": role, "scope": scope, "pending_reads": delay}
         self.s["roles"].append(assignment)
         return assignment
 
@@ -224,7 +228,9 @@ class FakeAzure:
             at = r["scope"].lower().rstrip("/")
             if r["principalId"] == principal and r["role"] in roles and (low == at or low.startswith(at + "/")):
                 if r.get("pending_reads", 0) > 0:
-                    r["pending_reads"] -= 1
+                    if r.get("seen_at") != self.tick:
+                        r["pending_reads"] -= 1
+                        r["seen_at"] = self.tick
                     continue
                 return True
         return False
@@ -1279,14 +1285,17 @@ def secrets_on(argv, state, state_dir):
         with open(watched, encoding="utf-8") as handle:
             known.update({value: f"the secret in ${name}" for name, value in json.load(handle).items()})
     fake = FakeAzure(json.loads(json.dumps(state)))
+    issued = {}
     for acc in fake.s["accounts"].values():
-        known[fake.account_key(acc)] = f"the account key of {acc['name']}"
+        issued[fake.account_key(acc)] = f"the account key of {acc['name']}"
     for app in fake.s["apps"].values():
-        known.update({"fake-master-key": "the master key", "fake-default-key": "a function key",
-                      fake.blobs_key(app): "the blobs_extension system key",
-                      f"fake-eventgrid-key-{app['name']}": "the eventgrid_extension system key"})
+        issued.update({"fake-master-key": "the master key", "fake-default-key": "a function key",
+                       fake.blobs_key(app): "the blobs_extension system key",
+                       f"fake-eventgrid-key-{app['name']}": "the eventgrid_extension system key"})
     for name, versions in fake.s["secrets"].items():
-        known.update({value: f"the value of Key Vault secret {name}" for value in versions if value})
+        issued.update({value: f"the value of Key Vault secret {name}" for value in versions if value})
+    for value, what in issued.items():
+        known.setdefault(value, what)  # a watched secret keeps its name
     found = set()
     for arg in argv:
         found.update(what for value, what in known.items() if len(value) >= 8 and value in arg)
