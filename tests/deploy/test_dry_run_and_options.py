@@ -138,26 +138,41 @@ def test_example_env_file_lists_every_setting():
         assert f"\n{secret}=" not in example, "secret values belong in the environment, not the example file"
 
 
-def test_the_readme_states_the_cli_floor_once_and_as_the_scripts_do():
+def deploy_docs():
+    """The deploy's documentation: docs/deploy.md, and the README's short section pointing to it."""
+    from deploy_harness import REPO
+
+    return (REPO / "docs" / "deploy.md").read_text(), (REPO / "README.md").read_text()
+
+
+def test_the_docs_state_the_cli_floor_once_and_as_the_scripts_do():
     import re
 
-    from deploy_harness import REPO, az_min_version
+    from deploy_harness import az_min_version
 
-    readme = (REPO / "README.md").read_text()
-    stated = re.findall(r"Azure CLI (\d+\.\d+(?:\.\d+)?) or newer", readme)
-    assert stated == [az_min_version()]
+    guide, readme = deploy_docs()
+    assert re.findall(r"Azure CLI (\d+\.\d+(?:\.\d+)?) or newer", guide) == [az_min_version()]
+    assert re.findall(r"Azure CLI (\d+\.\d+(?:\.\d+)?) or newer", readme) == [], "stated in one place"
+
+
+def test_the_readme_points_to_the_deploy_guide():
+    guide, readme = deploy_docs()
+    section = readme.split("## Deploy to Azure\n", 1)[1].split("\n## ", 1)[0]
+    assert "[docs/deploy.md](docs/deploy.md)" in section
+    assert len(section.strip().splitlines()) <= 20, "a few lines; the rest is in docs/deploy.md"
+    for heading in ("## Permissions", "## The one command", "## Previewing a deploy: `--plan`",
+                    "## A full resync by hand", "## Re-running one product", "## Teardown",
+                    "## How the scripts are tested"):
+        assert heading in guide and heading not in readme, heading
 
 
 @pytest.mark.parametrize("script", ["deploy.sh", "teardown.sh"])
-def test_every_flag_the_readme_gives_a_script_exists(script, make_fake_az):
+def test_every_flag_the_docs_give_a_script_exists(script, make_fake_az):
     import re
 
-    from deploy_harness import REPO
-
-    readme = (REPO / "README.md").read_text()
-    lines = [line for line in readme.splitlines() if f"deploy/{script}" in line]
+    lines = [line for text in deploy_docs() for line in text.splitlines() if f"deploy/{script}" in line]
     flags = {flag for line in lines for flag in re.findall(r"(?<![\w-])(--[a-z][a-z-]+)", line.split("#")[0])}
-    assert flags, f"the README shows no {script} command"
+    assert flags, f"the docs show no {script} command"
     usage = run_script(script, make_fake_az(), "--help", secrets=False).stdout
     for flag in flags:
-        assert flag in usage, f"README gives deploy/{script} {flag}, which --help does not list"
+        assert flag in usage, f"the docs give deploy/{script} {flag}, which --help does not list"
