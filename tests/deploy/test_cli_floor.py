@@ -115,3 +115,29 @@ def test_dry_run_commands(floor_az, min_parse_server, env_file, project_dir, tmp
         argv = with_temporary_files(argv, tmp_path)
         reply = ask_parser(min_parse_server, argv)
         assert reply["status"] == "ok", f"az {' '.join(argv)}\n{reply['stderr']}"
+
+
+def test_round_3_calls(floor_az, env_file, project_dir):
+    """The calls #23 added: --plan's reads, Python version changes on both kinds of plan, the switch of
+    a Flex deployment container to the identity, removing the BlobCreated subscription for the polling
+    opt-in, and the reference statuses."""
+    fake = floor_az()
+    args = ("--env-file", env_file, "--project-dir", project_dir)
+    run(fake, "deploy.sh", *args, "--python-version", "3.12")
+    state = fake.state()
+    app = state["apps"]["imgsync-test"]
+    app["deployment_auth"] = {"type": "StorageAccountConnectionString",
+                              "storageAccountConnectionStringName": "DEPLOYMENT_STORAGE_CONNECTION_STRING"}
+    fake.write_state(state)
+    _, calls = run(fake, "deploy.sh", *args, "--plan")
+    assert not [c for c in calls if is_mutating(c)]
+    _, calls = run(fake, "deploy.sh", *args)
+    changed = {command_of(c) for c in calls if is_mutating(c)}
+    assert {"functionapp runtime config set", "functionapp deployment config set", "rest"} <= changed
+
+    premium = floor_az()
+    run(premium, "deploy.sh", *args, "--hosting-plan", "premium")
+    _, calls = run(premium, "deploy.sh", *args, "--hosting-plan", "premium", "--python-version", "3.12",
+                   extra_env={"BLOB_TRIGGER_SOURCE": "LogsAndContainerScan"})
+    changed = {command_of(c) for c in calls if is_mutating(c)}
+    assert {"functionapp config set", "eventgrid system-topic event-subscription delete"} <= changed
