@@ -3,8 +3,10 @@
 # az, the Azure CLI version floor and the rights check.
 #
 #   az_read   a query; in --dry-run it is not run and answers "not found" (exit 3, no output), so a dry
-#             run shows the plan for a subscription where nothing exists yet.
-#   az_change anything that creates, updates or deletes; in --dry-run it is printed, not run.
+#             run shows the commands for a subscription where nothing exists yet.
+#   az_change anything that creates, updates or deletes; in --dry-run it is printed, not run; in
+#             deploy.sh --plan it is not run either (every az_read is), and outcome.sh records what
+#             it would have done.
 #
 # Existence checks rely on az's documented exit codes: 0 found, 3 "resource not found" (HTTP 404),
 # anything else is a real error and stops the script.
