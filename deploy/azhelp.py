@@ -7,6 +7,20 @@
   matches DESIRED_FILE           exit 0 when the JSON on stdin holds everything in DESIRED_FILE
                                  (see matches())
   get DOTTED.PATH                the string at that path of the JSON on stdin (exit 1 if missing)
+  fields DOTTED.PATH...          the value at each path of the JSON on stdin, one a line (empty if missing)
+  storage-account ROLE PLAN SOURCE
+                                 what is wrong with the storage account JSON on stdin for ROLE (images or
+                                 host) on hosting plan PLAN with blob trigger source SOURCE: "stop<TAB>why"
+                                 and "warn<TAB>why" lines, and "hns<TAB>true" for a hierarchical namespace
+  settings-diff DESIRED_FILE     the app settings (az ... appsettings list JSON on stdin) that differ from
+                                 DESIRED_FILE (NAME=VALUE lines; an empty VALUE: must not be set), as
+                                 "set|remove<TAB>NAME<TAB>current<TAB>desired", values shown as shown() does
+  settings-json DESIRED_FILE NAME...
+                                 those settings of DESIRED_FILE as a JSON object (for --settings @file)
+  kv-references NAME...          each app setting NAME's Key Vault reference status, from the
+                                 configreferences/appsettings JSON on stdin: "NAME<TAB>STATUS<TAB>why"
+  diff DESIRED_FILE              what the JSON on stdin lacks of DESIRED_FILE, one "path: current -> desired"
+                                 line each (see matches())
 """
 
 import base64
@@ -78,6 +92,168 @@ def matches(desired, actual):
     return desired == actual
 
 
+# -- Storage accounts --------------------------------------------------------------------------------
+# Microsoft's "Storage account overview" (types of storage accounts) and "Azure Blob Storage as an Event
+# Grid source": only StorageV2, BlobStorage and BlockBlobStorage accounts raise blob events (not
+# general-purpose v1, kind Storage); BlobStorage and BlockBlobStorage have no queue service; a premium
+# StorageV2 account holds page blobs only; FileStorage has no blobs. The app needs blob events, block
+# blobs and queues on the images account, and the Functions host needs blobs, queues and tables.
+
+def _account_problems(account, role, plan, source):
+    name = account.get("name") or "?"
+    group = account.get("resourceGroup") or "<resource group>"
+    kind = account.get("kind") or "?"
+    sku = ((account.get("sku") or {}).get("name")) or "?"
+    endpoints = account.get("primaryEndpoints") or {}
+    upgrade = (f"Upgrade it in place to general-purpose v2 (az storage account update --name {name} "
+               f"--resource-group {group} --set kind=StorageV2 --access-tier Hot; this cannot be undone and "
+               "changes its prices)")
+    setting = "IMAGES_STORAGE_ACCOUNT" if role == "images" else "HOST_STORAGE_ACCOUNT"
+    instead = f"or set {setting} to a standard general-purpose v2 (StorageV2) account"
+    stops, warns = [], []
+    if kind == "Storage":
+        if role == "images":
+            stops.append(f"storage account {name} is general-purpose v1 (kind Storage): Event Grid takes no blob "
+                         f"events from it, so no upload or delete would ever reach the app. {upgrade}, "
+                         f"{instead}.")
+    elif kind == "BlobStorage":
+        needs = "the app keeps its queues there" if role == "images" else "the Functions host needs queues and tables"
+        stops.append(f"storage account {name} is a legacy Blob storage account (kind BlobStorage): it has no queue "
+                     f"service, and {needs}. {upgrade}, {instead}.")
+    elif kind == "BlockBlobStorage":
+        stops.append(f"storage account {name} is a premium block blob account (kind BlockBlobStorage): it has no "
+                     "queue service, and it cannot be converted. Copy the images to a standard general-purpose v2 "
+                     f"account (azcopy copy) and set {setting} to it.")
+    elif kind == "FileStorage":
+        stops.append(f"storage account {name} is a premium file share account (kind FileStorage): it has no blob "
+                     f"service. Set {setting} to a standard general-purpose v2 (StorageV2) account.")
+    elif kind == "StorageV2" and sku.lower().startswith("premium"):
+        stops.append(f"storage account {name} is a premium general-purpose v2 account ({sku}): it holds page blobs "
+                     f"only, no block blobs and no queues. Set {setting} to a standard general-purpose v2 account "
+                     "(Standard_LRS, Standard_ZRS, Standard_GRS, ...).")
+    elif kind != "StorageV2" and kind != "Storage":
+        stops.append(f"storage account {name} is of kind {kind}, which this deploy does not know. Set {setting} to "
+                     "a standard general-purpose v2 (StorageV2) account.")
+    if not stops:
+        needed = ["blob", "queue"] + (["table"] if role == "host" else [])
+        missing = [service for service in needed if not endpoints.get(service)]
+        if missing:
+            stops.append(f"storage account {name} has no {' and no '.join(missing)} service endpoint, which the "
+                         f"{'app' if role == 'images' else 'Functions host'} needs. Set {setting} to a standard "
+                         "general-purpose v2 (StorageV2) account.")
+    hns = account.get("isHnsEnabled") is True
+    if role == "images" and hns and not stops:
+        if source == "LogsAndContainerScan":
+            stops.append(f"storage account {name} has a hierarchical namespace (Data Lake Storage Gen2), which the "
+                         "polling blob trigger does not support: leave BLOB_TRIGGER_SOURCE at EventGrid.")
+        else:
+            warns.append(f"storage account {name} has a hierarchical namespace (Data Lake Storage Gen2): there, Blob "
+                         "Storage raises BlobCreated for a Copy Blob when the copy starts, before the image is "
+                         "complete, so the deploy leaves CopyBlob out of the event filter. An image copied in "
+                         "with Copy Blob (az storage blob copy start, Start-AzStorageBlobCopy) reaches the partners "
+                         "with the nightly sync; uploads (Put Blob, Put Block List, Data Lake flush, SFTP) sync "
+                         "at once.")
+    if role == "host" and account.get("allowSharedKeyAccess") is False and plan in ("consumption", "premium"):
+        stops.append(f"storage account {name} does not allow shared key access, which the {plan} plan needs for the "
+                     "host: " + ("the Azure Files content share of an Elastic Premium app takes only a connection "
+                                 "string" if plan == "premium" else "Linux Consumption builds and runs the package "
+                                 "through a keyed AzureWebJobsStorage") + ". Use --hosting-plan flex (keyless), or "
+                     f"allow shared keys on {name}.")
+    return stops, warns, hns
+
+
+# -- App settings ------------------------------------------------------------------------------------
+SECRET_SETTINGS = {"WALLIE_PASSWORD", "TRAEDE_ACCESS_TOKEN", "TRAEDE_APP_KEY"}
+_KEYED = re.compile(r"AccountKey=|SharedAccessKey=|SharedAccessSignature=|[?&]sig=|[?&]code=|"
+                    r"InstrumentationKey=|(?:^|;)\s*password=", re.IGNORECASE)
+
+
+def shown(name, value):
+    """VALUE as a plan may print it: a secret or a keyed connection string is never shown."""
+    if value is None or value == "":
+        return "(not set)"
+    if name in SECRET_SETTINGS and not value.startswith("@Microsoft.KeyVault("):
+        return "<hidden: a secret value, not a Key Vault reference>"
+    if _KEYED.search(value):
+        return "<hidden: holds a key>"
+    return repr(value) if any(c.isspace() for c in value) or value == "" else value
+
+
+def read_desired(path):
+    desired = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle.read().splitlines():
+            if line:
+                name, _, value = line.partition("=")
+                desired[name] = value
+    return desired
+
+
+def settings_diff(desired, current_list):
+    current = {item["name"]: item.get("value") for item in current_list or []}
+    lines = []
+    for name, value in desired.items():
+        if value == "":
+            if name in current:
+                lines.append(("remove", name, shown(name, current[name]), "(not set)"))
+        elif current.get(name) != value:
+            lines.append(("set", name, shown(name, current.get(name)), shown(name, value)))
+    return lines
+
+
+# -- Key Vault references ----------------------------------------------------------------------------
+# App Service's ResolveStatus values (azure-rest-api-specs, Microsoft.Web ApiKVReference) and what to do.
+REFERENCE_HINTS = {
+    "Initialized": "App Service has not resolved it yet",
+    "AccessToKeyVaultDenied": "the app's identity may not read the vault: its Key Vault Secrets User role can take "
+                              "up to 10 minutes to apply; if it persists, check that role and the vault's firewall",
+    "SecretNotFound": "the secret is not in the vault: export its variable and deploy again",
+    "SecretVersionNotFound": "that secret version is not in the vault",
+    "VaultNotFound": "the vault does not exist (deleted?): deploy again to recover or create it",
+    "MSINotEnabled": "the app has no system-assigned identity",
+    "InvalidSyntax": "the setting is not a valid Key Vault reference",
+    "FetchTimedOut": "App Service timed out reading the vault: deploy again",
+    "UnauthorizedClient": "the vault refused the app's identity",
+    "OtherReasons": "App Service gave no reason: see the setting's status in the portal",
+    "Missing": "App Service lists no reference for this setting",
+}
+
+
+def reference_statuses(document, names):
+    by_name = {}
+    for item in (document or {}).get("value") or []:
+        name = item.get("name") or (item.get("id") or "").rsplit("/", 1)[-1]
+        by_name[name.rsplit("/", 1)[-1]] = item.get("properties") or {}
+    rows = []
+    for name in names:
+        props = by_name.get(name)
+        status = (props or {}).get("status") or "Missing"
+        details = (props or {}).get("details") or ""
+        hint = REFERENCE_HINTS.get(status, "")
+        why = "" if status == "Resolved" else "; ".join(part for part in (details, hint) if part)
+        rows.append((name, status, why))
+    return rows
+
+
+# -- What differs, for --plan ------------------------------------------------------------------------
+def differences(desired, actual, path=""):
+    """The paths where ACTUAL does not hold DESIRED (the same rules as matches())."""
+    if matches(desired, actual):
+        return []
+    if isinstance(desired, dict) and isinstance(actual, dict):
+        lowered = {str(k).lower(): v for k, v in actual.items()}
+        found = []
+        for key, value in desired.items():
+            found += differences(value, lowered.get(str(key).lower()), f"{path}.{key}" if path else str(key))
+        return found
+    return [(path or "(the resource)", actual, desired)]
+
+
+def _brief(value):
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def main(argv):
     command, args = argv[0], argv[1:]
     if command == "version-at-least":
@@ -101,6 +277,43 @@ def main(argv):
         desired.pop("location", None)
         text = sys.stdin.read()
         return 0 if text.strip() and matches(desired, json.loads(text)) else 1
+    if command == "storage-account":
+        role, plan, source = args
+        stops, warns, hns = _account_problems(json.loads(sys.stdin.read() or "{}"), role, plan, source)
+        for line in stops:
+            print(f"stop\t{line}")
+        for line in warns:
+            print(f"warn\t{line}")
+        if hns:
+            print("hns\ttrue")
+        return 0
+    if command == "settings-diff":
+        for row in settings_diff(read_desired(args[0]), json.loads(sys.stdin.read() or "[]")):
+            print("\t".join(row))
+        return 0
+    if command == "settings-json":
+        desired = read_desired(args[0])
+        print(json.dumps({name: desired[name] for name in args[1:]}))
+        return 0
+    if command == "kv-references":
+        for row in reference_statuses(json.loads(sys.stdin.read() or "{}"), args):
+            print("\t".join(row))
+        return 0
+    if command == "diff":
+        with open(args[0], encoding="utf-8") as handle:
+            desired = json.load(handle)
+        desired.pop("location", None)
+        for path, actual, wanted in differences(desired, json.loads(sys.stdin.read() or "null")):
+            print(f"{path}: {_brief(actual)} -> {_brief(wanted)}")
+        return 0
+    if command == "fields":
+        document = json.loads(sys.stdin.read() or "null")
+        for path in args:
+            value = document
+            for key in path.split("."):
+                value = value.get(key) if isinstance(value, dict) else None
+            print("" if value is None else value)
+        return 0
     if command == "get":
         value = json.loads(sys.stdin.read() or "null")
         for key in args[0].split("."):

@@ -1,26 +1,40 @@
 #!/usr/bin/env bash
 # Deploy the image sync Functions app with the Azure CLI, from nothing to running. Idempotent: every
 # step compares what exists with what it should be, so a second run changes nothing and a run after a
-# hand-made change puts it right. See "Deploy to Azure" in the README.
+# hand-made change puts it right; --plan shows what a run would do without doing it. See docs/deploy.md.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$SCRIPT_DIR/lib.sh"
+# shellcheck source-path=SCRIPTDIR source=outcome.sh
+source "$SCRIPT_DIR/outcome.sh"
+# The steps by concern; main (at the end) runs them in order.
+# shellcheck source-path=SCRIPTDIR source=preflight.sh
+source "$SCRIPT_DIR/preflight.sh"
+# shellcheck source-path=SCRIPTDIR source=key_vault.sh
+source "$SCRIPT_DIR/key_vault.sh"
+# shellcheck source-path=SCRIPTDIR source=roles.sh
+source "$SCRIPT_DIR/roles.sh"
+# shellcheck source-path=SCRIPTDIR source=azure_monitor.sh
+source "$SCRIPT_DIR/azure_monitor.sh"
+# shellcheck source-path=SCRIPTDIR source=event_grid.sh
+source "$SCRIPT_DIR/event_grid.sh"
 
 usage() {
   cat <<EOF
 Usage: deploy/deploy.sh [--env-file PATH] [options]
 
-Checks first (Azure CLI $AZ_MIN_VERSION or newer, logged in, and the rights this run needs) and stops
-before changing anything if something is missing. Then creates or updates, in order: resource group;
-host storage account; images storage account (reused if it exists, never reconfigured), its
-containers and queues; Key Vault (RBAC) and the partner secrets; Log Analytics workspace and
-Application Insights; action group and alert rules (with --alert-email or --alert-action-group); the
-function app (Flex Consumption by default, HTTPS only) with a system-assigned identity; role
-assignments; app settings (secrets as Key Vault references); the code (zip of the project, remote
-build); and, once the code runs, the Event Grid subscriptions. What already is as it should be is left
-alone; what differs is put right.
+Checks first (Azure CLI $AZ_MIN_VERSION or newer, logged in, the rights this run needs, and that an
+existing images or host storage account is of a kind the app can use) and stops before changing
+anything if something is missing. Then creates or updates, in order: resource group; host storage
+account; images storage account (reused if it exists, never reconfigured), its containers and queues;
+Key Vault (RBAC) and the partner secrets; Log Analytics workspace and Application Insights; action group
+and alert rules (with --alert-email or --alert-action-group); the function app (Flex Consumption by
+default, HTTPS only) with a system-assigned identity; its role assignments; app settings (secrets as Key
+Vault references, host storage through the identity); the code (zip of the project, remote build); the
+Event Grid subscriptions; and last it has the app re-read its Key Vault references and waits until each
+one resolves. What already is as it should be is left alone; what differs is put right.
 
 Options (each also settable in the env file or the environment under the name in brackets;
 flags win over the environment, which wins over the env file):
@@ -28,10 +42,13 @@ flags win over the environment, which wins over the env file):
   -g, --resource-group NAME    resource group for everything the deploy creates [RESOURCE_GROUP]
   -l, --location REGION        Azure region, e.g. westeurope [LOCATION]
   -n, --app-name NAME          function app name, globally unique [APP_NAME]
-  --plan flex|consumption|premium
-                               hosting plan (default flex) [PLAN]. consumption/premium use the
-                               polling blob trigger (BLOB_TRIGGER_SOURCE=LogsAndContainerScan) and
-                               no BlobCreated Event Grid subscription
+  --hosting-plan flex|consumption|premium
+                               hosting plan (default flex) [HOSTING_PLAN]. Every plan uses the Event
+                               Grid blob trigger. consumption is classic Linux Consumption, which
+                               retires on 30 September 2028 and keeps an account key for its host
+  --python-version 3.11|3.12   Python of the app (default 3.11, supported on Functions until October
+                               2027; 3.12 until October 2028, and the last on Linux Consumption)
+                               [PYTHON_VERSION]
   --images-account NAME        storage account holding the images; created if missing
                                [IMAGES_STORAGE_ACCOUNT]
   --images-resource-group NAME where the existing images account is (default: searched in the
@@ -47,16 +64,23 @@ flags win over the environment, which wins over the env file):
   --project-dir PATH           Functions project to package (default: the repository root)
                                [PROJECT_DIR]
   --force-code-deploy          upload the code even if the app already runs the same package
+  --plan                       read the subscription and print, per resource, what a deploy would
+                               create, change (setting by setting, secret values hidden), delete or
+                               leave alone; change nothing (needs az and read access)
   --dry-run                    print the az commands a fresh deployment would run, run nothing (no
                                az needed; values Azure would return show as <...>)
   -h, --help                   this help
 
 Secrets are read from the environment only: WALLIE_PASSWORD, TRAEDE_ACCESS_TOKEN, TRAEDE_APP_KEY.
-They go to Key Vault through a temporary file (az keyvault secret set --file), never on a command
-line. Leave one unset to keep the value already in the vault.
+They go to Key Vault through a temporary file (az keyvault secret set --file); no key or secret is ever
+on a command line the deploy runs. Leave one unset to keep the value already in the vault.
 
-Needs: Azure CLI $AZ_MIN_VERSION or newer (logged in), python3, bash 4+, and the rights listed under
-"Permissions" in the README (checked before anything is changed).
+BLOB_TRIGGER_SOURCE=LogsAndContainerScan (env file or environment; consumption and premium only) opts
+into the polling blob trigger instead of Event Grid: it runs image_uploaded once for every blob already
+in the container. See docs/deploy.md before using it.
+
+Needs: Azure CLI $AZ_MIN_VERSION or newer (logged in), python3, bash 4.4+, and the rights listed under
+"Permissions" in docs/deploy.md (checked before anything is changed).
 EOF
 }
 
@@ -64,8 +88,8 @@ EOF
 # to the deploy is one line here (and one in deploy.env.example). An empty default means the app's own
 # default applies: while such a setting is unset it is removed from the app, so clearing it in
 # deploy.env takes effect. WALLIE_/TRAEDE_ base URLs, tenant and user are required (load_config).
-# The settings the deploy computes (storage endpoints, queue and container names, Key Vault
-# references, trigger source, Application Insights) are in desired_app_settings.
+# The settings the deploy computes (storage endpoints, host storage, queue and container names, Key
+# Vault references, trigger source, Application Insights) are in desired_app_settings.
 APP_SETTINGS=(
   "IMAGE_PATH_PATTERN="
   "SAS_TTL_HOURS=48"
@@ -100,19 +124,24 @@ APP_SETTING_NAMES=("${APP_SETTINGS[@]%%=*}")
 PROVIDERS=(Microsoft.Web Microsoft.Storage Microsoft.KeyVault Microsoft.EventGrid Microsoft.Insights
   Microsoft.OperationalInsights)
 
-# Roles the deploy gives the app's identity; an assignment of one of these to the identity, on the
-# images account or the vault, that the deploy no longer wants is removed (e.g. after a container
-# rename).
+# Roles the deploy gives the app's identity on the images account and the vault; an assignment of one of
+# these to the identity there that the deploy no longer wants is removed (e.g. after a container rename,
+# or the polling trigger's Storage Blob Data Owner once the app is on Event Grid).
 MANAGED_APP_ROLES=("Storage Blob Data Reader" "Storage Blob Data Contributor" "Storage Blob Data Owner"
   "Storage Blob Delegator" "Storage Queue Data Contributor" "Key Vault Secrets User")
 
-# BlobCreated events of fully committed blobs only. Microsoft's event schema for Blob Storage: with a
-# hierarchical namespace, "if you want to ensure that the BlobCreated event is triggered only when a
-# Block Blob is completely committed, filter the event for the FlushWithClose REST API call" (CreateFile
-# creates an empty file first); PutBlob, PutBlockList and CopyBlob fire once the blob is committed
-# (storage-blob-event-overview, "Practices for consuming events"); an SFTP upload sends SftpCreate for
-# the empty blob and SftpCommit when its content is committed (event-schema-blob-storage, SFTP).
-COMMITTED_BLOB_APIS=(CopyBlob PutBlob PutBlockList FlushWithClose SftpCommit)
+# What the Functions host needs on its own storage account when it reaches it with the app's identity
+# (Microsoft's "Connecting to host storage with an identity"): Storage Blob Data Owner for the host itself
+# (keys, timer locks) and, for a blob trigger, Storage Queue Data Contributor and Storage Account
+# Contributor as well ("the blob trigger internally uses Azure Queues and writes blob receipts ... using
+# the AzureWebJobsStorage connection, regardless of the connection configured for the trigger"); Storage
+# Table Data Contributor lets the host record its diagnostic events. Blob Data Owner also covers the
+# Flex Consumption deployment container on the same account.
+HOST_ROLES=("Storage Blob Data Owner" "Storage Queue Data Contributor" "Storage Account Contributor"
+  "Storage Table Data Contributor")
+
+# The settings whose Key Vault references must resolve.
+SECRET_SETTINGS=(WALLIE_PASSWORD TRAEDE_ACCESS_TOKEN TRAEDE_APP_KEY)
 
 FORCE_CODE_DEPLOY=0
 
@@ -121,7 +150,17 @@ parse_args() {
     case "$1" in
       -h | --help) usage; exit 0 ;;
       -l | --location) FLAGS[LOCATION]="${2:?$1 needs a value}"; shift 2 ;;
-      --plan) FLAGS[PLAN]="${2:?$1 needs a value}"; shift 2 ;;
+      --hosting-plan) FLAGS[HOSTING_PLAN]="${2:?$1 needs a value}"; shift 2 ;;
+      --python-version) FLAGS[PYTHON_VERSION]="${2:?$1 needs a value}"; shift 2 ;;
+      --plan)
+        case "${2:-}" in
+          flex | consumption | premium)
+            die "--plan now previews what a deploy would do; the hosting plan is --hosting-plan $2"
+            ;;
+        esac
+        PLAN_MODE=1
+        shift
+        ;;
       --container) FLAGS[IMAGES_CONTAINER]="${2:?$1 needs a value}"; shift 2 ;;
       --host-storage-account) FLAGS[HOST_STORAGE_ACCOUNT]="${2:?$1 needs a value}"; shift 2 ;;
       --alert-email) FLAGS[ALERT_EMAIL]="${2:?$1 needs a value}"; shift 2 ;;
@@ -135,6 +174,9 @@ parse_args() {
         ;;
     esac
   done
+  if ((PLAN_MODE)) && [[ "$DRY_RUN" == 1 ]]; then
+    die "--plan reads the subscription and --dry-run reads nothing: choose one"
+  fi
 }
 
 ALERT_EMAILS=()
@@ -145,6 +187,8 @@ load_config() {
   PROJECT_DIR="${PROJECT_DIR:-$(cd "$SCRIPT_DIR/.." && pwd)}"
   FLEX_INSTANCE_MEMORY="${FLEX_INSTANCE_MEMORY:-2048}"
   PREMIUM_SKU="${PREMIUM_SKU:-EP1}"
+  PYTHON_VERSION="${PYTHON_VERSION:-3.11}"
+  BLOB_TRIGGER_SOURCE="${BLOB_TRIGGER_SOURCE:-EventGrid}"
   local entry name
   for entry in "${APP_SETTINGS[@]}"; do
     name="${entry%%=*}"
@@ -152,14 +196,23 @@ load_config() {
       printf -v "$name" '%s' "${entry#*=}"
     fi
   done
-  if [[ "$PLAN" == flex ]]; then
-    BLOB_TRIGGER_SOURCE="EventGrid"
-  else
-    BLOB_TRIGGER_SOURCE="LogsAndContainerScan"
-  fi
   require_vars RESOURCE_GROUP LOCATION APP_NAME IMAGES_STORAGE_ACCOUNT \
     WALLIE_BASE_URL WALLIE_TENANT WALLIE_USERNAME TRAEDE_BASE_URL
   validate_names
+  # Python versions on Functions ("Supported languages"): 3.11 until October 2027, 3.12 until October
+  # 2028, and 3.12 is the last one Linux Consumption gets. The app is built and tested on 3.11.
+  case "$PYTHON_VERSION" in
+    3.11 | 3.12) ;;
+    *) die "PYTHON_VERSION '$PYTHON_VERSION': 3.11 or 3.12" ;;
+  esac
+  case "$BLOB_TRIGGER_SOURCE" in
+    EventGrid) ;;
+    LogsAndContainerScan)
+      [[ "$HOSTING_PLAN" != flex ]] \
+        || die "BLOB_TRIGGER_SOURCE=LogsAndContainerScan: Flex Consumption supports only the Event Grid blob trigger"
+      ;;
+    *) die "BLOB_TRIGGER_SOURCE '$BLOB_TRIGGER_SOURCE': EventGrid (the default) or LogsAndContainerScan" ;;
+  esac
   local address
   if [[ -n "${ALERT_EMAIL:-}" ]]; then
     IFS=',' read -ra ALERT_EMAILS <<<"${ALERT_EMAIL// /}"
@@ -178,134 +231,52 @@ alerts_enabled() {
   ((${#ALERT_EMAILS[@]})) || [[ -n "${ALERT_ACTION_GROUP_ID:-}" ]]
 }
 
-# ---------------------------------------------------------------------------------------------------
-# Preflight: everything below only reads. It stops before anything is created when az is too old, you
-# are not logged in, or you lack a right this run needs.
-
-DEPLOYER_ID=""
-DEPLOYER_TYPE=""
-TMP_DIR=""
-RG_EXISTS=0
-VAULT_EXISTS=0
-IMAGES_FOUND=""
-PROVIDERS_TO_REGISTER=()
-
-preflight() {
-  command -v python3 >/dev/null || die "python3 is needed (it builds the package)"
-  if [[ "$DRY_RUN" == 1 ]]; then
-    SUBSCRIPTION_ID="<subscription-id>"
-    DEPLOYER_ID="<your-object-id>"
-    DEPLOYER_TYPE="User"
-    PROVIDERS_TO_REGISTER=("${PROVIDERS[@]}")
-    plan_rights
-    log "Dry run: nothing is read from Azure, so neither the Azure CLI version ($AZ_MIN_VERSION or newer) nor your rights are checked. A real run first checks that you may do this:"
-    print_needed_rights
-    return
-  fi
-  require_az
-  DEPLOYER_ID="$(signed_in_object_id)" || die "could not read your object id from your Azure CLI login: run 'az login' again"
-  if [[ "$LOGIN_TYPE" == servicePrincipal ]]; then
-    DEPLOYER_TYPE="ServicePrincipal"  # a service principal or a managed identity
-  else
-    DEPLOYER_TYPE="User"
-  fi
-  log "Subscription $SUBSCRIPTION_ID, deploying as $LOGIN_NAME ($DEPLOYER_ID)"
-  discover
-  plan_rights
-  check_rights
+# The host reaches its storage account with the app's identity (AzureWebJobsStorage__accountName) on
+# Flex Consumption and Elastic Premium. Linux Consumption cannot: its remote build stores the package
+# through AzureWebJobsStorage, which the Azure CLI's zip deploy then requires as a connection string
+# (Microsoft's "Connecting to host storage with an identity": "AzureWebJobsStorage is used for deployment
+# artifacts when using server-side build in Linux Consumption").
+host_storage_by_identity() {
+  [[ "$HOSTING_PLAN" != consumption ]]
 }
 
-discover() {
-  if resource_exists group show --name "$RESOURCE_GROUP"; then
-    RG_EXISTS=1
+# Things to know about the chosen plan and options, said before anything happens.
+say_plan_caveats() {
+  if [[ "$HOSTING_PLAN" == consumption ]]; then
+    warn "hosting plan consumption: Linux Consumption retires on 30 September 2028 and gets no new features or Python versions (3.12 is its last); its host keeps an account key in AzureWebJobsStorage, because its remote build needs one. --hosting-plan flex has neither limit."
   fi
-  local registered namespace
-  registered="$(az provider list --query "[?registrationState=='Registered'].namespace" --output tsv)" \
-    || die "could not list the subscription's resource providers"
-  for namespace in "${PROVIDERS[@]}"; do
-    grep -qix -- "$namespace" <<<"$registered" || PROVIDERS_TO_REGISTER+=("$namespace")
-  done
-  IMAGES_FOUND="$(find_images_account)"
-  if [[ -z "$IMAGES_FOUND" && -n "${IMAGES_RESOURCE_GROUP:-}" && "$IMAGES_RESOURCE_GROUP" != "$RESOURCE_GROUP" ]]; then
-    die "storage account $IMAGES_STORAGE_ACCOUNT not found in $IMAGES_RESOURCE_GROUP (leave IMAGES_RESOURCE_GROUP unset to create it in $RESOURCE_GROUP)"
+  if [[ "$PYTHON_VERSION" == 3.11 ]]; then
+    note "Python 3.11: supported on Azure Functions until October 2027; --python-version 3.12 is supported until October 2028"
   fi
-  if ((RG_EXISTS)) && resource_exists keyvault show --name "$KEY_VAULT_NAME" --resource-group "$RESOURCE_GROUP"; then
-    VAULT_EXISTS=1
-  fi
-  if [[ -n "${ALERT_ACTION_GROUP_ID:-}" ]] \
-    && ! resource_exists resource show --ids "$ALERT_ACTION_GROUP_ID" --api-version 2023-01-01; then
-    die "ALERT_ACTION_GROUP_ID: action group $ALERT_ACTION_GROUP_ID not found"
-  fi
-}
-
-# What this run will do, as rights (see check_rights in lib.sh). Contributor on the resource group
-# covers the resources; the role assignments need Owner, User Access Administrator or Role Based
-# Access Control Administrator; the subscription-scope rights are needed only in the cases named.
-plan_rights() {
-  local sub="/subscriptions/$SUBSCRIPTION_ID" rg="/subscriptions/$SUBSCRIPTION_ID/resourceGroups/$RESOURCE_GROUP"
-  if ((!RG_EXISTS)); then
-    need "$sub" Microsoft.Resources/subscriptions/resourceGroups/write "create resource group $RESOURCE_GROUP"
-    rg="$sub"  # a new group inherits what you may do in the subscription
-  fi
-  local namespace
-  for namespace in "${PROVIDERS_TO_REGISTER[@]}"; do
-    need "$sub" "$namespace/register/action" "register the $namespace resource provider (once per subscription)"
-  done
-  if ((!VAULT_EXISTS)); then
-    # Microsoft's "Azure Key Vault recovery management": deletedVaults/read is a subscription-level
-    # right; recovering needs vaults/write (below). A recovered vault comes back without its role
-    # assignments (Key Vault soft-delete overview), which ensure_role and ensure_app_roles put back.
-    need "$sub" Microsoft.KeyVault/locations/deletedVaults/read \
-      "find out whether Key Vault $KEY_VAULT_NAME is soft-deleted (then it is recovered); a subscription-scope right"
-  fi
-  need "$rg" Microsoft.Storage/storageAccounts/write "create the storage accounts"
-  need "$rg" Microsoft.KeyVault/vaults/write "create or recover Key Vault $KEY_VAULT_NAME"
-  need "$rg" Microsoft.OperationalInsights/workspaces/write "create the Log Analytics workspace"
-  need "$rg" Microsoft.Insights/components/write "create Application Insights"
-  need "$rg" Microsoft.Web/serverfarms/write "create the hosting plan"
-  need "$rg" Microsoft.Web/sites/write "create the function app"
-  need "$rg" Microsoft.Authorization/roleAssignments/write \
-    "give the app's identity its roles, and you Key Vault Secrets Officer on the vault"
-  if alerts_enabled; then
-    need "$rg" Microsoft.Insights/scheduledQueryRules/write "create the alert rules"
-  fi
-  if ((${#ALERT_EMAILS[@]})); then
-    need "$rg" Microsoft.Insights/actionGroups/write "create the action group that e-mails the alerts"
-  fi
-  local account_id account_rg _location _tag
-  IFS=$'\t' read -r account_id account_rg _location _tag <<<"$IMAGES_FOUND"
-  if [[ -n "$account_id" && "$(lower "$account_rg")" != "$(lower "$RESOURCE_GROUP")" ]]; then
-    need "$account_id" Microsoft.Authorization/roleAssignments/write "give the app's identity its roles on the images account"
-    need "$account_id" Microsoft.Storage/storageAccounts/blobServices/containers/write "create the app's containers"
-    need "$account_id" Microsoft.Storage/storageAccounts/queueServices/queues/write "create the app's queues"
-    need "$sub/resourceGroups/$account_rg" Microsoft.EventGrid/systemTopics/eventSubscriptions/write \
-      "subscribe the app to the images account's blob events"
-  else
-    need "$rg" Microsoft.EventGrid/systemTopics/write "create the Event Grid system topic of the images account"
+  if [[ "$BLOB_TRIGGER_SOURCE" == LogsAndContainerScan ]]; then
+    warn "BLOB_TRIGGER_SOURCE=LogsAndContainerScan: the polling blob trigger scans the whole container when the app starts and runs image_uploaded once for every blob it holds no receipt for - every image already there, so 100,000 images mean 100,000 calls and Wallie sends; afterwards it can lag up to 10 minutes, and there are open reports of it missing blobs. Event Grid (the default) sees only new uploads; the nightly sync covers the rest."
   fi
 }
 
 # ---------------------------------------------------------------------------------------------------
-# Steps. Each reads what exists and creates or corrects only what differs.
+# Steps (here: providers, group, storage, function app, settings, code; the others in the files sourced
+# above). Each reads what exists and creates or corrects only what differs, and says so through outcome.
 
 ensure_providers() {
   local namespace
   for namespace in "${PROVIDERS_TO_REGISTER[@]}"; do
-    log "Registering resource provider $namespace"
+    outcome create "Resource provider $namespace" "registering"
     az_change provider register --namespace "$namespace" --wait
   done
 }
 
 ensure_resource_group() {
   if ((RG_EXISTS)); then
-    log "Resource group $RESOURCE_GROUP: exists"
+    outcome unchanged "Resource group $RESOURCE_GROUP" "exists"
   else
-    log "Resource group $RESOURCE_GROUP: creating in $LOCATION"
+    outcome create "Resource group $RESOURCE_GROUP" "creating in $LOCATION"
     az_change group create --name "$RESOURCE_GROUP" --location "$LOCATION" \
       --tags "$MANAGED_TAG_KEY=$APP_NAME" --output none
   fi
 }
 
+# A new storage account leaves shared-key access as Azure's default: the deploy never turns it on or off
+# (docs/deploy.md says how to turn it off once nothing needs it).
 create_storage_account() {
   az_change storage account create --name "$1" --resource-group "$RESOURCE_GROUP" \
     --location "$LOCATION" --sku Standard_LRS --kind StorageV2 --min-tls-version TLS1_2 \
@@ -313,11 +284,14 @@ create_storage_account() {
     --tags "$MANAGED_TAG_KEY=$APP_NAME" --output none
 }
 
+HOST_ACCOUNT_ID=""
+
 ensure_host_storage() {
-  if resource_exists storage account show --name "$HOST_STORAGE_ACCOUNT" --resource-group "$RESOURCE_GROUP"; then
-    log "Host storage account $HOST_STORAGE_ACCOUNT: exists"
+  HOST_ACCOUNT_ID="/subscriptions/$SUBSCRIPTION_ID/resourceGroups/$RESOURCE_GROUP/providers/Microsoft.Storage/storageAccounts/$HOST_STORAGE_ACCOUNT"
+  if ((HOST_EXISTS)); then
+    outcome unchanged "Host storage account $HOST_STORAGE_ACCOUNT" "exists"
   else
-    log "Host storage account $HOST_STORAGE_ACCOUNT: creating"
+    outcome create "Host storage account $HOST_STORAGE_ACCOUNT" "creating (StorageV2, Standard_LRS)"
     create_storage_account "$HOST_STORAGE_ACCOUNT"
   fi
 }
@@ -333,26 +307,27 @@ ensure_images_account() {
   if [[ -n "$IMAGES_FOUND" ]]; then
     local _tag
     IFS=$'\t' read -r IMAGES_ACCOUNT_ID IMAGES_ACCOUNT_RG IMAGES_ACCOUNT_LOCATION _tag <<<"$IMAGES_FOUND"
-    log "Images storage account $IMAGES_STORAGE_ACCOUNT: exists in $IMAGES_ACCOUNT_RG, reused as it is"
+    outcome unchanged "Images storage account $IMAGES_STORAGE_ACCOUNT" "exists in $IMAGES_ACCOUNT_RG, reused as it is"
   else
-    log "Images storage account $IMAGES_STORAGE_ACCOUNT: creating"
+    outcome create "Images storage account $IMAGES_STORAGE_ACCOUNT" "creating (StorageV2, Standard_LRS)"
     create_storage_account "$IMAGES_STORAGE_ACCOUNT"
     IMAGES_ACCOUNT_CREATED=1
     IMAGES_ACCOUNT_RG="$RESOURCE_GROUP"
     IMAGES_ACCOUNT_LOCATION="$LOCATION"
     IMAGES_ACCOUNT_ID="/subscriptions/$SUBSCRIPTION_ID/resourceGroups/$RESOURCE_GROUP/providers/Microsoft.Storage/storageAccounts/$IMAGES_STORAGE_ACCOUNT"
-    if [[ "$DRY_RUN" != 1 ]]; then
-      IMAGES_ACCOUNT_ID="$(az storage account show --name "$IMAGES_STORAGE_ACCOUNT" \
-        --resource-group "$RESOURCE_GROUP" --query id --output tsv)"
+    if ! simulating; then
+      az storage account show --ids "$IMAGES_ACCOUNT_ID" --output json >"$TMP_DIR/images-account.json"
     fi
   fi
-  local details access
-  if details="$(az_read storage account show --ids "$IMAGES_ACCOUNT_ID" --query \
-    "[primaryEndpoints.blob, primaryEndpoints.queue, publicNetworkAccess, networkRuleSet.defaultAction]" \
-    --output tsv)"; then
-    BLOB_SERVICE_URI="$(sed -n 1p <<<"$details")"
-    QUEUE_SERVICE_URI="$(sed -n 2p <<<"$details")"
-    access="$(sed -n '3,4p' <<<"$details")"
+  local endpoints="" access
+  if [[ -s "$TMP_DIR/images-account.json" ]]; then
+    endpoints="$(python3 "$SCRIPT_DIR/azhelp.py" fields primaryEndpoints.blob primaryEndpoints.queue \
+      publicNetworkAccess networkRuleSet.defaultAction <"$TMP_DIR/images-account.json")"
+  fi
+  if [[ -n "$endpoints" ]]; then
+    BLOB_SERVICE_URI="$(sed -n 1p <<<"$endpoints")"
+    QUEUE_SERVICE_URI="$(sed -n 2p <<<"$endpoints")"
+    access="$(sed -n '3,4p' <<<"$endpoints")"
   else
     BLOB_SERVICE_URI="https://$IMAGES_STORAGE_ACCOUNT.blob.core.windows.net/"
     QUEUE_SERVICE_URI="https://$IMAGES_STORAGE_ACCOUNT.queue.core.windows.net/"
@@ -377,9 +352,9 @@ ensure_containers_and_queues() {
     --query "[].name" --output tsv || true)"
   for container in "$IMAGES_CONTAINER" "${APP_CONTAINERS[@]}"; do
     if grep -qxF -- "$container" <<<"$existing"; then
-      log "Container $container: exists"
+      outcome unchanged "Container $container" "exists"
     else
-      log "Container $container: creating (private)"
+      outcome create "Container $container" "creating (private)"
       az_change storage container-rm create --storage-account "$IMAGES_ACCOUNT_ID" \
         --name "$container" --public-access off --metadata "$MANAGED_METADATA_KEY=$APP_NAME" --output none
     fi
@@ -388,271 +363,81 @@ ensure_containers_and_queues() {
   for queue in "${QUEUES[@]}"; do
     queue_id="$IMAGES_ACCOUNT_ID/queueServices/default/queues/$queue"
     if resource_exists resource show --ids "$queue_id" --api-version "$STORAGE_API_VERSION"; then
-      log "Queue $queue: exists"
+      outcome unchanged "Queue $queue" "exists"
     else
-      log "Queue $queue: creating"
+      outcome create "Queue $queue" "creating"
       az_change resource create --id "$queue_id" --api-version "$STORAGE_API_VERSION" \
         --properties "{\"metadata\":{\"$MANAGED_METADATA_KEY\":\"$APP_NAME\"}}" --output none
     fi
   done
 }
 
-KEY_VAULT_ID=""
-KEY_VAULT_URI=""
-
-ensure_key_vault() {
-  if ((VAULT_EXISTS)); then
-    log "Key Vault $KEY_VAULT_NAME: exists"
-  else
-    local deleted=""
-    # Listing deleted vaults is a subscription-scope right (Microsoft.KeyVault/locations/deletedVaults/
-    # read), checked in the preflight: without it a soft-deleted vault would look absent and creating
-    # one of the same name would fail.
-    if [[ "$DRY_RUN" != 1 ]]; then
-      deleted="$(az keyvault list-deleted --resource-type vault \
-        --query "[?name=='$KEY_VAULT_NAME'].name" --output tsv)" \
-        || die "could not list soft-deleted Key Vaults (a subscription-scope right, see 'Permissions' in the README)"
-    fi
-    if [[ -n "$deleted" ]]; then
-      # A torn-down deployment leaves its vault soft-deleted for 90 days, holding the name.
-      log "Key Vault $KEY_VAULT_NAME: recovering the soft-deleted vault"
-      az_change keyvault recover --name "$KEY_VAULT_NAME" --resource-group "$RESOURCE_GROUP" \
-        --location "$LOCATION" --output none
-    else
-      log "Key Vault $KEY_VAULT_NAME: creating (RBAC authorization)"
-      az_change keyvault create --name "$KEY_VAULT_NAME" --resource-group "$RESOURCE_GROUP" \
-        --location "$LOCATION" --enable-rbac-authorization true \
-        --tags "$MANAGED_TAG_KEY=$APP_NAME" --output none
-    fi
-  fi
-  if [[ "$DRY_RUN" == 1 ]]; then
-    KEY_VAULT_ID="/subscriptions/$SUBSCRIPTION_ID/resourceGroups/$RESOURCE_GROUP/providers/Microsoft.KeyVault/vaults/$KEY_VAULT_NAME"
-    KEY_VAULT_URI="https://$KEY_VAULT_NAME.vault.azure.net/"
-    return
-  fi
-  local vault
-  vault="$(az keyvault show --name "$KEY_VAULT_NAME" --resource-group "$RESOURCE_GROUP" \
-    --query "[id, properties.vaultUri]" --output tsv)"
-  KEY_VAULT_ID="$(sed -n 1p <<<"$vault")"
-  KEY_VAULT_URI="$(sed -n 2p <<<"$vault")"
-  KEY_VAULT_URI="${KEY_VAULT_URI%/}/"
-}
-
-# ensure_role PRINCIPAL_ID PRINCIPAL_TYPE ROLE SCOPE
-ensure_role() {
-  local principal="$1" type="$2" role="$3" scope="$4" existing=""
-  existing="$(az_read role assignment list --assignee-object-id "$principal" --role "$role" --scope "$scope" \
-    --fill-principal-name false --query "[].id" --output tsv || true)"
-  if [[ -n "$existing" ]]; then
-    note "role '$role' on ${scope##*/providers/}: assigned"
-    return
-  fi
-  create_role_assignment "$principal" "$type" "$role" "$scope"
-}
-
-create_role_assignment() {
-  local principal="$1" type="$2" role="$3" scope="$4"
-  note "role '$role' on ${scope##*/providers/}: assigning"
-  # --assignee-object-id with the principal type skips the Graph lookup, which fails for a few
-  # minutes after an identity is created; retry covers replication delays anyway.
-  retry "role assignment '$role'" az_change role assignment create \
-    --assignee-object-id "$principal" --assignee-principal-type "$type" \
-    --role "$role" --scope "$scope" --output none
-}
-
-SECRETS_ROTATED=0
-
-# Secret name in the vault -> environment variable holding a new value.
-SECRETS=(
-  "WALLIE-PASSWORD:WALLIE_PASSWORD"
-  "TRAEDE-ACCESS-TOKEN:TRAEDE_ACCESS_TOKEN"
-  "TRAEDE-APP-KEY:TRAEDE_APP_KEY"
-)
-
-ensure_secrets() {
-  log "Key Vault secrets (your identity needs 'Key Vault Secrets Officer' on the vault)"
-  ensure_role "$DEPLOYER_ID" "$DEPLOYER_TYPE" "Key Vault Secrets Officer" "$KEY_VAULT_ID"
-  local existing="" entry name var
-  if [[ "$DRY_RUN" != 1 ]]; then
-    # The first call after the role assignment may be refused until the assignment applies.
-    existing="$(retry "access to Key Vault $KEY_VAULT_NAME" \
-      az keyvault secret list --vault-name "$KEY_VAULT_NAME" --query "[].name" --output tsv)"
-  fi
-  for entry in "${SECRETS[@]}"; do
-    name="${entry%%:*}"
-    var="${entry#*:}"
-    if [[ -z "${!var:-}" ]]; then
-      if grep -qx -- "$name" <<<"$existing"; then
-        note "secret $name: kept (no new value in \$$var)"
-      elif [[ "$DRY_RUN" == 1 ]]; then
-        note "secret $name: would need \$$var"
-      else
-        die "secret $name is not in Key Vault $KEY_VAULT_NAME and \$$var is not set: export it and run again"
-      fi
-      continue
-    fi
-    if grep -qx -- "$name" <<<"$existing"; then
-      local current
-      current="$(az keyvault secret show --vault-name "$KEY_VAULT_NAME" --name "$name" \
-        --query value --output tsv)"
-      if [[ "$current" == "${!var}" ]]; then
-        note "secret $name: unchanged"
-        continue
-      fi
-      note "secret $name: new version from \$$var"
-      SECRETS_ROTATED=1
-    else
-      note "secret $name: setting from \$$var"
-    fi
-    set_secret "$name" "$var"
-  done
-}
-
-# The value goes through a file readable only by this user, so it never appears in a process list.
-set_secret() {
-  local name="$1" var="$2"
-  if [[ "$DRY_RUN" == 1 ]]; then
-    print_az keyvault secret set --vault-name "$KEY_VAULT_NAME" --name "$name" \
-      --file "<temporary file holding \$$var>" --encoding utf-8 --output none
-    return
-  fi
-  local file="$TMP_DIR/secret-$name"
-  (umask 077 && printf '%s' "${!var}" >"$file")
-  az keyvault secret set --vault-name "$KEY_VAULT_NAME" --name "$name" \
-    --file "$file" --encoding utf-8 --output none
-  rm -f "$file"
-}
-
-# ensure_arm_resource LABEL ID API_VERSION BODY: creates the resource from the full JSON BODY, or, when
-# it exists, compares it with BODY (azhelp.py matches) and writes BODY again only if they differ.
-# Leaves the resource as Azure now has it (JSON) in ARM_CURRENT (empty in a dry run).
-ARM_CURRENT=""
-ensure_arm_resource() {
-  local label="$1" id="$2" api="$3" body="$4" rc=0
-  ARM_CURRENT="$(az_read resource show --ids "$id" --api-version "$api" --output json 2>"$TMP_DIR/arm-error")" || rc=$?
-  case "$rc" in
-    0)
-      printf '%s' "$body" >"$TMP_DIR/arm-desired.json"
-      if python3 "$SCRIPT_DIR/azhelp.py" matches "$TMP_DIR/arm-desired.json" <<<"$ARM_CURRENT"; then
-        log "$label: exists, as configured"
-        return
-      fi
-      log "$label: differs from what the deploy sets: updating"
-      ;;
-    3) log "$label: creating" ;;
-    *)
-      cat "$TMP_DIR/arm-error" >&2
-      die "could not read $label (exit $rc)"
-      ;;
-  esac
-  ARM_CURRENT="$(az_change resource create --id "$id" --api-version "$api" --is-full-object \
-    --properties "$body" --output json)"
-}
-
-APP_INSIGHTS_CONNECTION_STRING=""
-ALERT_RULE_NAMES=()
-
-monitoring_resources() {
-  local args=(resources --resource-group-id "/subscriptions/$SUBSCRIPTION_ID/resourceGroups/$RESOURCE_GROUP"
-    --app "$APP_NAME" --location "$LOCATION" --workspace-name "$LOG_WORKSPACE_NAME"
-    --component-name "$APP_INSIGHTS_NAME" --action-group-name "$ACTION_GROUP_NAME")
-  local address queue
-  for address in "${ALERT_EMAILS[@]}"; do
-    args+=(--email "$address")
-  done
-  if [[ -n "${ALERT_ACTION_GROUP_ID:-}" ]]; then
-    args+=(--action-group-id "$ALERT_ACTION_GROUP_ID")
-  fi
-  for queue in "${POISON_QUEUES[@]}"; do
-    args+=(--poison-queue "$queue")
-  done
-  python3 "$SCRIPT_DIR/monitoring.py" "${args[@]}"
-}
-
-# Application Insights is created here, workspace-based and in the app's resource group, and wired
-# through the APPLICATIONINSIGHTS_CONNECTION_STRING setting: 'az functionapp create' would otherwise
-# try to make a default workspace itself and silently go without Application Insights when it cannot
-# (that needs subscription rights and the Microsoft.OperationalInsights provider), so it is told not
-# to (--disable-app-insights). With ALERT_EMAIL or ALERT_ACTION_GROUP_ID, the action group and alert
-# rules follow (deploy/monitoring.py defines them); alert resources of this deployment that are no
-# longer wanted are deleted.
-ensure_monitoring() {
-  local lines=() line kind id api body wanted=()
-  mapfile -t lines < <(monitoring_resources)
-  ((${#lines[@]})) || die "deploy/monitoring.py printed nothing"
-  for line in "${lines[@]}"; do
-    IFS=$'\t' read -r kind id api body <<<"$line"
-    wanted+=("$(lower "$id")")
-    case "$kind" in
-      workspace) ensure_arm_resource "Log Analytics workspace ${id##*/}" "$id" "$api" "$body" ;;
-      component)
-        ensure_arm_resource "Application Insights ${id##*/}" "$id" "$api" "$body"
-        if [[ "$DRY_RUN" == 1 ]]; then
-          APP_INSIGHTS_CONNECTION_STRING="<connection string of ${id##*/}>"
-        else
-          APP_INSIGHTS_CONNECTION_STRING="$(python3 "$SCRIPT_DIR/azhelp.py" get properties.ConnectionString \
-            <<<"$ARM_CURRENT")" || die "Application Insights ${id##*/} has no connection string"
-        fi
-        ;;
-      action-group) ensure_arm_resource "Action group ${id##*/}" "$id" "$api" "$body" ;;
-      alert-rule)
-        ensure_arm_resource "Alert rule ${id##*/}" "$id" "$api" "$body"
-        ALERT_RULE_NAMES+=("${id##*/}")
-        ;;
-    esac
-  done
-  if ! alerts_enabled; then
-    note "no alerts: set ALERT_EMAIL (or ALERT_ACTION_GROUP_ID) to be told when a sync fails"
-  fi
-  [[ "$DRY_RUN" == 1 ]] && return
-  # Alert rules first: they point at the action group.
-  local existing type
-  existing="$(az resource list --resource-group "$RESOURCE_GROUP" \
-    --query "[?tags.\"$MANAGED_TAG_KEY\"=='$APP_NAME'].[id, type]" --output tsv)"
-  for kind in microsoft.insights/scheduledqueryrules microsoft.insights/actiongroups; do
-    while IFS=$'\t' read -r id type; do
-      [[ -n "$id" && "$(lower "$type")" == "$kind" ]] || continue
-      if ! printf '%s\n' "${wanted[@]}" | grep -qxF -- "$(lower "$id")"; then
-        log "${id##*/}: no longer wanted (alerting changed in deploy.env): deleting"
-        az_change resource delete --ids "$id" --output none
-      fi
-    done <<<"$existing"
-  done
-}
-
 APP_ID=""
 APP_HOST=""
 APP_PRINCIPAL_ID=""
+APP_EXISTS=0  # the app exists now (not only in a plan)
 
-APP_DETAILS_QUERY="[id, defaultHostName, httpsOnly, serverFarmId, tags.codeSha256, identity.principalId]"
+# `az functionapp show` answers with the flattened site on Consumption and Premium, but on Flex
+# Consumption with the raw ARM resource (azure-cli's show_functionapp returns get_raw_functionapp), where
+# everything is under "properties": the query reads both. Python: functionAppConfig.runtime.version on
+# Flex, siteConfig.linuxFxVersion ("Python|3.11") elsewhere.
+APP_DETAILS_QUERY="[id, not_null(properties.defaultHostName, defaultHostName), not_null(properties.httpsOnly, httpsOnly), not_null(properties.serverFarmId, serverFarmId), tags.codeSha256, identity.principalId, not_null(properties.functionAppConfig.runtime.version, siteConfig.linuxFxVersion), properties.functionAppConfig.deployment.storage.authentication.type]"
 DEPLOYED_CODE_SHA=""
+DEPLOYMENT_AUTH=""
+
+read_app_details() {
+  local details="$1" fields=() i
+  mapfile -t fields <<<"$details"
+  for i in "${!fields[@]}"; do
+    [[ "${fields[$i]}" == None ]] && fields[i]=""  # how tsv prints a missing value in a list
+  done
+  APP_ID="${fields[0]:-}"
+  APP_HOST="${fields[1]:-}"
+  APP_HTTPS_ONLY="${fields[2]:-}"
+  APP_PLAN_ID="${fields[3]:-}"
+  DEPLOYED_CODE_SHA="${fields[4]:-}"
+  APP_PRINCIPAL_ID="${fields[5]:-}"
+  APP_PYTHON="${fields[6]:-}"
+  APP_PYTHON="${APP_PYTHON#*|}"
+  DEPLOYMENT_AUTH="${fields[7]:-}"
+}
+
+APP_HTTPS_ONLY=""
+APP_PLAN_ID=""
+APP_PYTHON=""
 
 ensure_function_app() {
   local created=0 rc=0 details=""
   details="$(az_read functionapp show --name "$APP_NAME" --resource-group "$RESOURCE_GROUP" \
     --query "$APP_DETAILS_QUERY" --output tsv 2>"$TMP_DIR/app-error")" || rc=$?
   if ((rc == 0)); then
-    log "Function app $APP_NAME: exists"
+    outcome unchanged "Function app $APP_NAME" "exists"
+    APP_EXISTS=1
   elif ((rc != 3)); then
     cat "$TMP_DIR/app-error" >&2
     die "could not read function app $APP_NAME (exit $rc)"
   else
     created=1
     local common=(--name "$APP_NAME" --resource-group "$RESOURCE_GROUP"
-      --storage-account "$HOST_STORAGE_ACCOUNT" --runtime python --runtime-version 3.11
+      --storage-account "$HOST_STORAGE_ACCOUNT" --runtime python --runtime-version "$PYTHON_VERSION"
       --https-only true --disable-app-insights true
       --tags "$MANAGED_TAG_KEY=$APP_NAME" --output none)
-    case "$PLAN" in
+    case "$HOSTING_PLAN" in
       flex)
-        log "Function app $APP_NAME: creating on Flex Consumption"
-        local flex=(--flexconsumption-location "$LOCATION" --instance-memory "$FLEX_INSTANCE_MEMORY")
+        outcome create "Function app $APP_NAME" "creating on Flex Consumption (Python $PYTHON_VERSION)" \
+          "Flex Consumption, Python $PYTHON_VERSION, HTTPS only, system-assigned identity, deployment storage through the identity"
+        # The deployment container is reached with the app's identity, which az assigns and gives Storage
+        # Blob Data Contributor on the host account: no DEPLOYMENT_STORAGE_CONNECTION_STRING with a key.
+        local flex=(--flexconsumption-location "$LOCATION" --instance-memory "$FLEX_INSTANCE_MEMORY"
+          --deployment-storage-auth-type SystemAssignedIdentity)
         if [[ -n "${FLEX_MAXIMUM_INSTANCES:-}" ]]; then
           flex+=(--maximum-instance-count "$FLEX_MAXIMUM_INSTANCES")
         fi
         az_change functionapp create "${common[@]}" "${flex[@]}"
         ;;
       consumption)
-        log "Function app $APP_NAME: creating on the (Linux) Consumption plan"
+        outcome create "Function app $APP_NAME" "creating on the (Linux) Consumption plan (Python $PYTHON_VERSION)" \
+          "Linux Consumption, Python $PYTHON_VERSION, HTTPS only"
         az_change functionapp create "${common[@]}" --consumption-plan-location "$LOCATION" \
           --os-type Linux --functions-version 4
         ;;
@@ -661,149 +446,123 @@ ensure_function_app() {
         plan_found="$(az_read functionapp plan list --resource-group "$RESOURCE_GROUP" \
           --query "[?name=='$PREMIUM_PLAN_NAME'].id" --output tsv || true)"
         if [[ -z "$plan_found" ]]; then
-          log "Elastic Premium plan $PREMIUM_PLAN_NAME: creating ($PREMIUM_SKU, Linux)"
+          outcome create "Elastic Premium plan $PREMIUM_PLAN_NAME" "creating ($PREMIUM_SKU, Linux)"
           az_change functionapp plan create --name "$PREMIUM_PLAN_NAME" --resource-group "$RESOURCE_GROUP" \
             --location "$LOCATION" --sku "$PREMIUM_SKU" --is-linux true \
             --tags "$MANAGED_TAG_KEY=$APP_NAME" --output none
+        else
+          outcome unchanged "Elastic Premium plan $PREMIUM_PLAN_NAME" "exists"
         fi
-        log "Function app $APP_NAME: creating on $PREMIUM_PLAN_NAME"
+        outcome create "Function app $APP_NAME" "creating on $PREMIUM_PLAN_NAME (Python $PYTHON_VERSION)" \
+          "Elastic Premium $PREMIUM_SKU, Python $PYTHON_VERSION, HTTPS only"
         az_change functionapp create "${common[@]}" --plan "$PREMIUM_PLAN_NAME" \
           --os-type Linux --functions-version 4
         ;;
     esac
   fi
-  local https_only="true" plan_id
-  if [[ "$DRY_RUN" == 1 ]]; then
+  if ((created)) && simulating; then
     APP_ID="/subscriptions/$SUBSCRIPTION_ID/resourceGroups/$RESOURCE_GROUP/providers/Microsoft.Web/sites/$APP_NAME"
     APP_HOST="<default host name of $APP_NAME>"
-    plan_id="/subscriptions/$SUBSCRIPTION_ID/resourceGroups/$RESOURCE_GROUP/providers/Microsoft.Web/serverfarms/<plan az creates for $APP_NAME>"
-  else
-    if ((created)); then
-      details="$(az functionapp show --name "$APP_NAME" --resource-group "$RESOURCE_GROUP" \
-        --query "$APP_DETAILS_QUERY" --output tsv)"
-    fi
-    local fields=() i
-    mapfile -t fields <<<"$details"
-    for i in "${!fields[@]}"; do
-      [[ "${fields[$i]}" == None ]] && fields[i]=""  # how tsv prints a missing value in a list
-    done
-    APP_ID="${fields[0]:-}"
-    APP_HOST="${fields[1]:-}"
-    https_only="${fields[2]:-}"
-    plan_id="${fields[3]:-}"
-    DEPLOYED_CODE_SHA="${fields[4]:-}"
-    APP_PRINCIPAL_ID="${fields[5]:-}"
+    APP_PLAN_ID="/subscriptions/$SUBSCRIPTION_ID/resourceGroups/$RESOURCE_GROUP/providers/Microsoft.Web/serverfarms/<plan az creates for $APP_NAME>"
+    APP_HTTPS_ONLY=true
+    APP_PYTHON="$PYTHON_VERSION"
+    DEPLOYMENT_AUTH="SystemAssignedIdentity"
+    return
   fi
+  if ((created)); then
+    APP_EXISTS=1
+    details="$(az functionapp show --name "$APP_NAME" --resource-group "$RESOURCE_GROUP" \
+      --query "$APP_DETAILS_QUERY" --output tsv)"
+  fi
+  read_app_details "$details"
   # Flex Consumption gives every app a plan of its own, which 'az functionapp create' makes: tag it as
   # the deploy's, so a teardown that cannot delete the whole resource group finds it. (The classic
   # Consumption plan Azure picks may be shared by other apps in the group, so it is left untagged.)
-  if ((created)) && [[ "$PLAN" == flex ]]; then
-    az_change tag update --resource-id "$plan_id" --operation Merge --tags "$MANAGED_TAG_KEY=$APP_NAME" --output none
+  if ((created)) && [[ "$HOSTING_PLAN" == flex ]]; then
+    az_change tag update --resource-id "$APP_PLAN_ID" --operation Merge --tags "$MANAGED_TAG_KEY=$APP_NAME" --output none
   fi
-  if [[ "$(lower "$https_only")" == true ]]; then
-    note "HTTPS only: on"
+  # HTTPS only is a property of the site: 'az resource update' writes just that one (a generic GET and
+  # PUT of the site), where 'az functionapp update --set' writes the whole site configuration back,
+  # which Flex Consumption rejects for some of its settings.
+  if [[ "$(lower "$APP_HTTPS_ONLY")" == true ]]; then
+    if ((!created)); then
+      outcome unchanged "HTTPS only on $APP_NAME" "on"
+    fi
   else
-    log "HTTPS only: turning on (it was off)"
-    az_change functionapp update --name "$APP_NAME" --resource-group "$RESOURCE_GROUP" \
-      --set httpsOnly=true --output none
+    outcome change "HTTPS only on $APP_NAME" "turning on (it was off)" "httpsOnly: false -> true"
+    az_change resource update --ids "$APP_ID" --api-version "$WEB_API_VERSION" \
+      --set properties.httpsOnly=true --output none
   fi
+  ensure_python_version
+}
+
+# The Python version the app runs: Flex Consumption keeps it in functionAppConfig.runtime, the other
+# plans in linuxFxVersion.
+ensure_python_version() {
+  if [[ -z "$APP_PYTHON" || "$APP_PYTHON" == "$PYTHON_VERSION" ]]; then
+    return
+  fi
+  outcome change "Python version of $APP_NAME" "$APP_PYTHON -> $PYTHON_VERSION" "Python: $APP_PYTHON -> $PYTHON_VERSION"
+  if [[ "$HOSTING_PLAN" == flex ]]; then
+    az_change functionapp runtime config set --name "$APP_NAME" --resource-group "$RESOURCE_GROUP" \
+      --runtime-version "$PYTHON_VERSION" --output none
+  else
+    az_change functionapp config set --name "$APP_NAME" --resource-group "$RESOURCE_GROUP" \
+      --linux-fx-version "Python|$PYTHON_VERSION" --output none
+  fi
+  SETTINGS_CHANGED=1
 }
 
 # APP_PRINCIPAL_ID comes from ensure_function_app's read of the app.
 ensure_identity() {
   if [[ -n "$APP_PRINCIPAL_ID" ]]; then
-    log "System-assigned identity: exists ($APP_PRINCIPAL_ID)"
-    return
+    if ((APP_EXISTS)); then
+      outcome unchanged "System-assigned identity of $APP_NAME" "exists ($APP_PRINCIPAL_ID)"
+    fi
+    return 0
   fi
-  log "System-assigned identity: assigning"
+  if ((APP_EXISTS)); then
+    outcome create "System-assigned identity of $APP_NAME" "assigning"
+  fi
   APP_PRINCIPAL_ID="$(az_change functionapp identity assign --name "$APP_NAME" \
     --resource-group "$RESOURCE_GROUP" --identities '[system]' --query principalId --output tsv)"
-  if [[ "$DRY_RUN" == 1 ]]; then
+  if simulating; then
     APP_PRINCIPAL_ID="<principal-id of $APP_NAME>"
   fi
   [[ -n "$APP_PRINCIPAL_ID" ]] || die "no principalId from 'az functionapp identity assign'"
 }
 
-# The roles the app's identity needs, as "ROLE|SCOPE" lines. Sources: Microsoft's "Azure Blob storage
-# trigger" permissions table (the blob trigger needs Storage Blob Data Owner and Storage Queue Data
-# Contributor on the account of its connection: the polling trigger keeps its receipts and leases
-# there); the Event Grid source only reads the blob it is given, so Flex needs only read access to the
-# container. User-delegation SAS needs Storage Blob Delegator on the account. The app creates, leases
-# and deletes blobs in SYNC_STATE_CONTAINER and writes reports to RUN_HISTORY_CONTAINER.
-desired_app_roles() {
-  local account="$IMAGES_ACCOUNT_ID" container
-  if [[ "$PLAN" == flex ]]; then
-    printf '%s\n' "Storage Blob Data Reader|$account/blobServices/default/containers/$IMAGES_CONTAINER"
-    for container in "${APP_CONTAINERS[@]}"; do
-      printf '%s\n' "Storage Blob Data Contributor|$account/blobServices/default/containers/$container"
-    done
-  else
-    printf '%s\n' "Storage Blob Data Owner|$account"
-  fi
-  printf '%s\n' "Storage Blob Delegator|$account"
-  local queue
-  for queue in "${QUEUES[@]}"; do
-    printf '%s\n' "Storage Queue Data Contributor|$account/queueServices/default/queues/$queue"
-  done
-  printf '%s\n' "Key Vault Secrets User|$KEY_VAULT_ID"
-}
-
-is_managed_app_role() {
-  local role
-  for role in "${MANAGED_APP_ROLES[@]}"; do
-    [[ "$(lower "$role")" == "$(lower "$1")" ]] && return 0
-  done
-  return 1
-}
-
-# Gives the identity every desired role it lacks, then removes the deploy's roles it should no longer
-# have (on the images account or the vault only), in that order so that it never loses access midway.
-ensure_app_roles() {
-  log "Role assignments for the app's identity"
-  local desired=() existing="" line role scope id
-  mapfile -t desired < <(desired_app_roles)
-  if [[ "$DRY_RUN" != 1 ]]; then
-    existing="$(role_assignments_of "$APP_PRINCIPAL_ID" "$IMAGES_ACCOUNT_ID"
-      role_assignments_of "$APP_PRINCIPAL_ID" "$KEY_VAULT_ID")"
-  fi
-  declare -A have=()
-  while IFS=$'\t' read -r id role scope; do
-    [[ -n "$id" ]] && have["$(lower "$role|$scope")"]="$id"
-  done <<<"$existing"
-  for line in "${desired[@]}"; do
-    role="${line%%|*}"
-    scope="${line#*|}"
-    if [[ -n "${have[$(lower "$line")]+set}" ]]; then
-      note "role '$role' on ${scope##*/providers/}: assigned"
-      unset "have[$(lower "$line")]"
-    else
-      create_role_assignment "$APP_PRINCIPAL_ID" ServicePrincipal "$role" "$scope"
+# Flex Consumption: the deployment container is reached with the app's identity. An app created before
+# the deploy did this (or by hand) may still use DEPLOYMENT_STORAGE_CONNECTION_STRING, with the host
+# account's key: switch it ('az functionapp deployment config set' also gives the identity its role).
+ensure_deployment_storage_identity() {
+  [[ "$HOSTING_PLAN" == flex ]] || return 0
+  if [[ "$DEPLOYMENT_AUTH" == SystemAssignedIdentity ]]; then
+    if ((APP_EXISTS)); then
+      outcome unchanged "Deployment storage of $APP_NAME" "through the app's identity"
     fi
-  done
-  local stale=() key account vault
-  account="$(lower "$IMAGES_ACCOUNT_ID")"
-  vault="$(lower "$KEY_VAULT_ID")"
-  for key in "${!have[@]}"; do
-    role="${key%%|*}"
-    scope="${key#*|}"
-    if is_managed_app_role "$role" && [[ "$scope" == "$account" || "$scope" == "$account/"* || "$scope" == "$vault" ]]; then
-      note "role '$role' on ${scope##*/providers/}: no longer needed, removing"
-      stale+=("${have[$key]}")
-    fi
-  done
-  if ((${#stale[@]})); then
-    az_change role assignment delete --ids "${stale[@]}" --output none
+    return 0
   fi
+  outcome change "Deployment storage of $APP_NAME" "switching to the app's identity" \
+    "authentication: ${DEPLOYMENT_AUTH:-none} -> SystemAssignedIdentity (no more DEPLOYMENT_STORAGE_CONNECTION_STRING)"
+  az_change functionapp deployment config set --name "$APP_NAME" --resource-group "$RESOURCE_GROUP" \
+    --deployment-storage-auth-type SystemAssignedIdentity --output none
+  DEPLOYMENT_AUTH="SystemAssignedIdentity"
+  HOST_ROLES_NEW=1
 }
 
 kv_reference() {
   printf '@Microsoft.KeyVault(SecretUri=%ssecrets/%s/)' "$KEY_VAULT_URI" "$1"
 }
 
-# Every app setting the deploy manages, as NAME=VALUE; an empty VALUE means "not set". None of them is a
-# secret: the partner secrets are Key Vault references, and Application Insights' connection string
-# carries an instrumentation key, which Microsoft's "Connection strings in Application Insights" says is
-# an identifier, not a security token or key.
+# Every app setting the deploy manages, as NAME=VALUE; an empty VALUE means "must not be set". The host
+# storage: on Flex and Premium the host reaches its account with the app's identity
+# (AzureWebJobsStorage__accountName; Microsoft's "Connecting to host storage with an identity"), so the
+# keyed AzureWebJobsStorage that 'az functionapp create' writes goes, and so does Flex's keyed
+# DEPLOYMENT_STORAGE_CONNECTION_STRING. Premium's Azure Files content share
+# (WEBSITE_CONTENTAZUREFILECONNECTIONSTRING) takes only a connection string ("Azure Files doesn't support
+# identity-based connections") and Linux Consumption builds through a keyed AzureWebJobsStorage: those
+# are the host's own and stay.
 desired_app_settings() {
   local entry name
   for entry in "${APP_SETTINGS[@]}"; do
@@ -823,43 +582,68 @@ desired_app_settings() {
     "TRAEDE_APP_KEY=$(kv_reference TRAEDE-APP-KEY)" \
     "BLOB_TRIGGER_SOURCE=$BLOB_TRIGGER_SOURCE" \
     "APPLICATIONINSIGHTS_CONNECTION_STRING=$APP_INSIGHTS_CONNECTION_STRING"
+  if host_storage_by_identity; then
+    printf '%s\n' "AzureWebJobsStorage__accountName=$HOST_STORAGE_ACCOUNT" "AzureWebJobsStorage="
+  fi
+  if [[ "$HOSTING_PLAN" == flex ]]; then
+    printf '%s\n' "DEPLOYMENT_STORAGE_CONNECTION_STRING="
+  fi
 }
 
+SETTINGS_CHANGED=0
+
+# Only settings that differ are written, and only settings the deploy manages are removed: every write
+# restarts the app, and the host's own settings are not the deploy's. The values go to az in a private
+# JSON file (--settings @file): none is a secret (the partner secrets are Key Vault references), but
+# nothing the deploy writes appears on a command line, where any user of the machine could read it.
 ensure_app_settings() {
-  local desired=()
-  mapfile -t desired < <(desired_app_settings)
-  # Only changed settings are written, and only settings the deploy manages are removed: every write
-  # restarts the app, and the host's own settings (AzureWebJobsStorage, ...) are not the deploy's.
-  declare -A current=()
-  local name value
-  if [[ "$DRY_RUN" != 1 ]]; then
-    while IFS=$'\t' read -r name value; do
-      [[ -n "$name" ]] && current["$name"]="$value"
-    done < <(az functionapp config appsettings list --name "$APP_NAME" --resource-group "$RESOURCE_GROUP" \
-      --query "[].[name, value]" --output tsv)
+  desired_app_settings >"$TMP_DIR/settings-desired"
+  if ((APP_EXISTS)); then
+    az functionapp config appsettings list --name "$APP_NAME" --resource-group "$RESOURCE_GROUP" \
+      --output json >"$TMP_DIR/settings-current.json"
+  else
+    printf '[]' >"$TMP_DIR/settings-current.json"
   fi
-  local changed=() removed=() setting
-  for setting in "${desired[@]}"; do
-    name="${setting%%=*}"
-    value="${setting#*=}"
-    if [[ -z "$value" ]]; then
-      [[ -n "${current[$name]+set}" ]] && removed+=("$name")
-    elif [[ -z "${current[$name]+set}" || "${current[$name]}" != "$value" ]]; then
-      changed+=("$setting")
+  local rows=() row action name old new changed=() removed=() diff=()
+  mapfile -t rows < <(python3 "$SCRIPT_DIR/azhelp.py" settings-diff "$TMP_DIR/settings-desired" \
+    <"$TMP_DIR/settings-current.json")
+  rm -f "$TMP_DIR/settings-current.json"
+  for row in "${rows[@]}"; do
+    IFS=$'\t' read -r action name old new <<<"$row"
+    if [[ "$action" == remove ]]; then
+      removed+=("$name")
+      diff+=("- $name (was $old)")
+    elif [[ "$old" == "(not set)" ]]; then
+      changed+=("$name")
+      diff+=("+ $name = $new")
+    else
+      changed+=("$name")
+      diff+=("~ $name: $old -> $new")
     fi
   done
   if ((${#changed[@]} == 0 && ${#removed[@]} == 0)); then
-    log "App settings: up to date"
+    outcome unchanged "App settings of $APP_NAME" "up to date"
     return
   fi
-  APP_RESTARTED=1
+  SETTINGS_CHANGED=1
+  local message="writing ${#changed[@]}${changed[*]:+ (${changed[*]})}"
+  if ((${#removed[@]})); then
+    message+="; removing ${removed[*]} (no longer set in deploy.env, or replaced: the app's default applies)"
+  fi
+  outcome change "App settings of $APP_NAME" "$message" "${diff[@]}"
   if ((${#changed[@]})); then
-    log "App settings: writing ${#changed[@]} (${changed[*]%%=*})"
+    local file="$TMP_DIR/settings.json" arg
+    if [[ "$DRY_RUN" == 1 ]]; then
+      arg="@<temporary file with the settings as JSON>"
+    else
+      (umask 077 && python3 "$SCRIPT_DIR/azhelp.py" settings-json "$TMP_DIR/settings-desired" "${changed[@]}" >"$file")
+      arg="@$file"
+    fi
     az_change functionapp config appsettings set --name "$APP_NAME" --resource-group "$RESOURCE_GROUP" \
-      --settings "${changed[@]}" --output none
+      --settings "$arg" --output none
+    rm -f "$file"
   fi
   if ((${#removed[@]})); then
-    log "App settings: removing ${removed[*]} (no longer set in deploy.env: the app's default applies)"
     az_change functionapp config appsettings delete --name "$APP_NAME" --resource-group "$RESOURCE_GROUP" \
       --setting-names "${removed[@]}" --output none
   fi
@@ -867,181 +651,27 @@ ensure_app_settings() {
 
 ensure_code() {
   local zip="${DEPLOY_BUILD_DIR:-$SCRIPT_DIR/.build}/$APP_NAME.zip" line sha
-  log "Package: building from $PROJECT_DIR (honouring its .funcignore)"
   line="$(python3 "$SCRIPT_DIR/package.py" "$PROJECT_DIR" "$zip")"
   sha="${line%% *}"
   if [[ "$DEPLOYED_CODE_SHA" == "$sha" && "$FORCE_CODE_DEPLOY" != 1 ]]; then
-    log "Code: up to date (package sha256 $sha)"
+    outcome unchanged "Code of $APP_NAME" "up to date (package sha256 $sha)"
     return
   fi
+  outcome change "Code of $APP_NAME" "deploying with remote build (package sha256 $sha)" \
+    "package sha256 $sha from $PROJECT_DIR (running: ${DEPLOYED_CODE_SHA:-nothing yet})"
   # On Flex Consumption this command uses the One Deploy endpoint (/api/publish, RemoteBuild=true);
   # on Consumption/Premium it is Kudu zip deploy with SCM_DO_BUILD_DURING_DEPLOYMENT. Either way
-  # requirements.txt is installed by a remote (Oryx) build on Linux.
-  log "Code: deploying with remote build (package sha256 $sha)"
-  az_change functionapp deployment source config-zip --name "$APP_NAME" --resource-group "$RESOURCE_GROUP" \
-    --src "$zip" --build-remote true --timeout 900 --output none
+  # requirements.txt is installed by a remote (Oryx) build on Linux. On Flex the package goes to the
+  # deployment container with the app's identity: right after that role was given, the upload is refused
+  # until it applies, so it is retried as long as a role takes.
+  local deploy=(az_change functionapp deployment source config-zip --name "$APP_NAME" --resource-group "$RESOURCE_GROUP"
+    --src "$zip" --build-remote true --timeout 900 --output none)
+  if [[ "$HOSTING_PLAN" == flex ]] && ((HOST_ROLES_NEW)); then
+    retry "the app's identity to reach its deployment storage (a new role takes up to 10 minutes to apply)" "${deploy[@]}"
+  else
+    "${deploy[@]}"
+  fi
   az_change tag update --resource-id "$APP_ID" --operation Merge --tags "codeSha256=$sha" --output none
-  APP_RESTARTED=1
-}
-
-APP_RESTARTED=0
-
-# Versionless Key Vault references pick up a new secret version on their own only within 24 hours. A
-# settings change or a deploy re-reads them; otherwise the deploy asks for it with the documented
-# refresh call (App Service docs, "Use Key Vault references", Rotation: "POST .../config/
-# configreferences/appsettings/refresh?api-version=2022-03-01" forces a refresh of all references).
-apply_rotated_secrets() {
-  if ((SECRETS_ROTATED && !APP_RESTARTED)); then
-    log "Key Vault references: asking $APP_NAME to read the new secret versions now"
-    az_change rest --method post \
-      --url "$APP_ID/config/configreferences/appsettings/refresh?api-version=2022-03-01" --output none
-  fi
-}
-
-FUNCTION_IDS=""
-BLOBS_EXTENSION_KEY_FILE=""
-
-functions_indexed() {
-  FUNCTION_IDS="$(az functionapp function list --name "$APP_NAME" --resource-group "$RESOURCE_GROUP" \
-    --query "[].[name, id]" --output tsv 2>/dev/null || true)"
-  grep -q "/image_deleted"$'\t' <<<"$FUNCTION_IDS" && grep -q "/image_uploaded"$'\t' <<<"$FUNCTION_IDS"
-}
-
-blobs_extension_key_ready() {
-  local key
-  key="$(az functionapp keys list --name "$APP_NAME" --resource-group "$RESOURCE_GROUP" \
-    --query "systemKeys.blobs_extension" --output tsv 2>/dev/null || true)"
-  [[ -n "$key" ]] || return 1
-  (umask 077 && printf '%s' "$key" >"$BLOBS_EXTENSION_KEY_FILE")
-}
-
-# Event Grid validates a subscription's endpoint when it is created, so the code must be running and
-# its functions indexed first; the blob extension's system key only exists once the host has started
-# with a blob trigger. Both are read from the app, never assumed.
-wait_for_functions() {
-  [[ "$DRY_RUN" == 1 || -n "$FUNCTION_IDS" ]] && return
-  log "Waiting for the host to index the functions"
-  retry "functions image_uploaded and image_deleted to be indexed" functions_indexed
-}
-
-wait_for_blobs_extension_key() {
-  [[ "$DRY_RUN" == 1 || -n "$BLOBS_EXTENSION_KEY_FILE" ]] && return
-  wait_for_functions
-  BLOBS_EXTENSION_KEY_FILE="$TMP_DIR/blobs-extension-key"
-  retry "the blobs_extension system key" blobs_extension_key_ready
-}
-
-SYSTEM_TOPIC_RG=""
-
-ensure_system_topic() {
-  local topics name source rg
-  topics="$(az_read eventgrid system-topic list --query "[].[name, source, resourceGroup]" --output tsv || true)"
-  # An account can have only one system topic: reuse whichever exists for it.
-  while IFS=$'\t' read -r name source rg; do
-    if [[ -n "$name" && "$(lower "$source")" == "$(lower "$IMAGES_ACCOUNT_ID")" ]]; then
-      SYSTEM_TOPIC_NAME="$name"
-      SYSTEM_TOPIC_RG="$rg"
-      log "Event Grid system topic $name: exists (in $rg)"
-      return
-    fi
-  done <<<"$topics"
-  SYSTEM_TOPIC_NAME="${SYSTEM_TOPIC_NAME:-$IMAGES_STORAGE_ACCOUNT-events}"
-  SYSTEM_TOPIC_RG="$IMAGES_ACCOUNT_RG"
-  log "Event Grid system topic $SYSTEM_TOPIC_NAME: creating on $IMAGES_STORAGE_ACCOUNT"
-  az_change eventgrid system-topic create --name "$SYSTEM_TOPIC_NAME" --resource-group "$SYSTEM_TOPIC_RG" \
-    --location "$IMAGES_ACCOUNT_LOCATION" --topic-type Microsoft.Storage.StorageAccounts \
-    --source "$IMAGES_ACCOUNT_ID" --tags "$MANAGED_TAG_KEY=$APP_NAME" --output none
-}
-
-# event_subscription_state NAME DESIRED_FILE: "missing", "ok" or "differs". The subscription is read
-# with its full endpoint URL (the webhook's carries the blobs_extension key, so a rotated key shows as
-# a difference); the answer stays in this shell and goes to the comparison on stdin only.
-event_subscription_state() {
-  local current rc=0
-  current="$(az_read eventgrid system-topic event-subscription show --name "$1" \
-    --system-topic-name "$SYSTEM_TOPIC_NAME" --resource-group "$SYSTEM_TOPIC_RG" \
-    --include-full-endpoint-url true --output json 2>"$TMP_DIR/subscription-error")" || rc=$?
-  case "$rc" in
-    0) ;;
-    3) echo missing; return ;;
-    *)
-      cat "$TMP_DIR/subscription-error" >&2
-      die "could not read event subscription $1 (exit $rc)"
-      ;;
-  esac
-  if python3 "$SCRIPT_DIR/azhelp.py" matches "$2" <<<"$current"; then
-    echo ok
-  else
-    echo differs
-  fi
-}
-
-ensure_event_subscriptions() {
-  ensure_system_topic
-  local subject="/blobServices/default/containers/$IMAGES_CONTAINER/"
-  local common=(--system-topic-name "$SYSTEM_TOPIC_NAME" --resource-group "$SYSTEM_TOPIC_RG"
-    --subject-begins-with "$subject" --event-delivery-schema eventgridschema --output none)
-  local desired_file="$TMP_DIR/subscription-desired.json" state
-  if [[ "$PLAN" == flex ]]; then
-    state=missing
-    if [[ "$DRY_RUN" != 1 ]]; then
-      wait_for_blobs_extension_key
-      local api_list
-      api_list="$(printf '"%s",' "${COMMITTED_BLOB_APIS[@]}")"
-      (umask 077 && printf '{"destination":{"endpointType":"WebHook","endpointUrl":"https://%s/runtime/webhooks/blobs?functionName=Host.Functions.image_uploaded&code=%s"},"filter":{"includedEventTypes":["Microsoft.Storage.BlobCreated"],"subjectBeginsWith":"%s","advancedFilters":[{"key":"data.api","operatorType":"StringIn","values":[%s]}]},"eventDeliverySchema":"EventGridSchema"}' \
-        "$APP_HOST" "$(cat "$BLOBS_EXTENSION_KEY_FILE")" "$subject" "${api_list%,}" >"$desired_file")
-      state="$(event_subscription_state "$BLOB_CREATED_SUBSCRIPTION" "$desired_file")"
-    fi
-    if [[ "$state" == ok ]]; then
-      log "Event subscription $BLOB_CREATED_SUBSCRIPTION: exists, as configured"
-    else
-      if [[ "$state" == differs ]]; then
-        log "Event subscription $BLOB_CREATED_SUBSCRIPTION: differs (endpoint, key, container or filter): recreating"
-      else
-        log "Event subscription $BLOB_CREATED_SUBSCRIPTION: BlobCreated of committed blobs -> image_uploaded (blob extension webhook)"
-      fi
-      local endpoint_arg
-      if [[ "$DRY_RUN" == 1 ]]; then
-        endpoint_arg="https://$APP_HOST/runtime/webhooks/blobs?functionName=Host.Functions.image_uploaded&code=<blobs_extension system key>"
-      else
-        # The URL carries the system key: az reads it from a private file ('@file' argument), so
-        # the key stays out of the process list.
-        local endpoint_file="$TMP_DIR/blob-created-endpoint"
-        (umask 077 && printf 'https://%s/runtime/webhooks/blobs?functionName=Host.Functions.image_uploaded&code=%s' \
-          "$APP_HOST" "$(cat "$BLOBS_EXTENSION_KEY_FILE")" >"$endpoint_file")
-        endpoint_arg="@$endpoint_file"
-      fi
-      az_change eventgrid system-topic event-subscription create --name "$BLOB_CREATED_SUBSCRIPTION" \
-        --endpoint-type webhook --endpoint "$endpoint_arg" \
-        --included-event-types Microsoft.Storage.BlobCreated \
-        --advanced-filter data.api StringIn "${COMMITTED_BLOB_APIS[@]}" "${common[@]}"
-    fi
-  else
-    note "plan $PLAN: no BlobCreated subscription (image_uploaded polls: BLOB_TRIGGER_SOURCE=LogsAndContainerScan)"
-  fi
-  local function_id="$APP_ID/functions/image_deleted"
-  state=missing
-  if [[ "$DRY_RUN" != 1 ]]; then
-    printf '{"destination":{"endpointType":"AzureFunction","resourceId":"%s"},"filter":{"includedEventTypes":["Microsoft.Storage.BlobDeleted"],"subjectBeginsWith":"%s"},"eventDeliverySchema":"EventGridSchema"}' \
-      "$function_id" "$subject" >"$desired_file"
-    state="$(event_subscription_state "$BLOB_DELETED_SUBSCRIPTION" "$desired_file")"
-  fi
-  if [[ "$state" == ok ]]; then
-    log "Event subscription $BLOB_DELETED_SUBSCRIPTION: exists, as configured"
-    return
-  fi
-  wait_for_functions
-  if [[ "$DRY_RUN" != 1 ]]; then
-    function_id="$(awk -F'\t' '$1 ~ /\/image_deleted$/ { print $2 }' <<<"$FUNCTION_IDS")"
-  fi
-  if [[ "$state" == differs ]]; then
-    log "Event subscription $BLOB_DELETED_SUBSCRIPTION: differs (endpoint or container): recreating"
-  else
-    log "Event subscription $BLOB_DELETED_SUBSCRIPTION: BlobDeleted -> image_deleted (Azure Function endpoint)"
-  fi
-  az_change eventgrid system-topic event-subscription create --name "$BLOB_DELETED_SUBSCRIPTION" \
-    --endpoint-type azurefunction --endpoint "$function_id" \
-    --included-event-types Microsoft.Storage.BlobDeleted "${common[@]}"
 }
 
 print_summary() {
@@ -1053,30 +683,36 @@ print_summary() {
   if alerts_enabled; then
     alerts="${ALERT_RULE_NAMES[*]}, notifying ${ALERT_EMAIL:-action group ${ALERT_ACTION_GROUP_ID##*/}}"
   fi
-  cat <<EOF
+  local host="$HOST_STORAGE_ACCOUNT (through the app's identity)"
+  host_storage_by_identity || host="$HOST_STORAGE_ACCOUNT (account key: Linux Consumption needs it)"
+  local trigger="Event Grid (BlobCreated -> image_uploaded, BlobDeleted -> image_deleted)"
+  [[ "$BLOB_TRIGGER_SOURCE" == EventGrid ]] || trigger="polling (LogsAndContainerScan); BlobDeleted -> image_deleted by Event Grid"
+  cat <<SUMMARY
 
-Deployed $APP_NAME ($PLAN plan, HTTPS only) in resource group $RESOURCE_GROUP.
+Deployed $APP_NAME ($HOSTING_PLAN plan, Python $PYTHON_VERSION, HTTPS only) in resource group $RESOURCE_GROUP.
   Function app:      https://$APP_HOST
   Images:            $IMAGES_STORAGE_ACCOUNT/$IMAGES_CONTAINER ($images_origin)
   App containers:    ${APP_CONTAINERS[*]} (on $IMAGES_STORAGE_ACCOUNT)
   Queues:            ${QUEUES[*]} (on $IMAGES_STORAGE_ACCOUNT)
-  Host storage:      $HOST_STORAGE_ACCOUNT
-  Key Vault:         $KEY_VAULT_NAME (secrets WALLIE-PASSWORD, TRAEDE-ACCESS-TOKEN, TRAEDE-APP-KEY)
+  Host storage:      $host
+  Key Vault:         $KEY_VAULT_NAME (secrets WALLIE-PASSWORD, TRAEDE-ACCESS-TOKEN, TRAEDE-APP-KEY: references resolved)
   Logs:              Application Insights $APP_INSIGHTS_NAME (workspace $LOG_WORKSPACE_NAME)
   Alerts:            $alerts
   Event Grid topic:  $SYSTEM_TOPIC_NAME (resource group $SYSTEM_TOPIC_RG)
-  Blob trigger:      $BLOB_TRIGGER_SOURCE
+  Blob trigger:      $trigger
   Nightly sync:      $SYNC_SCHEDULE (UTC, NCRONTAB)
 
-The blob trigger only sees new uploads: images already in the container reach the partners with the
-nightly full sync. To run the first full sync now, start the nightly_sync timer function by hand
-through the host's admin API with the master key (HTTP 202 means it started; follow it in
-Application Insights $APP_INSIGHTS_NAME):
+Event Grid reports only new uploads: images already in the container reach the partners with the
+nightly full sync. To run the first full sync now, start the nightly_sync timer function through the
+host's admin API (HTTP 202 means it started; follow it in Application Insights $APP_INSIGHTS_NAME).
+The master key goes from az to curl through a pipe (-H @- reads the header from stdin), never on a
+command line:
 
-  curl -fsS -X POST "https://$APP_HOST/admin/functions/nightly_sync" \\
-    -H "x-functions-key: \$(az functionapp keys list -g $RESOURCE_GROUP -n $APP_NAME --query masterKey -o tsv)" \\
-    -H "Content-Type: application/json" -d '{}'
-EOF
+  az functionapp keys list -g $RESOURCE_GROUP -n $APP_NAME --query masterKey -o tsv \\
+    | sed 's/^/x-functions-key: /' \\
+    | curl -fsS -X POST "https://$APP_HOST/admin/functions/nightly_sync" -H @- \\
+        -H "Content-Type: application/json" -d '{}'
+SUMMARY
 }
 
 cleanup() {
@@ -1094,7 +730,10 @@ main() {
   trap cleanup EXIT
   if [[ "$DRY_RUN" == 1 ]]; then
     log "Dry run: printing the commands a fresh deployment would run (as if nothing existed yet)"
+  elif ((PLAN_MODE)); then
+    log "Plan: reading what exists; nothing is changed"
   fi
+  say_plan_caveats
   preflight
   ensure_providers
   ensure_resource_group
@@ -1107,12 +746,15 @@ main() {
   ensure_function_app
   ensure_identity
   ensure_app_roles
+  ensure_deployment_storage_identity
   ensure_app_settings
   ensure_code
-  apply_rotated_secrets
   ensure_event_subscriptions
+  check_key_vault_references
   if [[ "$DRY_RUN" == 1 ]]; then
     log "Dry run done: nothing was changed"
+  elif ((PLAN_MODE)); then
+    print_plan
   else
     print_summary
   fi

@@ -3,8 +3,10 @@
 # az, the Azure CLI version floor and the rights check.
 #
 #   az_read   a query; in --dry-run it is not run and answers "not found" (exit 3, no output), so a dry
-#             run shows the plan for a subscription where nothing exists yet.
-#   az_change anything that creates, updates or deletes; in --dry-run it is printed, not run.
+#             run shows the commands for a subscription where nothing exists yet.
+#   az_change anything that creates, updates or deletes; in --dry-run it is printed, not run; in
+#             deploy.sh --plan it is not run either (every az_read is), and outcome.sh records what
+#             it would have done.
 #
 # Existence checks rely on az's documented exit codes: 0 found, 3 "resource not found" (HTTP 404),
 # anything else is a real error and stops the script.
@@ -15,7 +17,7 @@ if ((BASH_VERSINFO[0] < 4 || (BASH_VERSINFO[0] == 4 && BASH_VERSINFO[1] < 4))); 
   exit 1
 fi
 
-# The oldest Azure CLI the scripts work with, stated here and in the README only. 2.72.0 added
+# The oldest Azure CLI the scripts work with, stated here and in docs/deploy.md only. 2.72.0 added
 # `az role assignment list --assignee-object-id` and `--fill-principal-name` (azure-cli HISTORY.rst,
 # Version 2.72.0, from PR Azure/azure-cli#30469): the deploy looks up role assignments by object id,
 # because the Graph lookup behind --assignee fails for new identities and for deployers without Graph
@@ -26,13 +28,14 @@ AZ_MIN_VERSION="2.72.0"
 # Every variable deploy.env may set, besides the app settings deploy.sh lists in APP_SETTINGS;
 # anything else in the file is an error (it is most likely a typo).
 CONFIG_VARS=(
-  RESOURCE_GROUP LOCATION APP_NAME PLAN PREMIUM_SKU FLEX_INSTANCE_MEMORY FLEX_MAXIMUM_INSTANCES
+  RESOURCE_GROUP LOCATION APP_NAME HOSTING_PLAN PLAN PREMIUM_SKU FLEX_INSTANCE_MEMORY FLEX_MAXIMUM_INSTANCES
+  PYTHON_VERSION BLOB_TRIGGER_SOURCE
   HOST_STORAGE_ACCOUNT IMAGES_STORAGE_ACCOUNT IMAGES_RESOURCE_GROUP IMAGES_CONTAINER KEY_VAULT_NAME
   SYSTEM_TOPIC_NAME PROJECT_DIR
   SYNC_SHARD_QUEUE PRODUCT_SYNC_QUEUE SYNC_STATE_CONTAINER RUN_HISTORY_CONTAINER
   WALLIE_PASSWORD TRAEDE_ACCESS_TOKEN TRAEDE_APP_KEY
   ALERT_EMAIL ALERT_ACTION_GROUP_ID
-  DEPLOY_RETRY_ATTEMPTS DEPLOY_RETRY_SLEEP
+  DEPLOY_WAIT_SECONDS DEPLOY_RETRY_ATTEMPTS DEPLOY_RETRY_SLEEP
 )
 # The app settings deploy.sh writes, by name (filled in by each script; see app_setting_names_in).
 APP_SETTING_NAMES=()
@@ -46,8 +49,11 @@ MANAGED_METADATA_KEY="image_sync_app"
 # blob-triggered app that uses the account, so teardown never deletes it from an account it keeps.
 BLOB_TRIGGER_POISON_QUEUE="webjobs-blobtrigger-poison"
 STORAGE_API_VERSION="2023-05-01"
+WEB_API_VERSION="2024-04-01"
 
 DRY_RUN=0
+# deploy.sh --plan: every read runs, nothing is written (az_change runs nothing).
+PLAN_MODE=0
 ENV_FILE=""
 declare -A FLAGS=()
 
@@ -105,7 +111,16 @@ az_change() {
     print_az "$@"
     return 0
   fi
+  if [[ "$PLAN_MODE" == 1 ]]; then
+    return 0
+  fi
   az "$@"
+}
+
+# True when this run changes nothing in Azure (--dry-run or --plan): where a change would have returned
+# something (a new resource's id, an identity), the steps stand in a placeholder.
+simulating() {
+  [[ "$DRY_RUN" == 1 || "$PLAN_MODE" == 1 ]]
 }
 
 # resource_exists AZ_ARGS... : 0 when the show/get succeeds, 1 when az says "not found" (exit 3).
@@ -123,23 +138,56 @@ resource_exists() {
   esac
 }
 
-# retry DESCRIPTION COMMAND... : for steps that wait on Azure to catch up (role assignments take a few
-# minutes to apply; a new identity takes a while to replicate; the host needs time to index functions).
+# retry DESCRIPTION COMMAND... : for steps that wait on Azure to catch up. The longest wait is a new role
+# assignment: Microsoft's Azure RBAC troubleshooting says a role assignment can take up to 10 minutes to
+# apply (Azure Resource Manager caches), and a new identity takes a while to replicate; the host must also
+# start and index the functions, with storage roles that may have been assigned moments before. So every
+# wait lasts up to DEPLOY_WAIT_SECONDS (default 900: the documented 10 minutes and a margin), asking every
+# DEPLOY_RETRY_SLEEP seconds (default 15). DEPLOY_RETRY_ATTEMPTS, when set, caps the attempts instead.
 retry() {
   local description="$1"
   shift
-  local attempts="${DEPLOY_RETRY_ATTEMPTS:-20}" pause="${DEPLOY_RETRY_SLEEP:-15}" attempt=1
+  local pause attempts attempt=1
+  pause="$(retry_pause)"
+  attempts="$(retry_attempts)"
   while true; do
     if "$@"; then
       return 0
     fi
     if ((attempt >= attempts)); then
-      die "gave up waiting for: $description (after $attempts attempts)"
+      die "gave up waiting for: $description (after $attempts attempts over about $(wait_label))"
     fi
-    note "waiting for $description (attempt $attempt/$attempts, next in ${pause}s)"
+    note "waiting for $description (attempt $attempt/$attempts, next in ${pause}s; up to $(wait_label))"
     sleep "$pause"
     attempt=$((attempt + 1))
   done
+}
+
+retry_pause() {
+  printf '%s' "${DEPLOY_RETRY_SLEEP:-15}"
+}
+
+# The attempts a wait gets: DEPLOY_RETRY_ATTEMPTS, or enough for DEPLOY_WAIT_SECONDS at 15 s apart (the
+# count stays the same when DEPLOY_RETRY_SLEEP is shortened, so a shorter pause never shortens a wait
+# below the attempts it is sized for).
+retry_attempts() {
+  if [[ -n "${DEPLOY_RETRY_ATTEMPTS:-}" ]]; then
+    printf '%s' "$DEPLOY_RETRY_ATTEMPTS"
+    return
+  fi
+  local seconds="${DEPLOY_WAIT_SECONDS:-900}" pause
+  pause="$(retry_pause)"
+  ((pause > 0)) || pause=15
+  printf '%s' $((1 + (seconds + pause - 1) / pause))
+}
+
+wait_label() {
+  local seconds="${DEPLOY_WAIT_SECONDS:-900}"
+  if ((seconds % 60 == 0)); then
+    printf '%s minutes' $((seconds / 60))
+  else
+    printf '%s seconds' "$seconds"
+  fi
 }
 
 # The names of the app settings in deploy.sh's APP_SETTINGS list ("NAME=default" lines), read from the
@@ -217,7 +265,12 @@ fit_name() {
 
 # Defaults shared by deploy and teardown (both must derive the same names).
 apply_common_defaults() {
-  PLAN="${PLAN:-flex}"
+  # PLAN was the hosting plan's name before --plan (deploy.sh's preview) existed; env files keep working.
+  if [[ -z "${HOSTING_PLAN:-}" && -n "${PLAN:-}" ]]; then
+    warn "PLAN=$PLAN: the setting is now called HOSTING_PLAN (PLAN still works for now)"
+    HOSTING_PLAN="$PLAN"
+  fi
+  HOSTING_PLAN="${HOSTING_PLAN:-flex}"
   IMAGES_CONTAINER="${IMAGES_CONTAINER:-product-images}"
   SYNC_SHARD_QUEUE="${SYNC_SHARD_QUEUE:-image-sync-shards}"
   PRODUCT_SYNC_QUEUE="${PRODUCT_SYNC_QUEUE:-image-sync-products}"
@@ -284,9 +337,9 @@ validate_names() {
       || die "$queue '${!queue}': 3-57 lower-case letters, digits and single hyphens (room for -poison)"
   done
   [[ "$SYNC_SHARD_QUEUE" != "$PRODUCT_SYNC_QUEUE" ]] || die "SYNC_SHARD_QUEUE and PRODUCT_SYNC_QUEUE must differ"
-  case "$PLAN" in
+  case "$HOSTING_PLAN" in
     flex | consumption | premium) ;;
-    *) die "PLAN '$PLAN': one of flex, consumption, premium" ;;
+    *) die "HOSTING_PLAN '$HOSTING_PLAN': one of flex, consumption, premium" ;;
   esac
 }
 
@@ -325,6 +378,8 @@ declare -A BUILTIN_ROLE_NAMES=(
   [db58b8e5-c6ad-4a2a-8342-4190687cbf4a]="Storage Blob Delegator"
   [974c5e8b-45b9-4653-ba55-5f855dd0fb88]="Storage Queue Data Contributor"
   [4633458b-17de-408a-b874-0445c86b69e6]="Key Vault Secrets User"
+  [17d1049b-9a84-46fb-8f53-869881c3d3ab]="Storage Account Contributor"
+  [0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3]="Storage Table Data Contributor"
   [b86a8fe4-44ce-4948-aee5-eccb2c155cd7]="Key Vault Secrets Officer"
 )
 
@@ -440,7 +495,7 @@ check_rights() {
   if ((${#missing_lines[@]})); then
     printf 'ERROR: %s is missing rights this run needs; nothing was changed:\n' "${LOGIN_NAME:-the signed-in principal}" >&2
     printf '  - %s\n' "${missing_lines[@]}" >&2
-    printf 'See "Permissions" in the README for the roles that grant them.\n' >&2
+    printf 'See "Permissions" in docs/deploy.md for the roles that grant them.\n' >&2
     exit 1
   fi
 }

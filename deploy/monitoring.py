@@ -17,7 +17,7 @@ Usage:
   prints one line per resource, in creation order: KIND <tab> RESOURCE_ID <tab> API_VERSION <tab> JSON.
   Alert rules are included when an --email or an --action-group-id is given.
 
-The alerts (the README's "Alerts" section says what each means and what to do):
+The alerts ("Alerts" in docs/deploy.md says what each means and what to do):
   <app>-nightly-sync-failed   a nightly_sync invocation failed                       severity 1 (Error)
   <app>-function-failed       an invocation of a trigger function failed             severity 2 (Warning)
   <app>-poison-messages       the host moved a message to one of the poison queues   severity 1 (Error)
@@ -138,17 +138,17 @@ def resources(rg_id, app, location, names, emails=(), action_group_ids=(), poiso
     rules = [
         ("nightly-sync-failed", 1,
          f"The nightly full sync ({NIGHTLY_FUNCTION}) failed: some or all images did not reach Wallie or "
-         "TRAEDE tonight. Open the failed request in Application Insights for the reason, fix it (see the "
-         "README's Alerts section), then start nightly_sync by hand.",
+         "TRAEDE tonight. Open the failed request in Application Insights for the reason, fix it (see "
+         "'Alerts' in docs/deploy.md), then start nightly_sync by hand.",
          failed_requests_query([NIGHTLY_FUNCTION])),
         ("function-failed", 2,
          f"An invocation of {', '.join(TRIGGER_FUNCTIONS)} failed. The host retries it (5 attempts); if "
-         "every attempt fails the message goes to a poison queue and the poison alert follows. See the "
-         "README's Alerts section.",
+         "every attempt fails the message goes to a poison queue and the poison alert follows. See "
+         "'Alerts' in docs/deploy.md.",
          failed_requests_query(TRIGGER_FUNCTIONS)),
         ("poison-messages", 1,
          f"The host gave up on a message and moved it to {', '.join(poison_queues)}: an image, a product "
-         "or a shard of the nightly sync was not synced. See the README's Alerts section.",
+         "or a shard of the nightly sync was not synced. See 'Alerts' in docs/deploy.md.",
          poison_query(poison_queues)),
     ]
     for suffix, severity, description, query in rules:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Remove what deploy/deploy.sh created, and only that: everything it creates carries the tag
 # image-sync-app=<app> (queues and containers: the metadata image_sync_app=<app>), and this script
-# checks it before deleting anything. See "Teardown" in the README.
+# checks it before deleting anything. See "Teardown" in docs/deploy.md.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -37,7 +37,7 @@ Options (same names and env file as deploy.sh; flags win over the environment, w
   --key-vault NAME             [KEY_VAULT_NAME] (default derived as in deploy.sh)
   --purge-key-vault            purge the soft-deleted vault afterwards, freeing its name at once
                                (otherwise a later deploy.sh recovers it, secrets included); needs
-                               a subscription-scope right, see "Permissions" in the README
+                               a subscription-scope right, see "Permissions" in docs/deploy.md
   --no-wait                    do not wait for the resource group deletion to finish
   --yes                        do not ask for confirmation
   --dry-run                    print the az commands that would change something, run nothing

@@ -2,9 +2,12 @@
 
 The parameter is an SDK-type ``BlobClient`` (azurefunctions-extensions-bindings-blob): the worker gets a
 client for the blob, not its bytes, so a 50 MB photo never travels through the worker just for its name.
-Source: Event Grid (the only one Flex Consumption supports); ``BLOB_TRIGGER_SOURCE=LogsAndContainerScan``
-switches to the polling source on Consumption/Premium. This is the one setting read at import, because
-the host needs it to index the function.
+Source: Event Grid, on every plan the deploy offers (Flex Consumption supports nothing else): the BlobCreated
+subscription calls the blob extension's webhook, so only new uploads run this function.
+``BLOB_TRIGGER_SOURCE=LogsAndContainerScan`` is an opt-in for Consumption/Premium (and ``func start`` on a
+laptop, which Event Grid cannot reach): the polling source scans the container and runs this function once for
+every blob it has no receipt for - every image already there - and can lag 10 minutes. This is the one setting
+read at import, because the host needs it to index the function.
 """
 import logging
 import os

@@ -19,7 +19,8 @@ from devtools.images import jpeg
 from shared.cli import build_parser
 
 REPO = Path(__file__).resolve().parent.parent
-README = (REPO / "README.md").read_text(encoding="utf-8")
+# The README and the guides it links to (docs/deploy.md holds the deploy's commands).
+README = "\n".join(path.read_text(encoding="utf-8") for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))])
 pytestmark = pytest.mark.timeout(300)
 
 # How each command is proven, first match wins. "run": runs as written and exits 0. "parse": has a
@@ -34,13 +35,14 @@ RULES = [
     (r"^\./scripts/(demo|setup)\.sh( --dry-run)?$", "run"),
     (r"^(\.venv/bin/image-sync|deploy/deploy\.sh|deploy/teardown\.sh)$", "exists"),
     (r"^deploy/deploy\.sh --help$", "run"),
+    (r"^deploy/deploy\.sh --plan$", "azure"),  # reads a subscription
     (r"^(\.venv/bin/)?python -m bench( |$)|^python -m bench\.(burst|redaction)$", "slow"),  # minutes; test_bench runs it small
     (r"^python -m devtools\.sandboxes$", "service"),
     (r"^jq ", "run"),
     (r"^(cp local\.settings\.json\.example|npx azurite|\.venv/bin/python -m devtools\.sandboxes &|func start)",
      "core-tools"),  # the "func start" recipe: Core Tools cannot be installed here
     (r"(^az |^curl |<|\.\.\.|--env-file deploy/deploy\.env|^read -rs|^(host|key|blob)=|^export |"
-     r"^cp deploy/deploy\.env\.example|^  -H )", "azure"),  # needs an Azure subscription and az login
+     r"^cp deploy/deploy\.env\.example|^  -H |^app_id=)", "azure"),  # needs an Azure subscription and az login
 ]
 INLINE = re.compile(r"^(\./scripts/\S+|image-sync( |$)|\.venv/bin/\S+|deploy/\w+\.sh|python -m \S+|jq )")
 

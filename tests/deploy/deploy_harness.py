@@ -82,6 +82,15 @@ class FakeAz:
         if not python3.exists():
             python3.symlink_to(sys.executable)
         self.socket_path = socket_path
+        # The fake refuses (and logs) any az call whose arguments carry one of these.
+        self.watch(**SECRETS)
+
+    def watch(self, **secrets):
+        """Secrets the fake must never see on a command line, besides the keys it issues itself."""
+        path = self.state_dir / "watched-secrets.json"
+        watched = json.loads(path.read_text()) if path.exists() else {}
+        watched.update(secrets)
+        path.write_text(json.dumps(watched))
 
     def env(self, **extra):
         env = {
@@ -161,6 +170,11 @@ def parse_failures(calls):
     return [c for c in calls if c["parse"] != "ok"]
 
 
+def leaks(calls):
+    """The calls the fake refused because their arguments carried a secret."""
+    return [c for c in calls if c.get("leaks")]
+
+
 def command_of(call):
     return call.get("command") or ""
 
@@ -170,6 +184,39 @@ def is_mutating(call):
     if command == "rest":
         return (call.get("params", {}).get("method") or "get").lower() != "get"
     return command.split(" ")[-1] in MUTATING_VERBS
+
+
+BINDING_PROBE = r"""
+import json
+import function_app
+out = {}
+for function in function_app.app.get_functions():
+    bindings = []
+    for binding in function.get_bindings():
+        raw = binding.get_dict_repr()
+        bindings.append({k: getattr(v, "value", v) for k, v in raw.items()})
+    out[function.get_function_name()] = bindings
+print(json.dumps(out, default=str))
+"""
+
+
+def app_bindings(settings):
+    """The bindings the Functions host indexes from this repository's app when it runs with SETTINGS
+    (the app settings as environment variables, as the host passes them): {function: [binding, ...]}."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("IMAGES_", "WALLIE_", "TRAEDE_", "BLOB_TRIGGER", "AzureWebJobs"))}
+    env.update(settings)
+    result = subprocess.run([sys.executable, "-c", BINDING_PROBE], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def resolve_app_setting_references(text, settings):
+    """'%IMAGES_CONTAINER%/{name}' with the %NAME% parts replaced by the settings' values, as the host does."""
+    import re
+
+    return re.sub(r"%([A-Za-z0-9_]+)%", lambda m: settings[m.group(1)], text)
 
 
 def ask_parser(socket_path, argv):
@@ -184,3 +231,21 @@ def dry_run_commands(stdout):
     import shlex
 
     return [shlex.split(line[len("+ az "):]) for line in stdout.splitlines() if line.startswith("+ az ")]
+
+
+def with_temporary_files(argv, tmp_path):
+    """The dry run names the temporary files it would write (a secret, the settings as JSON, the webhook
+    URL); the CLI reads or checks them, so stand in real ones."""
+    stand_ins = {"<temporary file holding": ("secret", "value"),
+                 "@<temporary file with the settings as JSON>": ("settings.json", '{"A": "b"}'),
+                 "@<temporary file with the webhook URL": ("endpoint", "https://example.com/hook")}
+    result = []
+    for arg in argv:
+        for prefix, (name, content) in stand_ins.items():
+            if arg.startswith(prefix):
+                path = tmp_path / name
+                path.write_text(content)
+                arg = ("@" if arg.startswith("@") else "") + str(path)
+                break
+        result.append(arg)
+    return result

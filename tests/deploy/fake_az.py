@@ -13,6 +13,18 @@ here with the parsed arguments:
    limits, `az resource list` with both --tag and --resource-group, `role assignment list --all` with a
    scope, ARM bodies that miss required properties or point at resources that do not exist.
 3. --query (JMESPath, the CLI's own library) and --output (json, tsv as knack writes it, none) apply.
+4. No argument list may carry a secret (the process list shows every argument): a call whose argv holds
+   a key the fake issued (account keys, function and system keys), a partner secret the test watches
+   (watched-secrets.json in the state directory), a Key Vault secret value, or a keyed connection
+   string, SAS signature or function key in a URL is refused with exit 97 and logged as a leak.
+
+Storage accounts have a kind, SKU and hierarchical namespace, and only the services Azure gives that
+kind (no queues on BlobStorage/BlockBlobStorage/premium StorageV2, no Event Grid on general-purpose
+v1). A new role assignment can take a while to apply (state key "role_delay_reads": that many checks
+of it are refused first). Function apps resolve their Key Vault references when settings change or on
+the refresh call, and report each reference's status, cached until the next time (state key
+"kv_resolve_delay": that many reads answer "Initialized" first); the host starts only with storage it can use (a keyed
+AzureWebJobsStorage, or an identity holding Storage Blob Data Owner on the account).
 
 The signed-in principal, its rights (the ARM permissions API) and the CLI version `az version` reports
 come from the state too (keys "login", "permissions", "cli_version"), so tests can log in as a managed
@@ -42,8 +54,20 @@ ROLE_IDS = {
     "Storage Queue Data Contributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
     "Key Vault Secrets User": "4633458b-17de-408a-b874-0445c86b69e6",
     "Key Vault Secrets Officer": "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
+    "Storage Account Contributor": "17d1049b-9a84-46fb-8f53-869881c3d3ab",
+    "Storage Table Data Contributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
     "Reader": "acdd72a7-3385-48ef-bd42-f606fba81ae7",
 }
+# Arguments that must never be on a command line, whatever their value.
+LEAK_PATTERNS = [
+    (re.compile(r"AccountKey=", re.I), "a storage connection string with an account key"),
+    (re.compile(r"SharedAccessKey=|SharedAccessSignature=", re.I), "a connection string with a shared access key"),
+    (re.compile(r"[?&]sig=", re.I), "a SAS signature"),
+    (re.compile(r"[?&]code=", re.I), "a function key in a URL"),
+    (re.compile(r"x-functions-key", re.I), "a function key header"),
+    (re.compile(r"InstrumentationKey=", re.I), "an Application Insights connection string"),
+    (re.compile(r"(?:^|;)\s*password=", re.I), "a password in a connection string"),
+]
 
 
 def _action_matches(pattern, action):
@@ -152,6 +176,8 @@ class FakeAzure:
             self.s.setdefault(key, {})
         self.s.setdefault("roles", [])
         self.s.setdefault("counter", 0)
+        # One tick per az call: a role assignment still applying is refused at most once a call.
+        self.s["clock"] = self.tick = self.s.get("clock", 0) + 1
 
     # -- helpers -------------------------------------------------------------------------------
     def next_id(self):
@@ -184,6 +210,31 @@ class FakeAzure:
         raise AzError(f"(AuthorizationFailed) The client does not have authorization to perform action "
                       f"'{action}' over scope '{scope}'.")
 
+    def add_role(self, principal, principal_type, role, scope):
+        """A new role assignment; with "role_delay_reads" in the state (or "role_delays": {role: n}), it is
+        refused in the first that many az calls that check it, as Azure RBAC takes up to about 10 minutes
+        to apply a new assignment."""
+        delay = (self.s.get("role_delays") or {}).get(role, self.s.get("role_delay_reads", 0))
+        assignment = {"id": f"{scope}/providers/Microsoft.Authorization/roleAssignments/{self.next_id()}",
+                      "principalId": principal, "principalType": principal_type, "role": role,
+                      "roleDefinitionName": role, "scope": scope, "pending_reads": delay}
+        self.s["roles"].append(assignment)
+        return assignment
+
+    def holds(self, principal, roles, scope):
+        """Whether PRINCIPAL holds one of ROLES at SCOPE or above, counting only assignments that applied."""
+        low = scope.lower().rstrip("/")
+        for r in self.s["roles"]:
+            at = r["scope"].lower().rstrip("/")
+            if r["principalId"] == principal and r["role"] in roles and (low == at or low.startswith(at + "/")):
+                if r.get("pending_reads", 0) > 0:
+                    if r.get("seen_at") != self.tick:
+                        r["pending_reads"] -= 1
+                        r["seen_at"] = self.tick
+                    continue
+                return True
+        return False
+
     def need_group(self, rg):
         if not rg or rg.lower() not in self.s["groups"]:
             raise AzError(f"(ResourceGroupNotFound) Resource group '{rg}' could not be found.", 3)
@@ -194,14 +245,37 @@ class FakeAzure:
             raise not_found(f"Storage account '{name}'")
         return acc
 
+    @staticmethod
+    def services(acc):
+        """The services Azure gives an account of this kind and SKU ("Types of storage accounts")."""
+        kind, sku = acc.get("kind", "StorageV2"), acc.get("sku", "Standard_LRS")
+        if kind == "FileStorage":
+            return {"file"}
+        if kind in ("BlobStorage", "BlockBlobStorage") or (kind == "StorageV2" and sku.startswith("Premium")):
+            return {"blob"}  # premium StorageV2: page blobs only
+        return {"blob", "queue", "table", "file"}
+
+    def account_key(self, acc):
+        return f"fakeaccountkey{acc['name']}=="
+
+    def connection_string(self, acc):
+        return (f"DefaultEndpointsProtocol=https;EndpointSuffix=core.windows.net;AccountName={acc['name']};"
+                f"AccountKey={self.account_key(acc)}")
+
     def account_view(self, acc):
         name = acc["name"]
+        endpoints = {service: f"https://{name}.{service}.core.windows.net/" for service in sorted(self.services(acc))}
+        if acc.get("isHnsEnabled"):
+            endpoints["dfs"] = f"https://{name}.dfs.core.windows.net/"
+        sku = acc.get("sku", "Standard_LRS")
         return {
             "id": account_id(acc["resourceGroup"], name), "name": name, "resourceGroup": acc["resourceGroup"],
-            "location": acc["location"], "kind": "StorageV2", "tags": acc.get("tags", {}),
-            "type": "Microsoft.Storage/storageAccounts",
-            "primaryEndpoints": {"blob": f"https://{name}.blob.core.windows.net/",
-                                 "queue": f"https://{name}.queue.core.windows.net/"},
+            "location": acc["location"], "kind": acc.get("kind", "StorageV2"), "tags": acc.get("tags", {}),
+            "sku": {"name": sku, "tier": sku.split("_")[0]}, "type": "Microsoft.Storage/storageAccounts",
+            "isHnsEnabled": bool(acc.get("isHnsEnabled")),
+            # null unless someone set it: Azure then allows shared keys
+            "allowSharedKeyAccess": acc.get("allowSharedKeyAccess"),
+            "primaryEndpoints": endpoints,
             "publicNetworkAccess": acc.get("publicNetworkAccess", "Enabled"),
             "networkRuleSet": {"defaultAction": acc.get("defaultAction", "Allow")},
         }
@@ -224,10 +298,25 @@ class FakeAzure:
         return app
 
     def app_view(self, app):
-        return {"id": app["id"], "name": app["name"], "resourceGroup": app["resourceGroup"],
-                "defaultHostName": app["defaultHostName"], "state": "Running", "kind": "functionapp,linux",
-                "httpsOnly": app.get("httpsOnly", False), "serverFarmId": app.get("serverFarmId"),
-                "tags": app.get("tags", {}), "identity": app.get("identity")}
+        """`az functionapp show`: the flattened site on Consumption and Premium; on Flex Consumption the
+        CLI returns the raw ARM resource (get_raw_functionapp), everything under "properties"."""
+        common = {"id": app["id"], "name": app["name"], "type": "Microsoft.Web/sites", "kind": "functionapp,linux",
+                  "location": app.get("location"), "tags": app.get("tags", {}), "identity": app.get("identity")}
+        site = {"defaultHostName": app["defaultHostName"], "state": "Running", "httpsOnly": app.get("httpsOnly", False),
+                "serverFarmId": app.get("serverFarmId"), "resourceGroup": app["resourceGroup"]}
+        if app["kind"] == "flex":
+            return {**common, "properties": {**site, "sku": "FlexConsumption", "siteConfig": {"linuxFxVersion": ""},
+                                             "functionAppConfig": self.function_app_config(app)}}
+        return {**common, **site, "siteConfig": {"linuxFxVersion": f"Python|{app.get('python', '3.11')}"}}
+
+    def function_app_config(self, app):
+        auth = app.get("deployment_auth") or {"type": "StorageAccountConnectionString",
+                                              "storageAccountConnectionStringName": "DEPLOYMENT_STORAGE_CONNECTION_STRING"}
+        return {"deployment": {"storage": {"type": "blobContainer", "value": app["deployment_container"],
+                                           "authentication": {"userAssignedIdentityResourceId": None,
+                                                              "storageAccountConnectionStringName": None, **auth}}},
+                "runtime": {"name": "python", "version": app.get("python", "3.11")},
+                "scaleAndConcurrency": {"instanceMemoryMB": 2048, "maximumInstanceCount": 100}}
 
     def plan_sites(self, plan):
         return sum(1 for a in self.s["apps"].values() if (a.get("serverFarmId") or "").lower() == plan["id"].lower())
@@ -303,8 +392,64 @@ class FakeAzure:
             parts = parse_id(path)
             app = self.app(parts.get("sites", ""), parts.get("resourcegroups"))
             app["kv_refreshes"] = app.get("kv_refreshes", 0) + 1
+            self.resolve_references(app)
             return None
+        if method == "get" and path.lower().endswith("/config/configreferences/appsettings"):
+            if "api-version=" not in query:
+                raise AzError("(MissingApiVersionParameter) The api-version query parameter is required.")
+            parts = parse_id(path)
+            app = self.app(parts.get("sites", ""), parts.get("resourcegroups"))
+            return {"value": self.reference_statuses(app)}
         raise AzError(f"fake az: 'az rest --method {method} --url {url}' is not faked", 99)
+
+    # -- Key Vault references (App Service "Use Key Vault references") -------------------------------
+    def resolve_references(self, app):
+        """What App Service does on a settings change or the refresh call: fetch every Key Vault reference
+        again with the app's identity, and keep the outcome until the next time (it caches for 24 hours)."""
+        statuses = {}
+        for name, value in app["settings"].items():
+            match = re.fullmatch(r"@Microsoft\.KeyVault\(SecretUri=https://([^.]+)\.vault\.azure\.net/secrets/([^/]+)/?\)",
+                                 value or "")
+            if not (value or "").startswith("@Microsoft.KeyVault("):
+                continue
+            if not match:
+                statuses[name] = ("InvalidSyntax", "The Key Vault reference is not in a supported format.", "", "")
+                continue
+            vault_name, secret = match.groups()
+            vault = self.s["vaults"].get(vault_name.lower())
+            if not app.get("identity"):
+                status = ("MSINotEnabled", "Key Vault reference was not able to be resolved because the site has no "
+                          "managed identity.")
+            elif not vault:
+                status = ("VaultNotFound", f"Key Vault reference was not able to be resolved because vault "
+                          f"'{vault_name}' could not be found.")
+            elif not self.holds(app["identity"]["principalId"], {"Key Vault Secrets User", "Key Vault Secrets Officer"},
+                                vault["id"]):
+                status = ("AccessToKeyVaultDenied", "Key Vault reference was not able to be resolved because site was "
+                          "denied access to Key Vault reference's vault.")
+            elif not self.s["secrets"].get(f"{vault_name.lower()}/{secret}"):
+                status = ("SecretNotFound", f"Key Vault reference was not able to be resolved because secret "
+                          f"'{secret}' could not be found in vault '{vault_name}'.")
+            else:
+                status = ("Resolved", "")
+            statuses[name] = (*status, vault_name, secret)
+        app["kv_status"] = statuses
+        app["kv_pending_reads"] = self.s.get("kv_resolve_delay", 0)
+
+    def reference_statuses(self, app):
+        pending = app.get("kv_pending_reads", 0) > 0
+        if pending:
+            app["kv_pending_reads"] -= 1
+        result = []
+        for name, (status, details, vault_name, secret) in sorted((app.get("kv_status") or {}).items()):
+            if pending:
+                status, details = "Initialized", ""
+            result.append({"id": f"{app['id']}/config/configreferences/appsettings/{name}", "name": name,
+                           "type": "Microsoft.Web/sites/config/configreferences",
+                           "properties": {"reference": app["settings"].get(name), "status": status, "details": details,
+                                          "vaultName": vault_name, "secretName": secret, "source": "KeyVault",
+                                          "identityType": "SystemAssigned"}})
+        return result
 
     def cmd_provider_show(self, p, argv):
         ns = p["resource_provider_namespace"]
@@ -383,7 +528,11 @@ class FakeAzure:
         if name in self.s["accounts"]:
             raise AzError(f"(StorageAccountAlreadyTaken) The storage account named {name} is already taken.")
         self.s["accounts"][name] = {"name": name, "resourceGroup": rg, "location": p["location"],
-                                    "tags": tags_dict(p.get("tags")), "created_by_test_run": True}
+                                    "tags": tags_dict(p.get("tags")), "created_by_test_run": True,
+                                    "kind": p.get("kind") or "StorageV2", "sku": p.get("sku_name") or p.get("sku")
+                                    or "Standard_RAGRS", "isHnsEnabled": flag(p.get("enable_hierarchical_namespace"))}
+        if p.get("allow_shared_key_access") is not None:
+            self.s["accounts"][name]["allowSharedKeyAccess"] = flag(p["allow_shared_key_access"])
         return self.account_view(self.s["accounts"][name])
 
     def cmd_storage_container_rm_exists(self, p, argv):
@@ -418,7 +567,10 @@ class FakeAzure:
     # -- generic resources (az resource) -----------------------------------------------------------
     def _queue_key(self, resource_id):
         parts = parse_id(resource_id)
-        self.account(parts["storageaccounts"], parts["resourcegroups"])
+        acc = self.account(parts["storageaccounts"], parts["resourcegroups"])
+        if "queue" not in self.services(acc):
+            raise AzError(f"(FeatureNotSupportedForAccount) Queue is not supported for the account "
+                          f"{acc['name']} (kind {acc.get('kind', 'StorageV2')}, {acc.get('sku', 'Standard_LRS')}).")
         return resource_id.lower()
 
     def find(self, resource_id):
@@ -502,6 +654,23 @@ class FakeAzure:
                     del self.s["event_subscriptions"][sub]
             else:
                 del self.s[table][key]
+
+    def cmd_resource_update(self, p, argv):
+        """A generic GET-then-PUT; faked for the one property the deploy repairs this way."""
+        ids = p.get("resource_ids") or ([p["resource_id"]] if p.get("resource_id") else [])
+        if len(ids) != 1:
+            raise AzError("fake az: resource update of exactly one --ids is faked", 99)
+        table, key = self.find(ids[0])
+        if table != "apps":
+            raise AzError(f"fake az: resource update of {ids[0]} is not faked", 99)
+        app = self.s["apps"][key]
+        for words in option_values(argv, "--set"):
+            for word in words:
+                path, _, value = word.partition("=")
+                if path != "properties.httpsOnly":
+                    raise AzError(f"fake az: resource update --set {path} is not faked", 99)
+                app["httpsOnly"] = value.lower() == "true"
+        return self.generic_view(table, key)
 
     def cmd_resource_create(self, p, argv):
         resource_id = p["resource_id"]
@@ -636,9 +805,7 @@ class FakeAzure:
     def _secret_access(self, vault_name, action):
         """Data-plane calls need a Key Vault role for the deployer (RBAC vault)."""
         vault = self.vault(vault_name)
-        roles = {r["role"] for r in self.s["roles"]
-                 if r["principalId"] == self.login["oid"] and r["scope"].lower() == vault["id"].lower()}
-        if "Key Vault Secrets Officer" not in roles:
+        if not self.holds(self.login["oid"], {"Key Vault Secrets Officer"}, vault["id"]):
             raise AzError(f"(Forbidden) Caller is not authorized to perform action on resource ({action}).")
         return vault
 
@@ -694,9 +861,14 @@ class FakeAzure:
         return self.app_view(self.app(p["name"], p["resource_group_name"]))
 
     def cmd_functionapp_create(self, p, argv):
+        """As azure-cli's create_functionapp: AzureWebJobsStorage gets a connection string with the host
+        account's key (the CLI lists the keys); Consumption and Premium also get the Azure Files content
+        share's; Flex gets a deployment container, reached with a keyed DEPLOYMENT_STORAGE_CONNECTION_STRING
+        unless --deployment-storage-auth-type SystemAssignedIdentity, which assigns the identity and gives it
+        Storage Blob Data Contributor on the deployment account."""
         rg, name = p["resource_group_name"], p["name"]
         self.need_group(rg)
-        self.account(p["storage_account"])
+        host_account = self.account(p["storage_account"])
         if name in self.s["apps"]:
             raise AzError(f"Website with given name {name} already exists.")
         location = self.s["groups"][rg.lower()]["location"]
@@ -716,8 +888,13 @@ class FakeAzure:
             plan = self.s["plans"][p["plan"]]
         else:
             raise AzError("usage error: one of --plan, --consumption-plan-location, --flexconsumption-location")
-        settings = {"AzureWebJobsStorage": "DefaultEndpointsProtocol=https;AccountName=x;AccountKey=fakekey==",
-                    "FUNCTIONS_EXTENSION_VERSION": "~4"}
+        if p.get("runtime_version") not in ("3.10", "3.11", "3.12"):
+            raise AzError(f"(BadRequest) Python {p.get('runtime_version')} is not supported on this plan.")
+        keyed = self.connection_string(host_account)
+        settings = {"AzureWebJobsStorage": keyed, "FUNCTIONS_EXTENSION_VERSION": "~4"}
+        if kind in ("consumption", "premium"):
+            settings["WEBSITE_CONTENTAZUREFILECONNECTIONSTRING"] = keyed
+            settings["WEBSITE_CONTENTSHARE"] = f"{name.lower()}abc123"
         if not flag(p.get("disable_app_insights")):
             # What the CLI does when told nothing: try to create a default workspace and component,
             # and go without Application Insights when it cannot.
@@ -725,19 +902,63 @@ class FakeAzure:
         app = {"id": f"{rg_id(rg)}/providers/Microsoft.Web/sites/{name}", "name": name, "resourceGroup": rg,
                "kind": kind, "defaultHostName": host, "tags": tags_dict(p.get("tags")), "identity": None,
                "httpsOnly": flag(p.get("https_only")), "serverFarmId": plan["id"], "location": location,
-               "settings": settings, "deployments": [], "key_polls": 0}
+               "settings": settings, "deployments": [], "key_polls": 0, "python": p["runtime_version"]}
         self.s["apps"][name] = app
+        if kind == "flex":
+            app["deployment_container"] = (f"https://{host_account['name']}.blob.core.windows.net/"
+                                           f"app-package-{name.lower()}-0a1b2c3")
+            auth_type = p.get("deployment_storage_auth_type") or "StorageAccountConnectionString"
+            self.set_deployment_auth(app, auth_type, host_account)
         return self.app_view(app)
 
-    def cmd_functionapp_update(self, p, argv):
+    def deployment_account(self, app):
+        return self.account(app["deployment_container"].split("//", 1)[1].split(".", 1)[0])
+
+    def set_deployment_auth(self, app, auth_type, account):
+        if auth_type == "SystemAssignedIdentity":
+            app["deployment_auth"] = {"type": "SystemAssignedIdentity"}
+            principal = self.assign_identity(app)["principalId"]
+            scope = account_id(account["resourceGroup"], account["name"])
+            if not any(r["principalId"] == principal and r["scope"].lower() == scope.lower()
+                       and r["role"] in ("Storage Blob Data Contributor", "Storage Blob Data Owner") for r in self.s["roles"]):
+                self.add_role(principal, "ServicePrincipal", "Storage Blob Data Contributor", scope)
+        elif auth_type == "StorageAccountConnectionString":
+            app["deployment_auth"] = {"type": auth_type,
+                                      "storageAccountConnectionStringName": "DEPLOYMENT_STORAGE_CONNECTION_STRING"}
+            app["settings"]["DEPLOYMENT_STORAGE_CONNECTION_STRING"] = self.connection_string(account)
+        else:
+            raise AzError(f"fake az: deployment storage auth {auth_type} is not faked", 99)
+
+    def flex_app(self, p):
         app = self.app(p["name"], p["resource_group_name"])
-        for words in option_values(argv, "--set"):
-            for word in words:
-                key, _, value = word.partition("=")
-                if key != "httpsOnly":
-                    raise AzError(f"fake az: functionapp update --set {key} is not faked", 99)
-                app["httpsOnly"] = value.lower() == "true"
-        return self.app_view(app)
+        if app["kind"] != "flex":
+            raise AzError("This command is only valid for Azure Functions on the Flex Consumption plan.")
+        return app
+
+    def cmd_functionapp_deployment_config_show(self, p, argv):
+        return self.function_app_config(self.flex_app(p))["deployment"]
+
+    def cmd_functionapp_deployment_config_set(self, p, argv):
+        app = self.flex_app(p)
+        if p.get("deployment_storage_auth_type"):
+            self.set_deployment_auth(app, p["deployment_storage_auth_type"], self.deployment_account(app))
+        return self.function_app_config(app)["deployment"]
+
+    def cmd_functionapp_runtime_config_set(self, p, argv):
+        app = self.flex_app(p)
+        app["python"] = p["runtime_version"]
+        return self.function_app_config(app)["runtime"]
+
+    def cmd_functionapp_config_set(self, p, argv):
+        app = self.app(p["name"], p["resource_group_name"])
+        if app["kind"] == "flex":
+            raise AzError("(BadRequest) linuxFxVersion cannot be set on a Flex Consumption app: use "
+                          "'az functionapp runtime config set'.")
+        fx = p.get("linux_fx_version") or ""
+        if not re.fullmatch(r"(?i)python\|3\.1[0-2]", fx):
+            raise AzError(f"fake az: functionapp config set {fx!r} is not faked", 99)
+        app["python"] = fx.split("|")[1]
+        return {"linuxFxVersion": fx}
 
     def cmd_functionapp_restart(self, p, argv):
         app = self.app(p["name"], p["resource_group_name"])
@@ -746,12 +967,27 @@ class FakeAzure:
     def cmd_functionapp_identity_show(self, p, argv):
         return self.app(p["name"], p["resource_group_name"])["identity"]
 
-    def cmd_functionapp_identity_assign(self, p, argv):
-        app = self.app(p["name"], p["resource_group_name"])
+    def assign_identity(self, app):
         if not app["identity"]:
             app["identity"] = {"type": "SystemAssigned", "principalId": self.next_id().replace("0000-0000", "aaaa-aaaa"),
                                "tenantId": TENANT}
         return app["identity"]
+
+    def cmd_functionapp_identity_assign(self, p, argv):
+        return self.assign_identity(self.app(p["name"], p["resource_group_name"]))
+
+    def host_storage_ok(self, app):
+        """The host starts only with storage it can use: a keyed AzureWebJobsStorage, or an identity-based
+        one whose account the app's identity may use as blob data owner (Functions' host storage needs)."""
+        settings = app["settings"]
+        if settings.get("AzureWebJobsStorage"):
+            return True
+        name = settings.get("AzureWebJobsStorage__accountName")
+        if not name or name not in self.s["accounts"] or not app.get("identity"):
+            return False
+        acc = self.s["accounts"][name]
+        return self.holds(app["identity"]["principalId"], {"Storage Blob Data Owner"},
+                          account_id(acc["resourceGroup"], name))
 
     # -- Role assignments --------------------------------------------------------------------------
     def cmd_role_assignment_list(self, p, argv):
@@ -789,11 +1025,7 @@ class FakeAzure:
             if (assignment["principalId"], assignment["role"].lower(), assignment["scope"].lower()) == (
                     p["assignee_object_id"], p["role"].lower(), scope.lower()):
                 raise AzError("(RoleAssignmentExists) The role assignment already exists.")
-        assignment = {"id": f"{scope}/providers/Microsoft.Authorization/roleAssignments/{self.next_id()}",
-                      "principalId": p["assignee_object_id"], "principalType": p["assignee_principal_type"],
-                      "role": p["role"], "roleDefinitionName": p["role"], "scope": scope}
-        self.s["roles"].append(assignment)
-        return assignment
+        return self.add_role(p["assignee_object_id"], p["assignee_principal_type"], p["role"], scope)
 
     def check_scope_exists(self, scope):
         parts = parse_id(scope)
@@ -824,14 +1056,23 @@ class FakeAzure:
     def cmd_functionapp_config_appsettings_set(self, p, argv):
         app = self.app(p["name"], p["resource_group_name"])
         for setting in p.get("settings") or []:
-            key, _, value = setting.partition("=")
-            app["settings"][key] = value
+            try:
+                parsed = json.loads(setting)  # a JSON object, as from --settings @file.json
+            except ValueError:
+                parsed = None
+            if isinstance(parsed, dict):
+                app["settings"].update({k: str(v) for k, v in parsed.items()})
+            else:
+                key, _, value = setting.partition("=")
+                app["settings"][key] = value
+        self.resolve_references(app)
         return self.cmd_functionapp_config_appsettings_list(p, argv)
 
     def cmd_functionapp_config_appsettings_delete(self, p, argv):
         app = self.app(p["name"], p["resource_group_name"])
         for name in p.get("setting_names") or []:
             app["settings"].pop(name, None)
+        self.resolve_references(app)
         return self.cmd_functionapp_config_appsettings_list(p, argv)
 
     def cmd_functionapp_deployment_source_config_zip(self, p, argv):
@@ -839,6 +1080,21 @@ class FakeAzure:
         import zipfile
 
         app = self.app(p["name"], p["resource_group_name"])
+        if app["kind"] == "consumption" and "AzureWebJobsStorage" not in app["settings"]:
+            # azure-cli's validate_zip_deploy_app_setting_exists, on Linux Consumption
+            raise AzError("The Azure CLI does not support this deployment path. Please configure the app to deploy "
+                          "from a remote package using the steps here: https://aka.ms/deployfromurl")
+        if app["kind"] == "flex":
+            auth = app.get("deployment_auth") or {}
+            if auth.get("type") == "SystemAssignedIdentity":
+                acc = self.deployment_account(app)
+                if not app.get("identity") or not self.holds(
+                        app["identity"]["principalId"], {"Storage Blob Data Contributor", "Storage Blob Data Owner"},
+                        account_id(acc["resourceGroup"], acc["name"])):
+                    raise AzError("(Forbidden) The deployment could not write the package: the app's identity may not "
+                                  "write to the deployment storage container (AuthorizationPermissionMismatch).")
+            elif not app["settings"].get(auth.get("storageAccountConnectionStringName") or "-"):
+                raise AzError("(BadRequest) The deployment storage connection string setting is missing.")
         src = p["src"]
         with zipfile.ZipFile(src) as archive:
             names = archive.namelist()
@@ -860,8 +1116,8 @@ class FakeAzure:
 
     def cmd_functionapp_function_list(self, p, argv):
         app = self.app(p["name"], p["resource_group_name"])
-        if not app["deployments"]:
-            return []
+        if not app["deployments"] or not self.host_storage_ok(app):
+            return []  # nothing indexed: no code, or a host that cannot reach its storage
         return [{"name": f"{app['name']}/{f}", "id": f"{app['id']}/functions/{f}"} for f in FUNCTIONS]
 
     def blobs_key(self, app):
@@ -869,6 +1125,9 @@ class FakeAzure:
 
     def cmd_functionapp_keys_list(self, p, argv):
         app = self.app(p["name"], p["resource_group_name"])
+        if not self.host_storage_ok(app):
+            # the keys live in the host's storage
+            raise AzError("(BadRequest) Encountered an error (ServiceUnavailable) from host runtime.")
         keys = {"masterKey": "fake-master-key", "functionKeys": {"default": "fake-default-key"}, "systemKeys": {}}
         if app["deployments"]:
             # The host needs a moment after a deploy: the first poll finds no extension keys yet.
@@ -889,7 +1148,10 @@ class FakeAzure:
     def cmd_eventgrid_system_topic_create(self, p, argv):
         rg, name = p["resource_group_name"], p["system_topic_name"]
         self.need_group(rg)
-        self.account_by_ref(p["source"])
+        source = self.account_by_ref(p["source"])
+        if source.get("kind", "StorageV2") not in ("StorageV2", "BlobStorage", "BlockBlobStorage"):
+            raise AzError(f"(InvalidRequest) Storage accounts of kind {source.get('kind')} do not support Event Grid "
+                          "integration: only StorageV2, BlobStorage and BlockBlobStorage do.")
         for topic in self.s["topics"].values():
             if topic["source"].lower() == p["source"].lower():
                 raise AzError("(Conflict) Only one system topic is allowed per source.")
@@ -1013,6 +1275,34 @@ def format_tsv(result):
     return "".join(line + "\n" for line in lines)
 
 
+def secrets_on(argv, state, state_dir):
+    """What secrets the arguments carry, described (never quoted): values the fake issued or holds, the
+    partner secrets the test watches (watched-secrets.json), and keyed connection strings, signatures
+    and function keys, whatever their value."""
+    known = {}
+    watched = os.path.join(state_dir, "watched-secrets.json")
+    if os.path.exists(watched):
+        with open(watched, encoding="utf-8") as handle:
+            known.update({value: f"the secret in ${name}" for name, value in json.load(handle).items()})
+    fake = FakeAzure(json.loads(json.dumps(state)))
+    issued = {}
+    for acc in fake.s["accounts"].values():
+        issued[fake.account_key(acc)] = f"the account key of {acc['name']}"
+    for app in fake.s["apps"].values():
+        issued.update({"fake-master-key": "the master key", "fake-default-key": "a function key",
+                       fake.blobs_key(app): "the blobs_extension system key",
+                       f"fake-eventgrid-key-{app['name']}": "the eventgrid_extension system key"})
+    for name, versions in fake.s["secrets"].items():
+        issued.update({value: f"the value of Key Vault secret {name}" for value in versions if value})
+    for value, what in issued.items():
+        known.setdefault(value, what)  # a watched secret keeps its name
+    found = set()
+    for arg in argv:
+        found.update(what for value, what in known.items() if len(value) >= 8 and value in arg)
+        found.update(what for pattern, what in LEAK_PATTERNS if pattern.search(arg))
+    return sorted(found)
+
+
 def respond(argv, parsed, state_dir):
     """Answer one az call whose parse check is `parsed`; log it to calls.jsonl in state_dir."""
     state_path = os.path.join(state_dir, "state.json")
@@ -1030,7 +1320,12 @@ def respond(argv, parsed, state_dir):
         fake = FakeAzure(state)
         query, output = split_globals(argv)
         rc, out, err = 0, "", ""
+        leaks = secrets_on(argv, state, state_dir)
         try:
+            if leaks:
+                record["leaks"] = leaks
+                raise AzError("fake az: refused, this command line carries " + "; ".join(leaks) + " (anyone on the "
+                              "machine can read a process's arguments: pass it in a file or on stdin)", 97)
             result = fake.run(parsed["command"], parsed["params"], argv)
             out = format_output(result, query, output)
         except AzError as ex:

@@ -73,7 +73,7 @@ def test_rules_watch_every_function_and_poison_queue(alerting):
         assert props["actions"]["actionGroups"] == [group["id"]]
         assert props["enabled"] is True and props["autoMitigate"] is True
         assert (props["evaluationFrequency"], props["windowSize"]) == ("PT15M", "PT1H")
-        assert "README" in props["description"]
+        assert "'Alerts' in docs/deploy.md" in props["description"]
     query = {name: r["properties"]["criteria"]["allOf"][0]["query"] for name, r in rules.items()}
     assert '"nightly_sync"' in query[f"{APP}-nightly-sync-failed"]
     assert "success == false" in query[f"{APP}-nightly-sync-failed"]

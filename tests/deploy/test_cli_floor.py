@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 from deploy_harness import (FakeAz, ask_parser, assert_ok, az_min_version, command_of, dry_run_commands,
-                            is_mutating, run_script)
+                            is_mutating, run_script, with_temporary_files)
 
 SUB = "00000000-0000-0000-0000-000000000001"
 CUSTOMER_RG = "rg-customer"
@@ -71,7 +71,7 @@ def test_flex_with_a_customer_account_alerts_drift_and_teardown(floor_az, env_fi
     fake.write_state(state)
     _, calls = run(fake, "deploy.sh", *args, secrets=False, extra_env={"TRAEDE_APP_KEY": "rotated-app-key"})
     changed = {command_of(c) for c in calls if is_mutating(c)}
-    assert {"functionapp config appsettings delete", "functionapp update", "role assignment delete",
+    assert {"functionapp config appsettings delete", "resource update", "role assignment delete",
             "eventgrid system-topic event-subscription create", "resource delete", "keyvault secret set"} <= changed
 
     _, calls = run(fake, "teardown.sh", "--env-file", env_file, "--images-account", ACCOUNT, "--yes",
@@ -86,6 +86,7 @@ def test_key_vault_reference_refresh(floor_az, env_file, project_dir):
     _, calls = run(fake, "deploy.sh", "--env-file", env_file, "--project-dir", project_dir, secrets=False,
                    extra_env={"TRAEDE_APP_KEY": "rotated-app-key"})
     assert [command_of(c) for c in calls if is_mutating(c)] == ["keyvault secret set", "rest"]
+    assert [c for c in calls if command_of(c) == "rest" and "/configreferences/appsettings?" in c["params"]["url"]]
 
 
 @pytest.mark.parametrize("plan", ["consumption", "premium"])
@@ -94,7 +95,7 @@ def test_polling_plans_in_a_group_the_deploy_did_not_create(plan, floor_az, env_
     fake.write_state({"groups": {"rg-imgsync-test": {"id": f"/subscriptions/{SUB}/resourceGroups/rg-imgsync-test",
                                                      "name": "rg-imgsync-test", "location": "westeurope",
                                                      "tags": {}}}})
-    run(fake, "deploy.sh", "--env-file", env_file, "--project-dir", project_dir, "--plan", plan)
+    run(fake, "deploy.sh", "--env-file", env_file, "--project-dir", project_dir, "--hosting-plan", plan)
     _, calls = run(fake, "teardown.sh", "--env-file", env_file, "--yes", secrets=False)
     assert "group delete" not in [command_of(c) for c in calls]
     assert fake.state()["apps"] == {}
@@ -105,14 +106,38 @@ def test_dry_run_commands(floor_az, min_parse_server, env_file, project_dir, tmp
     result = run_script("deploy.sh", fake, "--env-file", env_file, "--project-dir", project_dir, "--dry-run",
                         "--alert-email", "ops@example.com")
     assert_ok(result)
-    secret_file = tmp_path / "secret"
-    secret_file.write_text("value")
     commands = dry_run_commands(result.stdout)
     down = run_script("teardown.sh", fake, "--env-file", env_file, "--images-resource-group", CUSTOMER_RG,
                       "--purge-key-vault", "--dry-run", secrets=False)
     assert_ok(down)
     commands += dry_run_commands(down.stdout)
     for argv in commands:
-        argv = [str(secret_file) if arg.startswith("<temporary file") else arg for arg in argv]
+        argv = with_temporary_files(argv, tmp_path)
         reply = ask_parser(min_parse_server, argv)
         assert reply["status"] == "ok", f"az {' '.join(argv)}\n{reply['stderr']}"
+
+
+def test_round_3_calls(floor_az, env_file, project_dir):
+    """The calls #23 added: --plan's reads, Python version changes on both kinds of plan, the switch of
+    a Flex deployment container to the identity, removing the BlobCreated subscription for the polling
+    opt-in, and the reference statuses."""
+    fake = floor_az()
+    args = ("--env-file", env_file, "--project-dir", project_dir)
+    run(fake, "deploy.sh", *args, "--python-version", "3.12")
+    state = fake.state()
+    app = state["apps"]["imgsync-test"]
+    app["deployment_auth"] = {"type": "StorageAccountConnectionString",
+                              "storageAccountConnectionStringName": "DEPLOYMENT_STORAGE_CONNECTION_STRING"}
+    fake.write_state(state)
+    _, calls = run(fake, "deploy.sh", *args, "--plan")
+    assert not [c for c in calls if is_mutating(c)]
+    _, calls = run(fake, "deploy.sh", *args)
+    changed = {command_of(c) for c in calls if is_mutating(c)}
+    assert {"functionapp runtime config set", "functionapp deployment config set", "rest"} <= changed
+
+    premium = floor_az()
+    run(premium, "deploy.sh", *args, "--hosting-plan", "premium")
+    _, calls = run(premium, "deploy.sh", *args, "--hosting-plan", "premium", "--python-version", "3.12",
+                   extra_env={"BLOB_TRIGGER_SOURCE": "LogsAndContainerScan"})
+    changed = {command_of(c) for c in calls if is_mutating(c)}
+    assert {"functionapp config set", "eventgrid system-topic event-subscription delete"} <= changed

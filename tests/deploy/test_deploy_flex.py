@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from deploy_harness import SECRETS, command_of, is_mutating, parse_failures
+from deploy_harness import SECRETS, command_of, is_mutating, leaks, parse_failures
 
 CONTRACT_SETTINGS = {
     "IMAGES_STORAGE__blobServiceUri", "IMAGES_STORAGE__queueServiceUri", "IMAGES_CONTAINER", "SAS_TTL_HOURS",
@@ -44,6 +44,7 @@ def test_every_az_call_passes_the_real_cli_parser(flex):
         failures = parse_failures(flex[run])
         assert not failures, "\n".join(f"az {' '.join(c['argv'])}\n  {c.get('error')}" for c in failures)
         assert all(c["rc"] == 0 or c["rc"] == 3 for c in flex[run]), [c for c in flex[run] if c["rc"] not in (0, 3)]
+        assert leaks(flex[run]) == []
 
 
 def test_second_run_creates_nothing(flex):
@@ -55,11 +56,13 @@ def test_second_run_creates_nothing(flex):
 def test_first_run_creates_everything(flex):
     created = [command_of(c) for c in flex["first_calls"] if is_mutating(c)]
     for expected in ("group create", "storage account create", "storage container-rm create", "resource create",
-                     "keyvault create", "keyvault secret set", "functionapp create", "functionapp identity assign",
-                     "role assignment create", "functionapp config appsettings set",
+                     "keyvault create", "keyvault secret set", "functionapp create", "role assignment create",
+                     "functionapp config appsettings set", "functionapp config appsettings delete",
                      "functionapp deployment source config-zip", "eventgrid system-topic create",
-                     "eventgrid system-topic event-subscription create"):
+                     "eventgrid system-topic event-subscription create", "rest"):
         assert expected in created, expected
+    # Flex: 'functionapp create --deployment-storage-auth-type SystemAssignedIdentity' assigns the identity
+    assert "functionapp identity assign" not in created
     state = flex["state"]
     host_accounts = [name for name in state["accounts"] if name != "stproductimgtest"]
     assert "stproductimgtest" in state["accounts"] and len(host_accounts) == 1
@@ -95,6 +98,7 @@ def test_function_app_is_flex_python_311_https_only(flex):
     create = next(c for c in flex["first_calls"] if command_of(c) == "functionapp create")
     params = create["params"]
     assert params["flexconsumption_location"] == "westeurope"
+    assert params["deployment_storage_auth_type"] == "SystemAssignedIdentity"
     assert (params["runtime"], params["runtime_version"]) == ("python", "3.11")
     assert not params.get("consumption_plan_location") and not params.get("plan")
     app = flex["state"]["apps"]["imgsync-test"]
@@ -124,21 +128,27 @@ def test_application_insights_is_explicit_and_workspace_based(flex):
     assert "ALERT_EMAIL" in flex["first"].stderr
 
 
-def test_order_identity_roles_settings_code_then_event_grid(flex):
+def test_order_app_roles_settings_code_then_event_grid_then_references(flex):
     calls = flex["first_calls"]
-    identity = index_of(calls, lambda c: command_of(c) == "functionapp identity assign", "identity assign")
+    create = index_of(calls, lambda c: command_of(c) == "functionapp create", "functionapp create")
     app_principal = flex["state"]["apps"]["imgsync-test"]["identity"]["principalId"]
     app_roles = [i for i, c in enumerate(calls) if command_of(c) == "role assignment create"
                  and c["params"]["assignee_object_id"] == app_principal]
-    kv_settings = index_of(calls, lambda c: command_of(c) == "functionapp config appsettings set"
-                           and any("@Microsoft.KeyVault" in s for s in c["params"]["settings"]),
-                           "setting Key Vault references")
+    settings = index_of(calls, lambda c: command_of(c) == "functionapp config appsettings set", "settings write")
+    keyed_host_storage_removed = index_of(calls, lambda c: command_of(c) == "functionapp config appsettings delete"
+                                          and "AzureWebJobsStorage" in c["params"]["setting_names"],
+                                          "removing the keyed AzureWebJobsStorage")
     deploy = index_of(calls, lambda c: command_of(c) == "functionapp deployment source config-zip", "config-zip")
     subscriptions = [i for i, c in enumerate(calls) if command_of(c).startswith("eventgrid system-topic event-subscription create")]
-    assert identity < min(app_roles)
-    assert max(app_roles) < kv_settings, "Key Vault references before the app may read the vault"
+    refresh = index_of(calls, lambda c: command_of(c) == "rest" and c["params"]["method"] == "post", "reference refresh")
+    status_reads = [i for i, c in enumerate(calls) if command_of(c) == "rest"
+                    and c["params"]["url"].endswith("/config/configreferences/appsettings?api-version=2022-03-01")]
+    assert create < min(app_roles)
+    assert max(app_roles) < settings, "Key Vault references and identity-based host storage after the roles"
+    assert settings < keyed_host_storage_removed < deploy
     assert len(subscriptions) == 2
     assert deploy < min(subscriptions), "Event Grid subscriptions must come after the code deploy"
+    assert max(subscriptions) < refresh < max(status_reads), "the references are refreshed, then their status read"
 
 
 def test_secret_values_never_on_a_command_line(flex):
@@ -180,6 +190,18 @@ def test_app_settings(flex):
     app = state["apps"]["imgsync-test"]
     settings = app["settings"]
     assert CONTRACT_SETTINGS <= set(settings)
+    # the host reaches its storage with the identity: no account key anywhere in the app's settings
+    host = next(name for name in state["accounts"] if name != "stproductimgtest")
+    assert settings["AzureWebJobsStorage__accountName"] == host
+    assert "AzureWebJobsStorage" not in settings and "DEPLOYMENT_STORAGE_CONNECTION_STRING" not in settings
+    assert not [name for name, value in settings.items() if "AccountKey=" in value]
+    assert app["deployment_auth"] == {"type": "SystemAssignedIdentity"}
+    # ... and the accounts' shared-key access is left as it was (the deploy never writes it)
+    assert all("allowSharedKeyAccess" not in account for account in state["accounts"].values())
+    assert not [c for c in flex["first_calls"] if command_of(c) == "storage account update"]
+    # the values went to az in a file, not on the command line
+    (write,) = [c for c in flex["first_calls"] if command_of(c) == "functionapp config appsettings set"]
+    assert write["argv"][write["argv"].index("--settings") + 1].startswith("@")
     vault_uri = next(iter(state["vaults"].values()))["properties"]["vaultUri"]
     for name, secret in (("WALLIE_PASSWORD", "WALLIE-PASSWORD"), ("TRAEDE_ACCESS_TOKEN", "TRAEDE-ACCESS-TOKEN"),
                          ("TRAEDE_APP_KEY", "TRAEDE-APP-KEY")):
@@ -212,9 +234,11 @@ def test_role_assignments_are_narrow(flex):
     account = next(a for a in state["accounts"].values() if a["name"] == "stproductimgtest")
     account_id = (f"/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/{account['resourceGroup']}"
                   f"/providers/Microsoft.Storage/storageAccounts/stproductimgtest")
+    host = next(name for name in state["accounts"] if name != "stproductimgtest")
+    host_id = account_id.replace("stproductimgtest", host)
     vault_id = next(iter(state["vaults"].values()))["id"]
     roles = sorted((r["role"], r["scope"]) for r in state["roles"] if r["principalId"] == principal)
-    # Flex: the Event Grid-sourced blob trigger only reads the blob it is handed
+    # the Event Grid-sourced blob trigger only reads the blob it is handed
     assert roles == sorted([
         ("Storage Blob Data Reader", f"{account_id}/blobServices/default/containers/product-images"),
         ("Storage Blob Data Contributor", f"{account_id}/blobServices/default/containers/image-sync-state"),
@@ -222,6 +246,11 @@ def test_role_assignments_are_narrow(flex):
         ("Storage Blob Delegator", account_id),
         *[("Storage Queue Data Contributor", f"{account_id}/queueServices/default/queues/{q}") for q in QUEUES],
         ("Key Vault Secrets User", vault_id),
+        # the host's own account, reached with the identity ("Connecting to host storage with an identity")
+        ("Storage Blob Data Owner", host_id), ("Storage Queue Data Contributor", host_id),
+        ("Storage Account Contributor", host_id), ("Storage Table Data Contributor", host_id),
+        # what az functionapp create gives the identity for the Flex deployment container
+        ("Storage Blob Data Contributor", host_id),
     ])
     assert all(r["principalType"] == "ServicePrincipal" for r in state["roles"] if r["principalId"] == principal)
 
@@ -282,6 +311,8 @@ def test_summary_tells_how_to_run_the_first_full_sync(flex):
     assert f"https://{host}/admin/functions/nightly_sync" in out
     assert "x-functions-key" in out and "masterKey" in out and "-d '{}'" in out
     assert "fake-master-key" not in out
+    # the key reaches curl on stdin (-H @-), never as an argument: no command substitution in a header
+    assert "-H @-" in out and "$(" not in out
 
 
 def test_zip_is_deterministic(flex, project_dir, tmp_path):

@@ -31,17 +31,26 @@ def edit_state(fake, change):
     fake.write_state(state)
 
 
+def settings_written(call):
+    """The settings an 'appsettings set' wrote: the deploy passes them in a JSON file (--settings @file)."""
+    import json
+
+    (document,) = call["params"]["settings"]
+    return json.loads(document)
+
+
 def test_a_setting_cleared_in_deploy_env_is_removed_from_the_app(deployed, env_file, project_dir):
     _, changes = redeploy(deployed, env_file, project_dir, IMAGE_PATH_PATTERN="{item_id}_{color_id}_{sort}.{ext}")
-    assert [command_of(c) for c in changes] == ["functionapp config appsettings set"]
+    # every settings change restarts the app: its Key Vault references are refreshed and checked after
+    assert [command_of(c) for c in changes] == ["functionapp config appsettings set", "rest"]
     assert deployed.state()["apps"][APP]["settings"]["IMAGE_PATH_PATTERN"] == "{item_id}_{color_id}_{sort}.{ext}"
 
     result, changes = redeploy(deployed, env_file, project_dir)  # the env file does not set it
-    assert [(command_of(c), c["params"]["setting_names"]) for c in changes] == [
-        ("functionapp config appsettings delete", ["IMAGE_PATH_PATTERN"])]
+    assert [(command_of(c), c["params"].get("setting_names")) for c in changes] == [
+        ("functionapp config appsettings delete", ["IMAGE_PATH_PATTERN"]), ("rest", None)]
     settings = deployed.state()["apps"][APP]["settings"]
     assert "IMAGE_PATH_PATTERN" not in settings
-    assert "AzureWebJobsStorage" in settings, "the host's own settings are not the deploy's to remove"
+    assert "FUNCTIONS_EXTENSION_VERSION" in settings, "the host's own settings are not the deploy's to remove"
     assert "removing IMAGE_PATH_PATTERN" in result.stderr
 
     _, changes = redeploy(deployed, env_file, project_dir)
@@ -51,8 +60,9 @@ def test_a_setting_cleared_in_deploy_env_is_removed_from_the_app(deployed, env_f
 def test_a_setting_changed_by_hand_is_written_back(deployed, env_file, project_dir):
     edit_state(deployed, lambda s: s["apps"][APP]["settings"].update(LOG_LEVEL="DEBUG", PRODUCT_SYNC_QUEUE="x"))
     _, changes = redeploy(deployed, env_file, project_dir)
-    (write,) = changes
-    assert sorted(write["params"]["settings"]) == ["LOG_LEVEL=INFO", "PRODUCT_SYNC_QUEUE=image-sync-products"]
+    write, refresh = changes
+    assert settings_written(write) == {"LOG_LEVEL": "INFO", "PRODUCT_SYNC_QUEUE": "image-sync-products"}
+    assert command_of(refresh) == "rest" and refresh["params"]["url"].endswith("/refresh?api-version=2022-03-01")
 
 
 def test_a_rotated_blobs_extension_key_recreates_the_webhook_subscription(deployed, env_file, project_dir):
@@ -112,7 +122,7 @@ def test_roles_are_put_right(deployed, env_file, project_dir):
 
     edit_state(deployed, edit)
     _, changes = redeploy(deployed, env_file, project_dir)
-    assert [command_of(c) for c in changes] == ["role assignment create", "role assignment delete"]
+    assert [command_of(c) for c in changes] == ["role assignment create", "role assignment delete", "rest"]
     assert changes[0]["params"]["scope"] == removed["scope"]
     assert changes[1]["params"]["ids"] == [f"{account}/providers/Microsoft.Authorization/roleAssignments/stale"]
     roles = {(r["role"], r["scope"]) for r in deployed.state()["roles"] if r["principalId"] == principal}
@@ -123,9 +133,14 @@ def test_roles_are_put_right(deployed, env_file, project_dir):
 
 
 def test_https_only_turned_off_by_hand_is_turned_on_again(deployed, env_file, project_dir):
+    """With 'az resource update' (one property of the site), not 'az functionapp update --set', which
+    writes the whole site configuration back and is refused on Flex Consumption for some settings."""
     edit_state(deployed, lambda s: s["apps"][APP].update(httpsOnly=False))
     _, changes = redeploy(deployed, env_file, project_dir)
-    assert [command_of(c) for c in changes] == ["functionapp update"]
+    (update,) = changes
+    assert command_of(update) == "resource update"
+    assert update["params"]["resource_ids"] == [deployed.state()["apps"][APP]["id"]]
+    assert update["argv"][update["argv"].index("--set") + 1] == "properties.httpsOnly=true"
     assert deployed.state()["apps"][APP]["httpsOnly"] is True
 
 
@@ -136,7 +151,7 @@ def test_application_insights_deleted_by_hand_comes_back(deployed, env_file, pro
 
     edit_state(deployed, edit)
     _, changes = redeploy(deployed, env_file, project_dir)
-    assert [command_of(c) for c in changes] == ["resource create", "functionapp config appsettings set"]
+    assert [command_of(c) for c in changes] == ["resource create", "functionapp config appsettings set", "rest"]
     component = next(r for r in deployed.state()["arm"].values() if r["type"] == "Microsoft.Insights/components")
     settings = deployed.state()["apps"][APP]["settings"]
     assert settings["APPLICATIONINSIGHTS_CONNECTION_STRING"] == component["properties"]["ConnectionString"]

@@ -2,14 +2,15 @@
 
 import pytest
 
-from deploy_harness import (DEPLOY_DIR, SECRETS, ask_parser, assert_ok, dry_run_commands, run_script)
+from deploy_harness import (DEPLOY_DIR, SECRETS, ask_parser, assert_ok, dry_run_commands, run_script,
+                            with_temporary_files)
 
 
 @pytest.mark.parametrize("plan", ["flex", "consumption", "premium"])
 def test_deploy_dry_run_prints_commands_the_real_cli_accepts(plan, make_fake_az, env_file, project_dir,
                                                              parse_server, tmp_path):
     fake = make_fake_az()
-    result = run_script("deploy.sh", fake, "--env-file", env_file, "--project-dir", project_dir, "--plan", plan,
+    result = run_script("deploy.sh", fake, "--env-file", env_file, "--project-dir", project_dir, "--hosting-plan", plan,
                         "--dry-run")
     assert_ok(result)
     assert fake.calls() == [], "a dry run calls no az at all"
@@ -18,17 +19,16 @@ def test_deploy_dry_run_prints_commands_the_real_cli_accepts(plan, make_fake_az,
     assert names[0] == "provider register --namespace"
     assert "functionapp create --name" in names
     assert any(c[:2] == ["keyvault", "create"] for c in commands)
-    secret_file = tmp_path / "secret"
-    secret_file.write_text("value")
     for argv in commands:
-        # The dry run names the temporary secret file it would write; the CLI checks that it exists.
-        argv = [str(secret_file) if arg.startswith("<temporary file") else arg for arg in argv]
-        reply = ask_parser(parse_server, argv)
+        reply = ask_parser(parse_server, with_temporary_files(argv, tmp_path))
         assert reply["status"] == "ok", f"az {' '.join(argv)}\n{reply['stderr']}"
     for value in SECRETS.values():
         assert value not in result.stdout + result.stderr
     subscriptions = [c for c in commands if c[:4] == ["eventgrid", "system-topic", "event-subscription", "create"]]
-    assert len(subscriptions) == (2 if plan == "flex" else 1)
+    assert len(subscriptions) == 2, "Event Grid on every plan"
+    refresh = [c for c in commands if c[:3] == ["rest", "--method", "post"]]
+    assert len(refresh) == 1 and refresh[0][4].endswith("/config/configreferences/appsettings/refresh?api-version=2022-03-01")
+
 
 
 def test_teardown_dry_run(make_fake_az, env_file, parse_server):
@@ -77,9 +77,30 @@ def test_bad_names_are_rejected_before_any_az_call(make_fake_az, env_file):
     result = run_script("deploy.sh", fake, "--env-file", env_file, "--images-account", "Product_Images",
                         secrets=False)
     assert result.returncode != 0 and "IMAGES_STORAGE_ACCOUNT" in result.stderr
-    result = run_script("deploy.sh", fake, "--env-file", env_file, "--plan", "dedicated", secrets=False)
+    result = run_script("deploy.sh", fake, "--env-file", env_file, "--hosting-plan", "dedicated", secrets=False)
     assert result.returncode != 0 and "one of flex, consumption, premium" in result.stderr
+    result = run_script("deploy.sh", fake, "--env-file", env_file, "--python-version", "3.9", secrets=False)
+    assert result.returncode != 0 and "PYTHON_VERSION '3.9': 3.11 or 3.12" in result.stderr
     assert fake.calls() == []
+
+
+def test_plan_with_a_hosting_plan_name_says_what_changed(make_fake_az, env_file):
+    """--plan used to take the hosting plan: given one now, the deploy stops and names the new flag
+    rather than run a plan the operator did not ask for."""
+    fake = make_fake_az()
+    result = run_script("deploy.sh", fake, "--env-file", env_file, "--plan", "premium", secrets=False)
+    assert result.returncode != 0
+    assert "the hosting plan is --hosting-plan premium" in result.stderr
+    assert fake.calls() == []
+
+
+def test_the_old_plan_setting_still_names_the_hosting_plan(make_fake_az, env_file, project_dir):
+    fake = make_fake_az()
+    result = run_script("deploy.sh", fake, "--env-file", env_file, "--project-dir", project_dir, "--dry-run",
+                        extra_env={"PLAN": "premium"})
+    assert_ok(result)
+    assert "now called HOSTING_PLAN" in result.stderr
+    assert ["functionapp", "plan", "create"] in [c[:3] for c in dry_run_commands(result.stdout)]
 
 
 def test_environment_wins_over_env_file_and_flags_win_over_both(make_fake_az, env_file, project_dir):
@@ -117,26 +138,41 @@ def test_example_env_file_lists_every_setting():
         assert f"\n{secret}=" not in example, "secret values belong in the environment, not the example file"
 
 
-def test_the_readme_states_the_cli_floor_once_and_as_the_scripts_do():
+def deploy_docs():
+    """The deploy's documentation: docs/deploy.md, and the README's short section pointing to it."""
+    from deploy_harness import REPO
+
+    return (REPO / "docs" / "deploy.md").read_text(), (REPO / "README.md").read_text()
+
+
+def test_the_docs_state_the_cli_floor_once_and_as_the_scripts_do():
     import re
 
-    from deploy_harness import REPO, az_min_version
+    from deploy_harness import az_min_version
 
-    readme = (REPO / "README.md").read_text()
-    stated = re.findall(r"Azure CLI (\d+\.\d+(?:\.\d+)?) or newer", readme)
-    assert stated == [az_min_version()]
+    guide, readme = deploy_docs()
+    assert re.findall(r"Azure CLI (\d+\.\d+(?:\.\d+)?) or newer", guide) == [az_min_version()]
+    assert re.findall(r"Azure CLI (\d+\.\d+(?:\.\d+)?) or newer", readme) == [], "stated in one place"
+
+
+def test_the_readme_points_to_the_deploy_guide():
+    guide, readme = deploy_docs()
+    section = readme.split("## Deploy to Azure\n", 1)[1].split("\n## ", 1)[0]
+    assert "[docs/deploy.md](docs/deploy.md)" in section
+    assert len(section.strip().splitlines()) <= 20, "a few lines; the rest is in docs/deploy.md"
+    for heading in ("## Permissions", "## The one command", "## Previewing a deploy: `--plan`",
+                    "## A full resync by hand", "## Re-running one product", "## Teardown",
+                    "## How the scripts are tested"):
+        assert heading in guide and heading not in readme, heading
 
 
 @pytest.mark.parametrize("script", ["deploy.sh", "teardown.sh"])
-def test_every_flag_the_readme_gives_a_script_exists(script, make_fake_az):
+def test_every_flag_the_docs_give_a_script_exists(script, make_fake_az):
     import re
 
-    from deploy_harness import REPO
-
-    readme = (REPO / "README.md").read_text()
-    lines = [line for line in readme.splitlines() if f"deploy/{script}" in line]
+    lines = [line for text in deploy_docs() for line in text.splitlines() if f"deploy/{script}" in line]
     flags = {flag for line in lines for flag in re.findall(r"(?<![\w-])(--[a-z][a-z-]+)", line.split("#")[0])}
-    assert flags, f"the README shows no {script} command"
+    assert flags, f"the docs show no {script} command"
     usage = run_script(script, make_fake_az(), "--help", secrets=False).stdout
     for flag in flags:
-        assert flag in usage, f"README gives deploy/{script} {flag}, which --help does not list"
+        assert flag in usage, f"the docs give deploy/{script} {flag}, which --help does not list"

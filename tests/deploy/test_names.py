@@ -29,7 +29,7 @@ def test_fit_name_keeps_short_names_and_shortens_long_ones_distinctly():
 def test_the_longest_app_name_deploys_and_tears_down(plan, make_fake_az, env_file, project_dir):
     assert len(LONG_APP) == 60
     fake = make_fake_az()
-    result = run_script("deploy.sh", fake, "--env-file", env_file, "--project-dir", project_dir, "--plan", plan,
+    result = run_script("deploy.sh", fake, "--env-file", env_file, "--project-dir", project_dir, "--hosting-plan", plan,
                         "--app-name", LONG_APP, "--alert-email", "ops@example.com")
     assert_ok(result)
     assert not parse_failures(fake.calls())
@@ -41,12 +41,12 @@ def test_the_longest_app_name_deploys_and_tears_down(plan, make_fake_az, env_fil
     workspace = next(r["name"] for r in state["arm"].values()
                      if r["type"] == "Microsoft.OperationalInsights/workspaces")
     assert len(workspace) <= 63
-    assert len(state["event_subscriptions"]) == (2 if plan == "flex" else 1)
+    assert len(state["event_subscriptions"]) == 2
     if plan != "flex":
         return  # the second run and the teardown find the same names whatever the plan
 
     fake.clear_log()
-    again = run_script("deploy.sh", fake, "--env-file", env_file, "--project-dir", project_dir, "--plan", plan,
+    again = run_script("deploy.sh", fake, "--env-file", env_file, "--project-dir", project_dir, "--hosting-plan", plan,
                        "--app-name", LONG_APP, "--alert-email", "ops@example.com")
     assert_ok(again)
     assert [c for c in fake.calls() if is_mutating(c)] == [], "the shortened names are found again"

@@ -119,7 +119,7 @@ def test_dry_run_works_without_az_installed(plan, tmp_path, env_file, project_di
     env = {"PATH": str(bin_dir), "HOME": str(tmp_path), "LANG": "C.UTF-8",
            "DEPLOY_BUILD_DIR": str(tmp_path / "build"), **SECRETS}
     result = subprocess.run(["bash", str(DEPLOY_DIR / "deploy.sh"), "--env-file", str(env_file), "--project-dir",
-                             str(project_dir), "--plan", plan, "--dry-run", "--alert-email", "ops@example.com"],
+                             str(project_dir), "--hosting-plan", plan, "--dry-run", "--alert-email", "ops@example.com"],
                             capture_output=True, text=True, env=env)
     assert_ok(result)
     commands = dry_run_commands(result.stdout)
