@@ -145,11 +145,11 @@ def run_naive(parts, env: dict, sample_images: int, images: int, products: int, 
     """One Wallie request per image and one TRAEDE request per product, serially, on a sample of whole
     products; the request times scaled to the catalog per request kind, plus one real listing of the whole
     container (``listing_s``, measured, not scaled from a page)."""
-    from shared.catalog import ImageRecord, SignedImage
-    from shared.payloads import traede_product, wallie_record
-    from shared.settings import Settings
-    from shared.traede import TraedeClient
-    from shared.wallie import WallieClient
+    from shared.catalog.container import ImageRecord, SignedImage
+    from shared.partners.payloads import traede_product, wallie_record
+    from shared.config.settings import Settings
+    from shared.partners.traede import TraedeClient
+    from shared.partners.wallie import WallieClient
 
     settings = Settings.from_env(env)
     wallie = WallieClient.from_settings(settings.wallie, settings.http, pool_size=1)
@@ -211,8 +211,8 @@ def run_catalog(args: argparse.Namespace) -> tuple[dict, list]:
 
     from bench.storage import ensure_catalog
     from devtools.azurite import Azurite
-    from shared.factory import Components
-    from shared.settings import Settings
+    from shared.app.factory import Components
+    from shared.config.settings import Settings
 
     with Azurite(persist_dir=None if args.in_memory else args.data_dir, extra_args=("--loose",)) as azurite:
         service = BlobServiceClient.from_connection_string(azurite.connection_string)

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds a received message stays invisible (a crashed instance's message reappears)")
     args = parser.parse_args(argv)
 
-    from shared import jobs
+    from shared.app import jobs
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

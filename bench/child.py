@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.synthetic:
         return synthetic(*args.synthetic)
     started = time.perf_counter()
-    from shared.factory import Components
-    from shared.settings import Settings
+    from shared.app.factory import Components
+    from shared.config.settings import Settings
 
     imported = time.perf_counter() - started
     profiler = None
@@ -70,8 +70,8 @@ def usage() -> dict:
 
 def listing_only() -> int:
     """Every page of the container, fetched and parsed, nothing described, signed or sent."""
-    from shared.factory import Components
-    from shared.settings import Settings
+    from shared.app.factory import Components
+    from shared.config.settings import Settings
 
     with Components(Settings.from_env()) as parts:
         started = time.perf_counter()
@@ -89,13 +89,13 @@ def synthetic(images: int, products: int) -> int:
 
     from bench.synthetic import SyntheticListing
     from devtools.azurite import ACCOUNT, ACCOUNT_KEY
-    from shared.catalog import Catalog
-    from shared.layout import PathLayout
-    from shared.sas import SasSigner
-    from shared.settings import Settings
-    from shared.sync import SyncEngine
-    from shared.traede import TraedeClient
-    from shared.wallie import WallieClient
+    from shared.catalog.container import Catalog
+    from shared.catalog.layout import PathLayout
+    from shared.storage.sas import SasSigner
+    from shared.config.settings import Settings
+    from shared.engine.sync import SyncEngine
+    from shared.partners.traede import TraedeClient
+    from shared.partners.wallie import WallieClient
 
     settings = Settings.from_env()
     # Signing needs an account key, not a connection: nothing is listening at this endpoint.
@@ -124,9 +124,9 @@ def fan_out() -> int:
     in Azure the scale controller runs them side by side)."""
     from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
-    from shared import shards
-    from shared.factory import Components
-    from shared.settings import Settings
+    from shared.coordination import shards
+    from shared.app.factory import Components
+    from shared.config.settings import Settings
 
     settings = Settings.from_env()
     with Components(settings) as parts:

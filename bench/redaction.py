@@ -30,7 +30,10 @@ from typing import Any
 from collections.abc import Iterator
 from urllib.parse import quote
 
-from shared import redact, sas
+from shared import redact
+
+
+from shared.storage import sas
 
 DEV_CONNECTION = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey="
                   "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
@@ -73,12 +76,12 @@ def time_signing(blobs: list[str], on: bool) -> float:
 
 def time_history(blobs: list[str], on: bool) -> float:
     """``_Parts`` of a full sync: the ledger's entries (written redacted already) and the report's head."""
-    from shared.catalog import ImageRecord, SignedImage, image_id_for
-    from shared.history import _Parts
-    from shared.lanes import Unit
-    from shared.ledger import Ledger
-    from shared.payloads import traede_product, wallie_record
-    from shared.report import SyncReport
+    from shared.catalog.container import ImageRecord, SignedImage, image_id_for
+    from shared.runs.history import _Parts
+    from shared.engine.lanes import Unit
+    from shared.runs.ledger import Ledger
+    from shared.partners.payloads import traede_product, wallie_record
+    from shared.runs.report import SyncReport
 
     sign = signer()
     ledger = Ledger()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 
-from shared.listing import LIST_PAGE_SIZE, ListedBlob
+from shared.catalog.listing import LIST_PAGE_SIZE, ListedBlob
 
 from .storage import catalog_names
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from azure.storage.blob import BlobServiceClient
 
-from shared.cli import main as cli_main
+from shared.app.cli import main as cli_main
 
 from .azurite import Azurite
 from .sandboxes import TraedeSandbox, WallieSandbox

@@ -1,7 +1,7 @@
 """HTTP page, protected by a function key: the contact sheet of a run or a product from the deployed app.
 
 ``GET /api/runs/sheet?run=<run id>|latest`` or ``?item=<product id>``: the same self-contained page as
-``image-sync runs sheet`` (see ``shared/contact_sheet.py``), whose thumbnails are SAS URLs valid for one
+``image-sync runs sheet`` (see ``shared/runs/contact_sheet.py``), whose thumbnails are SAS URLs valid for one
 hour. The response is never cached and sends no referrer, so neither the function key nor a SAS URL
 travels further than the browser that asked. Its Content-Security-Policy allows the page's one style sheet
 and one script by their hashes (no 'unsafe-inline'), images, and no framing.
@@ -10,8 +10,8 @@ import logging
 
 import azure.functions as func
 
-from shared import jobs
-from shared.contact_sheet import CONTENT_SECURITY_POLICY
+from shared.app import jobs
+from shared.runs.contact_sheet import CONTENT_SECURITY_POLICY
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()

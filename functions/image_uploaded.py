@@ -15,7 +15,7 @@ import os
 import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob
 
-from shared import jobs
+from shared.app import jobs
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()

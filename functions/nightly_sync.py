@@ -9,7 +9,7 @@ import logging
 
 import azure.functions as func
 
-from shared import jobs
+from shared.app import jobs
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()

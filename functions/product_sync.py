@@ -1,4 +1,4 @@
-"""Queue trigger: one pending product's complete image set to TRAEDE (see ``shared/product_queue.py``).
+"""Queue trigger: one pending product's complete image set to TRAEDE (see ``shared/coordination/product_queue.py``).
 
 ``image_uploaded`` and ``image_deleted`` mark their product pending and queue one message per burst,
 invisible for ``PRODUCT_SYNC_DELAY_SECONDS``; this function then sends the product, together with up to
@@ -11,7 +11,7 @@ import logging
 
 import azure.functions as func
 
-from shared import jobs
+from shared.app import jobs
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()

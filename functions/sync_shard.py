@@ -1,4 +1,4 @@
-"""Queue trigger: one shard of the nightly fan-out (see ``shared/shards.py``).
+"""Queue trigger: one shard of the nightly fan-out (see ``shared/coordination/shards.py``).
 
 The timer enqueues a shard per ``SYNC_SHARD_PRODUCTS`` products when the catalog is too large for one
 invocation; the scale controller spreads the messages over instances. A shard whose deliveries failed
@@ -9,7 +9,7 @@ import logging
 
 import azure.functions as func
 
-from shared import jobs
+from shared.app import jobs
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()

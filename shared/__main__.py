@@ -1,6 +1,6 @@
 """``python -m shared``: the operator CLI."""
 import sys
 
-from .cli import main
+from .app.cli import main
 
 sys.exit(main())

@@ -85,6 +85,6 @@ def sync_env(storage_env, wallie, traede) -> dict:
 def _fresh_jobs_cache():
     """Trigger code caches its parts per worker; each test starts without them."""
     yield
-    from shared import jobs
+    from shared.app import jobs
 
     jobs.reset()

@@ -8,8 +8,8 @@ import logging
 import pytest
 
 from devtools.images import jpeg, png
-from shared.catalog import image_id_for
-from shared.cli import main as cli_main
+from shared.catalog.container import image_id_for
+from shared.app.cli import main as cli_main
 
 LONG = "x" * 1000
 

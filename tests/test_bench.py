@@ -10,11 +10,11 @@ from urllib.parse import quote
 import pytest
 
 from devtools.images import jpeg
-from shared.catalog import Catalog
-from shared.listing import parse_listing
-from shared.layout import PathLayout
-from shared.sas import SasSigner
-from shared.settings import DEFAULT_PATH_PATTERN
+from shared.catalog.container import Catalog
+from shared.catalog.listing import parse_listing
+from shared.catalog.layout import PathLayout
+from shared.storage.sas import SasSigner
+from shared.config.settings import DEFAULT_PATH_PATTERN
 
 REPO = Path(__file__).resolve().parent.parent
 KEYS = {"images", "products", "wall_s", "floor_s", "wall_per_floor", "listing_s", "signing_s", "request_floor_s",
@@ -87,7 +87,7 @@ def test_raw_listing_describes_every_blob_exactly_as_the_sdk_listing(varied):
 def test_image_ids_are_still_uuid5_of_the_blob_name():
     import uuid
 
-    from shared.catalog import IMAGE_ID_NAMESPACE, image_id_for
+    from shared.catalog.container import IMAGE_ID_NAMESPACE, image_id_for
 
     for name in NAMES + ["", "a" * 1024, "😀/front.jpg", "100/BLK/front.jpg"]:
         assert image_id_for(name) == str(uuid.uuid5(IMAGE_ID_NAMESPACE, name))

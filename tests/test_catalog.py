@@ -1,7 +1,7 @@
 """The catalog against a real Azurite container."""
-from shared.catalog import Catalog, ImageRecord, SkippedBlob, split_entries
-from shared.layout import PathLayout
-from shared.settings import DEFAULT_PATH_PATTERN
+from shared.catalog.container import Catalog, ImageRecord, SkippedBlob, split_entries
+from shared.catalog.layout import PathLayout
+from shared.config.settings import DEFAULT_PATH_PATTERN
 from devtools.images import jpeg, png
 
 

@@ -22,7 +22,7 @@ import pytest
 
 from devtools.azurite import ACCOUNT_KEY
 from devtools.images import jpeg, png
-from shared.cli import main as cli_main
+from shared.app.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parent.parent
 OUTPUT = REPO / "tests" / "output"

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from shared.coordination import FENCES, FullSyncFences, PendingMarks, ProductLocks, StateContainer
+from shared.coordination.state import FENCES, FullSyncFences, PendingMarks, ProductLocks, StateContainer
 
 
 @pytest.fixture

@@ -23,11 +23,11 @@ import pytest
 from devtools.azurite import Azurite
 from devtools.images import jpeg
 from devtools.queue_host import QueueHost
-from shared import jobs
-from shared.cli import EXIT_OK, EXIT_PROBLEMS
-from shared.catalog import image_id_for
-from shared.cli import main as cli_main
-from shared.coordination import FullSyncFences, StateContainer
+from shared.app import jobs
+from shared.app.cli import EXIT_OK, EXIT_PROBLEMS
+from shared.catalog.container import image_id_for
+from shared.app.cli import main as cli_main
+from shared.coordination.state import FullSyncFences, StateContainer
 from tests.conftest import TRAEDE_CREDENTIALS, WALLIE_CREDENTIALS
 from tests.host_objects import sdk_blob_client
 from tests.storage_proxy import StorageProxy
@@ -73,8 +73,8 @@ def cli_process(env, *args, page_size=None):
     """``image-sync`` in a process of its own (so it can be killed), optionally listing ``page_size`` blobs a page."""
     code = "import sys\n"
     if page_size:
-        code += f"import shared.listing as listing\nlisting.LIST_PAGE_SIZE = {page_size}\n"
-    code += "from shared.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+        code += f"import shared.catalog.listing as listing\nlisting.LIST_PAGE_SIZE = {page_size}\n"
+    code += "from shared.app.cli import main\nsys.exit(main(sys.argv[1:]))\n"
     return subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO, env={**os.environ, **env},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
@@ -183,7 +183,7 @@ def test_the_state_container_deleted_with_messages_queued_loses_no_product(app_e
 def test_a_message_whose_own_mark_was_settled_is_dropped_and_any_other_is_sent(app_env, container, traede):
     """The settled record proves that a late duplicate is obsolete, so a healthy queue costs no extra sends;
     a message it does not prove obsolete is sent."""
-    from shared.product_queue import ProductMessage
+    from shared.coordination.product_queue import ProductMessage
 
     host = QueueHost.for_function("product_sync", app_env["PRODUCT_SYNC_QUEUE"], app_env["IMAGES_STORAGE"])
     upload(container, "8500/BLK/front.jpg")
@@ -339,8 +339,8 @@ def _service(env):
 def test_every_storage_call_gives_up_within_its_budget_when_storage_is_gone():
     """Storage that refuses connections: each call (blob or queue) fails within about CALL_BUDGET_SECONDS,
     not after the SDK's 4 + 10 + 28 s of back-off."""
-    from shared.settings import Settings
-    from shared.storage import CALL_BUDGET_SECONDS, blob_service, queue_client
+    from shared.config.settings import Settings
+    from shared.storage.clients import CALL_BUDGET_SECONDS, blob_service, queue_client
 
     from devtools.azurite import ACCOUNT, ACCOUNT_KEY
 
@@ -361,9 +361,9 @@ def test_a_listing_that_storage_stops_answering_ends_at_the_stall_limit():
     import socket
     import threading
 
-    from shared.listing import ContainerListing, ListingStalled
-    from shared.settings import Settings
-    from shared.storage import blob_service
+    from shared.catalog.listing import ContainerListing, ListingStalled
+    from shared.config.settings import Settings
+    from shared.storage.clients import blob_service
 
     from devtools.azurite import ACCOUNT, ACCOUNT_KEY
 

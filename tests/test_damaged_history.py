@@ -13,8 +13,8 @@ from datetime import datetime, UTC
 import pytest
 
 from devtools.images import png
-from shared import history
-from shared.cli import main as cli_main
+from shared.runs import history
+from shared.app.cli import main as cli_main
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -5,7 +5,7 @@ import pytest
 
 from devtools.azurite import free_port
 from devtools.images import jpeg
-from shared.cli import main as cli_main
+from shared.app.cli import main as cli_main
 
 CHECKS = ["settings", "storage", "layout", "sas", "history", "wallie", "traede"]
 

@@ -26,9 +26,9 @@ import pytest
 import requests
 
 from devtools.images import jpeg, png
-from shared import jobs
-from shared.catalog import image_id_for
-from shared.cli import main as cli_main
+from shared.app import jobs
+from shared.catalog.container import image_id_for
+from shared.app.cli import main as cli_main
 from tests.conftest import TRAEDE_CREDENTIALS, WALLIE_CREDENTIALS
 from datetime import UTC
 
@@ -422,9 +422,9 @@ def test_a_dot_segment_in_a_url_survives_every_client(azurite, container):
     """Names that reach a partner with a dot segment (a layout placed by metadata) still download."""
     from datetime import timedelta
 
-    from shared.sas import SasSigner
-    from shared.storage import blob_service
-    from shared.settings import Settings
+    from shared.storage.sas import SasSigner
+    from shared.storage.clients import blob_service
+    from shared.config.settings import Settings
 
     put_raw(azurite, container.container_name, "shots/../9000_1.jpg", b"dotted-bytes")
     settings = Settings.from_env({"IMAGES_STORAGE": azurite.connection_string,

@@ -13,16 +13,16 @@ import pytest
 
 from devtools.azurite import Azurite, free_port
 from devtools.images import png
-from shared.catalog import Catalog, image_id_for
-from shared.cli import main as cli_main
-from shared.factory import Components
-from shared.layout import PathLayout
-from shared.sas import SasSigner
-from shared.settings import HttpSettings, Settings
-from shared.storage import blob_service
-from shared.sync import SyncEngine
-from shared.traede import TraedeClient
-from shared.wallie import WallieClient
+from shared.catalog.container import Catalog, image_id_for
+from shared.app.cli import main as cli_main
+from shared.app.factory import Components
+from shared.catalog.layout import PathLayout
+from shared.storage.sas import SasSigner
+from shared.config.settings import HttpSettings, Settings
+from shared.storage.clients import blob_service
+from shared.engine.sync import SyncEngine
+from shared.partners.traede import TraedeClient
+from shared.partners.wallie import WallieClient
 from tests.conftest import TRAEDE_CREDENTIALS, WALLIE_CREDENTIALS
 
 pytestmark = pytest.mark.timeout(120)

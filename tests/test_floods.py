@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from devtools.images import png
-from shared.catalog import image_id_for
-from shared.cli import main as cli_main
+from shared.catalog.container import image_id_for
+from shared.app.cli import main as cli_main
 
 pytestmark = pytest.mark.timeout(300)
 SLASHES = [f"{9000 + n // 10}//img-{n}.jpg" for n in range(1000)]

@@ -12,9 +12,9 @@ import pytest
 from azurefunctions.extensions.bindings.blob.blobClientConverter import BlobClientConverter
 
 from devtools.images import jpeg
-from shared.catalog import image_id_for
+from shared.catalog.container import image_id_for
 from azure.functions.timer import TimerRequest
-from shared.jobs import SyncFailed
+from shared.app.jobs import SyncFailed
 from tests.host_objects import deleted_event, sdk_blob_client
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,7 +77,7 @@ socket.create_connection = refuse
 started = time.perf_counter()
 import function_app
 seconds = time.perf_counter() - started
-from shared import jobs
+from shared.app import jobs
 ours = sorted(k for k in read if isinstance(k, str) and k.startswith(("IMAGES_", "WALLIE_", "TRAEDE_", "SAS_", "SYNC_", "HTTP_",
                                                "LOG_LEVEL", "BLOB_TRIGGER", "IMAGE_PATH")))
 source = [f for f in function_app.app.get_functions() if f.get_function_name() == "image_uploaded"][0]
@@ -205,7 +205,7 @@ def test_image_deleted_resyncs_the_product_without_the_image(app_env, container,
     from functions.image_deleted import image_deleted
 
     seed_product(container, kinds=("front", "back", "detail"))
-    from shared.cli import main
+    from shared.app.cli import main
     assert main(["sync"], env=app_env) == 0
     assert len(traede.products["700"]) == 3
     container.delete_blob("700/BLK/back.jpg")

@@ -15,10 +15,11 @@ from azure.storage.blob import BlobServiceClient
 
 from devtools.azurite import ACCOUNT_KEY
 from devtools.images import jpeg
-from shared import history, jobs
-from shared.cli import main as cli_main
-from shared.history import RunHistory
-from shared.report import SyncReport
+from shared.runs import history
+from shared.app import jobs
+from shared.app.cli import main as cli_main
+from shared.runs.history import RunHistory
+from shared.runs.report import SyncReport
 from tests.host_objects import deleted_event, sdk_blob_client
 
 pytestmark = pytest.mark.timeout(180)

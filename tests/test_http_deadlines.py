@@ -11,8 +11,8 @@ import pytest
 
 from devtools.sandboxes import TraedeSandbox
 from shared.errors import RedirectError, TooLargeError, TransientError
-from shared.settings import HttpSettings
-from shared.traede import TraedeClient
+from shared.config.settings import HttpSettings
+from shared.partners.traede import TraedeClient
 from tests.conftest import TRAEDE_CREDENTIALS
 
 pytestmark = pytest.mark.timeout(60)

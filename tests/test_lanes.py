@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 
-from shared.lanes import Lane, Unit
-from shared.report import SyncReport
-from shared.settings import HttpSettings
-from shared.stopping import StopSignal
-from shared.wallie import WallieClient
+from shared.engine.lanes import Lane, Unit
+from shared.runs.report import SyncReport
+from shared.config.settings import HttpSettings
+from shared.engine.stopping import StopSignal
+from shared.partners.wallie import WallieClient
 from tests.conftest import WALLIE_CREDENTIALS
 
 

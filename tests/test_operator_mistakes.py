@@ -168,7 +168,7 @@ def test_debug_shows_each_partner_request_and_each_listing_page(container, sync_
                                                       ("traede", "/products/images/sync", "200")}
     assert len([r for r in requests if r[1] == "/Images/urls"]) == 2
     assert re.search(r"DEBUG shared\.listing: listed page 1 of '[^']+': 4 blobs in \d+ ms, the last", result.stderr)
-    assert "INFO shared.cli: sync started: container" in result.stderr
+    assert "INFO shared.app.cli: sync started: container" in result.stderr
     secrets = [WALLIE_CREDENTIALS["password"], *TRAEDE_CREDENTIALS.values(), *wallie._tokens]
     assert not [s for s in secrets if s in result.stderr] and "sig=" not in result.stderr.replace("sig=REDACTED", "")
 
@@ -182,7 +182,7 @@ def test_progress_lines_reach_a_pipe_with_totals_once_known(container, sync_env,
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stderr.splitlines() if "progress:" in line]
     assert len(lines) >= 3, result.stderr
-    assert lines[0].startswith("INFO shared.cli: progress: ") and "images listed" in lines[0]
+    assert lines[0].startswith("INFO shared.app.cli: progress: ") and "images listed" in lines[0]
     assert any("24 images listed (all)" in line and "of 24 images" in line and "of 12 products" in line for line in lines)
 
 
@@ -243,7 +243,7 @@ def test_the_report_says_what_each_partner_got_per_product(container, sync_env, 
 
 
 def test_control_characters_from_a_partner_never_reach_the_operators_terminal():
-    from shared.cli import _printable
+    from shared.app.cli import _printable
 
     line = "rejected: traede: item '1': HTTP 400: \x1b]0;owned\x07\x1b[2J<html>bad</html>\r"
     shown = _printable(line)

@@ -6,9 +6,9 @@ import pytest
 from devtools.azurite import free_port
 from devtools.sandboxes import TraedeSandbox
 from shared.errors import AuthError, RejectedError, TransientError
-from shared.settings import HttpSettings
-from shared.traede import TraedeClient
-from shared.wallie import WallieClient
+from shared.config.settings import HttpSettings
+from shared.partners.traede import TraedeClient
+from shared.partners.wallie import WallieClient
 from tests.conftest import TRAEDE_CREDENTIALS, WALLIE_CREDENTIALS
 
 FAST = HttpSettings(timeout_seconds=5, max_retries=2, backoff_seconds=0.01, max_retry_seconds=30)

@@ -3,8 +3,8 @@ import io
 import json
 
 from devtools.images import png
-from shared.catalog import image_id_for
-from shared.cli import main as cli_main
+from shared.catalog.container import image_id_for
+from shared.app.cli import main as cli_main
 
 CODES = "_config/partner-codes.csv"
 
@@ -175,7 +175,7 @@ def test_a_bad_mapping_file_stops_the_run_before_anything_is_sent_naming_file_an
     code, err = sync(env)
     assert code == 2 and f"PARTNER_CODES_FILE={CODES!r}: no such blob" in err, err
     container.upload_blob(CODES, b"kind,code,wallie,traede\n" + b"item,1,W,T\n" * 10, overwrite=True)
-    import shared.partner_codes as partner_codes
+    import shared.catalog.partner_codes as partner_codes
     limit, partner_codes.MAX_FILE_BYTES = partner_codes.MAX_FILE_BYTES, 64  # a wrong blob named: not read
     try:
         code, err = sync(env)
@@ -234,7 +234,7 @@ def test_flat_layouts_cannot_move_products_by_metadata_either(container, sync_en
 def test_codes_match_in_unicode_nfc_and_the_codes_file_is_no_product(container, sync_env, wallie, traede):
     import unicodedata
 
-    from shared import jobs
+    from shared.app import jobs
 
     nfd = unicodedata.normalize("NFD", "BLÅ")
     put(container, f"100001/{nfd}/front.jpg")  # a folder named on a Mac

@@ -20,8 +20,8 @@ import pytest
 
 from devtools.images import jpeg
 from devtools.queue_host import QueueHost
-from shared import jobs
-from shared.cli import main as cli_main
+from shared.app import jobs
+from shared.app.cli import main as cli_main
 from tests.host_objects import deleted_event, sdk_blob_client
 from tests.workers import Workers
 
@@ -226,8 +226,8 @@ def test_repeated_events_for_one_blob_cost_at_most_one_extra_send(app_env, conta
 # -- full syncs and the product path ----------------------------------------------------------------
 
 def test_a_full_sync_leaves_a_product_being_sent_to_its_sender(app_env, container, traede, wallie):
-    from shared.factory import Components
-    from shared.settings import Settings
+    from shared.app.factory import Components
+    from shared.config.settings import Settings
 
     for item in ("6000", "6001"):
         container.upload_blob(f"{item}/BLK/front.jpg", jpeg(note=item))

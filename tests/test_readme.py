@@ -27,7 +27,7 @@ def test_every_setting_in_the_readme_table_is_read_and_listed_in_the_example():
     table = README.split("## Settings", 1)[1].split("\n## ", 1)[0]
     names = set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)`", table, flags=re.M))
     names |= set(re.findall(r"^\| `[A-Z_]+` / `([A-Z][A-Z0-9_]+)`", table, flags=re.M))
-    settings_source = open(os.path.join(REPO, "shared", "settings.py"), encoding="utf-8").read()
+    settings_source = open(os.path.join(REPO, "shared", "config", "settings.py"), encoding="utf-8").read()
     example = json.load(open(os.path.join(REPO, "local.settings.json.example")))["Values"]
     assert len(names) > 20
     for name in names - HOST_SETTINGS:

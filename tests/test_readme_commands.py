@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from devtools.images import jpeg
-from shared.cli import build_parser
+from shared.app.cli import build_parser
 
 REPO = Path(__file__).resolve().parent.parent
 # The README and the guides it links to (docs/deploy.md holds the deploy's commands).

@@ -5,7 +5,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from shared.sas import SasSigner
+from shared.storage.sas import SasSigner
 from devtools.images import jpeg
 
 ODD_NAMES = [

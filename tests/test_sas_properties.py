@@ -9,8 +9,8 @@ import requests
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from shared.errors import ConfigError
-from shared.sas import SasSigner
-from shared.settings import Settings
+from shared.storage.sas import SasSigner
+from shared.config.settings import Settings
 
 KEY = "a2V5LWZvci1wcm9wZXJ0eS10ZXN0cw=="
 # Blob names as Azure allows them: 1-1024 characters, no control characters; segments never empty

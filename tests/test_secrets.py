@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from shared import jobs
-from shared.cli import main as cli_main
+from shared.app import jobs
+from shared.app.cli import main as cli_main
 from tests.conftest import TRAEDE_CREDENTIALS, WALLIE_CREDENTIALS
 from devtools.images import png
 
@@ -117,7 +117,7 @@ def test_log_level_controls_our_verbosity(container, sync_env, wallie, traede):
         stream = io.StringIO()
         logging.getLogger().handlers[:] = [logging.StreamHandler(stream)]
         try:
-            jobs.log_report(jobs.full_sync({**sync_env, "LOG_LEVEL": level}), logging.getLogger("shared.jobs"))
+            jobs.log_report(jobs.full_sync({**sync_env, "LOG_LEVEL": level}), logging.getLogger("shared.app.jobs"))
         finally:
             logging.getLogger().handlers[:] = []
         assert ("skipped: '9100/notes.txt'" in stream.getvalue()) is shown, (level, stream.getvalue())

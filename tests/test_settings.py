@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.cli import main as cli_main
+from shared.app.cli import main as cli_main
 from shared.errors import ConfigError
-from shared.settings import DEFAULT_PATH_PATTERN, Settings
+from shared.config.settings import DEFAULT_PATH_PATTERN, Settings
 
 BASE = {"IMAGES_STORAGE": "UseDevelopmentStorage=true"}
 WALLIE = {"WALLIE_BASE_URL": "https://wallie.example", "WALLIE_TENANT": "T", "WALLIE_USERNAME": "u",
@@ -104,8 +104,8 @@ READ = re.compile(r"""\br\.(?:text|required|number|integer|choice|flag)\(\s*["']
 
 
 def settings_read():
-    """Every setting name shared/settings.py reads (the single place that reads the environment)."""
-    return sorted(set(READ.findall((ROOT / "shared" / "settings.py").read_text())))
+    """Every setting name shared/config/settings.py reads (the single place that reads the environment)."""
+    return sorted(set(READ.findall((ROOT / "shared" / "config" / "settings.py").read_text())))
 
 
 def test_the_list_of_settings_is_found():

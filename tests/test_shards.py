@@ -10,11 +10,11 @@ from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
 from devtools.images import jpeg
-from shared import jobs
+from shared.app import jobs
 from shared.errors import ConfigError
-from shared.jobs import SyncFailed
-from shared.settings import Settings
-from shared.shards import Shard, group_key
+from shared.app.jobs import SyncFailed
+from shared.config.settings import Settings
+from shared.coordination.shards import Shard, group_key
 
 
 @pytest.fixture
@@ -106,7 +106,7 @@ def test_fan_out_yields_exactly_the_single_process_result(container, shard_env, 
 def test_shard_ranges_partition_every_key(container, shard_env):
     seed(container)
     jobs.components().catalog.page_size = 5
-    from shared.shards import plan
+    from shared.coordination.shards import plan
 
     parts = jobs.components()
     shards, groups, listed = plan(parts.catalog, 3, container.container_name)
@@ -204,7 +204,7 @@ class NoToken:
 
 
 def test_identity_mode_needs_the_queue_endpoint_to_fan_out():
-    from shared.storage import queue_client
+    from shared.storage.clients import queue_client
 
     storage = Settings.from_env({"IMAGES_STORAGE__blobServiceUri": "https://acct.blob.core.windows.net"}).storage
     with pytest.raises(ConfigError, match="IMAGES_STORAGE__queueServiceUri is not set"):

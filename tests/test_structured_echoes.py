@@ -18,8 +18,8 @@ import pytest
 
 from devtools.images import png
 from devtools.sandboxes.base import ECHO_FORMS
-from shared.catalog import image_id_for
-from shared.cli import main as cli_main
+from shared.catalog.container import image_id_for
+from shared.app.cli import main as cli_main
 
 pytestmark = pytest.mark.timeout(180)
 

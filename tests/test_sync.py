@@ -6,8 +6,8 @@ import json
 
 from devtools.images import jpeg, png
 from devtools.seed import SAMPLE_IMAGES, seed
-from shared.catalog import image_id_for
-from shared.cli import main as cli_main
+from shared.catalog.container import image_id_for
+from shared.app.cli import main as cli_main
 
 
 def sync(env, *args):

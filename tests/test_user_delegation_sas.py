@@ -15,9 +15,9 @@ from azure.core.credentials import AccessToken
 
 from devtools.azurite import Azurite
 from devtools.images import jpeg
-from shared.sas import SasSigner
-from shared.settings import Settings
-from shared.storage import blob_service
+from shared.storage.sas import SasSigner
+from shared.config.settings import Settings
+from shared.storage.clients import blob_service
 
 
 class LocalIdentityCredential:

@@ -13,8 +13,8 @@ from datetime import datetime, UTC
 from typing import Any
 from collections.abc import Iterable
 
-from .catalog import SkippedBlob
-from .redact import redact
+from ..catalog.container import SkippedBlob
+from ..redact import redact
 
 STORAGE = "storage"  # not a partner: where listing failures are reported
 

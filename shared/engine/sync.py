@@ -18,13 +18,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from azure.core.exceptions import AzureError
 
-from .catalog import Catalog, CatalogEntry, ImageRecord, SignedImage, SkippedBlob
-from .errors import SigningError
-from .http import Answer
+from ..catalog.container import Catalog, CatalogEntry, ImageRecord, SignedImage, SkippedBlob
+from ..errors import SigningError
+from ..partners.http import Answer
 from .lanes import Lane, Unit
-from .partner_codes import TRAEDE, WALLIE, PartnerCodes, missing_code, nfc, partner_ids
-from .payloads import DEFAULT_TRAEDE_OPTIONS, TraedeOptions, traede_product, wallie_record
-from .report import STORAGE, Problem, SyncReport
+from ..catalog.partner_codes import TRAEDE, WALLIE, PartnerCodes, missing_code, nfc, partner_ids
+from ..partners.payloads import DEFAULT_TRAEDE_OPTIONS, TraedeOptions, traede_product, wallie_record
+from ..runs.report import STORAGE, Problem, SyncReport
 
 Guard = Callable[[], float]
 

@@ -40,13 +40,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from collections.abc import Callable, Iterable
 
-from .catalog import SkippedBlob
-from .coordination import FenceInfo, FullSyncFence, FullSyncFences, Mark, PendingMarks, ProductLocks, StateContainer
-from .errors import ConfigError, ImageSyncError, StateError
-from .report import Problem, SyncReport
+from ..catalog.container import SkippedBlob
+from .state import FenceInfo, FullSyncFence, FullSyncFences, Mark, PendingMarks, ProductLocks, StateContainer
+from ..errors import ConfigError, ImageSyncError, StateError
+from ..runs.report import Problem, SyncReport
 
 if TYPE_CHECKING:
-    from .sync import SyncEngine
+    from ..engine.sync import SyncEngine
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class ProductQueue:
 
     @property
     def _partner(self) -> str:
-        from .traede import TraedeClient
+        from ..partners.traede import TraedeClient
 
         return self.engine.traede.name if self.engine.traede else TraedeClient.name
 
@@ -183,7 +183,7 @@ class ProductQueue:
 
         try:
             if self._queue is None:
-                from .storage import ensure_queue
+                from ..storage.clients import ensure_queue
 
                 queue = self._queue_factory()
                 ensure_queue(queue)

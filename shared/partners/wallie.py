@@ -8,10 +8,10 @@ from collections.abc import Callable
 
 import requests
 
-from . import redact
-from .errors import AuthError, PartnerError
+from .. import redact
+from ..errors import AuthError, PartnerError
 from .http import Answer, PartnerHttp
-from .settings import DEFAULT_HTTP, HttpSettings, WallieSettings
+from ..config.settings import DEFAULT_HTTP, HttpSettings, WallieSettings
 
 CHECK_SETTINGS = "check WALLIE_TENANT, WALLIE_USERNAME and WALLIE_PASSWORD"
 # A refused login is remembered this long: the other workers of the same run do not ask again. A login

@@ -13,8 +13,8 @@ from urllib.parse import quote, unquote
 
 from azure.core.exceptions import AzureError
 
-from .errors import ConfigError, SigningError
-from .redact import remember_signature
+from ..errors import ConfigError, SigningError
+from ..redact import remember_signature
 
 # A user-delegation key may live at most 7 days; ask for what the SAS needs plus a margin.
 _DELEGATION_KEY_MARGIN = timedelta(hours=1)

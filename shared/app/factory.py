@@ -4,21 +4,21 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from .catalog import Catalog
-from .coordination import StateContainer
-from .errors import ConfigError
-from .history import RunHistory
-from .layout import PathLayout
-from .partner_codes import PartnerCodes
-from .payloads import TraedeOptions
-from .product_queue import ProductQueue
-from .sas import SasSigner
-from .settings import Settings
-from .stopping import StopSignal
-from .storage import HISTORY_TIMEOUTS, blob_service, default_credential, queue_client
-from .sync import SyncEngine, Target
-from .traede import TraedeClient
-from .wallie import WallieClient
+from ..catalog.container import Catalog
+from ..coordination.state import StateContainer
+from ..errors import ConfigError
+from ..runs.history import RunHistory
+from ..catalog.layout import PathLayout
+from ..catalog.partner_codes import PartnerCodes
+from ..partners.payloads import TraedeOptions
+from ..coordination.product_queue import ProductQueue
+from ..storage.sas import SasSigner
+from ..config.settings import Settings
+from ..engine.stopping import StopSignal
+from ..storage.clients import HISTORY_TIMEOUTS, blob_service, default_credential, queue_client
+from ..engine.sync import SyncEngine, Target
+from ..partners.traede import TraedeClient
+from ..partners.wallie import WallieClient
 
 
 class Components:
@@ -79,7 +79,7 @@ class Components:
 
     def partner_codes(self) -> PartnerCodes:
         """PARTNER_CODES_FILE, read at the start of each run (a changed file applies from the next run)."""
-        from . import partner_codes
+        from ..catalog import partner_codes
 
         assert self.settings.partner_codes_file
         self._codes = partner_codes.load(self.container, self.settings.partner_codes_file, self._codes)
@@ -91,7 +91,7 @@ class Components:
 
     def park(self, queue: str, body: str) -> None:
         """Put a message in a queue of the images account (a poison queue: work retrying cannot cure)."""
-        from .storage import ensure_queue
+        from ..storage.clients import ensure_queue
 
         client = queue_client(self.settings.storage, queue, self.credential)
         try:

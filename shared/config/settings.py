@@ -11,7 +11,7 @@ from typing import overload
 from collections.abc import Mapping
 from urllib.parse import urlparse
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 DEFAULT_CONTAINER = "product-images"
 DEFAULT_PATH_PATTERN = "{item_id}/{color_id}/{name}|{item_id}/{name}"
@@ -93,8 +93,8 @@ class Settings:
 
     def partner_urls(self) -> dict[str, str]:
         """Each configured partner's base URL (no secret in it), by the partner's name."""
-        from .traede import TraedeClient
-        from .wallie import WallieClient
+        from ..partners.traede import TraedeClient
+        from ..partners.wallie import WallieClient
 
         return {client.name: s.base_url for client, s in ((WallieClient, self.wallie), (TraedeClient, self.traede))
                 if s}
@@ -164,7 +164,7 @@ def _endpoint_of(connection_string: str) -> str:
 
 
 def _layout(pattern: str) -> str:
-    from .layout import PathLayout
+    from ..catalog.layout import PathLayout
 
     PathLayout(pattern)  # raises ConfigError naming IMAGE_PATH_PATTERN and what is wrong with it
     return pattern

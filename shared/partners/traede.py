@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import requests
 
-from .errors import AuthError, RejectedError
+from ..errors import AuthError, RejectedError
 from .http import Answer, PartnerHttp
-from .settings import DEFAULT_HTTP, HttpSettings, TraedeSettings
+from ..config.settings import DEFAULT_HTTP, HttpSettings, TraedeSettings
 
 MAX_PRODUCTS_PER_REQUEST = 10  # TRAEDE's documented limit
 CHECK_SETTINGS = "check TRAEDE_ACCESS_TOKEN and TRAEDE_APP_KEY"

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 from collections.abc import Callable
 
-from .catalog import ImageRecord
-from .errors import PartnerError, RejectedError, StopPartnerError, TooLargeError, TransientError
-from .report import Problem, SyncReport, not_sent_reason
+from ..catalog.container import ImageRecord
+from ..errors import PartnerError, RejectedError, StopPartnerError, TooLargeError, TransientError
+from ..runs.report import Problem, SyncReport, not_sent_reason
 
 log = logging.getLogger(__name__)
 # Records a lane holds in memory before it spills batches to disk: a few MB (a Wallie record is ~0.4 KB, a

@@ -14,23 +14,23 @@ import threading
 from typing import Any, TextIO
 from collections.abc import Mapping, Sequence
 
-from . import redact
-from .errors import ConfigError, ImageSyncError
+from .. import redact
+from ..errors import ConfigError, ImageSyncError
 from .factory import Components
-from .history import RUN_KINDS, DamagedHistory, Recording, RunHistory, UnknownRun, listed
-from .ledger import write_report, write_report_to
-from .product_queue import DEFAULT_WAIT_SECONDS, FullSyncBusy
-from .progress import Progress, progress_line
-from .report import SyncReport
-from .settings import Settings
-from .stopping import Stopper
-from .storage import StorageUnreachable, check_container
-from .traede import TraedeClient
-from .wallie import WallieClient
+from ..runs.history import RUN_KINDS, DamagedHistory, Recording, RunHistory, UnknownRun, listed
+from ..runs.ledger import write_report, write_report_to
+from ..coordination.product_queue import DEFAULT_WAIT_SECONDS, FullSyncBusy
+from ..engine.progress import Progress, progress_line
+from ..runs.report import SyncReport
+from ..config.settings import Settings
+from ..engine.stopping import Stopper
+from ..storage.clients import StorageUnreachable, check_container
+from ..partners.traede import TraedeClient
+from ..partners.wallie import WallieClient
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_CONFIG = 0, 1, 2
 EXIT_BUSY = 75  # sysexits' EX_TEMPFAIL: another full sync held on for longer than --wait; try again later
-log = logging.getLogger("shared.cli")
+log = logging.getLogger(__name__)
 
 EPILOG = """\
 exit codes:
@@ -277,7 +277,7 @@ def _runs(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: 
     """``runs``: the kept runs, one run, a product's history, contact sheets (read only)."""
     from azure.core.exceptions import AzureError
 
-    from .storage import QUICK, blob_service, storage_problem
+    from ..storage.clients import QUICK, blob_service, storage_problem
 
     if settings.run_history_container is None:
         print("configuration error: RUN_HISTORY_CONTAINER is empty, so runs keep no report: set it to a container "
@@ -430,7 +430,7 @@ def _write_sheet(history: RunHistory, service: Any, settings: Settings, args: ar
                  stderr: TextIO, damage: list[str]) -> int:
     from datetime import timedelta
 
-    from . import contact_sheet
+    from ..runs import contact_sheet
 
     sign = contact_sheet.signer(service, start_skew=timedelta(minutes=settings.sas_start_skew_minutes))
     if args.sheet_item is not None:

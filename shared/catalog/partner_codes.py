@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 SETTING = "PARTNER_CODES_FILE"
 HEADER = ("kind", "code", "wallie", "traede")

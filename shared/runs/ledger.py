@@ -16,7 +16,7 @@ import threading
 from typing import IO, Any
 from collections.abc import Iterator
 
-from .redact import redact
+from ..redact import redact
 
 
 def public_url(url: str) -> str:
@@ -103,7 +103,7 @@ def write_report(path: str, report_dict: dict[str, Any], ledger: Ledger | None) 
 
 def write_report_to(out: IO[str], report_dict: dict[str, Any], ledger: Ledger | None) -> None:
     """``write_report`` into an open text stream (a file, stdout)."""
-    from .redact import redact_tree
+    from ..redact import redact_tree
 
     head = json.dumps(redact_tree(report_dict), indent=2, ensure_ascii=False)
     if ledger is None or not ledger.partners():

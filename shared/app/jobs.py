@@ -12,17 +12,17 @@ import threading
 from typing import TYPE_CHECKING
 from collections.abc import Callable, Mapping
 
-from . import redact
-from .errors import ImageSyncError
-from .history import Recording
-from .report import SyncReport
-from .settings import Settings
-from .stopping import Stopper
+from .. import redact
+from ..errors import ImageSyncError
+from ..runs.history import Recording
+from ..runs.report import SyncReport
+from ..config.settings import Settings
+from ..engine.stopping import Stopper
 
 if TYPE_CHECKING:  # the parts pull in requests and the storage SDK: imported on first use, not at cold start
     from .factory import Components
-    from .progress import Progress
-    from .shards import FanOut
+    from ..engine.progress import Progress
+    from ..coordination.shards import FanOut
 
 Env = Mapping[str, str] | None  # settings to use instead of the environment (tests)
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def nightly(env: Env = None) -> SyncReport | FanOut:
     """The timer: a full sync in this process, or, for a catalog of more than SYNC_SHARD_PRODUCTS
     products, shards enqueued for ``sync_shard`` (returns a ``shards.FanOut`` then). It also deletes run
     reports older than RUN_HISTORY_DAYS."""
-    from . import shards  # imported on first use: keeps the app's cold start lean
+    from ..coordination import shards  # imported on first use: keeps the app's cold start lean
 
     parts = components(env)
     with _recording(parts, "nightly", prune=True) as rec:
@@ -123,7 +123,7 @@ def nightly(env: Env = None) -> SyncReport | FanOut:
 
 def sync_shard(message: str, env: Env = None) -> SyncReport:
     """One queue message of the nightly fan-out."""
-    from . import shards
+    from ..coordination import shards
 
     parts = components(env)
     with _recording(parts, "shard") as rec:
@@ -137,8 +137,8 @@ def contact_sheet_page(run: str | None, item: str | None, env: Env = None) -> tu
     (HTML, 200), or one line of text saying what is wrong (400, 404)."""
     from datetime import timedelta
 
-    from . import contact_sheet
-    from .history import DamagedHistory, UnknownRun
+    from ..runs import contact_sheet
+    from ..runs.history import DamagedHistory, UnknownRun
 
     if run and item:
         return 400, "give run=<run id> (or latest) or item=<product id>, not both"
@@ -177,7 +177,7 @@ def _started(parts: Components, what: str, rec: Recording) -> SyncReport:
 
 
 def _progress(report: SyncReport) -> Progress:
-    from .progress import Progress
+    from ..engine.progress import Progress
 
     return Progress(report, lambda line: log.info("%s", line), every=PROGRESS_SECONDS)
 

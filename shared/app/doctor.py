@@ -16,15 +16,15 @@ from urllib.parse import urlsplit
 
 import requests
 
-from .catalog import Catalog, ImageRecord
-from .errors import ConfigError, ImageSyncError, PartnerError
-from .layout import PathLayout
-from .redact import redact
-from .sas import SasSigner
-from .settings import HttpSettings, Settings
-from .storage import QUICK, blob_service, storage_problem
-from .traede import TraedeClient
-from .wallie import WallieClient
+from ..catalog.container import Catalog, ImageRecord
+from ..errors import ConfigError, ImageSyncError, PartnerError
+from ..catalog.layout import PathLayout
+from ..redact import redact
+from ..storage.sas import SasSigner
+from ..config.settings import HttpSettings, Settings
+from ..storage.clients import QUICK, blob_service, storage_problem
+from ..partners.traede import TraedeClient
+from ..partners.wallie import WallieClient
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 SAMPLE_SCAN_LIMIT = 5000  # blobs looked at to find one image for the SAS round trip
@@ -100,7 +100,7 @@ def check_layout(catalog: Catalog) -> Result:
 
 def check_partner_codes(container: Any, name: str) -> Result:
     """PARTNER_CODES_FILE can be read and parsed (a bad one stops every sync before it sends anything)."""
-    from . import partner_codes
+    from ..catalog import partner_codes
 
     try:
         codes = partner_codes.load(container, name)

@@ -34,9 +34,9 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from .errors import AuthError, PartnerError, RedirectError, RejectedError, TooLargeError, TransientError
-from .redact import redact
-from .settings import HttpSettings
+from ..errors import AuthError, PartnerError, RedirectError, RejectedError, TooLargeError, TransientError
+from ..redact import redact
+from ..config.settings import HttpSettings
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 BODY_EXCERPT = 2000

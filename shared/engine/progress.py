@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from .report import SyncReport
+from ..runs.report import SyncReport
 
 
 def progress_line(report: SyncReport, elapsed: float) -> str:

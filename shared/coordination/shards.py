@@ -29,13 +29,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from collections.abc import Iterator
 
-from .catalog import Catalog, CatalogEntry
-from .errors import ConfigError
-from .report import SyncReport
-from .storage import ensure_queue, queue_client
+from ..catalog.container import Catalog, CatalogEntry
+from ..errors import ConfigError
+from ..runs.report import SyncReport
+from ..storage.clients import ensure_queue, queue_client
 
 if TYPE_CHECKING:
-    from .factory import Components
+    from ..app.factory import Components
 
 log = logging.getLogger(__name__)
 

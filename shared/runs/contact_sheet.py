@@ -26,8 +26,8 @@ from typing import Any
 from collections.abc import Callable
 
 from .history import RunHistory, listed, part_of, run_kind, run_time
-from .layout import TYPE_NAMES
-from .redact import redact
+from ..catalog.layout import TYPE_NAMES
+from ..redact import redact
 from .report import STORAGE
 
 THUMBNAIL_TTL = timedelta(hours=1)
@@ -86,7 +86,7 @@ class _Page:
 def signer(service: Any, *, start_skew: timedelta) -> Sign:
     """Thumbnail URLs: read-only, one blob each, valid ``THUMBNAIL_TTL``; one ``SasSigner`` per container
     (the account key, or a user-delegation key in Azure)."""
-    from .sas import SasSigner
+    from ..storage.sas import SasSigner
 
     signers: dict[str, SasSigner] = {}
 

@@ -9,7 +9,7 @@ import functools
 import re
 from dataclasses import dataclass
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 # Wallie's image types. 99 = unknown.
 TYPE_FRONT, TYPE_BACK, TYPE_ALTERNATE, TYPE_ZOOM, TYPE_LIFESTYLE, TYPE_PACKAGING = 0, 1, 2, 3, 4, 5

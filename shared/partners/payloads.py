@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 from collections.abc import Iterable
 
-from .catalog import ImageRecord, SignedImage
-from .layout import TYPE_NAMES
-from .partner_codes import PartnerIds, nfc
+from ..catalog.container import ImageRecord, SignedImage
+from ..catalog.layout import TYPE_NAMES
+from ..catalog.partner_codes import PartnerIds, nfc
 
 MAX_FILENAME_BYTES = 255
 

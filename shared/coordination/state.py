@@ -46,7 +46,7 @@ from datetime import datetime, UTC
 from typing import Any
 from urllib.parse import quote, unquote
 
-from .errors import StateError
+from ..errors import StateError
 
 log = logging.getLogger(__name__)
 

@@ -43,9 +43,9 @@ from typing import IO, Any
 from collections.abc import Callable, Iterable, Iterator
 from urllib.parse import quote, unquote
 
-from .errors import ImageSyncError
+from ..errors import ImageSyncError
 from .ledger import Ledger
-from .redact import redact, redact_tree
+from ..redact import redact, redact_tree
 from .report import STORAGE, Problem, SyncReport
 
 log = logging.getLogger(__name__)
@@ -160,8 +160,8 @@ def _unmeta(metadata: dict[str, str] | None) -> dict[str, str]:
 @lru_cache(maxsize=16)
 def _item_separator(pattern: str) -> str | None:
     """With a layout like ``{item_id}/...`` a skipped blob's product is the start of its name."""
-    from .errors import ConfigError
-    from .layout import PathLayout
+    from ..errors import ConfigError
+    from ..catalog.layout import PathLayout
 
     try:
         return PathLayout(pattern).item_prefix_separator
@@ -462,7 +462,7 @@ class RunHistory:
         Per day: the product's own markers (small runs), and the wide runs whose range of products holds it,
         whose one part for this product is read. Never reads a whole report. A code is looked up in each
         spelling a folder may have (NFC, and NFD as a Mac names folders)."""
-        from .partner_codes import nfc_forms
+        from ..catalog.partner_codes import nfc_forms
 
         forms = nfc_forms(item)
         found: list[ItemRun] = []
