@@ -22,7 +22,7 @@ from .catalog import Catalog, CatalogEntry, ImageRecord, SignedImage, SkippedBlo
 from .errors import SigningError
 from .lanes import Lane, Unit
 from .partner_codes import TRAEDE, WALLIE, PartnerCodes, partner_ids
-from .payloads import DEFAULT_TRAEDE_OPTIONS, TraedeOptions, traede_product, wallie_record
+from .payloads import DEFAULT_TRAEDE_OPTIONS, TraedeOptions, traede_product, wallie_record, wallie_record_bytes
 from .report import STORAGE, Problem, SyncReport
 
 Guard = Callable[[], float]
@@ -144,7 +144,8 @@ class SyncEngine:
                         report.add_rejected(Problem(wallie.name, entry.item_id, entry.blob_name,
                                                     f"not sent: {ids.problem}", retryable=False))
                         continue
-                    wallie_batch.append(Unit(wallie_record(signed, ids), entry.item_id, entry.blob_name))
+                    record = wallie_record(signed, ids)
+                    wallie_batch.append(Unit(record, entry.item_id, entry.blob_name, size=wallie_record_bytes(record)))
                     if len(wallie_batch) >= wallie.batch_size:
                         lanes[wallie.name].put(wallie_batch)
                         wallie_batch = []
@@ -266,7 +267,7 @@ class _Products:
             return
         product = traede_product(code, images, options=self.engine.traede_options, colors=colors)
         records = product.records if self.report.ledger is not None else ()  # only the report's ledger reads them
-        self.batch.append(Unit(product.body, item, None, records))
+        self.batch.append(Unit(product.body, item, None, records, size=product.size))
         if len(self.batch) >= self.traede.batch_size:
             self._send_batch()
 

@@ -97,7 +97,10 @@ NAMES = ["100/BLK/front.jpg", "100/BLK/Back Shot.PNG", "100-a/x.jpg", "200/ünï
 def varied(container):
     for name in NAMES:
         data = b"" if name.endswith("empty.jpg") else jpeg(note=name)
-        container.upload_blob(name, data, metadata={"ItemId": "500", "alt": "x"} if name == "stray.jpg" else None)
+        metadata = {"ItemId": "500", "alt": "x"} if name == "stray.jpg" else None
+        if name == "100/BLK/Back Shot.PNG":  # keys named like the listing's own elements
+            metadata = {"Blob": "b", "NextMarker": "m", "Name": "n"}
+        container.upload_blob(name, data, metadata=metadata)
     return container
 
 
@@ -126,6 +129,33 @@ def test_listing_parser_reads_percent_encoded_names():
     (blob,), marker = parse_listing(xml)
     assert (blob.name, blob.size, blob.etag, blob.metadata, blob.content_md5, marker) == \
         ("a\x01b.jpg", 3, "0x1", {"itemid": "7"}, None, "m2")
+
+
+def test_listing_parser_reads_a_body_in_any_chunks_and_metadata_named_like_its_elements():
+    xml = (b'<?xml version="1.0" encoding="utf-8"?><EnumerationResults><Blobs>'
+           b'<Blob><Name>1/a.jpg</Name><Properties><Content-Length>3</Content-Length></Properties>'
+           b'<Metadata><Blob>x</Blob><NextMarker>not-the-marker</NextMarker><Name>n</Name></Metadata></Blob>'
+           b'<Blob><Name>1/b.jpg</Name><Properties><Content-Length>4</Content-Length></Properties>'
+           b'<Metadata><NextMarker>nor-this</NextMarker></Metadata></Blob>'
+           b'</Blobs><NextMarker/></EnumerationResults>')
+    whole = parse_listing(xml)
+    assert [(b.name, b.size, b.metadata) for b in whole[0]] == [
+        ("1/a.jpg", 3, {"Blob": "x", "NextMarker": "not-the-marker", "Name": "n"}),
+        ("1/b.jpg", 4, {"NextMarker": "nor-this"})]
+    assert whole[1] is None  # the last page, whatever the blobs' metadata says
+    for size in (1, 7, 64):
+        assert parse_listing(xml[i:i + size] for i in range(0, len(xml), size)) == whole
+
+
+def test_a_page_of_large_blobs_asks_for_fewer_blobs_next():
+    from shared.listing import PAGE_BYTES, ListedBlob, blob_bytes, next_page_size
+
+    small = [ListedBlob(f"{i}/front.jpg", 10) for i in range(5000)]
+    assert next_page_size(small, 5000) == 5000  # the usual catalog: the service maximum
+    large = [ListedBlob(f"{i}/front.jpg", 10, {f"k{k}": "v" * 250 for k in range(30)}) for i in range(50)]
+    fewer = next_page_size(large, 5000)
+    assert fewer < 5000 and fewer * blob_bytes(large[0]) <= PAGE_BYTES < (fewer + 1) * blob_bytes(large[0])
+    assert next_page_size([], 5000) == 5000
 
 
 def test_fast_sas_is_the_sdk_sas_byte_for_byte(blob_service):
