@@ -47,10 +47,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=500, help="WALLIE_BATCH_SIZE")
     p.add_argument("--repeat", type=int, default=3, metavar="N",
                    help="run the listing alone and the full sync N times, interleaved; report medians and spread")
-    p.add_argument("--naive-sample", type=int, default=300, help="images in the naive baseline's sample")
+    p.add_argument("--naive-sample", type=int, default=300,
+                   help="images in the naive baseline's sample (0: no naive baseline, e.g. at slow latencies)")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA,
                    help="Azurite's persistent folder (the catalog is reused from here)")
     p.add_argument("--in-memory", action="store_true", help="a throwaway Azurite (nothing reused)")
+    p.add_argument("--ledger", action="store_true",
+                   help="the full and synthetic syncs keep the report's ledger, as the timer's run history does")
     p.add_argument("--profile", type=Path, help="write a pyinstrument profile of the full sync here")
     p.add_argument("--fan-out", type=int, metavar="PRODUCTS",
                    help="also time the fan-out path with SYNC_SHARD_PRODUCTS=PRODUCTS (plan, then each shard)")
@@ -248,7 +251,7 @@ def run_catalog(args: argparse.Namespace) -> tuple[dict, list]:
                 log(f"run {n}/{args.repeat}: listing {listing['listing_s']:.1f}s; full sync (fresh process)...")
                 before = [process_cpu_s(pid) for pid in helpers]
                 profile = ["--profile", str(args.profile)] if args.profile and n == args.repeat else []
-                full = run_child(env, profile)
+                full = run_child(env, profile + (["--ledger"] if args.ledger else []))
                 storage_cpu, partner_cpu = (process_cpu_s(pid) - b for pid, b in zip(helpers, before, strict=True))
                 if not full["ok"] or full["images"] != args.images:
                     raise RuntimeError(f"the full sync did not deliver everything: {full}")
@@ -262,26 +265,30 @@ def run_catalog(args: argparse.Namespace) -> tuple[dict, list]:
                                     "SYNC_SHARD_QUEUE": f"bench-shards-{os.getpid()}"}, ["--fan-out"])
                 if not fanned["ok"] or fanned["images"] != args.images:
                     raise RuntimeError(f"the fan-out did not deliver everything: {fanned}")
-            log("naive baseline on a sample...")
             with Components(Settings.from_env(env)) as parts:
                 list_per_s = measure_listing(parts)
                 listing_median = median_and_spread(r["listing_s"] for r in runs)[0]
-                naive = run_naive(parts, env, args.naive_sample, args.images, args.products, listing_median)
+                naive = None
+                if args.naive_sample:
+                    log("naive baseline on a sample...")
+                    naive = run_naive(parts, env, args.naive_sample, args.images, args.products, listing_median)
     lanes = lane_floors(args.images, args.products, batch_size=args.batch_size, latency_ms=args.latency_ms,
                         concurrency=args.concurrency)
     medians, spread = summarize(runs, RUN_KEYS)
     last = runs[-1]
     result = {
         "images": args.images, "products": args.products, "latency_ms": args.latency_ms,
-        "cores": os.cpu_count(), "concurrency": args.concurrency, "repeat": args.repeat,
+        "cores": os.cpu_count(), "concurrency": args.concurrency, "repeat": args.repeat, "ledger": args.ledger,
         **medians, "wall_per_floor": round(medians["wall_per_floor"], 2),
         "signing_s": round(signing_s, 3), "request_floor_s": max(lane["floor_s"] for lane in lanes.values()),
         "lanes": lanes,
-        "naive_wall_s": round(naive["naive_wall_s"], 1), "speedup": round(naive["naive_wall_s"] / medians["wall_s"], 1),
+        "naive_wall_s": round(naive["naive_wall_s"], 1) if naive else None,
+        "speedup": round(naive["naive_wall_s"] / medians["wall_s"], 1) if naive else None,
         "requests": last["requests"], "min_requests": sum(int(lane["requests"]) for lane in lanes.values()),
-        "retries": max(r["retries"] for r in runs), "naive_requests": naive["naive_requests"],
+        "retries": max(r["retries"] for r in runs), "naive_requests": args.images + args.products + 1,
         "sas_per_s": round(sas_per_s), "list_per_s": round(list_per_s),
-        "naive_sample_images": naive["sample_images"], "catalog_reused": reused, "seed_s": round(seed_s, 1),
+        "naive_sample_images": naive["sample_images"] if naive else 0, "catalog_reused": reused,
+        "seed_s": round(seed_s, 1),
         "spread": spread, "runs": runs,
     }
     if any(r["requests"] != last["requests"] for r in runs):
@@ -310,10 +317,15 @@ def run_catalog(args: argparse.Namespace) -> tuple[dict, list]:
         ("requests", f"{last['requests']}  (minimum {result['min_requests']}; retries {result['retries']})"),
         ("peak RSS", f"{medians['peak_rss_mb']:.0f} MB  ({of} {spread_text(spread, 'peak_rss_mb', ' MB', '.0f')}; "
                      "sync process)"),
-        ("naive baseline", f"{naive['naive_wall_s']:.0f} s  (the real listing, plus {naive['per_image_ms']:.1f} "
-                           f"ms/image and {naive['per_product_ms']:.1f} ms/product timed on {naive['sample_images']} "
-                           "images, one request after another)"),
-        ("speedup", f"{result['speedup']}x (median wall)"),
+    ]
+    if naive:
+        rows += [
+            ("naive baseline", f"{naive['naive_wall_s']:.0f} s  (the real listing, plus {naive['per_image_ms']:.1f} "
+                               f"ms/image and {naive['per_product_ms']:.1f} ms/product timed on "
+                               f"{naive['sample_images']} images, one request after another)"),
+            ("speedup", f"{result['speedup']}x (median wall)"),
+        ]
+    rows += [
         ("SAS signing", f"{sas_per_s:,.0f} URLs/s"),
         ("listing", f"{list_per_s:,.0f} blobs/s (list + parse + describe)"),
     ]
@@ -360,7 +372,8 @@ def run_synthetic(args: argparse.Namespace) -> dict:
         for n in range(1, args.repeat + 1):
             log(f"synthetic run {n}/{args.repeat}: {args.synthetic} generated images over {products} products "
                 "(no storage)...")
-            out = run_child(env, ["--synthetic", str(args.synthetic), str(products)])
+            ledger = ["--ledger"] if args.ledger else []
+            out = run_child(env, ["--synthetic", str(args.synthetic), str(products), *ledger])
             if not out["ok"] or out["images"] != args.synthetic:
                 raise RuntimeError(f"the synthetic sync did not deliver everything: {out}")
             runs.append(out)

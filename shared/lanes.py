@@ -244,11 +244,13 @@ def units_payloads(units: list[Unit]) -> list[dict[str, Any]]:
 
 
 def batch_bytes(units: list[Unit]) -> int:
-    """About the memory a batch holds: each unit's ``size``, or an estimate from its payload."""
-    return sum(u.size or _UNIT_BYTES + approx_bytes(u.payload) for u in units)
+    """About the memory a batch holds: each unit's ``size`` (or an estimate from its payload), and the
+    image records a product keeps for the report's ledger."""
+    return sum((u.size or _UNIT_BYTES + approx_bytes(u.payload)) + _RECORD_BYTES * len(u.records) for u in units)
 
 
 _UNIT_BYTES = 100  # the Unit and its slot in the batch
+_RECORD_BYTES = 700  # an ImageRecord (its name, ids and key) kept with a product for the ledger
 
 
 def approx_bytes(value: Any) -> int:
