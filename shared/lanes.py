@@ -59,7 +59,7 @@ class _SpillQueue:
         self.memory_bytes = memory_bytes
         self._in_memory = 0  # records in the batches held in memory
         self._bytes = 0  # ...and about the bytes they hold
-        self.peak_records = self.peak_bytes = 0  # the most held in memory at once (for the benchmark)
+        self.peak_records = self.peak_bytes = 0  # the most held in memory at once (the tests read them)
         self._items: deque[tuple[list[Unit], int]] = deque()
         self._file: Any = None
         self._write_at = self._read_at = 0
