@@ -7,11 +7,13 @@ is safe to repeat. Coordination between processes (who may send a product when) 
 
 **Streaming.** When the layout puts each product in a folder of its own (``{item_id}/...``), the listing
 comes back sorted, so a product is complete as soon as the listing passes its folder: it goes to TRAEDE
-then, while the listing goes on, and only the product being listed is held in memory. Other layouts hold
-every product until the listing ends. A listing that fails midway withholds only what was not complete.
+then, while the listing goes on, and only the product being listed is held in memory. With other layouts
+no product is complete before the listing ends: their images are grouped in bounded memory, the rest in
+sorted runs on disk (``grouping``). A listing that fails midway withholds only what was not complete.
 """
 from __future__ import annotations
 
+import itertools
 import threading
 from typing import Any, Protocol
 from collections.abc import Callable, Iterable, Iterator
@@ -20,6 +22,7 @@ from azure.core.exceptions import AzureError
 
 from .catalog import Catalog, CatalogEntry, ImageRecord, SignedImage, SkippedBlob
 from .errors import SigningError
+from .grouping import ProductGroups
 from .lanes import Lane, Unit
 from .partner_codes import TRAEDE, WALLIE, PartnerCodes, partner_ids
 from .payloads import DEFAULT_TRAEDE_OPTIONS, TraedeOptions, traede_product, wallie_record, wallie_record_bytes
@@ -191,7 +194,8 @@ class _Products:
     batches of ``batch_size`` products.
 
     Grouped (streaming): only the product being listed is held; it is complete when the next one begins.
-    Otherwise every product is held until the listing ends.
+    Otherwise every product is complete only when the listing ends: their images are grouped in bounded
+    memory, the rest spilled to a temporary file (``grouping``).
     """
 
     def __init__(self, engine: SyncEngine, report: SyncReport, traede: Target | None, lane: Lane | None,
@@ -201,10 +205,15 @@ class _Products:
         self.withhold, self.grouped = withhold, grouped
         self.open: dict[str, list[SignedImage]] = {}
         self.done: set[str] | None = set() if remember else None  # products completed, when asked for by id
+        # A listing in any order (a whole container, not products asked for by id): grouped on the side.
+        self.groups = ProductGroups() if not grouped and not remember else None
         self.batch: list[Unit] = []
         self.current: str | None = None
 
     def add(self, signed: SignedImage) -> None:
+        if self.groups is not None:
+            self.groups.add(signed)
+            return
         item = signed.record.item_id
         if self.grouped and item != self.current:
             if self.current is not None:
@@ -225,6 +234,9 @@ class _Products:
                                            "at TRAEDE: pass --allow-empty to do that on purpose"))
 
     def flush_all(self) -> None:
+        for item, images in self.groups.products() if self.groups is not None else ():
+            self.open[item] = images
+            self._complete(item)
         for item in list(self.open):
             self._complete(item)
         self._send_batch()
@@ -244,7 +256,7 @@ class _Products:
                 STORAGE, "*", None, f"listing the container stopped after {listed} blobs "
                                     f"({type(error).__name__}: {str(error).splitlines()[0][:200]})"))
         self._send_batch()
-        for item in self.open:
+        for item in itertools.chain(self.open, self.groups.items() if self.groups is not None else ()):
             self.report.products += 1
             if self.traede:
                 self.report.add_failed(Problem(self.traede.name, item, None, why))
