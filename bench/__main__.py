@@ -1,23 +1,26 @@
 """Benchmark: ``python -m bench --images 100000 --products 20000 --latency-ms 20``.
 
 Seeds (or reuses) a synthetic catalog in Azurite, starts the partner sandboxes in their own process with
-injected latency, then, each in a fresh process (its CPU and peak RSS are the app's own):
+injected latency, then ``--repeat`` times (default 3), each in a fresh process (its CPU and peak RSS are
+the app's own), interleaved so that both see Azurite in the same state:
 
 1. the listing alone (every page fetched and parsed): with the SAS signing time, the floor's storage half;
-2. the full sync at the app's default ``SYNC_CONCURRENCY`` (4; ``--concurrency`` to compare, labelled);
-3. the naive baseline: the same real listing, plus one request per image and per product one after
-   another (timed on a sample of whole products, scaled per request kind; the listing is not scaled).
+2. the full sync at the app's default ``SYNC_CONCURRENCY`` (4; ``--concurrency`` to compare, labelled).
 
-The floor is the larger of (listing + signing) and (minimum requests x latency / concurrency): the sync
-cannot beat storage, nor the partners. ``--synthetic IMAGES`` also pushes a generated listing of that many
-images through the real engine without storage, for CPU and memory at a scale Azurite cannot hold.
-Prints a table and, last, one JSON line.
+Then once, the naive baseline: the same real listing, plus one request per image and per product one after
+another (timed on a sample of whole products, scaled per request kind; the listing is not scaled).
+
+The floor is the larger of (listing + signing) and the slowest partner lane's (its minimum requests x
+latency / its concurrency: each partner has a lane of ``SYNC_CONCURRENCY`` workers): the sync can beat
+neither storage nor a partner. Beside it, the CPU bound: what the sync, Azurite and the sandboxes used,
+over this machine's cores. Each figure is reported as the median of the runs and its spread (min-max).
+``--synthetic IMAGES`` also pushes a generated listing of that many images through the real engine
+without storage, for CPU and memory at a scale Azurite cannot hold. Prints a table and, last, one JSON line.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import signal
 import subprocess
@@ -25,6 +28,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench.figures import floor_s, lane_floors, median_and_spread, spread_text, summarize
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO / "bench" / ".cache" / "azurite"
@@ -40,10 +45,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=4,
                    help="SYNC_CONCURRENCY for the full sync (default 4: the app's default)")
     p.add_argument("--batch-size", type=int, default=500, help="WALLIE_BATCH_SIZE")
-    p.add_argument("--naive-sample", type=int, default=300, help="images in the naive baseline's sample")
+    p.add_argument("--repeat", type=int, default=3, metavar="N",
+                   help="run the listing alone and the full sync N times, interleaved; report medians and spread")
+    p.add_argument("--naive-sample", type=int, default=300,
+                   help="images in the naive baseline's sample (0: no naive baseline, e.g. at slow latencies)")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA,
                    help="Azurite's persistent folder (the catalog is reused from here)")
     p.add_argument("--in-memory", action="store_true", help="a throwaway Azurite (nothing reused)")
+    p.add_argument("--ledger", action="store_true",
+                   help="the full and synthetic syncs keep the report's ledger, as the timer's run history does")
     p.add_argument("--profile", type=Path, help="write a pyinstrument profile of the full sync here")
     p.add_argument("--fan-out", type=int, metavar="PRODUCTS",
                    help="also time the fan-out path with SYNC_SHARD_PRODUCTS=PRODUCTS (plan, then each shard)")
@@ -54,6 +64,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.synthetic_only and not args.synthetic:
         p.error("--synthetic-only needs --synthetic IMAGES")
+    if args.repeat < 1:
+        p.error("--repeat must be at least 1")
     if not (1 <= args.products <= args.images):
         p.error("expected 1 <= --products <= --images")
     return args
@@ -196,9 +208,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.synthetic:
         synthetic = run_synthetic(args)
         result["synthetic"] = synthetic
+        spread = synthetic["spread"]
         rows.append(("synthetic", f"{synthetic['images']:,} generated images / {synthetic['products']:,} products "
-                                  f"(no storage): {synthetic['wall_s']:.1f} s, {synthetic['cpu_s']:.1f} s CPU, "
-                                  f"peak RSS {synthetic['peak_rss_mb']:.0f} MB, {synthetic['requests']:,} requests"))
+                                  f"(no storage), median of {args.repeat}: {synthetic['wall_s']:.1f} s "
+                                  f"({spread_text(spread, 'wall_s')}), {synthetic['cpu_s']:.1f} s CPU, peak RSS "
+                                  f"{synthetic['peak_rss_mb']:.0f} MB "
+                                  f"({spread_text(spread, 'peak_rss_mb', ' MB', '.0f')}), "
+                                  f"{synthetic['requests']:,} requests"))
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
@@ -222,16 +238,26 @@ def run_catalog(args: argparse.Namespace) -> tuple[dict, list]:
         sandboxes = Sandboxes(args.latency_ms)
         with sandboxes as urls:
             env = sync_env(azurite.connection_string, container, urls, args)
-            log("the listing alone (fresh process)...")
-            listing = run_child(env, ["--listing-only"])
-            log(f"listing: {listing['listing_s']:.1f}s; full sync (fresh process)...")
+            with Components(Settings.from_env(env)) as parts:
+                sas_per_s = measure_sas(parts)
+            signing_s = args.images / sas_per_s
             helpers = [azurite.process.pid, sandboxes.process.pid]  # type: ignore[union-attr]
-            before = [process_cpu_s(pid) for pid in helpers]
-            full = run_child(env, ["--profile", str(args.profile)] if args.profile else [])
-            storage_cpu, partner_cpu = (process_cpu_s(pid) - b for pid, b in zip(helpers, before, strict=True))
-            if not full["ok"] or full["images"] != args.images:
-                raise RuntimeError(f"the full sync did not deliver everything: {full}")
-            log(f"full sync: {full['wall_s']:.1f}s; naive baseline on a sample...")
+            runs = []
+            for n in range(1, args.repeat + 1):
+                # Interleaved, each in a fresh process: Azurite's speed drifts as it warms, and the floor's
+                # listing must be measured under the same conditions as the sync it is compared with.
+                log(f"run {n}/{args.repeat}: the listing alone (fresh process)...")
+                listing = run_child(env, ["--listing-only"])
+                log(f"run {n}/{args.repeat}: listing {listing['listing_s']:.1f}s; full sync (fresh process)...")
+                before = [process_cpu_s(pid) for pid in helpers]
+                profile = ["--profile", str(args.profile)] if args.profile and n == args.repeat else []
+                full = run_child(env, profile + (["--ledger"] if args.ledger else []))
+                storage_cpu, partner_cpu = (process_cpu_s(pid) - b for pid, b in zip(helpers, before, strict=True))
+                if not full["ok"] or full["images"] != args.images:
+                    raise RuntimeError(f"the full sync did not deliver everything: {full}")
+                runs.append(one_run(args, listing, full, signing_s, storage_cpu, partner_cpu))
+                log(f"run {n}/{args.repeat}: full sync {full['wall_s']:.1f}s, {runs[-1]['wall_per_floor']} x floor, "
+                    f"peak RSS {full['peak_rss_mb']:.0f} MB")
             fanned = None
             if args.fan_out:
                 log(f"fan-out with SYNC_SHARD_PRODUCTS={args.fan_out}...")
@@ -240,44 +266,66 @@ def run_catalog(args: argparse.Namespace) -> tuple[dict, list]:
                 if not fanned["ok"] or fanned["images"] != args.images:
                     raise RuntimeError(f"the fan-out did not deliver everything: {fanned}")
             with Components(Settings.from_env(env)) as parts:
-                sas_per_s = measure_sas(parts)
                 list_per_s = measure_listing(parts)
-                naive = run_naive(parts, env, args.naive_sample, args.images, args.products, listing["listing_s"])
-    min_requests = math.ceil(args.images / args.batch_size) + math.ceil(args.products / 10) + 1
-    signing_s = args.images / sas_per_s
-    request_floor = min_requests * args.latency_ms / 1000 / args.concurrency
-    floor = max(listing["listing_s"] + signing_s, request_floor)
+                listing_median = median_and_spread(r["listing_s"] for r in runs)[0]
+                naive = None
+                if args.naive_sample:
+                    log("naive baseline on a sample...")
+                    naive = run_naive(parts, env, args.naive_sample, args.images, args.products, listing_median)
+    lanes = lane_floors(args.images, args.products, batch_size=args.batch_size, latency_ms=args.latency_ms,
+                        concurrency=args.concurrency)
+    medians, spread = summarize(runs, RUN_KEYS)
+    last = runs[-1]
     result = {
         "images": args.images, "products": args.products, "latency_ms": args.latency_ms,
-        "cores": os.cpu_count(), "concurrency": args.concurrency,
-        "wall_s": full["wall_s"], "floor_s": round(floor, 3), "wall_per_floor": round(full["wall_s"] / floor, 2),
-        "listing_s": listing["listing_s"], "signing_s": round(signing_s, 3), "request_floor_s": round(request_floor, 3),
-        "naive_wall_s": round(naive["naive_wall_s"], 1), "speedup": round(naive["naive_wall_s"] / full["wall_s"], 1),
-        "requests": full["requests"], "min_requests": min_requests, "retries": full["retries"],
-        "naive_requests": naive["naive_requests"], "peak_rss_mb": full["peak_rss_mb"], "cpu_s": full["cpu_s"],
+        "cores": os.cpu_count(), "concurrency": args.concurrency, "repeat": args.repeat, "ledger": args.ledger,
+        **medians, "wall_per_floor": round(medians["wall_per_floor"], 2),
+        "signing_s": round(signing_s, 3), "request_floor_s": max(lane["floor_s"] for lane in lanes.values()),
+        "lanes": lanes,
+        "naive_wall_s": round(naive["naive_wall_s"], 1) if naive else None,
+        "speedup": round(naive["naive_wall_s"] / medians["wall_s"], 1) if naive else None,
+        "requests": last["requests"], "min_requests": sum(int(lane["requests"]) for lane in lanes.values()),
+        "retries": max(r["retries"] for r in runs), "naive_requests": args.images + args.products + 1,
         "sas_per_s": round(sas_per_s), "list_per_s": round(list_per_s),
-        "naive_sample_images": naive["sample_images"], "catalog_reused": reused, "seed_s": round(seed_s, 1),
-        "storage_cpu_s": round(storage_cpu, 2), "partners_cpu_s": round(partner_cpu, 2),
-        "cpu_bound_s": round((full["cpu_s"] + storage_cpu + partner_cpu) / (os.cpu_count() or 1), 2),
+        "naive_sample_images": naive["sample_images"] if naive else 0, "catalog_reused": reused,
+        "seed_s": round(seed_s, 1),
+        "spread": spread, "runs": runs,
     }
+    if any(r["requests"] != last["requests"] for r in runs):
+        result["requests_per_run"] = [r["requests"] for r in runs]
     default = " (the app's default)" if args.concurrency == 4 else " (NOT the app's default of 4)"
+    wallie, traede = lanes["wallie"], lanes["traede"]
+    of = f"median of {args.repeat}, spread" if args.repeat > 1 else "one run:"
     rows = [
         ("catalog", f"{args.images} images / {args.products} products ({'reused' if reused else 'seeded'})"),
         ("partner latency", f"{args.latency_ms:g} ms per request (sandboxes in their own process)"),
-        ("listing alone", f"{listing['listing_s']:.1f} s  (every page fetched and parsed)"),
-        ("floor", f"{floor:.1f} s  = max(listing {listing['listing_s']:.1f} s + signing {signing_s:.1f} s, "
-                  f"{min_requests} requests x {args.latency_ms:g} ms / {args.concurrency} = {request_floor:.1f} s)"),
-        ("full sync wall", f"{full['wall_s']:.1f} s  = {result['wall_per_floor']} x floor  "
-                           f"(SYNC_CONCURRENCY={args.concurrency}{default}; {full['cpu_s']:.1f} s CPU)"),
-        ("CPU during sync", f"sync {full['cpu_s']:.1f} s + Azurite {storage_cpu:.1f} s + sandboxes "
-                            f"{partner_cpu:.1f} s over {os.cpu_count()} cores: at least {result['cpu_bound_s']} s "
-                            "on this machine"),
-        ("requests", f"{full['requests']}  (minimum {min_requests}; retries {full['retries']})"),
-        ("peak RSS", f"{full['peak_rss_mb']:.0f} MB (sync process)"),
-        ("naive baseline", f"{naive['naive_wall_s']:.0f} s  (the real listing, plus {naive['per_image_ms']:.1f} "
-                           f"ms/image and {naive['per_product_ms']:.1f} ms/product timed on {naive['sample_images']} "
-                           "images, one request after another)"),
-        ("speedup", f"{result['speedup']}x"),
+        ("runs", f"{args.repeat} x (the listing alone, then the full sync), each in a fresh process"),
+        ("listing alone", f"{medians['listing_s']:.1f} s  ({of} {spread_text(spread, 'listing_s')}; every page "
+                          "fetched and parsed)"),
+        ("lane floors", f"Wallie {wallie['requests']} requests x {args.latency_ms:g} ms / {args.concurrency} = "
+                        f"{wallie['floor_s']:.1f} s; TRAEDE {traede['requests']} x {args.latency_ms:g} ms / "
+                        f"{args.concurrency} = {traede['floor_s']:.1f} s"),
+        ("floor", f"{medians['floor_s']:.1f} s  ({of} {spread_text(spread, 'floor_s')}) = max(listing + signing "
+                  f"{signing_s:.1f} s, slowest lane {result['request_floor_s']:.1f} s)"),
+        ("CPU bound", f"{medians['cpu_bound_s']:.1f} s  ({of} {spread_text(spread, 'cpu_bound_s')}): the CPU the "
+                      f"sync, Azurite and the sandboxes used, over {os.cpu_count()} cores (this machine's own bound)"),
+        ("full sync wall", f"{medians['wall_s']:.1f} s  ({of} {spread_text(spread, 'wall_s')}; SYNC_CONCURRENCY="
+                           f"{args.concurrency}{default})"),
+        ("wall / floor", f"{result['wall_per_floor']}  ({of} {spread_text(spread, 'wall_per_floor', '', '.2f')})"),
+        ("CPU during sync", f"sync {medians['cpu_s']:.1f} s + Azurite {medians['storage_cpu_s']:.1f} s + sandboxes "
+                            f"{medians['partners_cpu_s']:.1f} s (medians)"),
+        ("requests", f"{last['requests']}  (minimum {result['min_requests']}; retries {result['retries']})"),
+        ("peak RSS", f"{medians['peak_rss_mb']:.0f} MB  ({of} {spread_text(spread, 'peak_rss_mb', ' MB', '.0f')}; "
+                     "sync process)"),
+    ]
+    if naive:
+        rows += [
+            ("naive baseline", f"{naive['naive_wall_s']:.0f} s  (the real listing, plus {naive['per_image_ms']:.1f} "
+                               f"ms/image and {naive['per_product_ms']:.1f} ms/product timed on "
+                               f"{naive['sample_images']} images, one request after another)"),
+            ("speedup", f"{result['speedup']}x (median wall)"),
+        ]
+    rows += [
         ("SAS signing", f"{sas_per_s:,.0f} URLs/s"),
         ("listing", f"{list_per_s:,.0f} blobs/s (list + parse + describe)"),
     ]
@@ -291,16 +339,49 @@ def run_catalog(args: argparse.Namespace) -> tuple[dict, list]:
     return result, rows
 
 
+# Measured per run; the JSON line carries each one's median, and its [min, max] under "spread".
+RUN_KEYS = ("wall_s", "listing_s", "floor_s", "wall_per_floor", "peak_rss_mb", "listing_peak_rss_mb", "cpu_s",
+            "storage_cpu_s", "partners_cpu_s", "cpu_bound_s")
+
+
+def one_run(args: argparse.Namespace, listing: dict, full: dict, signing_s: float, storage_cpu: float,
+            partner_cpu: float) -> dict:
+    lanes = lane_floors(args.images, args.products, batch_size=args.batch_size, latency_ms=args.latency_ms,
+                        concurrency=args.concurrency)
+    floor = floor_s(listing["listing_s"], signing_s, lanes)
+    return {
+        "wall_s": full["wall_s"], "listing_s": listing["listing_s"], "floor_s": round(floor, 3),
+        "wall_per_floor": round(full["wall_s"] / floor, 3), "peak_rss_mb": full["peak_rss_mb"],
+        "listing_peak_rss_mb": listing["peak_rss_mb"], "cpu_s": full["cpu_s"],
+        "storage_cpu_s": round(storage_cpu, 2), "partners_cpu_s": round(partner_cpu, 2),
+        "cpu_bound_s": round((full["cpu_s"] + storage_cpu + partner_cpu) / (os.cpu_count() or 1), 2),
+        "requests": full["requests"], "retries": full["retries"],
+    }
+
+
+SYNTHETIC_KEYS = ("wall_s", "cpu_s", "peak_rss_mb")
+
+
 def run_synthetic(args: argparse.Namespace) -> dict:
-    """A generated listing through the real engine and the real partner clients, against the sandboxes."""
+    """A generated listing through the real engine and the real partner clients, against the sandboxes,
+    ``--repeat`` times (each in a fresh process)."""
     products = max(1, round(args.synthetic * args.products / args.images))
-    log(f"synthetic: {args.synthetic} generated images over {products} products (no storage)...")
+    runs = []
     with Sandboxes(args.latency_ms) as urls:
         env = sync_env("UseDevelopmentStorage=true", "synthetic", urls, args)
-        out = run_child(env, ["--synthetic", str(args.synthetic), str(products)])
-    if not out["ok"] or out["images"] != args.synthetic:
-        raise RuntimeError(f"the synthetic sync did not deliver everything: {out}")
-    return out
+        for n in range(1, args.repeat + 1):
+            log(f"synthetic run {n}/{args.repeat}: {args.synthetic} generated images over {products} products "
+                "(no storage)...")
+            ledger = ["--ledger"] if args.ledger else []
+            out = run_child(env, ["--synthetic", str(args.synthetic), str(products), *ledger])
+            if not out["ok"] or out["images"] != args.synthetic:
+                raise RuntimeError(f"the synthetic sync did not deliver everything: {out}")
+            runs.append(out)
+    medians, spread = summarize(runs, SYNTHETIC_KEYS)
+    last = runs[-1]
+    return {"images": last["images"], "products": last["products"], "requests": last["requests"],
+            "retries": max(r["retries"] for r in runs), "pages": last["pages"], "repeat": args.repeat,
+            **medians, "spread": spread, "runs": runs}
 
 
 if __name__ == "__main__":

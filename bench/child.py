@@ -26,13 +26,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listing-only", action="store_true", help="instead: time the listing alone")
     parser.add_argument("--synthetic", nargs=2, type=int, metavar=("IMAGES", "PRODUCTS"),
                         help="instead: sync a generated listing of IMAGES over PRODUCTS, without storage")
+    parser.add_argument("--ledger", action="store_true",
+                        help="keep the report's ledger of what each partner got, as the timer's run history does")
     args = parser.parse_args(argv)
     if args.fan_out:
         return fan_out()
     if args.listing_only:
         return listing_only()
     if args.synthetic:
-        return synthetic(*args.synthetic)
+        return synthetic(*args.synthetic, ledger=args.ledger)
     started = time.perf_counter()
     from shared.app.factory import Components
     from shared.config.settings import Settings
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         profiler.start()
     with Components(Settings.from_env()) as parts:
         t0 = time.perf_counter()
-        report = parts.engine.full_sync()
+        report = parts.engine.full_sync(report=new_report(args.ledger))
         wall = time.perf_counter() - t0
     if profiler:
         profiler.stop()
@@ -62,10 +64,35 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def new_report(ledger: bool):
+    """The run's report, with a ledger (spooled to temporary files) when asked, as the timer keeps one."""
+    from shared.runs.ledger import Ledger
+    from shared.runs.report import SyncReport
+
+    return SyncReport(ledger=Ledger() if ledger else None)
+
+
 def usage() -> dict:
     """This process's CPU seconds and peak RSS so far."""
     own = resource.getrusage(resource.RUSAGE_SELF)
-    return {"cpu_s": round(own.ru_utime + own.ru_stime, 2), "peak_rss_mb": round(own.ru_maxrss / 1024, 1)}
+    return {"cpu_s": round(own.ru_utime + own.ru_stime, 2), "peak_rss_mb": round(peak_rss_kb() / 1024, 1)}
+
+
+def peak_rss_kb() -> int:
+    """The high-water mark of this process's own memory (``VmHWM``), in KiB.
+
+    Not ``ru_maxrss``: Linux carries it across ``execve`` from the process that spawned us (subprocess
+    spawns with vfork, so the child's figure starts at the *parent's* high-water mark). The bench's parent
+    seeds 100k blobs when the catalog is new and peaks near 240 MB doing it, and every child then reported
+    240 MB whatever it used itself. ``VmHWM`` belongs to the address space the child runs in."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # not Linux: the best there is
 
 
 def listing_only() -> int:
@@ -81,7 +108,7 @@ def listing_only() -> int:
     return 0
 
 
-def synthetic(images: int, products: int) -> int:
+def synthetic(images: int, products: int, ledger: bool = False) -> int:
     """A full sync of a generated listing through the real engine and the real partner clients."""
     from datetime import timedelta
 
@@ -111,7 +138,7 @@ def synthetic(images: int, products: int) -> int:
     traede = TraedeClient.from_settings(settings.traede, settings.http, pool_size=pool)
     engine = SyncEngine(catalog, signer.url, wallie=wallie, traede=traede, concurrency=settings.sync_concurrency)
     started = time.perf_counter()
-    report = engine.full_sync()
+    report = engine.full_sync(report=new_report(ledger))
     wall = time.perf_counter() - started
     print(json.dumps({"ok": report.ok, "images": report.images, "products": report.products,
                       "requests": report.requests, "retries": report.retries, "wall_s": round(wall, 3),
@@ -124,7 +151,7 @@ def fan_out() -> int:
     in Azure the scale controller runs them side by side)."""
     from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
-    from shared.coordination import shards
+    from shared.coordination.state import shards
     from shared.app.factory import Components
     from shared.config.settings import Settings
 

@@ -25,7 +25,7 @@ KEYS = {"images", "products", "wall_s", "floor_s", "wall_per_floor", "listing_s"
 def test_bench_smoke_run_prints_the_figures_and_sends_the_minimum_requests():
     result = subprocess.run(
         [sys.executable, "-m", "bench", "--images", "300", "--products", "60", "--latency-ms", "1",
-         "--naive-sample", "20", "--in-memory", "--fan-out", "20", "--synthetic", "2000"],
+         "--naive-sample", "20", "--in-memory", "--fan-out", "20", "--synthetic", "2000", "--repeat", "2"],
         cwd=REPO, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
@@ -36,19 +36,45 @@ def test_bench_smoke_run_prints_the_figures_and_sends_the_minimum_requests():
     assert any(line.startswith("speedup") for line in lines[:-1])  # the readable table
     fan_out = figures["fan_out"]  # 60 products in shards of 20: each shard may end with a part-full batch
     assert fan_out["shards"] == 3 and figures["min_requests"] <= fan_out["requests"] <= figures["min_requests"] + 3
-    # the floor is what it says: the slower of storage (listing + signing) and the partners' minimum requests
-    floor = max(figures["listing_s"] + figures["signing_s"], figures["request_floor_s"])
-    assert abs(figures["floor_s"] - floor) <= 0.002
-    # wall_per_floor is rounded to 0.01; floor_s (to 0.001) is tiny in a smoke run, so allow for its rounding
-    ratio = figures["wall_s"] / figures["floor_s"]
-    assert abs(figures["wall_per_floor"] - ratio) <= 0.006 + ratio * 0.0006 / figures["floor_s"]
-    # the machine's bound: the CPU the sync, Azurite and the sandboxes used, spread over every core
-    assert figures["storage_cpu_s"] > 0 and figures["partners_cpu_s"] >= 0  # 8 requests: next to nothing
-    assert abs(figures["cpu_bound_s"] * figures["cores"]
-               - (figures["cpu_s"] + figures["storage_cpu_s"] + figures["partners_cpu_s"])) <= 0.01 * figures["cores"] + 0.05
+    # each partner's lane has its own SYNC_CONCURRENCY workers: its floor is its own requests over them
+    assert figures["lanes"] == {"wallie": {"requests": 2, "concurrency": 4, "floor_s": 0.0005},
+                                "traede": {"requests": 6, "concurrency": 4, "floor_s": 0.0015}}
+    assert figures["request_floor_s"] == 0.0015  # the slower lane, not all 8 requests over one lane's 4 workers
+    runs = figures["runs"]
+    assert figures["repeat"] == len(runs) == 2
+    for run in runs:  # the floor is what it says: the slower of storage (listing + signing) and the slowest lane
+        assert run["requests"] == figures["min_requests"]
+        floor = max(run["listing_s"] + figures["signing_s"], figures["request_floor_s"])
+        assert abs(run["floor_s"] - floor) <= 0.002
+        assert abs(run["wall_per_floor"] - run["wall_s"] / run["floor_s"]) <= 0.0006 + 0.0006 / run["floor_s"]
+        # the machine's bound: the CPU the sync, Azurite and the sandboxes used, spread over every core
+        assert run["storage_cpu_s"] > 0 and run["partners_cpu_s"] >= 0  # 8 requests: next to nothing
+        assert abs(run["cpu_bound_s"] * figures["cores"]
+                   - (run["cpu_s"] + run["storage_cpu_s"] + run["partners_cpu_s"])) <= 0.01 * figures["cores"] + 0.05
+    for key in ("wall_s", "listing_s", "floor_s", "peak_rss_mb", "cpu_bound_s"):  # medians, with their spread
+        values = sorted(run[key] for run in runs)
+        assert figures["spread"][key] == [values[0], values[-1]]
+        assert abs(figures[key] - (values[0] + values[1]) / 2) <= 0.001  # the median of two: their mean
+    assert figures["spread"]["wall_per_floor"][0] <= figures["wall_per_floor"] <= figures["spread"]["wall_per_floor"][1]
     assert figures["concurrency"] == 4 and any(line.startswith("floor") for line in lines[:-1])
+    assert any(line.startswith("peak RSS") and "median of 2, spread" in line for line in lines[:-1])
     synthetic = figures["synthetic"]  # 2,000 generated images over 400 products: 4 Wallie + 40 TRAEDE + token
     assert (synthetic["images"], synthetic["products"], synthetic["requests"]) == (2000, 400, 4 + 40 + 1)
+    assert len(synthetic["runs"]) == 2 and synthetic["spread"]["peak_rss_mb"] == sorted(
+        r["peak_rss_mb"] for r in synthetic["runs"])
+
+
+def test_a_child_reports_its_own_peak_memory_not_its_parents():
+    """Linux carries ru_maxrss across exec from the spawning process: a parent that once held 300 MB made
+    every measured child report 300 MB. The child's figure must be its own."""
+    script = (
+        "import subprocess, sys\n"
+        "held = bytearray(300 * 2**20); held[::4096] = b'x' * len(held[::4096]); del held\n"
+        "code = 'import json; from bench.child import usage; print(json.dumps(usage()))'\n"
+        "print(subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout)\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert 5 < json.loads(result.stdout)["peak_rss_mb"] < 100  # a bare interpreter: ~10-20 MB, never 300
 
 
 def test_burst_bench_smoke_run_reports_no_stale_set():
@@ -71,7 +97,10 @@ NAMES = ["100/BLK/front.jpg", "100/BLK/Back Shot.PNG", "100-a/x.jpg", "200/ünï
 def varied(container):
     for name in NAMES:
         data = b"" if name.endswith("empty.jpg") else jpeg(note=name)
-        container.upload_blob(name, data, metadata={"ItemId": "500", "alt": "x"} if name == "stray.jpg" else None)
+        metadata = {"ItemId": "500", "alt": "x"} if name == "stray.jpg" else None
+        if name == "100/BLK/Back Shot.PNG":  # keys named like the listing's own elements
+            metadata = {"Blob": "b", "NextMarker": "m", "Name": "n"}
+        container.upload_blob(name, data, metadata=metadata)
     return container
 
 
@@ -100,6 +129,33 @@ def test_listing_parser_reads_percent_encoded_names():
     (blob,), marker = parse_listing(xml)
     assert (blob.name, blob.size, blob.etag, blob.metadata, blob.content_md5, marker) == \
         ("a\x01b.jpg", 3, "0x1", {"itemid": "7"}, None, "m2")
+
+
+def test_listing_parser_reads_a_body_in_any_chunks_and_metadata_named_like_its_elements():
+    xml = (b'<?xml version="1.0" encoding="utf-8"?><EnumerationResults><Blobs>'
+           b'<Blob><Name>1/a.jpg</Name><Properties><Content-Length>3</Content-Length></Properties>'
+           b'<Metadata><Blob>x</Blob><NextMarker>not-the-marker</NextMarker><Name>n</Name></Metadata></Blob>'
+           b'<Blob><Name>1/b.jpg</Name><Properties><Content-Length>4</Content-Length></Properties>'
+           b'<Metadata><NextMarker>nor-this</NextMarker></Metadata></Blob>'
+           b'</Blobs><NextMarker/></EnumerationResults>')
+    whole = parse_listing(xml)
+    assert [(b.name, b.size, b.metadata) for b in whole[0]] == [
+        ("1/a.jpg", 3, {"Blob": "x", "NextMarker": "not-the-marker", "Name": "n"}),
+        ("1/b.jpg", 4, {"NextMarker": "nor-this"})]
+    assert whole[1] is None  # the last page, whatever the blobs' metadata says
+    for size in (1, 7, 64):
+        assert parse_listing(xml[i:i + size] for i in range(0, len(xml), size)) == whole
+
+
+def test_a_page_of_large_blobs_asks_for_fewer_blobs_next():
+    from shared.catalog.listing import PAGE_BYTES, ListedBlob, blob_bytes, next_page_size
+
+    small = [ListedBlob(f"{i}/front.jpg", 10) for i in range(5000)]
+    assert next_page_size(small, 5000) == 5000  # the usual catalog: the service maximum
+    large = [ListedBlob(f"{i}/front.jpg", 10, {f"k{k}": "v" * 250 for k in range(30)}) for i in range(50)]
+    fewer = next_page_size(large, 5000)
+    assert fewer < 5000 and fewer * blob_bytes(large[0]) <= PAGE_BYTES < (fewer + 1) * blob_bytes(large[0])
+    assert next_page_size([], 5000) == 5000
 
 
 def test_fast_sas_is_the_sdk_sas_byte_for_byte(blob_service):

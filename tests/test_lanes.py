@@ -71,3 +71,73 @@ def test_an_unexpected_error_in_a_lane_is_reported_per_record_not_lost():
     assert len(report.failed) == 6 and all("BrokenPipeError" in p.reason for p in report.failed)
     report.images = 6
     assert report.accounting()["printer"]["unaccounted"] == 0
+
+
+def test_a_backlog_of_large_records_spills_by_bytes_long_before_the_count_bound(wallie):
+    wallie.configure_faults(latency_ms=100)
+    report = SyncReport()
+    lane = Lane(client(wallie), report, workers=1, stop=StopSignal(), memory_records=1000, memory_bytes=20_000)
+    long_url = "https://images.example/" + "x" * 3000  # each record ~3 KB: 20 records fit the count, 6 the bytes
+    for batch in batches(10):
+        for unit in batch:
+            unit.payload["url"] = long_url
+        lane.put(batch)
+    held_bytes, spilled = lane.queue.peak_bytes, lane.queue.spilled
+    lane.finish()
+    assert 0 < held_bytes <= 20_000 and lane.queue.peak_records <= 6 and spilled >= 6
+    assert report.delivered == {"wallie": 20} and len(wallie.images) == 20  # nothing lost on the way to disk
+
+
+def test_a_batch_larger_than_the_byte_bound_still_moves(wallie):
+    report = SyncReport()
+    lane = Lane(client(wallie), report, workers=1, stop=StopSignal(), memory_bytes=10)
+    for batch in batches(3):
+        lane.put(batch)
+    lane.finish()
+    assert report.delivered == {"wallie": 6}
+
+
+def test_the_byte_estimates_of_partner_records_are_what_they_hold_in_memory():
+    """The lane's byte bound is only as good as the sizes it adds up: each payload's estimate is checked
+    against what tracemalloc sees it keep alive once the listing has moved on (its records dropped)."""
+    import gc
+    import tracemalloc
+
+    from shared.catalog.container import Catalog, SignedImage
+    from shared.catalog.layout import PathLayout
+    from shared.engine.lanes import approx_bytes
+    from shared.partners.payloads import traede_product, wallie_record, wallie_record_bytes
+    from shared.config.settings import DEFAULT_PATH_PATTERN
+    from bench.synthetic import SyntheticListing
+
+    def signed_images(images, products):
+        catalog = Catalog(None, PathLayout(DEFAULT_PATH_PATTERN), listing=SyntheticListing(images, products))
+        return [SignedImage(e, f"https://acct.blob.core.windows.net/c/{e.blob_name}?sv=2024&sig={'A' * 44}%3D")
+                for e in catalog.scan()]
+
+    def held(build):  # bytes the built units keep alive after everything else is gone
+        gc.collect()
+        tracemalloc.start()
+        units = build()
+        gc.collect()
+        size = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        return units, size
+
+    wallie_units, wallie_held = held(lambda: [
+        Unit(r, s.record.item_id, s.record.blob_name, size=wallie_record_bytes(r))
+        for s in signed_images(2000, 400) for r in [wallie_record(s)]])
+
+    def products():
+        by_item = {}
+        for s in signed_images(3000, 300):  # 10 images a product
+            by_item.setdefault(s.record.item_id, []).append(s)
+        return [Unit(p.body, item, None, size=p.size) for item, images in by_item.items()
+                for p in [traede_product(item, images)]]
+
+    traede_units, traede_held = held(products)
+    for units, measured in ((wallie_units, wallie_held), (traede_units, traede_held)):
+        estimated = sum(u.size for u in units)
+        assert 0.8 * measured <= estimated <= 1.5 * measured, (estimated, measured)
+        generic = sum(approx_bytes(u.payload) for u in units)  # the fallback for units without a size
+        assert 0.8 * measured <= generic <= 2 * measured, (generic, measured)

@@ -503,6 +503,9 @@ class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+    # socketserver's default listen backlog is 5: at SYNC_CONCURRENCY=64, two lanes' workers connecting at
+    # once were refused and retried. A real partner's backlog is not 5.
+    request_queue_size = 128
     sandbox: Sandbox
 
     def __init__(self, address: tuple[str, int], sandbox: Sandbox) -> None:

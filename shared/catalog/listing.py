@@ -15,7 +15,7 @@ import queue
 import threading
 from dataclasses import dataclass, field
 from typing import Any
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from urllib.parse import quote, unquote
 
 from azure.core.exceptions import AzureError
@@ -26,6 +26,9 @@ PAGES_AHEAD = 2  # pages the listing thread may fetch before the caller takes th
 # No page for this long: the listing has stalled. Longer than one storage call can take (storage.py: a
 # read timeout of 20 s, retries within 10 s), so only storage that hangs or drips trips it.
 STALL_SECONDS = 60.0
+# ...and about the most memory one page may hold: a page of blobs with large metadata (up to 8 KB a blob)
+# asks for fewer blobs next time, so the pages in flight hold at most (PAGES_AHEAD + 2) x this much.
+PAGE_BYTES = 4 * 2**20
 
 
 @dataclass(slots=True)
@@ -63,7 +66,7 @@ class ContainerListing:
         caller to finish a page before it is asked for the next. At catalog scale the storage round trips
         and our describing and signing take about as long as each other; overlapping them nearly halves a
         full sync. Memory: at most ``PAGES_AHEAD + 2`` pages are held (queued, being fetched, being
-        read).
+        read), each of about ``PAGE_BYTES`` at most (see ``next_page_size``).
 
         Failures: the listing thread's error reaches the caller as soon as it happens (it never waits for
         room in the queue), right after the pages already fetched (valid, and in memory). A listing that
@@ -77,10 +80,10 @@ class ContainerListing:
         failed = threading.Event()
 
         def produce() -> None:
-            at = marker
+            at, size = marker, self.page_size
             try:
                 while not done.is_set():
-                    page, seconds = _timed(fetch, prefix, at)
+                    page, seconds = _timed(fetch, prefix, at, size)
                     while not done.is_set():
                         try:
                             ready.put((at, page, seconds), timeout=0.2)
@@ -89,7 +92,7 @@ class ContainerListing:
                             continue
                     if not page[1]:
                         return
-                    at = page[1]
+                    at, size = page[1], next_page_size(page[0], self.page_size)
             except BaseException as exc:  # handed to the caller, raised there
                 failure.append(exc)
                 failed.set()
@@ -120,57 +123,93 @@ class ContainerListing:
         finally:
             done.set()  # the listing thread stops after its current request
 
-    def _fetch_raw(self, prefix: str | None, marker: str | None) -> Page:
+    def _fetch_raw(self, prefix: str | None, marker: str | None, size: int) -> Page:
         from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
         from azure.core.rest import HttpRequest
 
-        params = {"restype": "container", "comp": "list", "maxresults": str(self.page_size), "include": "metadata"}
+        params = {"restype": "container", "comp": "list", "maxresults": str(size), "include": "metadata"}
         if prefix:
             params["prefix"] = quote(prefix, safe="")  # HttpRequest does not encode params; the SDK quotes
         if marker:
             params["marker"] = quote(marker, safe="")
         request = HttpRequest("GET", self.container.url, params=params,
                               headers={"x-ms-version": self.container.api_version, "Accept": "application/xml"})
-        # stream=True: the pipeline's ContentDecodePolicy would parse the XML too, doubling the work.
+        # stream=True: the pipeline's ContentDecodePolicy would parse the XML too, doubling the work. The body
+        # is parsed as it arrives, neither held whole nor built into a tree (a page's tree is ~15 MB).
         response = self.container._client._send_request(request, stream=True)
-        body = response.read()
-        if response.status_code != 200:
-            error = ResourceNotFoundError if response.status_code == 404 else HttpResponseError
-            raise error(response=response)
-        return parse_listing(body)
+        try:
+            if response.status_code != 200:
+                response.read()
+                error = ResourceNotFoundError if response.status_code == 404 else HttpResponseError
+                raise error(response=response)
+            return parse_listing(response.iter_bytes())
+        finally:
+            response.close()
 
-    def _fetch_sdk(self, prefix: str | None, marker: str | None) -> Page:
+    def _fetch_sdk(self, prefix: str | None, marker: str | None, size: int) -> Page:
         pages = self.container.list_blobs(name_starts_with=prefix, include=["metadata"],
-                                          results_per_page=self.page_size).by_page(continuation_token=marker)
+                                          results_per_page=size).by_page(continuation_token=marker)
         blobs = [ListedBlob(b.name, b.size, b.metadata or {},
                             b.content_settings.content_md5 if b.content_settings else None, b.etag)
                  for b in next(pages, [])]
         return blobs, pages.continuation_token
 
 
-def parse_listing(xml: bytes) -> Page:
-    """The blobs and NextMarker of one List Blobs response body."""
-    from xml.etree.ElementTree import fromstring
+def parse_listing(xml: bytes | Iterable[bytes]) -> Page:
+    """The blobs and NextMarker of one List Blobs response body, whole or as the chunks it arrives in.
 
-    root = fromstring(xml)
-    blobs = []
-    for blob in root.iterfind("Blobs/Blob"):
-        name_el = blob.find("Name")
-        name = (name_el.text or "") if name_el is not None else ""
-        if name_el is not None and name_el.get("Encoded") == "true":  # names XML cannot carry come encoded
-            name = unquote(name)
-        props = blob.find("Properties")
-        size = md5 = etag = None
-        if props is not None:
-            length = props.findtext("Content-Length")
-            size = int(length) if length else None
-            raw_md5 = props.findtext("Content-MD5")
-            md5 = base64.b64decode(raw_md5) if raw_md5 else None
-            etag = props.findtext("Etag")
-        meta_el = blob.find("Metadata")
-        metadata = {m.tag: m.text or "" for m in meta_el} if meta_el is not None else {}
-        blobs.append(ListedBlob(name, size, metadata, md5, etag))
-    return blobs, root.findtext("NextMarker") or None
+    Parsed incrementally: each ``Blob`` element is read and dropped, so the memory it takes is the blobs'
+    values, not the document's tree."""
+    from xml.etree.ElementTree import XMLPullParser
+
+    parser: Any = XMLPullParser(events=("end",))
+    blobs: list[ListedBlob] = []
+    marker = None
+    for chunk in (xml,) if isinstance(xml, bytes) else xml:
+        parser.feed(chunk)
+        for _, element in parser.read_events():
+            # A metadata key may be called Blob or NextMarker too: its element has no children and ends
+            # before its blob does, so the blob's end forgets a marker seen inside it.
+            if element.tag == "Blob" and len(element):
+                blobs.append(_listed_blob(element))
+                element.clear()
+                marker = None
+            elif element.tag == "NextMarker":
+                marker = element.text or None
+    parser.close()
+    return blobs, marker
+
+
+def _listed_blob(blob: Any) -> ListedBlob:
+    name_el = blob.find("Name")
+    name = (name_el.text or "") if name_el is not None else ""
+    if name_el is not None and name_el.get("Encoded") == "true":  # names XML cannot carry come encoded
+        name = unquote(name)
+    props = blob.find("Properties")
+    size = md5 = etag = None
+    if props is not None:
+        length = props.findtext("Content-Length")
+        size = int(length) if length else None
+        raw_md5 = props.findtext("Content-MD5")
+        md5 = base64.b64decode(raw_md5) if raw_md5 else None
+        etag = props.findtext("Etag")
+    meta_el = blob.find("Metadata")
+    metadata = {m.tag: m.text or "" for m in meta_el} if meta_el is not None else {}
+    return ListedBlob(name, size, metadata, md5, etag)
+
+
+def blob_bytes(blob: ListedBlob) -> int:
+    """About the memory a listed blob holds (CPython object sizes, rounded up)."""
+    return 250 + len(blob.name) + sum(120 + len(k) + len(v) for k, v in blob.metadata.items())
+
+
+def next_page_size(page: list[ListedBlob], page_size: int) -> int:
+    """How many blobs to ask for next so a page holds about ``PAGE_BYTES`` at most: ``page_size`` (the
+    service maximum) unless the last page's blobs were large (long names, much metadata)."""
+    if not page:
+        return page_size
+    per_blob = sum(blob_bytes(b) for b in page) / len(page)
+    return max(1, min(page_size, int(PAGE_BYTES / per_blob)))
 
 
 def raw_listing_supported(container: Any) -> bool:
@@ -178,6 +217,6 @@ def raw_listing_supported(container: Any) -> bool:
     return callable(getattr(client, "_send_request", None)) and isinstance(getattr(container, "api_version", None), str)
 
 
-def _timed(fetch: Any, prefix: str | None, marker: str | None) -> tuple[Page, float]:
+def _timed(fetch: Any, prefix: str | None, marker: str | None, size: int) -> tuple[Page, float]:
     started = time.monotonic()
-    return fetch(prefix, marker), time.monotonic() - started
+    return fetch(prefix, marker, size), time.monotonic() - started

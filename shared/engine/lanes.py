@@ -4,8 +4,9 @@ depend on it.
 
 - **Own workers.** ``workers`` threads per partner take batches from the lane's queue; the Wallie token is
   fetched by a Wallie worker, never by the listing.
-- **Never blocks the listing.** The queue keeps ``MEMORY_RECORDS`` records in memory and spills the rest to
-  a temporary file, so memory stays flat while a slow partner catches up.
+- **Never blocks the listing.** The queue keeps at most ``MEMORY_RECORDS`` records and ``MEMORY_BYTES`` bytes
+  in memory and spills the rest to a temporary file, so memory stays flat while a slow partner catches up,
+  whatever the size of its records (a TRAEDE product carries all its images).
 - **Stops once.** Credentials refused, a redirect, or ``BREAKER_FAILURES`` calls in a row that failed after
   all their retries stop the lane: the rest of its queue is reported as not sent, each unit by name, with one reason.
 - **Graceful stop.** When the run's ``stop`` event is set the workers take no new batch; what is queued is
@@ -29,9 +30,11 @@ from ..errors import PartnerError, RejectedError, StopPartnerError, TooLargeErro
 from ..runs.report import Problem, SyncReport, not_sent_reason
 
 log = logging.getLogger(__name__)
-# Records a lane holds in memory before it spills batches to disk: a few MB (a Wallie record is ~0.4 KB, a
-# TRAEDE product a few KB), enough that a lane keeping pace never spills, bounded when a partner is slow.
+# What a lane holds in memory before it spills batches to disk: enough that a lane keeping pace never spills,
+# bounded when a partner is slow. By count and by bytes: 5,000 TRAEDE products of a few KB each (one entry
+# and one SAS URL per image) held ~25 MB, and a product of 200 images is 50 times larger than one of 4.
 MEMORY_RECORDS = 5000
+MEMORY_BYTES = 4 * 2**20
 BREAKER_FAILURES = 3  # calls in a row that failed after all their retries: the partner looks down
 _LENGTH = struct.Struct("<I")
 
@@ -44,15 +47,20 @@ class Unit:
     item_id: str
     blob_name: str | None
     records: tuple[ImageRecord, ...] = ()  # a product set's images, in the payload's order (for the report's ledger)
+    size: int = 0  # about what it holds in memory, in bytes (0: the lane estimates it from the payload)
 
 
 class _SpillQueue:
-    """A FIFO of batches: up to ``memory`` records in memory, the rest in a temporary file."""
+    """A FIFO of batches: up to ``memory`` records and ``memory_bytes`` bytes in memory, the rest in a
+    temporary file (one batch is always let in, so a batch larger than the bound still moves)."""
 
-    def __init__(self, memory: int):
+    def __init__(self, memory: int, memory_bytes: int = MEMORY_BYTES):
         self.memory = memory
+        self.memory_bytes = memory_bytes
         self._in_memory = 0  # records in the batches held in memory
-        self._items: deque[list[Unit]] = deque()
+        self._bytes = 0  # ...and about the bytes they hold
+        self.peak_records = self.peak_bytes = 0  # the most held in memory at once (the tests read them)
+        self._items: deque[tuple[list[Unit], int]] = deque()
         self._file: Any = None
         self._write_at = self._read_at = 0
         self._on_disk = 0
@@ -61,10 +69,15 @@ class _SpillQueue:
         self._cond = threading.Condition()
 
     def put(self, batch: list[Unit]) -> None:
+        size = batch_bytes(batch)
         with self._cond:
-            if (self._in_memory + len(batch) <= self.memory or not self._items) and not self._on_disk:
-                self._items.append(batch)
+            fits = self._in_memory + len(batch) <= self.memory and self._bytes + size <= self.memory_bytes
+            if (fits or not self._items) and not self._on_disk:
+                self._items.append((batch, size))
                 self._in_memory += len(batch)
+                self._bytes += size
+                self.peak_records = max(self.peak_records, self._in_memory)
+                self.peak_bytes = max(self.peak_bytes, self._bytes)
             else:
                 if self._file is None:
                     self._file = tempfile.TemporaryFile(prefix="image-sync-lane-")
@@ -83,8 +96,9 @@ class _SpillQueue:
                 self._cond.wait()
             batch: list[Unit]
             if self._items:
-                batch = self._items.popleft()
+                batch, size = self._items.popleft()
                 self._in_memory -= len(batch)
+                self._bytes -= size
                 return batch
             if self._on_disk:
                 self._file.seek(self._read_at)
@@ -112,14 +126,15 @@ class _SpillQueue:
 class Lane:
     def __init__(self, target: Any, report: SyncReport, *, workers: int, stop: threading.Event,
                  guard: Callable[[], float] | None = None, track_items: bool = False,
-                 memory_records: int | None = None):
+                 memory_records: int | None = None, memory_bytes: int | None = None):
         self.target = target
         self.name: str = target.name
         self.report = report
         self.stop = stop
         self.guard = guard
         self.track_items = track_items
-        self.queue = _SpillQueue(MEMORY_RECORDS if memory_records is None else memory_records)
+        self.queue = _SpillQueue(MEMORY_RECORDS if memory_records is None else memory_records,
+                                 MEMORY_BYTES if memory_bytes is None else memory_bytes)
         self._lock = threading.Lock()
         self._stopped: str | None = None  # why this partner gets nothing more in this run
         self._stopped_retryable = True
@@ -239,6 +254,27 @@ class Lane:
 
 def units_payloads(units: list[Unit]) -> list[dict[str, Any]]:
     return [u.payload for u in units]
+
+
+def batch_bytes(units: list[Unit]) -> int:
+    """About the memory a batch holds: each unit's ``size`` (or an estimate from its payload), and the
+    image records a product keeps for the report's ledger."""
+    return sum((u.size or _UNIT_BYTES + approx_bytes(u.payload)) + _RECORD_BYTES * len(u.records) for u in units)
+
+
+_UNIT_BYTES = 100  # the Unit and its slot in the batch
+_RECORD_BYTES = 700  # an ImageRecord (its name, ids and key) kept with a product for the ledger
+
+
+def approx_bytes(value: Any) -> int:
+    """About what a JSON-like value holds in memory (CPython 3.11 object sizes, rounded up)."""
+    if isinstance(value, str):
+        return 50 + len(value)
+    if isinstance(value, dict):
+        return 100 + 40 * len(value) + sum(approx_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return 60 + 8 * len(value) + sum(approx_bytes(v) for v in value)
+    return 32
 
 
 def _reason(exc: PartnerError) -> str:

@@ -7,11 +7,13 @@ is safe to repeat. Coordination between processes (who may send a product when) 
 
 **Streaming.** When the layout puts each product in a folder of its own (``{item_id}/...``), the listing
 comes back sorted, so a product is complete as soon as the listing passes its folder: it goes to TRAEDE
-then, while the listing goes on, and only the product being listed is held in memory. Other layouts hold
-every product until the listing ends. A listing that fails midway withholds only what was not complete.
+then, while the listing goes on, and only the product being listed is held in memory. With other layouts
+no product is complete before the listing ends: their images are grouped in bounded memory, the rest in
+sorted runs on disk (``grouping``). A listing that fails midway withholds only what was not complete.
 """
 from __future__ import annotations
 
+import itertools
 import threading
 from typing import Any, Protocol
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -19,12 +21,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from azure.core.exceptions import AzureError
 
 from ..catalog.container import Catalog, CatalogEntry, ImageRecord, SignedImage, SkippedBlob
+from ..catalog.partner_codes import TRAEDE, WALLIE, PartnerCodes, missing_code, nfc, partner_ids
 from ..errors import SigningError
 from ..partners.http import Answer
-from .lanes import Lane, Unit
-from ..catalog.partner_codes import TRAEDE, WALLIE, PartnerCodes, missing_code, nfc, partner_ids
-from ..partners.payloads import DEFAULT_TRAEDE_OPTIONS, TraedeOptions, traede_product, wallie_record
+from ..partners.payloads import (DEFAULT_TRAEDE_OPTIONS, TraedeOptions, traede_product, wallie_record,
+                                 wallie_record_bytes)
 from ..runs.report import STORAGE, Problem, SyncReport
+from .grouping import ProductGroups
+from .lanes import Lane, Unit
 
 Guard = Callable[[], float]
 
@@ -168,7 +172,8 @@ class SyncEngine:
                                                     f"not sent: {missing_code(codes)}", retryable=False,
                                                     detail=ids.problem))
                         continue
-                    wallie_batch.append(Unit(wallie_record(signed, ids), entry.item_id, entry.blob_name))
+                    record = wallie_record(signed, ids)
+                    wallie_batch.append(Unit(record, entry.item_id, entry.blob_name, size=wallie_record_bytes(record)))
                     if len(wallie_batch) >= wallie.batch_size:
                         lanes[wallie.name].put(wallie_batch)
                         wallie_batch = []
@@ -224,7 +229,8 @@ class _Products:
     batches of ``batch_size`` products.
 
     Grouped (streaming): only the product being listed is held; it is complete when the next one begins.
-    Otherwise every product is held until the listing ends.
+    Otherwise every product is complete only when the listing ends: their images are grouped in bounded
+    memory, the rest spilled to a temporary file (``grouping``).
     """
 
     def __init__(self, engine: SyncEngine, report: SyncReport, traede: Target | None, lane: Lane | None,
@@ -234,11 +240,16 @@ class _Products:
         self.withhold, self.grouped = withhold, grouped
         self.open: dict[str, list[SignedImage]] = {}
         self.done: set[str] | None = set() if remember else None  # products completed, when asked for by id
+        # A listing in any order (a whole container, not products asked for by id): grouped on the side.
+        self.groups = ProductGroups() if not grouped and not remember else None
         self.batch: list[Unit] = []
         self.current: str | None = None
         self.claimed: dict[str, str] = {}  # TRAEDE item number -> the non-ASCII folder that had it in this run
 
     def add(self, signed: SignedImage) -> None:
+        if self.groups is not None:
+            self.groups.add(signed)
+            return
         item = signed.record.item_id
         if self.grouped and item != self.current:
             if self.current is not None:
@@ -259,6 +270,9 @@ class _Products:
                                            "at TRAEDE: pass --allow-empty to do that on purpose"))
 
     def flush_all(self) -> None:
+        for item, images in self.groups.products() if self.groups is not None else ():
+            self.open[item] = images
+            self._complete(item)
         for item in list(self.open):
             self._complete(item)
         self._send_batch()
@@ -278,7 +292,7 @@ class _Products:
                 STORAGE, "*", None, f"listing the container stopped after {listed} blobs "
                                     f"({type(error).__name__}: {str(error).splitlines()[0][:200]})"))
         self._send_batch()
-        for item in self.open:
+        for item in itertools.chain(self.open, self.groups.items() if self.groups is not None else ()):
             self.report.products += 1
             if self.traede:
                 self.report.add_failed(Problem(self.traede.name, item, None, why))
@@ -310,7 +324,7 @@ class _Products:
             return
         product = traede_product(code, images, options=self.engine.traede_options, colors=colors)
         records = product.records if self.report.ledger is not None else ()  # only the report's ledger reads them
-        self.batch.append(Unit(product.body, item, None, records))
+        self.batch.append(Unit(product.body, item, None, records, size=product.size))
         if len(self.batch) >= self.traede.batch_size:
             self._send_batch()
 
