@@ -151,7 +151,7 @@ def fan_out() -> int:
     in Azure the scale controller runs them side by side)."""
     from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
-    from shared.coordination.state import shards
+    from shared.coordination import shards
     from shared.app.factory import Components
     from shared.config.settings import Settings
 

@@ -33,7 +33,7 @@ from urllib.parse import quote
 from shared import redact
 
 
-from shared.storage.clients import sas
+from shared.storage import sas
 
 DEV_CONNECTION = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey="
                   "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"

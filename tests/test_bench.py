@@ -46,7 +46,10 @@ def test_bench_smoke_run_prints_the_figures_and_sends_the_minimum_requests():
         assert run["requests"] == figures["min_requests"]
         floor = max(run["listing_s"] + figures["signing_s"], figures["request_floor_s"])
         assert abs(run["floor_s"] - floor) <= 0.002
-        assert abs(run["wall_per_floor"] - run["wall_s"] / run["floor_s"]) <= 0.0006 + 0.0006 / run["floor_s"]
+        # wall and floor are printed to 1 ms and the ratio to 0.01: the ratio of the printed figures may differ by
+        # that rounding, which grows as the floor shrinks (a 30 ms floor: up to about 0.05)
+        ratio = run["wall_s"] / run["floor_s"]
+        assert abs(run["wall_per_floor"] - ratio) <= 0.005 + 0.0005 * (1 + ratio) / run["floor_s"]
         # the machine's bound: the CPU the sync, Azurite and the sandboxes used, spread over every core
         assert run["storage_cpu_s"] > 0 and run["partners_cpu_s"] >= 0  # 8 requests: next to nothing
         assert abs(run["cpu_bound_s"] * figures["cores"]

@@ -162,12 +162,12 @@ def test_debug_shows_each_partner_request_and_each_listing_page(container, sync_
     seed(container)
     result = cli({**sync_env, "LOG_LEVEL": "DEBUG", "WALLIE_BATCH_SIZE": "2"}, "sync")
     assert result.returncode == 0, result.stderr
-    requests = re.findall(r"DEBUG shared\.http: (wallie|traede): POST (\S+)(?: \((\d+) (images|products)\))?: "
+    requests = re.findall(r"DEBUG shared\.partners\.http: (wallie|traede): POST (\S+)(?: \((\d+) (images|products)\))?: "
                           r"HTTP (\d+) in \d+ ms \(attempt 1\)", result.stderr)
     assert {(r[0], r[1], r[4]) for r in requests} >= {("wallie", "/Token", "200"), ("wallie", "/Images/urls", "200"),
                                                       ("traede", "/products/images/sync", "200")}
     assert len([r for r in requests if r[1] == "/Images/urls"]) == 2
-    assert re.search(r"DEBUG shared\.listing: listed page 1 of '[^']+': 4 blobs in \d+ ms, the last", result.stderr)
+    assert re.search(r"DEBUG shared\.catalog\.listing: listed page 1 of '[^']+': 4 blobs in \d+ ms, the last", result.stderr)
     assert "INFO shared.app.cli: sync started: container" in result.stderr
     secrets = [WALLIE_CREDENTIALS["password"], *TRAEDE_CREDENTIALS.values(), *wallie._tokens]
     assert not [s for s in secrets if s in result.stderr] and "sig=" not in result.stderr.replace("sig=REDACTED", "")
