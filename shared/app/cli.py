@@ -25,8 +25,9 @@ from ..runs.report import SyncReport
 from ..config.settings import Settings
 from ..engine.stopping import Stopper
 from ..storage.clients import StorageUnreachable, check_container
+from ..domain import Partner
+from ..engine.target import Guard
 from ..partners.traede import TraedeClient
-from ..partners.wallie import WallieClient
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_CONFIG = 0, 1, 2
 EXIT_BUSY = 75  # sysexits' EX_TEMPFAIL: another full sync held on for longer than --wait; try again later
@@ -71,22 +72,30 @@ exit codes: 0 done; 1 storage could not be reached, no kept run touched the prod
 
 
 class DryRunOutput:
-    """Stands in for a partner client (same name, unit and batch size) and prints what would be sent, one
+    """Stands in for a partner (a ``Target`` with its name and batch size) and prints what would be sent, one
     JSON object per line: ``{"partner": ..., "record": ...}`` or ``{"partner": ..., "product": ...}``."""
 
-    def __init__(self, like: Any, batch_size: int, out: TextIO):
-        self.name = like.name
-        self.unit = like.unit
+    def __init__(self, partner: Partner, batch_size: int, out: TextIO):
+        self.name = partner
         self.batch_size = batch_size
         self.out = out
-        self._key = "product" if like.unit == "products" else "record"
+        self._key = "product" if partner is Partner.TRAEDE else "record"
         self._lock = threading.Lock()
 
-    def send(self, payloads: list[dict[str, Any]], guard: Any = None) -> None:
+    def send(self, payloads: list[dict[str, Any]], guard: Guard | None = None) -> None:
         text = "".join(json.dumps({"partner": self.name, self._key: p}, ensure_ascii=False) + "\n"
                        for p in payloads)
         with self._lock:
             self.out.write(text)
+
+    def stats(self) -> dict[str, int]:
+        return {"requests": 0, "retries": 0}
+
+    def abort(self) -> None:
+        """Nothing is in flight: the dry run only prints."""
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,8 +200,8 @@ def _sync(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: 
         batch = settings.wallie.batch_size if settings.wallie else 500
         # What each configured partner would get; with none configured yet, what both would get.
         both = not (settings.wallie or settings.traede)
-        dry_wallie = DryRunOutput(WallieClient, batch, stdout) if settings.wallie or both else None
-        dry_traede = DryRunOutput(TraedeClient, TraedeClient.batch_size, stdout) if settings.traede or both else None
+        dry_wallie = DryRunOutput(Partner.WALLIE, batch, stdout) if settings.wallie or both else None
+        dry_traede = DryRunOutput(Partner.TRAEDE, TraedeClient.batch_size, stdout) if settings.traede or both else None
     log.info("sync started: %s", settings.describe())
 
     def waiting(line: str) -> None:

@@ -8,7 +8,6 @@ from ..catalog.container import Catalog
 from ..coordination.state import StateContainer
 from ..errors import ConfigError
 from ..runs.history import RunHistory
-from ..catalog.layout import PathLayout
 from ..catalog.partner_codes import PartnerCodes
 from ..partners.payloads import TraedeOptions
 from ..coordination.product_queue import ProductQueue
@@ -16,7 +15,8 @@ from ..storage.sas import SasSigner
 from ..config.settings import Settings
 from ..engine.stopping import StopSignal
 from ..storage.clients import HISTORY_TIMEOUTS, blob_service, default_credential, queue_client
-from ..engine.sync import SyncEngine, Target
+from ..engine.sync import SyncEngine
+from ..engine.target import Target
 from ..partners.traede import TraedeClient
 from ..partners.wallie import WallieClient
 
@@ -34,7 +34,7 @@ class Components:
         if credential is None and storage.uses_identity:
             credential = default_credential()  # one credential for every blob and queue client
         self.credential = credential
-        self.layout = PathLayout(settings.path_pattern)
+        self.layout = settings.layout
         self.service = blob_service(storage, credential)
         self.container = self.service.get_container_client(storage.container)
         self.catalog = Catalog(self.container, self.layout)

@@ -11,6 +11,8 @@ from typing import overload
 from collections.abc import Mapping
 from urllib.parse import urlparse
 
+from ..catalog.layout import PathLayout
+from ..domain import Partner
 from ..errors import ConfigError
 
 DEFAULT_CONTAINER = "product-images"
@@ -90,14 +92,15 @@ class Settings:
     run_history_container: str | None = DEFAULT_RUN_HISTORY_CONTAINER  # None: no run history
     run_history_days: int = 30
     log_level: str = "INFO"
+    layout: PathLayout = field(init=False, repr=False, compare=False)  # IMAGE_PATH_PATTERN, compiled once
 
-    def partner_urls(self) -> dict[str, str]:
-        """Each configured partner's base URL (no secret in it), by the partner's name."""
-        from ..partners.traede import TraedeClient
-        from ..partners.wallie import WallieClient
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layout", PathLayout(self.path_pattern))
 
-        return {client.name: s.base_url for client, s in ((WallieClient, self.wallie), (TraedeClient, self.traede))
-                if s}
+    def partner_urls(self) -> dict[Partner, str]:
+        """Each configured partner's base URL (no secret in it), by the partner."""
+        configured = ((Partner.WALLIE, self.wallie), (Partner.TRAEDE, self.traede))
+        return {partner: s.base_url for partner, s in configured if s}
 
     def describe(self) -> str:
         """What a run works on, for its start line: never a secret."""
@@ -118,7 +121,7 @@ class Settings:
         r = _Reader(os.environ if env is None else env)
         return cls(
             storage=_storage(r),
-            path_pattern=_layout(r.text("IMAGE_PATH_PATTERN", DEFAULT_PATH_PATTERN)),
+            path_pattern=r.text("IMAGE_PATH_PATTERN", DEFAULT_PATH_PATTERN),  # compiled (and checked) as ``layout``
             sas_ttl_hours=r.number("SAS_TTL_HOURS", 48, low=0.1, high=MAX_SAS_TTL_HOURS,
                                    why="hours a partner has to download an image; at most 168 (7 days)"),
             sas_start_skew_minutes=r.number("SAS_START_SKEW_MINUTES", 15, low=0, high=60,
@@ -161,13 +164,6 @@ def _endpoint_of(connection_string: str) -> str:
     if "BlobEndpoint" in parts:
         return parts["BlobEndpoint"].split("?")[0]
     return f"account {parts.get('AccountName', '?')}"
-
-
-def _layout(pattern: str) -> str:
-    from ..catalog.layout import PathLayout
-
-    PathLayout(pattern)  # raises ConfigError naming IMAGE_PATH_PATTERN and what is wrong with it
-    return pattern
 
 
 def _container_name(setting: str, name: str) -> str:

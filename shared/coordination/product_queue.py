@@ -41,8 +41,10 @@ from typing import TYPE_CHECKING, Any
 from collections.abc import Callable, Iterable
 
 from ..catalog.container import SkippedBlob
+from ..domain import Partner
 from .state import FenceInfo, FullSyncFence, FullSyncFences, Mark, PendingMarks, ProductLocks, StateContainer
 from ..errors import ConfigError, ImageSyncError, StateError
+from ..runs.ledger import Ledger
 from ..runs.report import Problem, SyncReport
 
 if TYPE_CHECKING:
@@ -117,22 +119,16 @@ class ProductQueue:
         self._queue_factory = queue
         self._queue: Any = None
 
-    @property
-    def _partner(self) -> str:
-        from ..partners.traede import TraedeClient
-
-        return self.engine.traede.name if self.engine.traede else TraedeClient.name
-
     # -- the triggers -------------------------------------------------------------------------------
 
-    def image_uploaded(self, blob_name: str, *, ledger: Any = None) -> SyncReport:
+    def image_uploaded(self, blob_name: str, *, ledger: Ledger | None = None) -> SyncReport:
         """The new image's record to Wallie now; its product to TRAEDE through the queue. ``ledger`` records
         what Wallie got (the run history keeps it)."""
         if blob_name == self.engine.codes_file:
             return self._codes_file_changed("image", ledger)
         entry = self.engine.catalog.get(blob_name)
         if isinstance(entry, SkippedBlob):
-            report = SyncReport(mode="image", ledger=ledger, layout=self.engine.catalog.layout.pattern)
+            report = self._report("image", ledger)
             report.skipped.append(entry)
             return report.finish()
         report = self.engine.send_image(entry, ledger=ledger)
@@ -145,7 +141,7 @@ class ProductQueue:
         """A blob was deleted: its product's remaining set goes to TRAEDE through the queue."""
         if blob_name == self.engine.codes_file:
             return self._codes_file_changed("delete", None)
-        report = SyncReport(mode="delete", layout=self.engine.catalog.layout.pattern)
+        report = self._report("delete", None)
         fields = self.engine.catalog.layout.match(blob_name)
         if fields is None:
             report.skipped.append(SkippedBlob(blob_name, "deleted blob's path does not fit IMAGE_PATH_PATTERN: "
@@ -155,13 +151,17 @@ class ProductQueue:
             report.queued.append(fields.item_id)
         return report.finish()
 
-    def _codes_file_changed(self, mode: str, ledger: Any) -> SyncReport:
+    def _codes_file_changed(self, mode: str, ledger: Ledger | None) -> SyncReport:
         """PARTNER_CODES_FILE was uploaded or deleted: not an image, and no product of its own."""
-        report = SyncReport(mode=mode, ledger=ledger, layout=self.engine.catalog.layout.pattern)
+        report = self._report(mode, ledger)
         report.notes.append(f"{self.engine.codes_file!r} is PARTNER_CODES_FILE: the next run of each product uses "
                             "it (the nightly sync sends every product); nothing to send for it now")
         log.info("%s", report.notes[-1])
         return report.finish()
+
+    def _report(self, mode: str, ledger: Ledger | None) -> SyncReport:
+        layout = self.engine.catalog.layout
+        return SyncReport(mode=mode, ledger=ledger, layout=layout.pattern, item_separator=layout.item_prefix_separator)
 
     def request(self, item: str) -> None:
         """Mark ``item`` pending; the call that makes it pending queues its message (and so does a call
@@ -209,7 +209,7 @@ class ProductQueue:
                                 f"(PRODUCT_RESEND_SECONDS): a request that carried them was cut off after TRAEDE "
                                 f"had it, so TRAEDE may still apply it later, after a newer set: {shown}")
 
-    def run_message(self, text: str, *, ledger: Any = None) -> SyncReport:
+    def run_message(self, text: str, *, ledger: Ledger | None = None) -> SyncReport:
         """One message of the product queue, as the host hands it over."""
         message = ProductMessage.from_json(text)
         if message.container != self.container:
@@ -253,7 +253,7 @@ class ProductQueue:
                 on_wait, wait_seconds, force=True), wallie=True, empty_sets=empty_sets))
         return report.finish()
 
-    def flush(self, *, on_wait: Callable[[str], None] | None = None, ledger: Any = None,
+    def flush(self, *, on_wait: Callable[[str], None] | None = None, ledger: Ledger | None = None,
               wait_seconds: float = DEFAULT_WAIT_SECONDS) -> SyncReport:
         """``flush``: every pending product now, without waiting for its delay."""
         report = SyncReport(mode="flush", ledger=ledger)
@@ -289,7 +289,7 @@ class ProductQueue:
                 assert message is not None  # the operator waits or raises
                 retry = max(2, min(FENCE_RETRY_SECONDS, math.ceil(2 * self.delay)))
                 self.enqueue(message, retry)
-                report.add_deferred(Problem(self._partner, message.item, None, "a full sync is running; the "
+                report.add_deferred(Problem(Partner.TRAEDE, message.item, None, "a full sync is running; the "
                                             f"product is looked at again in {retry} s"))
                 return report.finish()
             marks = {item: self.marks.read(item) for item in held}
@@ -318,7 +318,7 @@ class ProductQueue:
                 assert message is not None
                 retry = max(1, min(LOCK_BUSY_RETRY_SECONDS, math.ceil(self.delay)))
                 self.enqueue(message, retry)
-                report.add_deferred(Problem(self._partner, item, None, "another instance is sending this "
+                report.add_deferred(Problem(Partner.TRAEDE, item, None, "another instance is sending this "
                                             f"product now; it is looked at again in {retry} s"))
                 continue
             held.append(item)
@@ -329,10 +329,10 @@ class ProductQueue:
         a mark bumped during the send stays, and its product is queued again. Products a request of unknown
         outcome carried, or whose lock was lost during the send, are sent again later."""
         lost = {item for item in batch if self.locks.lost(item)}  # another sender may have overlapped
-        self.resend_later(sent.unsure(self._partner) | lost, report)  # first: it is what keeps TRAEDE right
+        self.resend_later(sent.unsure(Partner.TRAEDE) | lost, report)  # first: it is what keeps TRAEDE right
         for item in batch:
             mark = marks[item]
-            if mark is not None and sent.outcome(self._partner, item) in ("delivered", "rejected") \
+            if mark is not None and sent.outcome(Partner.TRAEDE, item).answered \
                     and not self.marks.clear(item, mark):
                 self.enqueue(ProductMessage(self.container, item, gen=mark.gen or None), self.delay)  # next set
 
@@ -373,7 +373,7 @@ class ProductQueue:
         with self.full_sync_unit(what, run=run, wait_seconds=wait_seconds, on_wait=on_wait) as unit:
             report = sync(unit)
             unit.settle(report)
-            self.resend_later(report.unsure(self._partner), report)
+            self.resend_later(report.unsure(Partner.TRAEDE), report)
         return report
 
 

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from ..catalog.container import ImageRecord
 from ..errors import PartnerError, RejectedError, StopPartnerError, TooLargeError, TransientError
 from ..runs.report import Problem, SyncReport, not_sent_reason
+from .target import Target
 
 log = logging.getLogger(__name__)
 # What a lane holds in memory before it spills batches to disk: enough that a lane keeping pace never spills,
@@ -124,11 +125,11 @@ class _SpillQueue:
 
 
 class Lane:
-    def __init__(self, target: Any, report: SyncReport, *, workers: int, stop: threading.Event,
+    def __init__(self, target: Target, report: SyncReport, *, workers: int, stop: threading.Event,
                  guard: Callable[[], float] | None = None, track_items: bool = False,
                  memory_records: int | None = None, memory_bytes: int | None = None):
         self.target = target
-        self.name: str = target.name
+        self.name = target.name
         self.report = report
         self.stop = stop
         self.guard = guard
@@ -139,8 +140,8 @@ class Lane:
         self._stopped: str | None = None  # why this partner gets nothing more in this run
         self._stopped_retryable = True
         self._failed_calls = 0
-        report.partner(self.name, getattr(target, "unit", "records"))
-        self._before = _stats(target)
+        report.partner(self.name)
+        self._before = target.stats()
         self._threads = [threading.Thread(target=self._work, name=f"{self.name}-lane-{n}", daemon=True)
                          for n in range(workers)]
         for thread in self._threads:
@@ -156,15 +157,13 @@ class Lane:
         for thread in self._threads:
             thread.join()
         self.queue.dispose()
-        after = _stats(self.target)
+        after = self.target.stats()
         self.report.add_traffic(self.name, after["requests"] - self._before["requests"],
                                 after["retries"] - self._before["retries"])
 
     def abort(self) -> None:
         """Cut the requests in flight (the run was stopped and its grace period is over)."""
-        abort = getattr(self.target, "abort", None)
-        if callable(abort):
-            abort()
+        self.target.abort()
 
     # -- the workers --------------------------------------------------------------------------------
 
@@ -290,6 +289,3 @@ def _cause(exc: PartnerError) -> tuple[str, str | None]:
     return exc.cause, detail or None
 
 
-def _stats(target: object) -> dict[str, Any]:
-    stats = getattr(target, "stats", None)
-    return stats() if callable(stats) else {"requests": 0, "retries": 0}

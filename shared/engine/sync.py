@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from typing import Any, Protocol
+from typing import Protocol
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from azure.core.exceptions import AzureError
@@ -23,15 +23,13 @@ from azure.core.exceptions import AzureError
 from ..catalog.container import Catalog, CatalogEntry, ImageRecord, SignedImage, SkippedBlob
 from ..catalog.partner_codes import TRAEDE, WALLIE, PartnerCodes, missing_code, nfc, partner_ids
 from ..errors import SigningError
-from ..partners.http import Answer
 from ..partners.payloads import (DEFAULT_TRAEDE_OPTIONS, TraedeOptions, traede_product, wallie_record,
                                  wallie_record_bytes)
+from ..runs.ledger import Ledger
 from ..runs.report import STORAGE, Problem, SyncReport
 from .grouping import ProductGroups
 from .lanes import Lane, Unit
-
-Guard = Callable[[], float]
-
+from .target import Guard, Target
 
 class Fence(Protocol):
     """What a full sync runs behind (``product_queue.FullSyncUnit``)."""
@@ -49,18 +47,6 @@ class Fence(Protocol):
     def guard(self) -> float:
         """Seconds for which the fence certainly stands."""
         ...
-
-
-class Target(Protocol):
-    """A partner client as the engine sees it (``WallieClient``, ``TraedeClient``, the dry run's printer)."""
-
-    name: str
-    unit: str  # what one record is: "images" (one record per image) or "products" (one per product)
-    batch_size: int
-
-    def send(self, payloads: list[dict[str, Any]], guard: Guard | None = None) -> Answer | None:
-        """Deliver one batch or raise ``PartnerError``; the answer says whether an earlier attempt's outcome
-        stayed unknown (None: nothing to say, e.g. the dry run)."""
 
 
 class SyncEngine:
@@ -111,14 +97,14 @@ class SyncEngine:
         report.mode = mode
         return self._sync(entries, report, fence=fence, grouped=self.catalog.layout.item_prefix_separator is not None)
 
-    def send_image(self, entry: ImageRecord, *, ledger: Any = None) -> SyncReport:
+    def send_image(self, entry: ImageRecord, *, ledger: Ledger | None = None) -> SyncReport:
         """One new image to Wallie. Its product goes to TRAEDE through the product queue, coalesced with
         the rest of its burst (``product_queue``)."""
         report = SyncReport(mode="image", ledger=ledger)
         return self._sync([entry], report, targets=[self.wallie] if self.wallie else [])
 
     def send_products(self, item_ids: Iterable[str], *, guard: Guard | None = None, wallie: bool = False,
-                      mode: str = "product", empty_sets: bool = True, ledger: Any = None) -> SyncReport:
+                      mode: str = "product", empty_sets: bool = True, ledger: Ledger | None = None) -> SyncReport:
         """Each product's complete set, listed now, to TRAEDE (10 products a request), and with ``wallie``
         its images' records to Wallie. ``guard`` bounds every HTTP attempt by the products' locks."""
         items = list(dict.fromkeys(item_ids))
@@ -146,7 +132,7 @@ class SyncEngine:
             guard = fence.guard
         lanes = {t.name: Lane(t, report, workers=self.concurrency, stop=self.stop,
                               guard=guard if t is traede else None, track_items=t is traede) for t in targets}
-        report.layout = self.catalog.layout.pattern
+        report.layout, report.item_separator = self.catalog.layout.pattern, self.catalog.layout.item_prefix_separator
         products = _Products(self, report, traede, lanes.get(traede.name) if traede else None, withhold, grouped,
                              remember=items is not None, codes=codes)
         wallie_batch: list[Unit] = []

@@ -400,7 +400,7 @@ class PartnerHttp:
         for attempt in attempts:
             attempt.fire()
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> dict[str, int]:
         with self._lock:
             return {"requests": self.requests, "retries": self.retries}
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import requests
 
+from ..domain import Partner
 from ..errors import AuthError, RejectedError
 from .http import Answer, PartnerHttp
 from ..config.settings import DEFAULT_HTTP, HttpSettings, TraedeSettings
@@ -27,8 +28,8 @@ class _TraedeAuth(requests.auth.AuthBase):
 
 
 class TraedeClient:
-    name = "traede"
-    unit = "products"  # one record per product: its complete image set
+    name = Partner.TRAEDE
+    unit = Partner.TRAEDE.unit  # one record per product: its complete image set
     batch_size = MAX_PRODUCTS_PER_REQUEST
 
     def __init__(self, base_url: str, access_token: str, app_key: str, *, payload_key: str = "products",
@@ -80,7 +81,7 @@ class TraedeClient:
                             status_code=exc.status_code, response_body=exc.response_body,
                             unsure=exc.unsure) from exc
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> dict[str, int]:
         return self.http.stats()
 
     def abort(self) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import requests
 
 from .. import redact
+from ..domain import Partner
 from ..errors import AuthError, PartnerError
 from .http import Answer, PartnerHttp
 from ..config.settings import DEFAULT_HTTP, HttpSettings, WallieSettings
@@ -46,8 +47,8 @@ class WallieClient:
     credentials it has just accepted, an ``AuthError`` (retrying cannot help).
     """
 
-    name = "wallie"
-    unit = "images"  # one record per image
+    name = Partner.WALLIE
+    unit = Partner.WALLIE.unit  # one record per image
 
     def __init__(self, base_url: str, tenant: str, username: str, password: str, *,
                  batch_size: int = 500, http: HttpSettings = DEFAULT_HTTP, pool_size: int = 8,
@@ -147,7 +148,7 @@ class WallieClient:
         redact.register(token)  # a token Wallie issued is a secret too: never printed, logged or saved
         return token, max(lifetime, 1.0)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> dict[str, int]:
         return {**self.http.stats(), "token_requests": self.token_requests}
 
     def abort(self) -> None:

@@ -38,14 +38,14 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, UTC
-from functools import lru_cache
 from typing import IO, Any
 from collections.abc import Callable, Iterable, Iterator
 from urllib.parse import quote, unquote
 
+from ..domain import Source
 from ..errors import ImageSyncError
-from .ledger import Ledger
 from ..redact import redact, redact_tree
+from .ledger import Ledger
 from .report import STORAGE, Problem, SyncReport
 
 log = logging.getLogger(__name__)
@@ -155,18 +155,6 @@ def _meta(value: object) -> str:
 
 def _unmeta(metadata: dict[str, str] | None) -> dict[str, str]:
     return {k.lower(): unquote(v) for k, v in (metadata or {}).items()}
-
-
-@lru_cache(maxsize=16)
-def _item_separator(pattern: str) -> str | None:
-    """With a layout like ``{item_id}/...`` a skipped blob's product is the start of its name."""
-    from ..errors import ConfigError
-    from ..catalog.layout import PathLayout
-
-    try:
-        return PathLayout(pattern).item_prefix_separator
-    except (ConfigError, ValueError):
-        return None
 
 
 # -- what is read back ---------------------------------------------------------------------------------
@@ -752,8 +740,7 @@ class _Parts:
         self._sizes = [0] * self.count
         self._order = bytearray()
         self._in_ledger: set[tuple[str, str]] = set()  # (partner, item) of problems the ledger holds
-        sep = _item_separator(report.layout) if report.layout else None
-        self._separator = sep
+        self._separator = report.item_separator
 
     def __enter__(self) -> _Parts:
         self._split()
@@ -876,7 +863,7 @@ class Recording:
         self._kept = True
         if error is not None:
             why = _why(error) if isinstance(error, Exception) else type(error).__name__
-            report.add_storage_failure(Problem("run", "*", None, f"the run ended with an error: {why}"))
+            report.add_storage_failure(Problem(Source.RUN, "*", None, f"the run ended with an error: {why}"))
         if report.ended_at is None:
             report.finish()
         for key, value in self.context.items():

@@ -1,8 +1,8 @@
 """The run report: every catalog image ends up delivered, skipped, rejected, failed or deferred, by name.
 
-Typed per partner (``PartnerTally``): the engine records outcomes through ``add_*`` methods, and nothing
-here knows a partner by name: each partner client says what it counts (``unit``: images or products).
-Safe to update from worker threads.
+Typed per partner (``PartnerTally``, keyed by ``domain.Partner``): the engine records outcomes through
+``add_*`` methods; each partner counts in its own unit (``Partner.unit``: images or products). Safe to update
+from worker threads.
 """
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from typing import Any
 from collections.abc import Iterable
 
 from ..catalog.container import SkippedBlob
+from ..domain import Outcome, Partner, Source, Where
 from ..redact import redact
+from .ledger import Ledger
 
-STORAGE = "storage"  # not a partner: where listing failures are reported
+STORAGE = Source.STORAGE  # not a partner: where listing failures are reported
 
 
 def _now() -> str:
@@ -31,7 +33,7 @@ class Problem:
     partner that refuses 2,000 records for one cause is one line); ``detail`` is what is particular to this
     record (the partner's answer, the code that is missing), kept in the report and the run history."""
 
-    partner: str
+    partner: Where
     item_id: str
     blob_name: str | None
     reason: str
@@ -61,7 +63,7 @@ class Problem:
 class PartnerTally:
     """One partner's outcome of a run, counted in its own unit (Wallie: images; TRAEDE: products)."""
 
-    name: str
+    name: Partner
     unit: str
     delivered: int = 0
     rejected: list[Problem] = field(default_factory=list)
@@ -84,18 +86,19 @@ class SyncReport:
     skipped: list[SkippedBlob] = field(default_factory=list)
     ignored: list[SkippedBlob] = field(default_factory=list)  # metadata values left out (the image went)
     storage_failures: list[Problem] = field(default_factory=list)
-    tallies: dict[str, PartnerTally] = field(default_factory=dict)
+    tallies: dict[Partner, PartnerTally] = field(default_factory=dict)
     queued: list[str] = field(default_factory=list)      # products handed to the product queue
     notes: list[str] = field(default_factory=list)       # what a person should know about this run
     track: set[str] = field(default_factory=set)         # products whose delivery is recorded...
     delivered_items: set[str] = field(default_factory=set)  # ...here, when their product set arrived
     interrupted: str | None = None                       # the signal that stopped the run, if any
-    layout: str = ""                                     # IMAGE_PATH_PATTERN of the run
+    layout: str = ""                                     # IMAGE_PATH_PATTERN of the run...
+    item_separator: str | None = None                    # ...and what follows {item_id} when it leads it
     layout_misses: int = 0                               # image files whose path does not fit it...
     layout_example: str | None = None                    # ...and the first of them
     listing_done: bool = False                           # totals are known once the listing ended
     context: dict[str, Any] = field(default_factory=dict)  # container, partner base URLs (no secrets)
-    ledger: Any = field(default=None, repr=False, compare=False)  # ledger.Ledger: what each partner got
+    ledger: Ledger | None = field(default=None, repr=False, compare=False)  # what each partner got
     started_at: str = field(default_factory=_now)
     ended_at: str | None = None
     started: float = field(default_factory=time.monotonic)
@@ -107,55 +110,51 @@ class SyncReport:
         """A report read back from ``to_dict`` (a kept run, checked by ``history.check_report``): enough of it
         for ``grouped_lines``, so a kept run is told in the same lines as the run told them."""
         report = cls(mode=str(kept.get("mode") or "?"), layout=str(kept.get("layout") or ""))
-        units: dict[str, Any] = kept["units"] if isinstance(kept.get("units"), dict) else {}
         for name in {**(kept.get("delivered") or {}), **(kept.get("stopped_partners") or {})}:
-            report.partner(str(name), str(units.get(name) or "records"))
+            if partner := _partner(name):
+                report.partner(partner)
         for key, listed in (("skipped", report.skipped), ("ignored", report.ignored)):
             listed.extend(SkippedBlob(str(e.get("blob")), str(e.get("reason")), detail=_text(e.get("detail")))
                           for e in kept.get(key) or [])
-        for kind in ("rejected", "failed", "deferred"):
-            for e in kept.get(kind) or []:
+        for kind in (Outcome.REJECTED, Outcome.FAILED, Outcome.DEFERRED):
+            for e in kept.get(kind.value) or []:
                 status = e.get("status_code")
-                problem = Problem(str(e.get("partner")), str(e.get("item")), _text(e.get("blob")), str(e.get("reason")),
+                where = _partner(e.get("partner")) or _source(e.get("partner"))
+                problem = Problem(where, str(e.get("item")), _text(e.get("blob")), str(e.get("reason")),
                                   status if isinstance(status, int) else None, detail=_text(e.get("detail")))
-                if kind == "failed" and problem.partner in (STORAGE, "run"):
-                    report.storage_failures.append(problem)
-                else:
-                    getattr(report._tally(problem.partner), kind).append(problem)
+                report._file(kind, problem)
         for name, why in (kept.get("stopped_partners") or {}).items():
-            report._tally(str(name)).stopped = str(why)
+            if partner := _partner(name):
+                report._tally(partner).stopped = str(why)
         return report
 
     # -- recording ----------------------------------------------------------------------------------
 
-    def partner(self, name: str, unit: str) -> PartnerTally:
+    def partner(self, partner: Partner) -> PartnerTally:
         """Register a partner this run sends to (idempotent) and return its tally."""
         with self._lock:
-            tally = self.tallies.get(name)
-            if tally is None:
-                tally = self.tallies[name] = PartnerTally(name, unit)
-            return tally
+            return self._tally(partner)
 
-    def add_delivered(self, partner: str, count: int, items: Iterable[str] = ()) -> None:
+    def add_delivered(self, partner: Partner, count: int, items: Iterable[str] = ()) -> None:
         with self._lock:
             self._tally(partner).delivered += count
             self.delivered_items.update(i for i in items if i in self.track)
 
     def add_rejected(self, problem: Problem) -> None:
-        self._add("rejected", problem)
+        self._add(Outcome.REJECTED, problem)
 
     def add_failed(self, problem: Problem) -> None:
-        self._add("failed", problem)
+        self._add(Outcome.FAILED, problem)
 
     def add_deferred(self, problem: Problem) -> None:
-        self._add("deferred", problem)
+        self._add(Outcome.DEFERRED, problem)
 
-    def add_unsure(self, partner: str, items: Iterable[str]) -> None:
+    def add_unsure(self, partner: Partner, items: Iterable[str]) -> None:
         """Items a request carried whose outcome stayed unknown: the partner may still apply it, later."""
         with self._lock:
             self._tally(partner).unsure.update(items)
 
-    def unsure(self, partner: str) -> set[str]:
+    def unsure(self, partner: Partner) -> set[str]:
         with self._lock:
             tally = self.tallies.get(partner)
             return set(tally.unsure) if tally else set()
@@ -175,28 +174,37 @@ class SyncReport:
         with self._lock:
             self.ignored.append(SkippedBlob(blob_name, reason, detail=detail))
 
-    def add_traffic(self, partner: str, requests: int, retries: int) -> None:
+    def add_traffic(self, partner: Partner, requests: int, retries: int) -> None:
         with self._lock:
             tally = self._tally(partner)
             tally.requests += requests
             tally.retries += retries
 
-    def stop_partner(self, partner: str, why: str) -> None:
+    def stop_partner(self, partner: Partner, why: str) -> None:
         with self._lock:
             tally = self._tally(partner)
             if tally.stopped is None:
                 tally.stopped = why
 
-    def _add(self, kind: str, problem: Problem) -> None:
+    def _add(self, kind: Outcome, problem: Problem) -> None:
         # A partner may echo our request (URLs, headers) in its error text: the report is printed and saved.
         problem = _clean(problem)
         with self._lock:
-            getattr(self._tally(problem.partner), kind).append(problem)
+            self._file(kind, problem)
 
-    def _tally(self, partner: str) -> PartnerTally:
+    def _file(self, kind: Outcome, problem: Problem) -> None:
+        """Put a problem where it belongs: its partner's list of that kind, or the run's own failures."""
+        if not isinstance(problem.partner, Partner):
+            self.storage_failures.append(problem)
+            return
+        tally = self._tally(problem.partner)
+        {Outcome.REJECTED: tally.rejected, Outcome.FAILED: tally.failed, Outcome.DEFERRED: tally.deferred}[kind] \
+            .append(problem)
+
+    def _tally(self, partner: Partner) -> PartnerTally:
         tally = self.tallies.get(partner)
         if tally is None:
-            tally = self.tallies[partner] = PartnerTally(partner, "records")
+            tally = self.tallies[partner] = PartnerTally(partner, partner.unit)
         return tally
 
     # -- reading ------------------------------------------------------------------------------------
@@ -214,7 +222,7 @@ class SyncReport:
         return [p for t in self.tallies.values() for p in t.deferred]
 
     @property
-    def delivered(self) -> dict[str, int]:
+    def delivered(self) -> dict[Partner, int]:
         return {name: t.delivered for name, t in self.tallies.items()}
 
     @property
@@ -246,15 +254,17 @@ class SyncReport:
                     f"IMAGE_PATH_PATTERN {self.layout!r} ({example}): check the layout")
         return None
 
-    def outcome(self, partner: str, item_id: str) -> str:
+    def outcome(self, partner: Partner, item_id: str) -> Outcome:
         """What became of a tracked product at ``partner``: failed, rejected, deferred, delivered, or
         "not sent" (e.g. a dry run, or a product the run never reached)."""
         with self._lock:
             tally = self.tallies.get(partner)
-            for kind in ("failed", "rejected", "deferred"):
-                if tally and any(p.item_id == item_id for p in getattr(tally, kind)):
-                    return kind
-            return "delivered" if item_id in self.delivered_items else "not sent"
+            if tally is not None:
+                for kind, problems in ((Outcome.FAILED, tally.failed), (Outcome.REJECTED, tally.rejected),
+                                       (Outcome.DEFERRED, tally.deferred)):
+                    if any(p.item_id == item_id for p in problems):
+                        return kind
+            return Outcome.DELIVERED if item_id in self.delivered_items else Outcome.NOT_SENT
 
     def accounting(self) -> dict[str, Any]:
         """Per partner: what it should have received, and where each unit ended up.
@@ -351,7 +361,7 @@ class SyncReport:
         if deferred:
             kinds.append(("deferred", self.deferred))
         for kind, problems in kinds:
-            causes: dict[tuple[str, str, int | None], list[Problem]] = {}
+            causes: dict[tuple[Where, str, int | None], list[Problem]] = {}
             for p in problems:
                 if (p.partner, p.reason) not in folded:
                     causes.setdefault((p.partner, p.reason, p.status_code), []).append(p)
@@ -359,7 +369,7 @@ class SyncReport:
                 if len(group) == 1:
                     lines.append(f"{kind}: {group[0].line()}")
                     continue
-                unit = "records" if partner not in self.tallies else self.tallies[partner].unit
+                unit = partner.unit if isinstance(partner, Partner) else "records"
                 code = f" (HTTP {status})" if status else ""
                 first = next((p for p in group if p.detail), None)
                 example = f"; the first: {_name(first)}: {first.detail}" if first is not None else ""
@@ -419,3 +429,18 @@ def _name(p: Problem) -> str:
 
 def _sample(names: list[str], sample: int) -> str:
     return ", ".join(names[:sample]) + (f" and {len(names) - sample} more" if len(names) > sample else "")
+
+
+def _partner(name: object) -> Partner | None:
+    """A partner named in a kept run (None for a name this version does not know)."""
+    try:
+        return Partner(str(name))
+    except ValueError:
+        return None
+
+
+def _source(name: object) -> Source:
+    try:
+        return Source(str(name))
+    except ValueError:
+        return Source.RUN
