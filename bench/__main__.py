@@ -139,7 +139,7 @@ def measure_sas(parts, count: int = 20_000) -> float:
     names = [f"{100000 + i}/BLK/front-{i}.jpg" for i in range(count)]
     started = time.perf_counter()
     for name in names:
-        parts.signer.url(name)
+        parts.storage.signer.url(name)
     return count / (time.perf_counter() - started)
 
 
@@ -180,7 +180,7 @@ def run_naive(parts, env: dict, sample_images: int, images: int, products: int, 
         signed: dict[str, list[SignedImage]] = {}
         for item, records in by_item.items():
             for record in records:
-                image = SignedImage(record, parts.signer.url(record.blob_name))
+                image = SignedImage(record, parts.storage.signer.url(record.blob_name))
                 signed.setdefault(item, []).append(image)
                 wallie.send_images([wallie_record(image)])
         wallie_s = time.perf_counter() - started

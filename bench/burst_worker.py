@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
                 counts["invocations"] += 1
             try:
                 report = jobs.new_image(name)
-                jobs.raise_if_retry_can_help(report)
+                if any(p.retryable for p in report.failed):  # the host retries what a retry may cure
+                    raise RuntimeError(report.summary())
                 return
             except Exception:  # noqa: BLE001 - the host retries any failure
                 with lock:

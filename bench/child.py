@@ -151,14 +151,15 @@ def fan_out() -> int:
     in Azure the scale controller runs them side by side)."""
     from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
-    from shared.coordination import shards
+    from shared.app import jobs
     from shared.app.factory import Components
+    from shared.coordination import shards
     from shared.config.settings import Settings
 
     settings = Settings.from_env()
     with Components(settings) as parts:
         t0 = time.perf_counter()
-        outcome = shards.nightly(parts)
+        outcome = jobs.nightly_work(parts)
         plan_s = time.perf_counter() - t0
         if not isinstance(outcome, shards.FanOut):
             raise SystemExit(f"the catalog was not sharded: {outcome.summary()}")
@@ -175,7 +176,7 @@ def fan_out() -> int:
                 queue.delete_message(message)
             for message in batch:
                 t1 = time.perf_counter()
-                report = shards.run_shard(parts, message.content)
+                report = jobs.shard_work(parts, message.content)
                 walls.append(time.perf_counter() - t1)
                 requests += report.requests
                 images += report.images

@@ -25,4 +25,4 @@ def product_sync(message: func.QueueMessage) -> None:
         log.warning("product message %s: attempt %d", message.id, attempt)
     body = message.get_body().decode("utf-8")
     report = jobs.product_message(body)
-    jobs.conclude(report, log, park=lambda: jobs.park_message("PRODUCT_SYNC_QUEUE", body))
+    jobs.conclude(report, log, park=lambda: jobs.park_product_message(body))

@@ -23,4 +23,4 @@ def sync_shard(message: func.QueueMessage) -> None:
         log.warning("shard message %s: attempt %d", message.id, attempt)
     body = message.get_body().decode("utf-8")
     report = jobs.sync_shard(body)
-    jobs.conclude(report, log, park=lambda: jobs.park_message("SYNC_SHARD_QUEUE", body))
+    jobs.conclude(report, log, park=lambda: jobs.park_shard_message(body))

@@ -1,5 +1,5 @@
 """The catalog against a real Azurite container."""
-from shared.catalog.container import Catalog, ImageRecord, SkippedBlob, split_entries
+from shared.catalog.container import Catalog, ImageRecord, SkippedBlob
 from shared.catalog.layout import PathLayout
 from shared.config.settings import DEFAULT_PATH_PATTERN
 from devtools.images import jpeg, png
@@ -16,7 +16,9 @@ def test_lists_images_and_skips_junk_with_reasons(container):
     container.upload_blob("200/readme.txt", b"not an image")
     container.upload_blob("200/.DS_Store", b"\x00\x01")
     container.upload_blob("200/empty.jpg", b"")
-    images, skipped = split_entries(make_catalog(container).scan())
+    entries = list(make_catalog(container).scan())
+    images = [e for e in entries if isinstance(e, ImageRecord)]
+    skipped = [e for e in entries if isinstance(e, SkippedBlob)]
     by_name = {i.blob_name: i for i in images}
     assert sorted(by_name) == ["100/10/back.png", "100/10/front.jpg", "200/lifestyle.jpg"]
     assert (by_name["100/10/back.png"].type, by_name["100/10/front.jpg"].type) == (1, 0)

@@ -151,7 +151,7 @@ def test_a_killed_full_sync_blocks_product_sends_briefly_and_the_next_sync_names
 def test_a_full_sync_stops_waiting_for_a_live_one_after_wait_and_names_it(app_env, container, traede):
     container.upload_blob("8300/BLK/front.jpg", jpeg())
     parts = jobs.components()
-    with parts.products.full_sync_unit("the nightly sync", run="nightly-live"):
+    with parts.product_queue.full_sync_unit("the nightly sync", run="nightly-live"):
         err = io.StringIO()
         started = time.monotonic()
         code = cli_main(["sync", "--wait", "3"], env=app_env, stdout=io.StringIO(), stderr=err)
@@ -195,13 +195,13 @@ def test_a_message_whose_own_mark_was_settled_is_dropped_and_any_other_is_sent(a
     host.drain()
     assert traede.stats["products_received"] == 2
     parts = jobs.components()
-    parts.products.enqueue(queued, 0)  # the same message again (the host delivers at least once)
+    parts.product_queue.enqueue(queued, 0)  # the same message again (the host delivers at least once)
     host.drain()
     assert traede.stats["products_received"] == 2  # dropped: its own mark was settled
-    parts.products.enqueue(ProductMessage(queued.container, "8500", gen=queued.gen - 1), 0)
+    parts.product_queue.enqueue(ProductMessage(queued.container, "8500", gen=queued.gen - 1), 0)
     host.drain()
     assert traede.stats["products_received"] == 2  # an older generation (a message queued again late): too
-    parts.products.enqueue(ProductMessage(queued.container, "8500", gen=queued.gen + 1), 0)
+    parts.product_queue.enqueue(ProductMessage(queued.container, "8500", gen=queued.gen + 1), 0)
     host.drain()
     assert traede.stats["products_received"] == 3  # newer than anything settled (state lost?): sent, harmless
     assert filenames(traede, "8500") == ["front.jpg"]
@@ -264,7 +264,7 @@ def test_a_product_queue_that_cannot_be_reached_is_named_and_leaves_no_mark_with
         jobs.new_image("8650/BLK/front.jpg", env)
     assert type(caught.value).__name__ == "StateError"
     assert "PRODUCT_SYNC_QUEUE " in str(caught.value) and "queueing product '8650' failed" in str(caught.value)
-    assert jobs.components(env).products.pending() == {}
+    assert jobs.components(env).product_queue.pending() == {}
 
 
 # -- storage dies mid-listing --------------------------------------------------------------------------------
@@ -423,7 +423,7 @@ def test_once_quiet_traede_holds_every_products_current_set_whatever_happened(ap
             time.sleep(rng.uniform(0, 0.3))
         traede.configure_faults(slow_rate=0.0)  # the partner recovers; what it sits on still lands later
         host = QueueHost.for_function("product_sync", env["PRODUCT_SYNC_QUEUE"], env["IMAGES_STORAGE"])
-        marks = jobs.components().products.marks
+        marks = jobs.components().product_queue.marks
         quiet_checks, deadline = 0, time.monotonic() + 150
         while quiet_checks < 3:
             assert time.monotonic() < deadline, f"never quiet: {host.pending()} messages, {marks.snapshot()}"

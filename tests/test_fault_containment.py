@@ -459,7 +459,7 @@ def test_thousands_of_junk_blobs_cost_a_few_log_lines_and_the_report_keeps_them_
     logger = logging.getLogger("functions.nightly_sync")
     logger.setLevel(logging.INFO)
     try:
-        report = jobs.full_sync()
+        report = jobs.nightly()
         jobs.log_report(report, logger)
     finally:
         logging.getLogger().removeHandler(handler)

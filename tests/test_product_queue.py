@@ -232,9 +232,9 @@ def test_a_full_sync_leaves_a_product_being_sent_to_its_sender(app_env, containe
     for item in ("6000", "6001"):
         container.upload_blob(f"{item}/BLK/front.jpg", jpeg(note=item))
     with Components(Settings.from_env(app_env)) as sender:  # another instance, sending product 6000 now
-        assert sender.products.locks.try_acquire("6000")
-        report = jobs.full_sync()
-        sender.products.locks.release("6000")
+        assert sender.product_queue.locks.try_acquire("6000")
+        report = jobs.nightly()
+        sender.product_queue.locks.release("6000")
     assert sorted(traede.products) == ["6001"]
     assert [(p.item_id, p.partner) for p in report.deferred] == [("6000", "traede")]
     assert report.ok and report.to_dict()["accounting"]["traede"]["unaccounted"] == 0
@@ -248,7 +248,7 @@ def test_product_sends_wait_while_a_full_sync_runs(app_env, container, traede):
     image_uploaded(sdk_blob_client(container.container_name, "6100/BLK/front.jpg"))
     parts = jobs.components()
     host = host_for(app_env, visibility_timeout=5)
-    with parts.products.full_sync_unit("a long full sync"):
+    with parts.product_queue.full_sync_unit("a long full sync"):
         time.sleep(1.2)  # the message's delay has passed
         host.run_once()
         assert traede.stats["sync_requests"] == 0  # deferred, not sent, while the fence is up
@@ -261,8 +261,8 @@ def test_a_second_full_sync_waits_for_the_first(app_env, container, traede):
     container.upload_blob("6200/BLK/front.jpg", jpeg())
     parts = jobs.components()
     order = []
-    with parts.products.full_sync_unit("first", run="run-a"):
-        second = threading.Thread(target=lambda: order.append(("second", jobs.full_sync().ok)))
+    with parts.product_queue.full_sync_unit("first", run="run-a"):
+        second = threading.Thread(target=lambda: order.append(("second", jobs.nightly().ok)))
         second.start()
         time.sleep(2.5)
         order.append(("first done", None))
@@ -276,9 +276,9 @@ def test_a_full_sync_settles_the_pending_products_it_delivered(app_env, containe
     container.upload_blob("6300/BLK/front.jpg", jpeg())
     image_uploaded(sdk_blob_client(container.container_name, "6300/BLK/front.jpg"))
     parts = jobs.components()
-    assert list(parts.products.pending()) == ["6300"]
-    assert jobs.full_sync().ok
-    assert parts.products.pending() == {}
+    assert list(parts.product_queue.pending()) == ["6300"]
+    assert jobs.nightly().ok
+    assert parts.product_queue.pending() == {}
     host = host_for(app_env)
     host.drain()  # the product's message finds nothing left to do
     assert traede.stats["products_received"] == 1
@@ -299,7 +299,7 @@ def test_a_product_traede_rejects_is_logged_with_the_reason_and_not_retried(app_
     assert sorted(traede.products) == ["5401"]
     assert any("rejected: traede: item '5400'" in r.getMessage() and "rejected by sandbox rule" in r.getMessage()
                for r in caplog.records)
-    assert jobs.components().products.pending() == {}  # settled: a retry would be rejected again
+    assert jobs.components().product_queue.pending() == {}  # settled: a retry would be rejected again
 
 
 def test_the_host_polls_the_queues_often_enough_for_the_documented_delay():
@@ -332,12 +332,12 @@ def test_flush_sends_every_pending_product_now(app_env, container, traede, capsy
 def test_sync_item_goes_through_the_products_lock(app_env, container, traede, wallie):
     container.upload_blob("7100/BLK/front.jpg", jpeg())
     parts = jobs.components()
-    assert parts.products.locks.try_acquire("7100")
+    assert parts.product_queue.locks.try_acquire("7100")
     result = {}
     thread = threading.Thread(target=lambda: result.update(code=cli_main(["sync", "--item", "7100"], env=app_env)))
     thread.start()
     time.sleep(1.5)
     assert traede.stats["sync_requests"] == 0  # waits for the holder
-    parts.products.locks.release("7100")
+    parts.product_queue.locks.release("7100")
     thread.join(30)
     assert result["code"] == 0 and filenames(traede, "7100") == ["front.jpg"] and len(wallie.images) == 1

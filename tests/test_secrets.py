@@ -100,7 +100,7 @@ def test_functions_path_redacts_every_handler_the_host_installed(
     host_handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logging.getLogger().handlers[:] = [host_handler]
     logging.getLogger().setLevel(logging.DEBUG)
-    report = jobs.full_sync(env)
+    report = jobs.nightly(env)
     jobs.log_report(report)
     with pytest.raises(jobs.SyncFailed) as failed:
         jobs.raise_if_not_ok(report)
@@ -117,7 +117,7 @@ def test_log_level_controls_our_verbosity(container, sync_env, wallie, traede):
         stream = io.StringIO()
         logging.getLogger().handlers[:] = [logging.StreamHandler(stream)]
         try:
-            jobs.log_report(jobs.full_sync({**sync_env, "LOG_LEVEL": level}), logging.getLogger("shared.app.jobs"))
+            jobs.log_report(jobs.nightly({**sync_env, "LOG_LEVEL": level}), logging.getLogger("shared.app.jobs"))
         finally:
             logging.getLogger().handlers[:] = []
         assert ("skipped: '9100/notes.txt'" in stream.getvalue()) is shown, (level, stream.getvalue())

@@ -222,10 +222,10 @@ def _sync(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: 
                 if args.dry_run:
                     parts.engine.full_sync(items, dry_run=True, empty_sets=args.allow_empty, report=report)
                 elif items and parts.engine.traede:
-                    parts.products.sync_now(items, empty_sets=args.allow_empty, on_wait=waiting, report=report,
+                    parts.product_queue.sync_now(items, empty_sets=args.allow_empty, on_wait=waiting, report=report,
                                             wait_seconds=args.wait)
                 else:
-                    parts.products.fenced("CLI sync", lambda fence: parts.engine.full_sync(
+                    parts.product_queue.fenced("CLI sync", lambda fence: parts.engine.full_sync(
                         items, fence=fence, empty_sets=args.allow_empty, report=report),
                         wait_seconds=args.wait, on_wait=waiting)
             if stopper.stop.is_set():
@@ -259,14 +259,14 @@ def _flush(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr:
     try:
         with Components(settings) as parts:
             if args.list:
-                pending = parts.products.pending()
+                pending = parts.product_queue.pending()
                 for item, age in sorted(pending.items()):
                     print(f"{item}\tpending for {age:.0f} s", file=stdout)
                 print(f"{len(pending)} products pending", file=stderr)
                 return EXIT_OK
             with Recording(parts.history, "cli-flush", context={
                     "container": settings.storage.container, "partners": settings.partner_urls()}) as rec:
-                report = rec.report = parts.products.flush(
+                report = rec.report = parts.product_queue.flush(
                     on_wait=lambda line: print(line, file=stderr, flush=True), ledger=rec.ledger,
                     wait_seconds=args.wait)
     except ConfigError as exc:

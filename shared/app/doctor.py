@@ -9,7 +9,6 @@ from __future__ import annotations
 import ipaddress
 import itertools
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any, TextIO
 from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
@@ -17,12 +16,13 @@ from urllib.parse import urlsplit
 import requests
 
 from ..catalog.container import Catalog, ImageRecord
+from ..domain import Partner
 from ..errors import ConfigError, ImageSyncError, PartnerError
-from ..catalog.layout import PathLayout
 from ..redact import redact
+from .factory import open_storage
 from ..storage.sas import SasSigner
 from ..config.settings import HttpSettings, Settings
-from ..storage.clients import QUICK, blob_service, storage_problem
+from ..storage.clients import QUICK, storage_problem
 from ..partners.traede import TraedeClient
 from ..partners.wallie import WallieClient
 
@@ -48,8 +48,7 @@ class Check:
 
 def check_settings(env: Mapping[str, str] | None) -> tuple[Result, Settings | None]:
     try:
-        settings = Settings.from_env(env)
-        PathLayout(settings.path_pattern)
+        settings = Settings.from_env(env)  # the layout compiles, or this says why
     except ConfigError as exc:
         return (FAIL, str(exc)), None
     partners = list(settings.partner_urls())
@@ -206,29 +205,24 @@ def run(env: Mapping[str, str] | None = None, *, credential: Any = None,
     record("settings", result)
     if settings is None:
         return results
-    service = blob_service(settings.storage, credential, **QUICK)
+    storage = open_storage(settings, credential, page_size=1000, **QUICK)  # answers within seconds
     try:
-        container = service.get_container_client(settings.storage.container)
-        storage = record("storage", _guard(lambda: check_storage(container)))
-        if storage.status == FAIL:
+        if record("storage", _guard(lambda: check_storage(storage.container))).status == FAIL:
             record("layout", (WARN, "not tried: the container cannot be read"))
             record("sas", (WARN, "not tried: the container cannot be read"))
         else:
-            catalog = Catalog(container, PathLayout(settings.path_pattern), page_size=1000)
-            record("layout", _guard(lambda: check_layout(catalog)))
+            record("layout", _guard(lambda: check_layout(storage.catalog)))
             codes_file = settings.partner_codes_file
             if codes_file:
-                record("codes", _guard(lambda: check_partner_codes(container, codes_file)))
-            signer = SasSigner(service, settings.storage.container, ttl=timedelta(hours=settings.sas_ttl_hours),
-                               start_skew=timedelta(minutes=settings.sas_start_skew_minutes))
-            record("sas", _guard(lambda: check_sas(catalog, signer)))
+                record("codes", _guard(lambda: check_partner_codes(storage.container, codes_file)))
+            record("sas", _guard(lambda: check_sas(storage.catalog, storage.signer)))
             history = settings.run_history_container
             if history:
-                record("history", _guard(lambda: check_history(service, history)))
+                record("history", _guard(lambda: check_history(storage.service, history)))
     finally:
-        service.close()
-    record(WallieClient.name, _guard(lambda: check_wallie(settings)))
-    record(TraedeClient.name, _guard(lambda: check_traede(settings)))
+        storage.close()
+    record(Partner.WALLIE, _guard(lambda: check_wallie(settings)))
+    record(Partner.TRAEDE, _guard(lambda: check_traede(settings)))
     return results
 
 

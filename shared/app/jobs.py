@@ -9,20 +9,24 @@ import json
 import logging
 import os
 import threading
+import time
+import uuid
 from typing import TYPE_CHECKING
 from collections.abc import Callable, Mapping
 
 from .. import redact
-from ..errors import ImageSyncError
+from ..config.settings import Settings
+from ..coordination import shards
+from ..coordination.shards import FanOut
+from ..engine.stopping import Stopper
+from ..errors import ConfigError, ImageSyncError
 from ..runs.history import Recording
 from ..runs.report import SyncReport
-from ..config.settings import Settings
-from ..engine.stopping import Stopper
+from ..storage.clients import ensure_queue, queue_client
 
 if TYPE_CHECKING:  # the parts pull in requests and the storage SDK: imported on first use, not at cold start
-    from .factory import Components
     from ..engine.progress import Progress
-    from ..coordination.shards import FanOut
+    from .factory import Components
 
 Env = Mapping[str, str] | None  # settings to use instead of the environment (tests)
 log = logging.getLogger(__name__)
@@ -70,7 +74,7 @@ def new_image(blob_name: str, env: Env = None) -> SyncReport:
     """The blob trigger: the image to Wallie now, its product to TRAEDE through the product queue."""
     parts = components(env)
     with _recording(parts, "upload", quiet=True) as rec:
-        rec.report = parts.products.image_uploaded(blob_name, ledger=rec.ledger)
+        rec.report = parts.product_queue.image_uploaded(blob_name, ledger=rec.ledger)
         return rec.report
 
 
@@ -82,25 +86,15 @@ def deleted_blob(subject: str, env: Env = None) -> SyncReport | None:
     if not (found and name):
         return None
     with _recording(parts, "delete", quiet=True) as rec:
-        rec.report = parts.products.image_deleted(name)
+        rec.report = parts.product_queue.image_deleted(name)
         return rec.report
-
-
-def full_sync(env: Env = None) -> SyncReport:
-    """Everything in this process, behind a full-sync fence (see ``coordination``)."""
-    parts = components(env)
-    with _recording(parts, "full") as rec:
-        report = rec.report = _started(parts, "full sync", rec)
-        with _progress(report):
-            return parts.products.fenced("full sync", lambda fence: parts.engine.full_sync(fence=fence,
-                                                                                           report=report))
 
 
 def product_message(message: str, env: Env = None) -> SyncReport:
     """One message of the product queue: the product's (and up to nine settled others') complete sets."""
     parts = components(env)
     with _recording(parts, "product", quiet=True) as rec:
-        rec.report = parts.products.run_message(message, ledger=rec.ledger)
+        rec.report = parts.product_queue.run_message(message, ledger=rec.ledger)
         return rec.report
 
 
@@ -108,28 +102,63 @@ def nightly(env: Env = None) -> SyncReport | FanOut:
     """The timer: a full sync in this process, or, for a catalog of more than SYNC_SHARD_PRODUCTS
     products, shards enqueued for ``sync_shard`` (returns a ``shards.FanOut`` then). It also deletes run
     reports older than RUN_HISTORY_DAYS."""
-    from ..coordination import shards  # imported on first use: keeps the app's cold start lean
-
     parts = components(env)
     with _recording(parts, "nightly", prune=True) as rec:
         report = rec.report = _started(parts, "nightly sync", rec)
         with _progress(report):
-            outcome = shards.nightly(parts, report)
+            outcome = nightly_work(parts, report)
         if not isinstance(outcome, SyncReport):  # fanned out: the shards keep their own reports
             report.mode = "fan-out"
             report.notes.append(outcome.summary())
         return outcome
 
 
-def sync_shard(message: str, env: Env = None) -> SyncReport:
-    """One queue message of the nightly fan-out."""
-    from ..coordination import shards
+def nightly_work(parts: Components, report: SyncReport | None = None) -> SyncReport | FanOut:
+    """The timer's work (``nightly`` without the run history around it: the benchmark runs it too): plan
+    shards and enqueue them, or sync everything here when sharding does not apply. Planning only lists names;
+    each shard (or the single full sync) raises its own fence while it sends."""
+    started = time.monotonic()
+    settings = parts.settings
+    run = f"nightly-{uuid.uuid4().hex[:12]}"
+    planned = shards.plan(parts.catalog, settings.sync_shard_products, settings.storage.container, run)
+    if planned is None:
+        return parts.product_queue.fenced("nightly sync", lambda fence: parts.engine.full_sync(
+            fence=fence, report=report), run=run)
+    planned_shards, groups, listed = planned
+    queue = queue_client(settings.storage, settings.sync_shard_queue, parts.credential,
+                         needed_for="needed to fan the nightly sync out because the catalog has more than "
+                                    "SYNC_SHARD_PRODUCTS products")
+    try:
+        ensure_queue(queue)
+        for shard in planned_shards:
+            queue.send_message(shard.to_json())
+    finally:
+        queue.close()
+    return shards.FanOut(shards=len(planned_shards), groups=groups, queue=settings.sync_shard_queue,
+                         per_shard=settings.sync_shard_products, listed=listed,
+                         seconds=round(time.monotonic() - started, 3))
 
+
+def sync_shard(message: str, env: Env = None) -> SyncReport:
+    """One queue message of the nightly fan-out: its products' images to Wallie, each of its products' full
+    set to TRAEDE, behind the shard's own fence (shards of one night never wait for each other)."""
     parts = components(env)
     with _recording(parts, "shard") as rec:
         report = rec.report = _started(parts, "nightly shard", rec)
         with _progress(report):
-            return shards.run_shard(parts, message, report)
+            return shard_work(parts, message, report)
+
+
+def shard_work(parts: Components, message: str, report: SyncReport | None = None) -> SyncReport:
+    """One shard's work (``sync_shard`` without the run history around it: the benchmark runs it too)."""
+    shard = shards.Shard.from_json(message)
+    if shard.container != parts.settings.storage.container:
+        raise ConfigError(f"shard message is for container {shard.container!r}, but IMAGES_CONTAINER is "
+                          f"{parts.settings.storage.container!r}")
+    what = f"shard {shard.index + 1}/{shard.count}"
+    return parts.product_queue.fenced(f"nightly {what}", lambda fence: parts.engine.sync_entries(
+        shards.shard_entries(parts.catalog, shard), mode=what, fence=fence, report=report),
+        run=shard.run or f"shard-{uuid.uuid4().hex}")
 
 
 def contact_sheet_page(run: str | None, item: str | None, env: Env = None) -> tuple[int, str]:
@@ -209,12 +238,6 @@ def conclude(report: SyncReport, logger: logging.Logger, *, park: Callable[[], s
                      "line). Moving message to queue '%s'.", queue)
 
 
-def raise_if_retry_can_help(report: SyncReport) -> None:
-    """Failures a retry may cure raise (the host retries, then poisons); rejections do not."""
-    if any(p.retryable for p in report.failed):
-        raise SyncFailed(report, f"{len(report.failed)} deliveries failed after retries")
-
-
 def conclude_nightly(outcome: SyncReport | FanOut, logger: logging.Logger) -> None:
     """The timer: a fan-out only logs what it enqueued; a full sync fails the invocation on any rejected or
     failed record, so it shows in monitoring (timers are not retried by the host)."""
@@ -231,13 +254,17 @@ def raise_if_not_ok(report: SyncReport) -> None:
         raise SyncFailed(report, f"{len(report.rejected)} rejected, {len(report.failed)} failed")
 
 
-def park_message(queue_setting: str, body: str, env: Env = None) -> str:
-    """Put a queue message in ``<queue>-poison`` ourselves (what the host would do after 5 failures)."""
+def park_product_message(body: str, env: Env = None) -> str:
+    """Put a product message in ``<PRODUCT_SYNC_QUEUE>-poison`` ourselves (what the host would do after 5
+    failures)."""
     parts = components(env)
-    queue = {"PRODUCT_SYNC_QUEUE": parts.settings.product_sync_queue,
-             "SYNC_SHARD_QUEUE": parts.settings.sync_shard_queue}[queue_setting] + "-poison"
-    parts.park(queue, body)
-    return queue
+    return _park(parts, parts.settings.product_sync_queue + "-poison", body)
+
+
+def park_shard_message(body: str, env: Env = None) -> str:
+    """Put a shard message in ``<SYNC_SHARD_QUEUE>-poison`` ourselves."""
+    parts = components(env)
+    return _park(parts, parts.settings.sync_shard_queue + "-poison", body)
 
 
 def park_blob(blob_name: str, env: Env = None) -> str:
@@ -245,8 +272,12 @@ def park_blob(blob_name: str, env: Env = None) -> str:
     parts = components(env)
     body = json.dumps({"Type": "BlobTrigger", "FunctionId": "Host.Functions.image_uploaded", "BlobType": "BlockBlob",
                        "ContainerName": parts.settings.storage.container, "BlobName": blob_name})
-    parts.park(BLOB_POISON_QUEUE, body)
-    return BLOB_POISON_QUEUE
+    return _park(parts, BLOB_POISON_QUEUE, body)
+
+
+def _park(parts: Components, queue: str, body: str) -> str:
+    parts.park(queue, body)
+    return queue
 
 
 BLOB_POISON_QUEUE = "webjobs-blobtrigger-poison"

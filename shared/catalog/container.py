@@ -9,7 +9,7 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 from typing import Any
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 from .layout import InvalidValue, PathLayout, parse_sort, parse_type, type_from_words
 from .listing import ContainerListing, ListedBlob
@@ -290,14 +290,3 @@ class Catalog:
             return [form for form in forms if self.product(form)[0]] or [code]
         except AzureError:
             return [code]  # storage did not answer: the sync lists it again and reports what storage says
-
-
-def split_entries(entries: Iterable[CatalogEntry]) -> tuple[list[ImageRecord], list[SkippedBlob]]:
-    images: list[ImageRecord] = []
-    skipped: list[SkippedBlob] = []
-    for e in entries:
-        if isinstance(e, ImageRecord):
-            images.append(e)
-        else:
-            skipped.append(e)
-    return images, skipped

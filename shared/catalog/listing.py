@@ -18,8 +18,6 @@ from typing import Any
 from collections.abc import Iterable, Iterator
 from urllib.parse import quote, unquote
 
-from azure.core.exceptions import AzureError
-
 log = logging.getLogger(__name__)
 LIST_PAGE_SIZE = 5000  # the service maximum: fewest round trips
 PAGES_AHEAD = 2  # pages the listing thread may fetch before the caller takes them
@@ -45,7 +43,7 @@ class ListedBlob:
 Page = tuple[list[ListedBlob], str | None]  # the blobs and the marker of the next page (None: the last)
 
 
-class ListingStalled(AzureError):
+class ListingStalled(Exception):
     """Storage stopped answering mid-listing (it neither answered nor failed within the stall limit)."""
 
 

@@ -23,19 +23,11 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 from collections.abc import Iterator
 
 from ..catalog.container import Catalog, CatalogEntry
 from ..errors import ConfigError
-from ..runs.report import SyncReport
-from ..storage.clients import ensure_queue, queue_client
-
-if TYPE_CHECKING:
-    from ..app.factory import Components
 
 log = logging.getLogger(__name__)
 
@@ -143,43 +135,3 @@ def shard_entries(catalog: Catalog, shard: Shard) -> Iterator[CatalogEntry]:
             if shard.upto is not None and key > shard.upto:
                 return  # the next shard's first product
             yield catalog.describe(blob)
-
-
-def nightly(parts: Components, report: SyncReport | None = None) -> SyncReport | FanOut:
-    """The timer's work: plan shards and enqueue them, or sync everything here when sharding does not apply
-    (into ``report``, if given).
-
-    Planning only lists names; each shard (or the single full sync) raises its own fence while it sends.
-    """
-    settings = parts.settings
-    started = time.monotonic()
-    run = f"nightly-{uuid.uuid4().hex[:12]}"
-    planned = plan(parts.catalog, settings.sync_shard_products, settings.storage.container, run)
-    if planned is None:
-        return parts.products.fenced("nightly sync", lambda fence: parts.engine.full_sync(fence=fence, report=report),
-                                     run=run)
-    shards, groups, listed = planned
-    queue = queue_client(settings.storage, settings.sync_shard_queue, parts.credential,
-                         needed_for="needed to fan the nightly sync out because the catalog has more than "
-                                    "SYNC_SHARD_PRODUCTS products")
-    try:
-        ensure_queue(queue)
-        for shard in shards:
-            queue.send_message(shard.to_json())
-    finally:
-        queue.close()
-    return FanOut(shards=len(shards), groups=groups, queue=settings.sync_shard_queue,
-                  per_shard=settings.sync_shard_products, listed=listed,
-                  seconds=round(time.monotonic() - started, 3))
-
-
-def run_shard(parts: Components, message: str, report: SyncReport | None = None) -> SyncReport:
-    """One shard: its products' images to Wallie, each of its products' full set to TRAEDE."""
-    shard = Shard.from_json(message)
-    if shard.container != parts.settings.storage.container:
-        raise ConfigError(f"shard message is for container {shard.container!r}, but IMAGES_CONTAINER is "
-                          f"{parts.settings.storage.container!r}")
-    what = f"shard {shard.index + 1}/{shard.count}"
-    return parts.products.fenced(f"nightly {what}", lambda fence: parts.engine.sync_entries(
-        shard_entries(parts.catalog, shard), mode=what, fence=fence, report=report),
-        run=shard.run or f"shard-{uuid.uuid4().hex}")

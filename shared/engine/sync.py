@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from azure.core.exceptions import AzureError
 
+from ..catalog.listing import ListingStalled
 from ..catalog.container import Catalog, CatalogEntry, ImageRecord, SignedImage, SkippedBlob
 from ..catalog.partner_codes import TRAEDE, WALLIE, PartnerCodes, missing_code, nfc, partner_ids
 from ..errors import SigningError
@@ -163,7 +164,7 @@ class SyncEngine:
                     if len(wallie_batch) >= wallie.batch_size:
                         lanes[wallie.name].put(wallie_batch)
                         wallie_batch = []
-        except (AzureError, SigningError) as exc:
+        except (AzureError, ListingStalled, SigningError) as exc:
             listing_error = exc
         finally:
             close = getattr(entries, "close", None)

@@ -420,20 +420,6 @@ class RunHistory:
         for part in range(max(1, min(parts, MAX_PARTS))):
             yield from self.read_part(run_id, part, damage)
 
-    def sent_for(self, run_id: str, parts: int, items: Iterable[str],
-                 damage: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
-        """The entries of some products, reading only the parts they hash to."""
-        wanted = set(items)
-        by_part: dict[int, set[str]] = {}
-        for item in wanted:
-            by_part.setdefault(part_of(item, parts), set()).add(item)
-        out: dict[str, list[dict[str, Any]]] = {item: [] for item in wanted}
-        for part, members in sorted(by_part.items()):
-            for entry in self.read_part(run_id, part, damage):
-                if entry.get("item") in members:
-                    out[str(entry["item"])].append(entry)
-        return out
-
     def ledger(self, run_id: str, parts: int, damage: list[str] | None = None) -> Ledger:
         """What the run sent, as a ``Ledger`` again (for ``write_report_to``), without synthetic entries;
         redacted again (a run kept by an older version)."""
