@@ -157,7 +157,7 @@ def run_naive(parts, env: dict, sample_images: int, images: int, products: int, 
     """One Wallie request per image and one TRAEDE request per product, serially, on a sample of whole
     products; the request times scaled to the catalog per request kind, plus one real listing of the whole
     container (``listing_s``, measured, not scaled from a page)."""
-    from shared.catalog.container import ImageRecord, SignedImage
+    from shared.catalog.records import ImageRecord, SignedImage
     from shared.partners.payloads import traede_product, wallie_record
     from shared.config.settings import Settings
     from shared.partners.traede import TraedeClient

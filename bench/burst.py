@@ -82,7 +82,7 @@ def sandbox_state(url: str) -> dict:
 
 def stale_at_end(history: list[dict], blobs: dict[str, set[str]]) -> int:
     """Products whose last applied set is not their complete set: what TRAEDE shows once everything is quiet."""
-    from shared.catalog.container import image_id_for
+    from shared.catalog.records import image_id_for
 
     last: dict[str, set] = {}
     for entry in history:

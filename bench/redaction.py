@@ -76,7 +76,7 @@ def time_signing(blobs: list[str], on: bool) -> float:
 
 def time_history(blobs: list[str], on: bool) -> float:
     """``_Parts`` of a full sync: the ledger's entries (written redacted already) and the report's head."""
-    from shared.catalog.container import ImageRecord, SignedImage, image_id_for
+    from shared.catalog.records import ImageRecord, SignedImage, image_id_for
     from shared.runs.history import _Parts
     from shared.engine.lanes import Unit
     from shared.runs.ledger import Ledger

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from devtools.images import jpeg, png
-from shared.catalog.container import image_id_for
+from shared.catalog.records import image_id_for
 from shared.app.cli import main as cli_main
 
 LONG = "x" * 1000

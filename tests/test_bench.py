@@ -119,7 +119,7 @@ def test_raw_listing_describes_every_blob_exactly_as_the_sdk_listing(varied):
 def test_image_ids_are_still_uuid5_of_the_blob_name():
     import uuid
 
-    from shared.catalog.container import IMAGE_ID_NAMESPACE, image_id_for
+    from shared.catalog.records import IMAGE_ID_NAMESPACE, image_id_for
 
     for name in NAMES + ["", "a" * 1024, "😀/front.jpg", "100/BLK/front.jpg"]:
         assert image_id_for(name) == str(uuid.uuid5(IMAGE_ID_NAMESPACE, name))

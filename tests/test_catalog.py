@@ -1,5 +1,6 @@
 """The catalog against a real Azurite container."""
-from shared.catalog.container import Catalog, ImageRecord, SkippedBlob
+from shared.catalog.container import Catalog
+from shared.catalog.records import ImageRecord, SkippedBlob
 from shared.catalog.layout import PathLayout
 from shared.config.settings import DEFAULT_PATH_PATTERN
 from devtools.images import jpeg, png

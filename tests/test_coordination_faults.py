@@ -25,7 +25,7 @@ from devtools.images import jpeg
 from devtools.queue_host import QueueHost
 from shared.app import jobs
 from shared.app.cli import EXIT_OK, EXIT_PROBLEMS
-from shared.catalog.container import image_id_for
+from shared.catalog.records import image_id_for
 from shared.app.cli import main as cli_main
 from shared.coordination.state import FullSyncFences, StateContainer
 from tests.conftest import TRAEDE_CREDENTIALS, WALLIE_CREDENTIALS

@@ -27,7 +27,7 @@ import requests
 
 from devtools.images import jpeg, png
 from shared.app import jobs
-from shared.catalog.container import image_id_for
+from shared.catalog.records import image_id_for
 from shared.app.cli import main as cli_main
 from tests.conftest import TRAEDE_CREDENTIALS, WALLIE_CREDENTIALS
 from datetime import UTC

@@ -13,7 +13,8 @@ import pytest
 
 from devtools.azurite import Azurite, free_port
 from devtools.images import png
-from shared.catalog.container import Catalog, image_id_for
+from shared.catalog.container import Catalog
+from shared.catalog.records import image_id_for
 from shared.app.cli import main as cli_main
 from shared.app.factory import Components
 from shared.catalog.layout import PathLayout

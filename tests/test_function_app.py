@@ -12,7 +12,7 @@ import pytest
 from azurefunctions.extensions.bindings.blob.blobClientConverter import BlobClientConverter
 
 from devtools.images import jpeg
-from shared.catalog.container import image_id_for
+from shared.catalog.records import image_id_for
 from azure.functions.timer import TimerRequest
 from shared.app.jobs import SyncFailed
 from tests.host_objects import deleted_event, sdk_blob_client

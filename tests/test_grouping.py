@@ -8,7 +8,8 @@ from collections import Counter
 import pytest
 
 from devtools.images import jpeg
-from shared.catalog.container import SignedImage, describe_blob, image_id_for
+from shared.catalog.describe import describe_blob
+from shared.catalog.records import SignedImage, image_id_for
 from shared.app.cli import main as cli_main
 from shared.errors import SigningError
 from shared.engine.grouping import ProductGroups

@@ -103,7 +103,8 @@ def test_the_byte_estimates_of_partner_records_are_what_they_hold_in_memory():
     import gc
     import tracemalloc
 
-    from shared.catalog.container import Catalog, SignedImage
+    from shared.catalog.container import Catalog
+    from shared.catalog.records import SignedImage
     from shared.catalog.layout import PathLayout
     from shared.engine.lanes import approx_bytes
     from shared.partners.payloads import traede_product, wallie_record, wallie_record_bytes

@@ -2,7 +2,8 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from shared.catalog.container import ImageRecord, SkippedBlob, content_key_for, describe_blob, image_id_for
+from shared.catalog.describe import describe_blob
+from shared.catalog.records import ImageRecord, SkippedBlob, content_key_for, image_id_for
 from shared.errors import ConfigError
 from shared.catalog.layout import PathLayout, type_from_words
 from shared.config.settings import DEFAULT_PATH_PATTERN
@@ -138,7 +139,7 @@ def test_content_key_follows_the_bytes_and_never_holds_a_url():
 
 
 def test_traede_file_names_are_unique_within_a_product():
-    from shared.catalog.container import SignedImage
+    from shared.catalog.records import SignedImage
     from shared.partners.payloads import traede_product
 
     images = [describe(n) for n in ("1/BLK/front.jpg", "1/WHT/front.jpg", "1/back.jpg", "1/BLK/back.jpg")]

@@ -3,7 +3,7 @@ import io
 import json
 
 from devtools.images import png
-from shared.catalog.container import image_id_for
+from shared.catalog.records import image_id_for
 from shared.app.cli import main as cli_main
 
 CODES = "_config/partner-codes.csv"

@@ -18,7 +18,7 @@ import pytest
 
 from devtools.images import png
 from devtools.sandboxes.base import ECHO_FORMS
-from shared.catalog.container import image_id_for
+from shared.catalog.records import image_id_for
 from shared.app.cli import main as cli_main
 
 pytestmark = pytest.mark.timeout(180)

@@ -6,7 +6,7 @@ import json
 
 from devtools.images import jpeg, png
 from devtools.seed import SAMPLE_IMAGES, seed
-from shared.catalog.container import image_id_for
+from shared.catalog.records import image_id_for
 from shared.app.cli import main as cli_main
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from devtools.images import png
 from devtools.queue_host import QueueHost
-from shared.catalog.container import image_id_for
+from shared.catalog.records import image_id_for
 from shared.app.cli import main as cli_main
 from tests.host_objects import sdk_blob_client
 

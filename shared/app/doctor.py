@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ..catalog.container import Catalog, ImageRecord
+from ..catalog.container import Catalog
+from ..catalog.records import ImageRecord
 from ..domain import Partner
 from ..errors import ConfigError, ImageSyncError, PartnerError
 from ..redact import redact

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from collections.abc import Callable, Iterable
 
-from ..catalog.container import SkippedBlob
+from ..catalog.records import SkippedBlob
 from ..domain import Partner
 from .state import FenceInfo, FullSyncFence, FullSyncFences, Mark, PendingMarks, ProductLocks, StateContainer
 from ..errors import ConfigError, ImageSyncError, StateError

@@ -26,7 +26,8 @@ import logging
 from dataclasses import dataclass
 from collections.abc import Iterator
 
-from ..catalog.container import Catalog, CatalogEntry
+from ..catalog.container import Catalog
+from ..catalog.records import CatalogEntry
 from ..errors import ConfigError
 
 log = logging.getLogger(__name__)

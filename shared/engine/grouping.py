@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import IO
 
-from ..catalog.container import SignedImage
+from ..catalog.records import SignedImage
 
 MEMORY_IMAGES = 20_000
 MEMORY_BYTES = 16 * 2**20

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 from collections.abc import Callable
 
-from ..catalog.container import ImageRecord
+from ..catalog.records import ImageRecord
 from ..errors import PartnerError, RejectedError, StopPartnerError, TooLargeError, TransientError
 from ..runs.report import Problem, SyncReport, not_sent_reason
 from .target import Target

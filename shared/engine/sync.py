@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from azure.core.exceptions import AzureError
 
 from ..catalog.listing import ListingStalled
-from ..catalog.container import Catalog, CatalogEntry, ImageRecord, SignedImage, SkippedBlob
+from ..catalog.container import Catalog
+from ..catalog.records import CatalogEntry, ImageRecord, SignedImage, SkippedBlob
 from ..catalog.partner_codes import TRAEDE, WALLIE, PartnerCodes, missing_code, nfc, partner_ids
 from ..errors import SigningError
 from ..partners.payloads import (DEFAULT_TRAEDE_OPTIONS, TraedeOptions, traede_product, wallie_record,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 from collections.abc import Iterable
 
-from ..catalog.container import ImageRecord, SignedImage
+from ..catalog.records import ImageRecord, SignedImage
 from ..catalog.layout import TYPE_NAMES
 from ..catalog.partner_codes import PartnerIds, nfc
 

@@ -13,7 +13,7 @@ from datetime import datetime, UTC
 from typing import Any
 from collections.abc import Iterable
 
-from ..catalog.container import SkippedBlob
+from ..catalog.records import SkippedBlob
 from ..domain import Outcome, Partner, Source, Where
 from ..redact import redact
 from .ledger import Ledger
