@@ -158,8 +158,8 @@ def run_naive(parts, env: dict, sample_images: int, images: int, products: int, 
     products; the request times scaled to the catalog per request kind, plus one real listing of the whole
     container (``listing_s``, measured, not scaled from a page)."""
     from shared.catalog.records import ImageRecord, SignedImage
-    from shared.partners.payloads import traede_product, wallie_record
     from shared.config.settings import Settings
+    from shared.partners.payloads import traede_product, wallie_record
     from shared.partners.traede import TraedeClient
     from shared.partners.wallie import WallieClient
 

@@ -118,11 +118,11 @@ def synthetic(images: int, products: int, ledger: bool = False) -> int:
     from devtools.azurite import ACCOUNT, ACCOUNT_KEY
     from shared.catalog.container import Catalog
     from shared.catalog.layout import PathLayout
-    from shared.storage.sas import SasSigner
     from shared.config.settings import Settings
     from shared.engine.sync import SyncEngine
     from shared.partners.traede import TraedeClient
     from shared.partners.wallie import WallieClient
+    from shared.storage.sas import SasSigner
 
     settings = Settings.from_env()
     # Signing needs an account key, not a connection: nothing is listening at this endpoint.
@@ -153,8 +153,8 @@ def fan_out() -> int:
 
     from shared.app import jobs
     from shared.app.factory import Components
-    from shared.coordination import shards
     from shared.config.settings import Settings
+    from shared.coordination import shards
 
     settings = Settings.from_env()
     with Components(settings) as parts:

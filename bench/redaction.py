@@ -24,15 +24,13 @@ import json
 import os
 import time
 import tracemalloc
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
-from collections.abc import Iterator
 from urllib.parse import quote
 
 from shared import redact
-
-
 from shared.storage import sas
 
 DEV_CONNECTION = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey="
@@ -77,10 +75,10 @@ def time_signing(blobs: list[str], on: bool) -> float:
 def time_history(blobs: list[str], on: bool) -> float:
     """``_Parts`` of a full sync: the ledger's entries (written redacted already) and the report's head."""
     from shared.catalog.records import ImageRecord, SignedImage, image_id_for
-    from shared.runs.history import _Parts
     from shared.engine.lanes import Unit
-    from shared.runs.ledger import Ledger
     from shared.partners.payloads import traede_product, wallie_record
+    from shared.runs.ledger import Ledger
+    from shared.runs.parts import Parts as _Parts
     from shared.runs.report import SyncReport
 
     sign = signer()

@@ -6,13 +6,13 @@ the container's metadata is written only after the last upload).
 """
 from __future__ import annotations
 
-import hashlib
 import base64
+import hashlib
 import http.client
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote, urlsplit
 
 from devtools.azurite import ACCOUNT, ACCOUNT_KEY

@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,9 @@ class QueueHost:
                      **options: Any) -> QueueHost:
         """The app's own function, found the way the host finds it: by name, in ``function_app``."""
         import os
+        from importlib import import_module
 
         import function_app  # noqa: F401 - the blueprints are registered on import
-        from importlib import import_module
 
         module = import_module(f"functions.{function_name}")
         return cls(connection_string or os.environ["IMAGES_STORAGE"], queue, getattr(module, function_name),

@@ -19,8 +19,8 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from typing import Any
 from collections.abc import Iterable
+from typing import Any
 
 MASK = "REDACTED"
 MIN_SECRET_LENGTH = 4  # shorter values would blank out ordinary words

@@ -2,7 +2,7 @@
 import json
 import types
 import uuid
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 
 import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob_ext

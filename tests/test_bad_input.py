@@ -8,8 +8,8 @@ import logging
 import pytest
 
 from devtools.images import jpeg, png
-from shared.catalog.records import image_id_for
 from shared.app.cli import main as cli_main
+from shared.catalog.records import image_id_for
 
 LONG = "x" * 1000
 

@@ -3,7 +3,7 @@ motivated, each proven equal to the SDK path it replaces."""
 import json
 import subprocess
 import sys
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
@@ -11,10 +11,10 @@ import pytest
 
 from devtools.images import jpeg
 from shared.catalog.container import Catalog
-from shared.catalog.listing import parse_listing
 from shared.catalog.layout import PathLayout
-from shared.storage.sas import SasSigner
+from shared.catalog.listing import parse_listing
 from shared.config.settings import DEFAULT_PATH_PATTERN
+from shared.storage.sas import SasSigner
 
 REPO = Path(__file__).resolve().parent.parent
 KEYS = {"images", "products", "wall_s", "floor_s", "wall_per_floor", "listing_s", "signing_s", "request_floor_s",

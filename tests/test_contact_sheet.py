@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -260,6 +260,7 @@ def test_the_demo_writes_a_contact_sheet_whose_thumbnails_all_load(tmp_path):
 def test_the_http_page_needs_a_function_key_and_serves_the_same_sheet(indexed, env, container, traede,
                                                                       monkeypatch, tmp_path):
     from azure.functions import HttpRequest
+
     from functions.contact_sheet import contact_sheet
 
     trigger = next(b for b in indexed["contact_sheet"].get_bindings() if b.type == "httpTrigger").get_dict_repr()

@@ -25,8 +25,8 @@ from devtools.images import jpeg
 from devtools.queue_host import QueueHost
 from shared.app import jobs
 from shared.app.cli import EXIT_OK, EXIT_PROBLEMS
-from shared.catalog.records import image_id_for
 from shared.app.cli import main as cli_main
+from shared.catalog.records import image_id_for
 from shared.coordination.state import FullSyncFences, StateContainer
 from tests.conftest import TRAEDE_CREDENTIALS, WALLIE_CREDENTIALS
 from tests.host_objects import sdk_blob_client
@@ -209,7 +209,7 @@ def test_a_message_whose_own_mark_was_settled_is_dropped_and_any_other_is_sent(a
 
 def test_a_state_container_this_identity_may_not_write_is_named_with_what_to_check(app_env, container, azurite):
     """Credentials that reach the images container but not SYNC_STATE_CONTAINER (a SAS for one container)."""
-    from datetime import datetime, timedelta, UTC
+    from datetime import UTC, datetime, timedelta
 
     from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 
@@ -339,10 +339,9 @@ def _service(env):
 def test_every_storage_call_gives_up_within_its_budget_when_storage_is_gone():
     """Storage that refuses connections: each call (blob or queue) fails within about CALL_BUDGET_SECONDS,
     not after the SDK's 4 + 10 + 28 s of back-off."""
+    from devtools.azurite import ACCOUNT, ACCOUNT_KEY
     from shared.config.settings import Settings
     from shared.storage.clients import CALL_BUDGET_SECONDS, blob_service, queue_client
-
-    from devtools.azurite import ACCOUNT, ACCOUNT_KEY
 
     gone = (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
             f"BlobEndpoint=http://127.0.0.1:9/{ACCOUNT};QueueEndpoint=http://127.0.0.1:9/{ACCOUNT};")
@@ -361,11 +360,10 @@ def test_a_listing_that_storage_stops_answering_ends_at_the_stall_limit():
     import socket
     import threading
 
+    from devtools.azurite import ACCOUNT, ACCOUNT_KEY
     from shared.catalog.listing import ContainerListing, ListingStalled
     from shared.config.settings import Settings
     from shared.storage.clients import blob_service
-
-    from devtools.azurite import ACCOUNT, ACCOUNT_KEY
 
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))

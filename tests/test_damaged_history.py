@@ -8,13 +8,13 @@ import io
 import json
 import tracemalloc
 import uuid
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 
 import pytest
 
 from devtools.images import png
-from shared.runs import history
 from shared.app.cli import main as cli_main
+from shared.runs import names, validation
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -50,11 +50,11 @@ def good_run(container, env) -> str:
 
 
 def report_name(run_id: str) -> str:
-    return f"runs/{history.run_time(run_id):%Y/%m/%d}/{run_id}.json"
+    return f"runs/{names.run_time(run_id):%Y/%m/%d}/{run_id}.json"
 
 
 def a_newer_run_id() -> str:
-    return history.new_run_id("cli-sync", datetime.now(UTC))
+    return names.new_run_id("cli-sync", datetime.now(UTC))
 
 
 def no_traceback(*texts: str) -> None:
@@ -71,6 +71,7 @@ def one_line(err: str) -> str:
 
 def serve(**params):
     from azure.functions import HttpRequest
+
     from functions.contact_sheet import contact_sheet
 
     response = contact_sheet(HttpRequest("GET", "http://localhost/api/runs/sheet", params=params, body=b""))
@@ -122,7 +123,7 @@ def test_a_damaged_run_report_is_one_line_in_every_runs_command_and_the_rest_sta
 
 def test_a_part_with_broken_lines_loses_only_those_lines(env, container, runs, tmp_path):
     good = good_run(container, env)
-    part = f"sent/{history.run_time(good):%Y/%m/%d}/{good}/000.jsonl"
+    part = f"sent/{names.run_time(good):%Y/%m/%d}/{good}/000.jsonl"
     kept = runs.download_blob(part).readall().decode("utf-8").splitlines()
     assert len(kept) >= 6  # three products at two partners
     broken = [kept[0], "{not json", json.dumps({"partner": 5, "item": "7002", "outcome": "delivered"}), "[]",
@@ -149,8 +150,8 @@ def test_a_part_with_broken_lines_loses_only_those_lines(env, container, runs, t
 
 def test_blobs_larger_than_history_writes_are_named_and_never_read(env, container, runs, monkeypatch):
     good = good_run(container, env)
-    part = f"sent/{history.run_time(good):%Y/%m/%d}/{good}/000.jsonl"
-    monkeypatch.setattr(history, "MAX_PART_BYTES", 2000)
+    part = f"sent/{names.run_time(good):%Y/%m/%d}/{good}/000.jsonl"
+    monkeypatch.setattr(validation, "MAX_PART_BYTES", 2000)
     runs.upload_blob(part, b'{"x": 1}\n' * 1000, overwrite=True)  # 9,000 bytes: more than a part may have
     code, out, err = cli("runs", "show", good, "--json", env=env)
     assert code == 1 and "sent" not in json.loads(out)  # the report, without the part it could not read
@@ -160,7 +161,7 @@ def test_blobs_larger_than_history_writes_are_named_and_never_read(env, containe
     # A real report of 33 MB (the limit is 32 MB): named from its size, never downloaded.
     monkeypatch.undo()
     huge = a_newer_run_id()
-    runs.upload_blob(report_name(huge), b" " * (history.MAX_REPORT_BYTES + 1024 * 1024))
+    runs.upload_blob(report_name(huge), b" " * (validation.MAX_REPORT_BYTES + 1024 * 1024))
     tracemalloc.start()
     code, out, err = cli("runs", "show", huge, env=env)
     _, peak = tracemalloc.get_traced_memory()
@@ -171,7 +172,7 @@ def test_blobs_larger_than_history_writes_are_named_and_never_read(env, containe
 
 def test_foreign_blobs_in_the_history_container_are_passed_over(env, container, runs):
     good = good_run(container, env)
-    day = f"{history.run_time(good):%Y/%m/%d}"
+    day = f"{names.run_time(good):%Y/%m/%d}"
     runs.upload_blob(f"runs/{day}/notes.txt", b"hello")
     runs.upload_blob(f"runs/{day}/20261399T000000.000Z-nightly-abcdef.json", b"{}")  # month 99: not a time
     runs.upload_blob(f"runs/{day}/20991231T235959.999Z-cli-sync-abcdef.json", b"{}",
@@ -191,8 +192,8 @@ def test_foreign_blobs_in_the_history_container_are_passed_over(env, container, 
 
 def test_a_report_too_large_to_keep_whole_keeps_the_first_of_each_list_and_the_counts(
         env, container, runs, monkeypatch, tmp_path):
-    monkeypatch.setattr(history, "MAX_REPORT_BYTES", 6000)
-    monkeypatch.setattr(history, "KEPT_PER_LIST", 5)
+    monkeypatch.setattr(validation, "MAX_REPORT_BYTES", 6000)
+    monkeypatch.setattr(validation, "KEPT_PER_LIST", 5)
     for n in range(40):
         container.upload_blob(f"7100/junk-{n:02d}.txt", b"x")
     container.upload_blob("7100/front.png", png(4, 4))

@@ -20,6 +20,7 @@ import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -27,10 +28,9 @@ import requests
 
 from devtools.images import jpeg, png
 from shared.app import jobs
-from shared.catalog.records import image_id_for
 from shared.app.cli import main as cli_main
+from shared.catalog.records import image_id_for
 from tests.conftest import TRAEDE_CREDENTIALS, WALLIE_CREDENTIALS
-from datetime import UTC
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(120)
@@ -422,9 +422,9 @@ def test_a_dot_segment_in_a_url_survives_every_client(azurite, container):
     """Names that reach a partner with a dot segment (a layout placed by metadata) still download."""
     from datetime import timedelta
 
-    from shared.storage.sas import SasSigner
-    from shared.storage.clients import blob_service
     from shared.config.settings import Settings
+    from shared.storage.clients import blob_service
+    from shared.storage.sas import SasSigner
 
     put_raw(azurite, container.container_name, "shots/../9000_1.jpg", b"dotted-bytes")
     settings = Settings.from_env({"IMAGES_STORAGE": azurite.connection_string,

@@ -13,17 +13,17 @@ import pytest
 
 from devtools.azurite import Azurite, free_port
 from devtools.images import png
-from shared.catalog.container import Catalog
-from shared.catalog.records import image_id_for
 from shared.app.cli import main as cli_main
 from shared.app.factory import Components
+from shared.catalog.container import Catalog
 from shared.catalog.layout import PathLayout
-from shared.storage.sas import SasSigner
+from shared.catalog.records import image_id_for
 from shared.config.settings import HttpSettings, Settings
-from shared.storage.clients import blob_service
 from shared.engine.sync import SyncEngine
 from shared.partners.traede import TraedeClient
 from shared.partners.wallie import WallieClient
+from shared.storage.clients import blob_service
+from shared.storage.sas import SasSigner
 from tests.conftest import TRAEDE_CREDENTIALS, WALLIE_CREDENTIALS
 
 pytestmark = pytest.mark.timeout(120)

@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from devtools.images import png
-from shared.catalog.records import image_id_for
 from shared.app.cli import main as cli_main
+from shared.catalog.records import image_id_for
 
 pytestmark = pytest.mark.timeout(300)
 SLASHES = [f"{9000 + n // 10}//img-{n}.jpg" for n in range(1000)]

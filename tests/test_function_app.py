@@ -9,12 +9,12 @@ import uuid
 
 import azurefunctions.extensions.bindings.blob as blob_ext
 import pytest
+from azure.functions.timer import TimerRequest
 from azurefunctions.extensions.bindings.blob.blobClientConverter import BlobClientConverter
 
 from devtools.images import jpeg
-from shared.catalog.records import image_id_for
-from azure.functions.timer import TimerRequest
 from shared.app.jobs import SyncFailed
+from shared.catalog.records import image_id_for
 from tests.host_objects import deleted_event, sdk_blob_client
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

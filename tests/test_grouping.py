@@ -8,12 +8,12 @@ from collections import Counter
 import pytest
 
 from devtools.images import jpeg
-from shared.catalog.describe import describe_blob
-from shared.catalog.records import SignedImage, image_id_for
 from shared.app.cli import main as cli_main
-from shared.errors import SigningError
-from shared.engine.grouping import ProductGroups
+from shared.catalog.describe import describe_blob
 from shared.catalog.layout import PathLayout
+from shared.catalog.records import SignedImage, image_id_for
+from shared.engine.grouping import ProductGroups
+from shared.errors import SigningError
 
 LAYOUT = "{color_id}/{item_id}/{name}"
 

@@ -8,16 +8,16 @@ import json
 import logging
 import re
 import uuid
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from azure.storage.blob import BlobServiceClient
 
 from devtools.azurite import ACCOUNT_KEY
 from devtools.images import jpeg
-from shared.runs import history
 from shared.app import jobs
 from shared.app.cli import main as cli_main
+from shared.runs import parts
 from shared.runs.history import RunHistory
 from shared.runs.report import SyncReport
 from tests.host_objects import deleted_event, sdk_blob_client
@@ -147,8 +147,8 @@ def test_the_nightly_fan_out_and_each_shard_keep_their_reports(env, container, r
 
 
 def test_runs_item_reads_a_wide_run_by_its_parts_and_range(env, container, runs, monkeypatch):
-    monkeypatch.setattr(history, "ENTRIES_PER_PART", 10)  # a small run split like a large one
-    items = [f"{4000 + n}" for n in range(history.INDEX_LIMIT + 5)]
+    monkeypatch.setattr(parts, "ENTRIES_PER_PART", 10)  # a small run split like a large one
+    items = [f"{4000 + n}" for n in range(parts.INDEX_LIMIT + 5)]
     upload(container, *[f"{item}/front.jpg" for item in items])
     assert run(["sync"], env)[0] == 0
     assert run(["sync", "--item", items[7]], env)[0] == 0

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from devtools.sandboxes import TraedeSandbox
-from shared.errors import RedirectError, TooLargeError, TransientError
 from shared.config.settings import HttpSettings
+from shared.errors import RedirectError, TooLargeError, TransientError
 from shared.partners.traede import TraedeClient
 from tests.conftest import TRAEDE_CREDENTIALS
 

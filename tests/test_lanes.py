@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 
-from shared.engine.lanes import Lane, Unit
-from shared.runs.report import SyncReport
 from shared.config.settings import HttpSettings
+from shared.domain import Partner
+from shared.engine.lanes import Lane, Unit
 from shared.engine.stopping import StopSignal
 from shared.partners.wallie import WallieClient
+from shared.runs.report import SyncReport
 from tests.conftest import WALLIE_CREDENTIALS
 
 
@@ -56,10 +57,19 @@ def test_a_stopped_run_names_every_record_it_did_not_send(wallie):
 class BrokenOutput:
     """A stand-in partner whose output breaks (a closed pipe under --dry-run, or a bug)."""
 
-    name, unit, batch_size = "printer", "images", 2
+    name, batch_size = Partner.WALLIE, 2  # the dry run's printer stands in for a partner like this
 
     def send(self, payloads, guard=None):
         raise BrokenPipeError(32, "Broken pipe")
+
+    def stats(self):
+        return {"requests": 0, "retries": 0}
+
+    def abort(self):
+        pass
+
+    def close(self):
+        pass
 
 
 def test_an_unexpected_error_in_a_lane_is_reported_per_record_not_lost():
@@ -70,7 +80,7 @@ def test_an_unexpected_error_in_a_lane_is_reported_per_record_not_lost():
     lane.finish()
     assert len(report.failed) == 6 and all("BrokenPipeError" in p.reason for p in report.failed)
     report.images = 6
-    assert report.accounting()["printer"]["unaccounted"] == 0
+    assert report.accounting()["wallie"]["unaccounted"] == 0
 
 
 def test_a_backlog_of_large_records_spills_by_bytes_long_before_the_count_bound(wallie):
@@ -103,13 +113,13 @@ def test_the_byte_estimates_of_partner_records_are_what_they_hold_in_memory():
     import gc
     import tracemalloc
 
+    from bench.synthetic import SyntheticListing
     from shared.catalog.container import Catalog
-    from shared.catalog.records import SignedImage
     from shared.catalog.layout import PathLayout
+    from shared.catalog.records import SignedImage
+    from shared.config.settings import DEFAULT_PATH_PATTERN
     from shared.engine.lanes import approx_bytes
     from shared.partners.payloads import traede_product, wallie_record, wallie_record_bytes
-    from shared.config.settings import DEFAULT_PATH_PATTERN
-    from bench.synthetic import SyntheticListing
 
     def signed_images(images, products):
         catalog = Catalog(None, PathLayout(DEFAULT_PATH_PATTERN), listing=SyntheticListing(images, products))

@@ -1,12 +1,13 @@
 """Path layouts, kind words and stable ids (no storage needed)."""
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shared.catalog.describe import describe_blob
-from shared.catalog.records import ImageRecord, SkippedBlob, content_key_for, image_id_for
-from shared.errors import ConfigError
 from shared.catalog.layout import PathLayout, type_from_words
+from shared.catalog.records import ImageRecord, SkippedBlob, content_key_for, image_id_for
 from shared.config.settings import DEFAULT_PATH_PATTERN
+from shared.errors import ConfigError
 
 DEFAULT = PathLayout(DEFAULT_PATH_PATTERN)
 

@@ -5,8 +5,8 @@ import pytest
 
 from devtools.azurite import free_port
 from devtools.sandboxes import TraedeSandbox
-from shared.errors import AuthError, RejectedError, TransientError
 from shared.config.settings import HttpSettings
+from shared.errors import AuthError, RejectedError, TransientError
 from shared.partners.traede import TraedeClient
 from shared.partners.wallie import WallieClient
 from tests.conftest import TRAEDE_CREDENTIALS, WALLIE_CREDENTIALS

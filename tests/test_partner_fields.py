@@ -3,8 +3,8 @@ import io
 import json
 
 from devtools.images import png
-from shared.catalog.records import image_id_for
 from shared.app.cli import main as cli_main
+from shared.catalog.records import image_id_for
 
 CODES = "_config/partner-codes.csv"
 

@@ -3,8 +3,6 @@ import json
 import os
 import re
 
-
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
 HOST_SETTINGS = {"BLOB_TRIGGER_SOURCE", "SYNC_SCHEDULE"}  # read by the Functions host, not by Settings

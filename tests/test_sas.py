@@ -1,12 +1,12 @@
 """SAS URLs against Azurite, which checks signatures, permissions and expiry for real."""
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 
-from shared.storage.sas import SasSigner
 from devtools.images import jpeg
+from shared.storage.sas import SasSigner
 
 ODD_NAMES = [
     "100/10/front view.jpg", "100/10/ünïcødé-前面.jpg", "100/10/a#b.jpg", "100/10/50%.jpg",

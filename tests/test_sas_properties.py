@@ -1,16 +1,17 @@
 """Properties of every SAS URL we hand out, for any blob name, TTL, skew and clock: read-only, one blob,
 https when the endpoint is, starting at most `skew` in the past and ending at most `ttl` ahead.
 Signed offline for hundreds of cases, then a sample downloaded from Azurite (which checks for real)."""
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 import requests
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from shared.config.settings import Settings
 from shared.errors import ConfigError
 from shared.storage.sas import SasSigner
-from shared.config.settings import Settings
 
 KEY = "a2V5LWZvci1wcm9wZXJ0eS10ZXN0cw=="
 # Blob names as Azure allows them: 1-1024 characters, no control characters; segments never empty

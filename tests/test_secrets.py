@@ -9,10 +9,10 @@ import threading
 
 import pytest
 
+from devtools.images import png
 from shared.app import jobs
 from shared.app.cli import main as cli_main
 from tests.conftest import TRAEDE_CREDENTIALS, WALLIE_CREDENTIALS
-from devtools.images import png
 
 SIG = re.compile(r"(?i)sig(=|%3D)(?!REDACTED)")
 NOISY = ("shared", "urllib3", "azure", "requests")

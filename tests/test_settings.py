@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from shared.app.cli import main as cli_main
-from shared.errors import ConfigError
 from shared.config.settings import DEFAULT_PATH_PATTERN, Settings
+from shared.errors import ConfigError
 
 BASE = {"IMAGES_STORAGE": "UseDevelopmentStorage=true"}
 WALLIE = {"WALLIE_BASE_URL": "https://wallie.example", "WALLIE_TENANT": "T", "WALLIE_USERNAME": "u",

@@ -12,10 +12,10 @@ from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
 from devtools.images import jpeg
 from shared.app import jobs
-from shared.errors import ConfigError
 from shared.app.jobs import SyncFailed
 from shared.config.settings import Settings
 from shared.coordination.shards import Shard, group_key
+from shared.errors import ConfigError
 
 
 @pytest.fixture

@@ -12,14 +12,14 @@ import json
 import logging
 import re
 import uuid
-from urllib.parse import quote, urlsplit, parse_qs
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 
 from devtools.images import png
 from devtools.sandboxes.base import ECHO_FORMS
-from shared.catalog.records import image_id_for
 from shared.app.cli import main as cli_main
+from shared.catalog.records import image_id_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -73,6 +73,7 @@ def env(sync_env):
 def test_no_signature_of_the_run_reaches_any_output_however_a_partner_echoes_it(
         form, env, container, blob_service, wallie, traede, tmp_path, caplog, monkeypatch):
     from azure.functions import HttpRequest
+
     from functions.contact_sheet import contact_sheet
 
     for item in ("8001", "8002", "8003", "8004"):

@@ -3,11 +3,10 @@ import hashlib
 import io
 import json
 
-
 from devtools.images import jpeg, png
 from devtools.seed import SAMPLE_IMAGES, seed
-from shared.catalog.records import image_id_for
 from shared.app.cli import main as cli_main
+from shared.catalog.records import image_id_for
 
 
 def sync(env, *args):

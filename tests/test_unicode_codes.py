@@ -12,8 +12,8 @@ import pytest
 
 from devtools.images import png
 from devtools.queue_host import QueueHost
-from shared.catalog.records import image_id_for
 from shared.app.cli import main as cli_main
+from shared.catalog.records import image_id_for
 from tests.host_objects import sdk_blob_client
 
 pytestmark = pytest.mark.timeout(180)

@@ -15,9 +15,9 @@ from azure.core.credentials import AccessToken
 
 from devtools.azurite import Azurite
 from devtools.images import jpeg
-from shared.storage.sas import SasSigner
 from shared.config.settings import Settings
 from shared.storage.clients import blob_service
+from shared.storage.sas import SasSigner
 
 
 class LocalIdentityCredential:
@@ -42,11 +42,12 @@ class LocalIdentityCredential:
 
 
 def self_signed_cert(folder):
+    import ipaddress
+
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.x509.oid import NameOID
-    import ipaddress
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])

@@ -22,10 +22,10 @@ import time
 import urllib.parse
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from email.message import Message
 from typing import Any
-from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 

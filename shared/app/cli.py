@@ -11,23 +11,26 @@ import logging
 import os
 import sys
 import threading
-from typing import Any, TextIO
 from collections.abc import Mapping, Sequence
+from typing import Any, TextIO
 
 from .. import redact
-from ..errors import ConfigError, ImageSyncError
-from .factory import Components
-from ..runs.history import RUN_KINDS, DamagedHistory, Recording, RunHistory, UnknownRun, listed
-from ..runs.ledger import write_report, write_report_to
-from ..coordination.product_queue import DEFAULT_WAIT_SECONDS, FullSyncBusy
-from ..engine.progress import Progress, progress_line
-from ..runs.report import SyncReport
 from ..config.settings import Settings
-from ..engine.stopping import Stopper
-from ..storage.clients import StorageUnreachable, check_container
+from ..coordination.product_queue import DEFAULT_WAIT_SECONDS, FullSyncBusy
 from ..domain import Partner
+from ..engine.progress import Progress, progress_line
+from ..engine.stopping import Stopper
 from ..engine.target import Guard
+from ..errors import ConfigError, ImageSyncError
 from ..partners.traede import TraedeClient
+from ..runs.history import RunHistory
+from ..runs.ledger import write_report, write_report_to
+from ..runs.names import RUN_KINDS, UnknownRun
+from ..runs.recording import Recording
+from ..runs.report import SyncReport
+from ..runs.validation import DamagedHistory, listed
+from ..storage.clients import StorageUnreachable, check_container
+from .factory import Components
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_CONFIG = 0, 1, 2
 EXIT_BUSY = 75  # sysexits' EX_TEMPFAIL: another full sync held on for longer than --wait; try again later

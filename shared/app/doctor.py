@@ -8,24 +8,24 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
-from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
 import requests
 
 from ..catalog.container import Catalog
 from ..catalog.records import ImageRecord
+from ..config.settings import HttpSettings, Settings
 from ..domain import Partner
 from ..errors import ConfigError, ImageSyncError, PartnerError
-from ..redact import redact
-from .factory import open_storage
-from ..storage.sas import SasSigner
-from ..config.settings import HttpSettings, Settings
-from ..storage.clients import QUICK, storage_problem
 from ..partners.traede import TraedeClient
 from ..partners.wallie import WallieClient
+from ..redact import redact
+from ..storage.clients import QUICK, storage_problem
+from ..storage.sas import SasSigner
+from .factory import open_storage
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 SAMPLE_SCAN_LIMIT = 5000  # blobs looked at to find one image for the SAS round trip

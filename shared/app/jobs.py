@@ -11,8 +11,8 @@ import os
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from .. import redact
 from ..config.settings import Settings
@@ -20,7 +20,7 @@ from ..coordination import shards
 from ..coordination.shards import FanOut
 from ..engine.stopping import Stopper
 from ..errors import ConfigError, ImageSyncError
-from ..runs.history import Recording
+from ..runs.recording import Recording
 from ..runs.report import SyncReport
 from ..storage.clients import ensure_queue, queue_client
 
@@ -167,7 +167,8 @@ def contact_sheet_page(run: str | None, item: str | None, env: Env = None) -> tu
     from datetime import timedelta
 
     from ..runs import contact_sheet
-    from ..runs.history import DamagedHistory, UnknownRun
+    from ..runs.names import UnknownRun
+    from ..runs.validation import DamagedHistory
 
     if run and item:
         return 400, "give run=<run id> (or latest) or item=<product id>, not both"

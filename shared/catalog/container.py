@@ -5,8 +5,8 @@ prefetch are ``listing``; what one blob is, ``describe``).
 """
 from __future__ import annotations
 
-from typing import Any
 from collections.abc import Iterator
+from typing import Any
 
 from .describe import describe_blob
 from .layout import PathLayout

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import base64
 import logging
-import time
 import queue
 import threading
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from collections.abc import Iterable, Iterator
 from urllib.parse import quote, unquote
 
 log = logging.getLogger(__name__)

@@ -6,9 +6,9 @@ The setting names are the public contract: the README, ``local.settings.json.exa
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import overload
-from collections.abc import Mapping
 from urllib.parse import urlparse
 
 from ..catalog.layout import PathLayout

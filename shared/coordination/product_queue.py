@@ -36,16 +36,16 @@ import logging
 import math
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from collections.abc import Callable, Iterable
 
 from ..catalog.records import SkippedBlob
 from ..domain import Partner
-from .state import FenceInfo, FullSyncFence, FullSyncFences, Mark, PendingMarks, ProductLocks, StateContainer
 from ..errors import ConfigError, ImageSyncError, StateError
 from ..runs.ledger import Ledger
 from ..runs.report import Problem, SyncReport
+from .state import FenceInfo, FullSyncFence, FullSyncFences, Mark, PendingMarks, ProductLocks, StateContainer
 
 if TYPE_CHECKING:
     from ..engine.sync import SyncEngine

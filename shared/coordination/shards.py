@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from ..catalog.container import Catalog
 from ..catalog.records import CatalogEntry

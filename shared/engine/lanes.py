@@ -21,9 +21,9 @@ import struct
 import tempfile
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from collections.abc import Callable
 
 from ..catalog.records import ImageRecord
 from ..errors import PartnerError, RejectedError, StopPartnerError, TooLargeError, TransientError

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from typing import Any
 from collections.abc import Callable
+from typing import Any
 
 GRACE_SECONDS = 5.0
 

@@ -15,23 +15,29 @@ from __future__ import annotations
 
 import itertools
 import threading
-from typing import Protocol
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Protocol
 
 from azure.core.exceptions import AzureError
 
-from ..catalog.listing import ListingStalled
 from ..catalog.container import Catalog
-from ..catalog.records import CatalogEntry, ImageRecord, SignedImage, SkippedBlob
+from ..catalog.listing import ListingStalled
 from ..catalog.partner_codes import TRAEDE, WALLIE, PartnerCodes, missing_code, nfc, partner_ids
+from ..catalog.records import CatalogEntry, ImageRecord, SignedImage, SkippedBlob
 from ..errors import SigningError
-from ..partners.payloads import (DEFAULT_TRAEDE_OPTIONS, TraedeOptions, traede_product, wallie_record,
-                                 wallie_record_bytes)
+from ..partners.payloads import (
+    DEFAULT_TRAEDE_OPTIONS,
+    TraedeOptions,
+    traede_product,
+    wallie_record,
+    wallie_record_bytes,
+)
 from ..runs.ledger import Ledger
 from ..runs.report import STORAGE, Problem, SyncReport
 from .grouping import ProductGroups
 from .lanes import Lane, Unit
 from .target import Guard, Target
+
 
 class Fence(Protocol):
     """What a full sync runs behind (``product_queue.FullSyncUnit``)."""

@@ -5,8 +5,8 @@ a client anything this protocol does not say (no ``getattr`` for what a target m
 """
 from __future__ import annotations
 
-from typing import Any, Protocol
 from collections.abc import Callable
+from typing import Any, Protocol
 
 from ..domain import Partner
 from ..partners.http import Answer

@@ -24,19 +24,19 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
-from collections.abc import Callable, Mapping
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from ..config.settings import HttpSettings
 from ..errors import AuthError, PartnerError, RedirectError, RejectedError, TooLargeError, TransientError
 from ..redact import redact
-from ..config.settings import HttpSettings
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 BODY_EXCERPT = 2000

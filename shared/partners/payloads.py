@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import posixpath
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
-from collections.abc import Iterable
 
-from ..catalog.records import ImageRecord, SignedImage
 from ..catalog.layout import TYPE_NAMES
 from ..catalog.partner_codes import PartnerIds, nfc
+from ..catalog.records import ImageRecord, SignedImage
 
 MAX_FILENAME_BYTES = 255
 # About what a payload holds in memory while it waits in a partner's lane (the lane's byte bound), from

@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
 from collections.abc import Callable
+from typing import Any
 
 import requests
 
+from ..config.settings import DEFAULT_HTTP, HttpSettings, TraedeSettings
 from ..domain import Partner
 from ..errors import AuthError, RejectedError
 from .http import Answer, PartnerHttp
-from ..config.settings import DEFAULT_HTTP, HttpSettings, TraedeSettings
 
 MAX_PRODUCTS_PER_REQUEST = 10  # TRAEDE's documented limit
 CHECK_SETTINGS = "check TRAEDE_ACCESS_TOKEN and TRAEDE_APP_KEY"

@@ -3,16 +3,16 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
 from collections.abc import Callable
+from typing import Any
 
 import requests
 
 from .. import redact
+from ..config.settings import DEFAULT_HTTP, HttpSettings, WallieSettings
 from ..domain import Partner
 from ..errors import AuthError, PartnerError
 from .http import Answer, PartnerHttp
-from ..config.settings import DEFAULT_HTTP, HttpSettings, WallieSettings
 
 CHECK_SETTINGS = "check WALLIE_TENANT, WALLIE_USERNAME and WALLIE_PASSWORD"
 # A refused login is remembered this long: the other workers of the same run do not ask again. A login

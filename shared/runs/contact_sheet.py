@@ -19,16 +19,19 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 from html import escape
 from typing import Any
-from collections.abc import Callable
 
-from .history import RunHistory, listed, part_of, run_kind, run_time
 from ..catalog.layout import TYPE_NAMES
+from ..domain import Outcome
 from ..redact import redact
+from .history import RunHistory
+from .names import part_of, run_kind, run_time
 from .report import STORAGE
+from .validation import listed
 
 THUMBNAIL_TTL = timedelta(hours=1)
 MAX_PRODUCTS = 200
@@ -36,7 +39,7 @@ MAX_IMAGES = 60
 MAX_SKIPPED = 200
 MAX_RUNS = 20
 MAX_TEXT = 500
-PROBLEM_OUTCOMES = ("failed", "rejected", "not sent")
+PROBLEM_OUTCOMES = tuple(o.value for o in Outcome if o.is_problem)  # shown in red
 
 Sign = Callable[[str, str], str]  # (container, blob name) -> a read-only URL for that blob
 
@@ -52,7 +55,7 @@ class Card:
 
     def outcomes(self) -> dict[str, tuple[str, list[str]]]:
         """Per partner (not storage): the worst outcome and its reasons."""
-        from .history import worst
+        from .parts import worst
 
         found: dict[str, list[dict[str, Any]]] = {}
         for entry in self.entries:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 import tempfile
 import threading
-from typing import IO, Any
 from collections.abc import Iterator
+from typing import IO, Any
 
 from ..redact import redact
 

@@ -9,8 +9,8 @@ import random
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError, ImageSyncError
 from ..config.settings import StorageSettings
+from ..errors import ConfigError, ImageSyncError
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobServiceClient

@@ -6,9 +6,9 @@ import hashlib
 import hmac
 import threading
 import time
-from datetime import datetime, timedelta, UTC
-from typing import Any
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import quote, unquote
 
 from azure.core.exceptions import AzureError

@@ -18,8 +18,18 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from deploy_harness import (ENV_FILE_TEXT, HERE, SETUP_HINT, FakeAz, assert_ok, az_cli_min_venv,  # noqa: E402
-                            az_cli_venv, make_project, parser_venv, run_script)
+from deploy_harness import (  # noqa: E402
+    ENV_FILE_TEXT,
+    HERE,
+    SETUP_HINT,
+    FakeAz,
+    assert_ok,
+    az_cli_min_venv,
+    az_cli_venv,
+    make_project,
+    parser_venv,
+    run_script,
+)
 
 
 def venv_python(venv):

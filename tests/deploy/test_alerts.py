@@ -5,7 +5,6 @@ import json
 import sys
 
 import pytest
-
 from deploy_harness import DEPLOY_DIR, assert_ok, command_of, is_mutating, parse_failures, run_script
 
 sys.path.insert(0, str(DEPLOY_DIR))

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from deploy_harness import DEPLOY_DIR
 
 sys.path.insert(0, str(DEPLOY_DIR))

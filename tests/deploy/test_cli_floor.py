@@ -11,9 +11,17 @@ and the dry run. To run the whole deploy suite against the floor CLI instead:
 import subprocess
 
 import pytest
-
-from deploy_harness import (FakeAz, ask_parser, assert_ok, az_min_version, command_of, dry_run_commands,
-                            is_mutating, run_script, with_temporary_files)
+from deploy_harness import (
+    FakeAz,
+    ask_parser,
+    assert_ok,
+    az_min_version,
+    command_of,
+    dry_run_commands,
+    is_mutating,
+    run_script,
+    with_temporary_files,
+)
 
 SUB = "00000000-0000-0000-0000-000000000001"
 CUSTOMER_RG = "rg-customer"

@@ -10,7 +10,6 @@ import zipfile
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-
 from deploy_harness import SECRETS, command_of, is_mutating, leaks, parse_failures
 
 CONTRACT_SETTINGS = {

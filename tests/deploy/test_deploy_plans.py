@@ -6,9 +6,16 @@ the deploy warns about (BLOB_TRIGGER_SOURCE=LogsAndContainerScan, Consumption/Pr
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-
-from deploy_harness import (app_bindings, assert_ok, command_of, is_mutating, leaks, parse_failures,
-                            resolve_app_setting_references, run_script)
+from deploy_harness import (
+    app_bindings,
+    assert_ok,
+    command_of,
+    is_mutating,
+    leaks,
+    parse_failures,
+    resolve_app_setting_references,
+    run_script,
+)
 
 APP = "imgsync-test"
 

@@ -2,7 +2,6 @@
 run after it changes nothing again."""
 
 import pytest
-
 from deploy_harness import assert_ok, command_of, is_mutating, parse_failures, run_script
 
 APP = "imgsync-test"

@@ -1,9 +1,15 @@
 """--dry-run, --help, flags and settings validation of deploy.sh and teardown.sh."""
 
 import pytest
-
-from deploy_harness import (DEPLOY_DIR, SECRETS, ask_parser, assert_ok, dry_run_commands, run_script,
-                            with_temporary_files)
+from deploy_harness import (
+    DEPLOY_DIR,
+    SECRETS,
+    ask_parser,
+    assert_ok,
+    dry_run_commands,
+    run_script,
+    with_temporary_files,
+)
 
 
 @pytest.mark.parametrize("plan", ["flex", "consumption", "premium"])

@@ -2,7 +2,6 @@
 and never deleted by teardown - only the deploy's own additions are removed from it."""
 
 import pytest
-
 from deploy_harness import assert_ok, command_of, parse_failures, run_script
 
 SUB = "00000000-0000-0000-0000-000000000001"

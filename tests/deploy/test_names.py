@@ -5,7 +5,6 @@ Analytics workspace 63. The fake Azure refuses longer ones, as Azure does."""
 import subprocess
 
 import pytest
-
 from deploy_harness import DEPLOY_DIR, assert_ok, command_of, is_mutating, parse_failures, run_script
 
 LONG_APP = "image-sync-production-westeurope-customer-catalogue-platform"  # 60 characters

@@ -8,7 +8,6 @@ import re
 import subprocess
 
 import pytest
-
 from deploy_harness import REPO, SECRETS, assert_ok, leaks, run_script
 
 APP = "imgsync-test"

@@ -5,7 +5,6 @@ import sys
 import zipfile
 
 import pytest
-
 from deploy_harness import DEPLOY_DIR, make_project
 
 sys.path.insert(0, str(DEPLOY_DIR))

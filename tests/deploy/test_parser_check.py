@@ -4,7 +4,6 @@ nothing."""
 import subprocess
 
 import pytest
-
 from deploy_harness import ask_parser
 
 

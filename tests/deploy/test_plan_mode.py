@@ -5,7 +5,6 @@ changes anything."""
 import re
 
 import pytest
-
 from deploy_harness import SECRETS, assert_ok, is_mutating, leaks, parse_failures, run_script
 
 APP = "imgsync-test"

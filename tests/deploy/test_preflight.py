@@ -7,9 +7,17 @@ import subprocess
 import sys
 
 import pytest
-
-from deploy_harness import (DEPLOY_DIR, SECRETS, assert_ok, az_min_version, command_of, dry_run_commands, is_mutating,
-                            parse_failures, run_script)
+from deploy_harness import (
+    DEPLOY_DIR,
+    SECRETS,
+    assert_ok,
+    az_min_version,
+    command_of,
+    dry_run_commands,
+    is_mutating,
+    parse_failures,
+    run_script,
+)
 
 SUB = "/subscriptions/00000000-0000-0000-0000-000000000001"
 RG = f"{SUB}/resourceGroups/rg-imgsync-test"

@@ -3,7 +3,6 @@ created, naming what is wrong and what to use instead. The fake Azure gives each
 Azure does (so the deploy would really fail halfway without the check)."""
 
 import pytest
-
 from deploy_harness import assert_ok, command_of, is_mutating, leaks, parse_failures, run_script
 
 SUB = "00000000-0000-0000-0000-000000000001"

@@ -1,7 +1,6 @@
 """Secret rotation through deploy.sh, teardown of a whole deployment, and a deploy after teardown."""
 
 import pytest
-
 from deploy_harness import SECRETS, assert_ok, command_of, is_mutating, parse_failures, run_script
 
 

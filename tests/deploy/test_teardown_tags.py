@@ -2,7 +2,6 @@
 (its tag), otherwise each resource carrying the deploy's tag - and says what it leaves."""
 
 import pytest
-
 from deploy_harness import assert_ok, command_of, is_mutating, parse_failures, run_script
 
 SUB = "/subscriptions/00000000-0000-0000-0000-000000000001"

@@ -3,7 +3,6 @@ and the Flex deployment container move from account keys to the identity, a Cons
 moves from the polling trigger to Event Grid. And the Python version: 3.12 where asked, on any plan."""
 
 import pytest
-
 from deploy_harness import assert_ok, command_of, is_mutating, leaks, parse_failures, run_script
 
 APP = "imgsync-test"
