@@ -9,7 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from shared.coordination.state import FENCES, FullSyncFences, PendingMarks, ProductLocks, StateContainer
+from shared.coordination.leases import FullSyncFences, ProductLocks
+from shared.coordination.marks import PendingMarks
+from shared.coordination.state import FENCES, StateContainer
 
 
 @pytest.fixture

@@ -24,10 +24,11 @@ from devtools.azurite import Azurite
 from devtools.images import jpeg
 from devtools.queue_host import QueueHost
 from shared.app import jobs
-from shared.app.cli import EXIT_OK, EXIT_PROBLEMS
 from shared.app.cli import main as cli_main
+from shared.app.output import EXIT_OK, EXIT_PROBLEMS
 from shared.catalog.records import image_id_for
-from shared.coordination.state import FullSyncFences, StateContainer
+from shared.coordination.leases import FullSyncFences
+from shared.coordination.state import StateContainer
 from tests.conftest import TRAEDE_CREDENTIALS, WALLIE_CREDENTIALS
 from tests.host_objects import sdk_blob_client
 from tests.storage_proxy import StorageProxy

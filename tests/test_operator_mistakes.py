@@ -243,7 +243,7 @@ def test_the_report_says_what_each_partner_got_per_product(container, sync_env, 
 
 
 def test_control_characters_from_a_partner_never_reach_the_operators_terminal():
-    from shared.app.cli import _printable
+    from shared.app.output import printable as _printable
 
     line = "rejected: traede: item '1': HTTP 400: \x1b]0;owned\x07\x1b[2J<html>bad</html>\r"
     shown = _printable(line)

@@ -45,7 +45,9 @@ from ..domain import Partner
 from ..errors import ConfigError, ImageSyncError, StateError
 from ..runs.ledger import Ledger
 from ..runs.report import Problem, SyncReport
-from .state import FenceInfo, FullSyncFence, FullSyncFences, Mark, PendingMarks, ProductLocks, StateContainer
+from .leases import FenceInfo, FullSyncFence, FullSyncFences, ProductLocks
+from .marks import Mark, PendingMarks
+from .state import StateContainer
 
 if TYPE_CHECKING:
     from ..engine.sync import SyncEngine

@@ -1,0 +1,261 @@
+"""Leases a dead process cannot hold for long: product locks (``locks/<item>``) and full-sync fences
+(``full-syncs/<id>``), renewed while held (see ``coordination``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, unquote
+
+from .state import FENCES, LOCKS, StateContainer, first_line, item_of, state_blob
+
+log = logging.getLogger(__name__)
+
+DEAD_FENCE_SECONDS = 600.0  # a fence blob whose lease lapsed this long ago is removed by the next full sync
+
+
+class _Lease:
+    """A blob lease this process holds, renewed by a keeper thread: ``remaining()`` is how long it is
+    certainly held (from when the last successful acquire or renewal was *sent*)."""
+
+    def __init__(self, what: str, lease: Any, seconds: float, sent: float):
+        self.what = what
+        self.lease = lease
+        self.seconds = seconds
+        self.renewed = sent
+        self.lost = False
+
+    def remaining(self) -> float:
+        return 0.0 if self.lost else self.renewed + self.seconds - time.monotonic()
+
+    def renew(self) -> bool:
+        from azure.core.exceptions import HttpResponseError
+
+        sent = time.monotonic()
+        try:
+            self.lease.renew()
+        except HttpResponseError as exc:
+            # Storage answered: the lease is gone (the container was deleted, the lease broken). Whoever sends
+            # under it must stop now, and what it sent may have overlapped another sender.
+            self.lost = True
+            log.warning("lost %s: %s", self.what, first_line(exc))
+            return False
+        except Exception as exc:  # noqa: BLE001 - storage unreachable: the lease lasts until it runs out
+            if self.remaining() <= 0:
+                self.lost = True
+            log.warning("could not renew %s (%.0f s left): %s", self.what, max(0.0, self.remaining()),
+                        first_line(exc))
+            return False
+        self.renewed = sent
+        return True
+
+
+class ProductLocks:
+    """Per-product leases, renewed by one keeper thread while held."""
+
+    def __init__(self, state: StateContainer, seconds: int = 60):
+        self.state = state
+        self.seconds = seconds
+        self._held: dict[str, _Lease] = {}
+        self._lock = threading.Lock()
+        self._keeper: threading.Thread | None = None
+
+    def try_acquire(self, item: str) -> bool:
+        from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+
+        blob = self.state.blob(state_blob(LOCKS, item))
+        with self.state.failing(f"taking the lock of product {item!r}"):
+            for _ in range(3):
+                sent = time.monotonic()
+                try:
+                    lease = blob.acquire_lease(lease_duration=self.seconds)
+                except ResourceNotFoundError:
+                    try:
+                        self.state.create_empty(blob.blob_name)
+                    except ResourceExistsError:
+                        pass
+                    continue
+                except ResourceExistsError:  # LeaseAlreadyPresent: someone else sends this product now
+                    return False
+                with self._lock:
+                    self._held[item] = _Lease(f"the lock of product {item!r}", lease, self.seconds, sent)
+                self._ensure_keeper()
+                return True
+        return False
+
+    def remaining(self, item: str) -> float:
+        """Seconds for which this process certainly still holds ``item``'s lock (0 when lost)."""
+        with self._lock:
+            held = self._held.get(item)
+        return 0.0 if held is None else held.remaining()
+
+    def lost(self, item: str) -> bool:
+        """Whether this process lost ``item``'s lock while it held it (another sender may have overlapped)."""
+        with self._lock:
+            held = self._held.get(item)
+        return held is not None and held.lost
+
+    def release(self, item: str) -> None:
+        with self._lock:
+            held = self._held.pop(item, None)
+        if held is None or held.lost:
+            return
+        try:
+            self.state.blob(state_blob(LOCKS, item)).delete_blob(lease=held.lease)
+        except Exception as exc:  # noqa: BLE001 - the lease runs out by itself; nothing to undo
+            log.debug("releasing the lock of %r: %s", item, exc)
+
+    def held_by_anyone(self) -> set[str]:
+        """Products whose lock is leased right now, by any process."""
+        with self.state.failing("listing the product locks"):
+            return {item_of(b.name, LOCKS) for b in self.state.listing(LOCKS)
+                    if getattr(b.lease, "state", None) == "leased"}
+
+    def _ensure_keeper(self) -> None:
+        with self._lock:
+            if self._keeper is None:
+                self._keeper = threading.Thread(target=self._keep, name="product-locks", daemon=True)
+                self._keeper.start()
+
+    def _keep(self) -> None:
+        interval = max(1.0, self.seconds / 6)
+        while True:
+            time.sleep(interval)
+            with self._lock:
+                held = list(self._held.values())
+                if not held:
+                    self._keeper = None  # decided under the lock: a new holder starts a new keeper
+                    return
+            for lease in held:
+                lease.renew()  # a lost lease stops this product's sends (``remaining`` reads 0)
+
+
+@dataclass(frozen=True)
+class FenceInfo:
+    """A full sync that holds a fence now, as another process sees it."""
+
+    name: str
+    run: str
+    what: str
+    host: str
+    pid: str
+    started: float   # epoch seconds
+    renewed: float   # epoch seconds of the holder's last renewal (its metadata)
+
+    def holder(self, now: float | None = None) -> str:
+        now = time.time() if now is None else now
+        started = datetime.fromtimestamp(self.started, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        return (f"{self.what}, run {self.run} on host {self.host} (pid {self.pid}), started {started}, "
+                f"last renewed {max(0.0, now - self.renewed):.0f} s ago")
+
+
+class FullSyncFence:
+    """A full-sync unit's fence: raised on ``open``, its lease renewed by a thread, removed on ``close``."""
+
+    def __init__(self, state: StateContainer, run: str, what: str, seconds: int = 60):
+        self.state = state
+        self.run = run
+        self.what = what
+        self.seconds = seconds
+        self.started = time.time()
+        self.name = f"{FENCES}{int(self.started * 1000):014d}-{uuid.uuid4().hex[:8]}"
+        self._lease: _Lease | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _metadata(self) -> dict[str, str]:
+        return {"run": quote(self.run, safe=""), "what": quote(self.what, safe=""),
+                "host": quote(socket.gethostname(), safe=""), "pid": str(os.getpid()),
+                "started": f"{self.started:.0f}", "renewed": f"{time.time():.0f}"}
+
+    def open(self) -> FullSyncFence:
+        with self.state.failing(f"raising the full-sync fence of {self.what}"):
+            self.state.create_empty(self.name, self._metadata())
+            sent = time.monotonic()
+            self._lease = _Lease(f"the full-sync fence {self.name}",
+                                 self.state.blob(self.name).acquire_lease(lease_duration=self.seconds),
+                                 self.seconds, sent)
+        self._thread = threading.Thread(target=self._keep, name="full-sync-fence", daemon=True)
+        self._thread.start()
+        return self
+
+    def remaining(self) -> float:
+        """Seconds for which this fence certainly still stands (0 once closed or lost): the full sync sends
+        a product set to TRAEDE only while it does (``http`` cuts an attempt that would outlive it)."""
+        lease = self._lease
+        return 0.0 if lease is None or self._stop.is_set() else lease.remaining()
+
+    def _keep(self) -> None:
+        lease = self._lease
+        while lease is not None and not self._stop.wait(max(1.0, self.seconds / 4)):
+            if lease.renew():
+                try:
+                    self.state.blob(self.name).set_blob_metadata(self._metadata(), lease=lease.lease)
+                except Exception as exc:  # noqa: BLE001 - only "last renewed" goes stale
+                    log.debug("could not note the renewal of %s: %s", self.name, exc)
+
+    def close(self) -> None:
+        self._stop.set()
+        lease = self._lease
+        if lease is None or lease.lost:
+            return
+        try:
+            self.state.blob(self.name).delete_blob(lease=lease.lease)
+        except Exception as exc:  # noqa: BLE001 - its lease runs out by itself
+            log.warning("could not remove the full-sync fence %s (its lease runs out within %d s): %s",
+                        self.name, self.seconds, first_line(exc))
+
+
+class FullSyncFences:
+    def __init__(self, state: StateContainer, seconds: int = 60):
+        self.state = state
+        self.seconds = seconds
+
+    def active(self) -> list[FenceInfo]:
+        """The fences whose lease is held now, oldest first."""
+        with self.state.failing("listing the full-sync fences"):
+            blobs = self.state.listing(FENCES, metadata=True)
+        fences = []
+        for b in blobs:
+            if getattr(b.lease, "state", None) != "leased":
+                continue  # its holder is gone (or closed it): the lease lapsed
+            meta = b.metadata or {}
+            created = _number(b.name[len(FENCES):].split("-", 1)[0]) / 1000
+            fences.append(FenceInfo(b.name, unquote(meta.get("run", "")), unquote(meta.get("what", "")),
+                                    unquote(meta.get("host", "?")), meta.get("pid", "?"),
+                                    _number(meta.get("started")) or created,
+                                    _number(meta.get("renewed")) or created))
+        return sorted(fences, key=lambda f: f.name)
+
+    def open(self, run: str, what: str) -> FullSyncFence:
+        self._sweep()
+        return FullSyncFence(self.state, run, what, self.seconds).open()
+
+    def older_than(self, fence: FullSyncFence) -> list[FenceInfo]:
+        """Fences of other runs raised before ``fence``: full syncs this one must wait for."""
+        return [f for f in self.active() if f.run != fence.run and f.name < fence.name]
+
+    def _sweep(self) -> None:
+        """Remove fences of crashed syncs, long lapsed (best effort: a leased one cannot be deleted)."""
+        cutoff = (time.time() - DEAD_FENCE_SECONDS) * 1000
+        try:
+            for b in self.state.listing(FENCES):
+                if getattr(b.lease, "state", None) != "leased" and _number(b.name[len(FENCES):].split("-")[0]) < cutoff:
+                    self.state.blob(b.name).delete_blob()
+        except Exception as exc:  # noqa: BLE001 - a lapsed fence blocks nobody; it only takes space
+            log.debug("sweeping lapsed fences: %s", exc)
+
+
+def _number(text: str | None) -> float:
+    try:
+        return float(text or 0)
+    except ValueError:
+        return 0.0
+
