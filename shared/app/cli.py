@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
 from .. import redact
@@ -19,7 +19,7 @@ from ..coordination.product_queue import DEFAULT_WAIT_SECONDS, FullSyncBusy
 from ..domain import Partner
 from ..engine.progress import Progress, progress_line
 from ..engine.stopping import Stopper
-from ..engine.target import Guard
+from ..engine.target import Guard, Target
 from ..errors import ConfigError, ImageSyncError
 from ..partners.traede import TraedeClient
 from ..runs.ledger import write_report
@@ -144,51 +144,22 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
 
 
 def _sync(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: TextIO) -> int:
-    problem = path_problem("--report", args.report) or _option_problem(args)
-    if problem:
-        print(f"configuration error: {problem}", file=stderr)
-        return EXIT_CONFIG
-    try:
-        check_container(settings.storage)
-    except ConfigError as exc:
-        print(redact.redact(f"configuration error: {exc}"), file=stderr)
-        return EXIT_CONFIG
-    except StorageUnreachable as exc:
-        print(f"sync not started: {exc}", file=stderr)
-        return EXIT_PROBLEMS
-    dry_wallie = dry_traede = None
-    if args.dry_run:
-        batch = settings.wallie.batch_size if settings.wallie else 500
-        # What each configured partner would get; with none configured yet, what both would get.
-        both = not (settings.wallie or settings.traede)
-        dry_wallie = DryRunOutput(Partner.WALLIE, batch, stdout) if settings.wallie or both else None
-        dry_traede = DryRunOutput(Partner.TRAEDE, TraedeClient.batch_size, stdout) if settings.traede or both else None
+    refused = _not_startable(args, settings, stderr)
+    if refused is not None:
+        return refused
+    wallie, traede = _dry_run_targets(settings, stdout) if args.dry_run else (None, None)
     log.info("sync started: %s", settings.describe())
-
-    def waiting(line: str) -> None:
-        print(line, file=stderr, flush=True)
-
     stopper = Stopper()
     stopper.install()
     try:
-        with Components(settings, stop=stopper.stop, wallie=dry_wallie, traede=dry_traede) as parts, \
+        with Components(settings, stop=stopper.stop, wallie=wallie, traede=traede) as parts, \
                 Recording(None if args.dry_run else parts.history, "cli-sync", want_ledger=bool(args.report)) as rec:
             report = rec.report = SyncReport(ledger=rec.ledger, context={
                 "container": settings.storage.container, "partners": settings.partner_urls(),
                 "storage": parts.service.url})
-            # --item is a code a person typed: each folder that spells it (NFC, or NFD as a Mac names it)
-            items = [folder for code in args.item for folder in parts.catalog.folders(code)] if args.item else None
             with _progress(report, args, stderr):
                 stopper.on_abort(parts.abort)
-                if args.dry_run:
-                    parts.engine.full_sync(items, dry_run=True, empty_sets=args.allow_empty, report=report)
-                elif items and parts.engine.traede:
-                    parts.product_queue.sync_now(items, empty_sets=args.allow_empty, on_wait=waiting, report=report,
-                                            wait_seconds=args.wait)
-                else:
-                    parts.product_queue.fenced("CLI sync", lambda fence: parts.engine.full_sync(
-                        items, fence=fence, empty_sets=args.allow_empty, report=report),
-                        wait_seconds=args.wait, on_wait=waiting)
+                _run_sync(parts, args, report, lambda line: print(line, file=stderr, flush=True))
             if stopper.stop.is_set():
                 report.interrupted = stopper.stop.reason
             rec.keep_now()
@@ -211,6 +182,47 @@ def _sync(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: 
     if report.nothing_fits:
         return EXIT_CONFIG
     return EXIT_OK if report.ok else EXIT_PROBLEMS
+
+
+def _not_startable(args: argparse.Namespace, settings: Settings, stderr: TextIO) -> int | None:
+    """Before any work: the options make sense, the report file can be written, the container can be listed
+    (within seconds). The exit code and one line when not; None when the sync may start."""
+    problem = path_problem("--report", args.report) or _option_problem(args)
+    if problem:
+        print(f"configuration error: {problem}", file=stderr)
+        return EXIT_CONFIG
+    try:
+        check_container(settings.storage)
+    except ConfigError as exc:
+        print(redact.redact(f"configuration error: {exc}"), file=stderr)
+        return EXIT_CONFIG
+    except StorageUnreachable as exc:
+        print(f"sync not started: {exc}", file=stderr)
+        return EXIT_PROBLEMS
+    return None
+
+
+def _dry_run_targets(settings: Settings, out: TextIO) -> tuple[Target | None, Target | None]:
+    """What each configured partner would get; with none configured yet, what both would get."""
+    both = not (settings.wallie or settings.traede)
+    batch = settings.wallie.batch_size if settings.wallie else 500
+    wallie = DryRunOutput(Partner.WALLIE, batch, out) if settings.wallie or both else None
+    traede = DryRunOutput(Partner.TRAEDE, TraedeClient.batch_size, out) if settings.traede or both else None
+    return wallie, traede
+
+
+def _run_sync(parts: Components, args: argparse.Namespace, report: SyncReport, waiting: Callable[[str], None]) -> None:
+    """The dry run, ``--item`` (each product under its lock), or a full sync behind its fence."""
+    # --item is a code a person typed: each folder that spells it (NFC, or NFD as a Mac names it)
+    items = [folder for code in args.item for folder in parts.catalog.folders(code)] if args.item else None
+    if args.dry_run:
+        parts.engine.full_sync(items, dry_run=True, empty_sets=args.allow_empty, report=report)
+    elif items and parts.engine.traede:
+        parts.product_queue.sync_now(items, empty_sets=args.allow_empty, on_wait=waiting, report=report,
+                                     wait_seconds=args.wait)
+    else:
+        parts.product_queue.fenced("CLI sync", lambda fence: parts.engine.full_sync(
+            items, fence=fence, empty_sets=args.allow_empty, report=report), wait_seconds=args.wait, on_wait=waiting)
 
 
 def _flush(args: argparse.Namespace, settings: Settings, stdout: TextIO, stderr: TextIO) -> int:

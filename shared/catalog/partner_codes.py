@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..domain import Partner
 from ..errors import ConfigError
 
 SETTING = "PARTNER_CODES_FILE"
@@ -129,17 +130,18 @@ class PartnerCodes:
             raise ConfigError(f"{where} line {reader.line_num}: not valid CSV ({exc})") from exc
         return cls(name, rows)
 
-    def ids(self, partner: int, item: str, color: str | None) -> tuple[str | None, str | None]:
-        """``(item code, colour code)`` at one partner (0: Wallie, 1: TRAEDE); None where the file has no
-        row for a code it should list."""
+    def ids(self, partner: Partner, item: str, color: str | None) -> tuple[str | None, str | None]:
+        """``(item code, colour code)`` at one partner; None where the file has no row for a code it should
+        list."""
+        column = _COLUMN[partner]
         item_code: str | None = nfc(item)
         if self.items:
             pair = self.items.get(nfc(item))
-            item_code = pair[partner] if pair else None
+            item_code = pair[column] if pair else None
         color_code = None if color is None else nfc(color)
         if color is not None and self.colours:
             pair = self.colours.get(nfc(color))
-            color_code = pair[partner] if pair else None
+            color_code = pair[column] if pair else None
         return item_code, color_code
 
 
@@ -178,13 +180,13 @@ def _if_match() -> Any:
     return MatchConditions.IfNotModified
 
 
-WALLIE, TRAEDE = 0, 1  # the column of each partner in the file
-_META = {WALLIE: ("wallie_item_id", "wallie_color_id"), TRAEDE: (None, "traede_color")}
+_COLUMN = {Partner.WALLIE: 0, Partner.TRAEDE: 1}  # each partner's code in a (wallie, traede) row of the file
+_META = {Partner.WALLIE: ("wallie_item_id", "wallie_color_id"), Partner.TRAEDE: (None, "traede_color")}
 
 
-def partner_ids(record: Any, codes: PartnerCodes | None, partner: int) -> PartnerIds:
-    """An image's codes at one partner (``WALLIE`` or ``TRAEDE``), in NFC: metadata first, then the mapping
-    file, then the folder's; ``problem`` says why there are none."""
+def partner_ids(record: Any, codes: PartnerCodes | None, partner: Partner) -> PartnerIds:
+    """An image's codes at one partner, in NFC: metadata first, then the mapping file, then the folder's;
+    ``problem`` says why there are none."""
     item_key, color_key = _META[partner]
     meta = record.codes or {}
     item, color = (codes.ids(partner, record.item_id, record.color_id) if codes is not None

@@ -16,14 +16,16 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 from azure.core.exceptions import AzureError
 
 from ..catalog.container import Catalog
 from ..catalog.listing import ListingStalled
-from ..catalog.partner_codes import TRAEDE, WALLIE, PartnerCodes, missing_code, nfc, partner_ids
+from ..catalog.partner_codes import PartnerCodes, missing_code, nfc, partner_ids
 from ..catalog.records import CatalogEntry, ImageRecord, SignedImage, SkippedBlob
+from ..domain import Partner
 from ..errors import SigningError
 from ..partners.payloads import (
     DEFAULT_TRAEDE_OPTIONS,
@@ -92,10 +94,10 @@ class SyncEngine:
         report = report or SyncReport()
         report.mode, report.dry_run = ("full" if item_ids is None else "items"), dry_run
         if item_ids is None:
-            return self._sync(self.catalog.scan(), report, fence=fence,
-                              grouped=self.catalog.layout.item_prefix_separator is not None)
+            return self._sync(self.catalog.scan(), report, self._plan(fence=fence))
         items = list(dict.fromkeys(item_ids))
-        return self._sync(self._entries_of(items), report, items=items, fence=fence, empty_sets=empty_sets)
+        return self._sync(self._entries_of(items), report,
+                          self._plan(fence=fence, items=items, grouped=True, empty_sets=empty_sets))
 
     def sync_entries(self, entries: Iterable[CatalogEntry], *, mode: str = "shard", fence: Fence | None = None,
                      report: SyncReport | None = None) -> SyncReport:
@@ -103,13 +105,13 @@ class SyncEngine:
         them is sent whole, so the caller must hand over all images of each product it includes."""
         report = report or SyncReport()
         report.mode = mode
-        return self._sync(entries, report, fence=fence, grouped=self.catalog.layout.item_prefix_separator is not None)
+        return self._sync(entries, report, self._plan(fence=fence))
 
     def send_image(self, entry: ImageRecord, *, ledger: Ledger | None = None) -> SyncReport:
         """One new image to Wallie. Its product goes to TRAEDE through the product queue, coalesced with
         the rest of its burst (``product_queue``)."""
         report = SyncReport(mode="image", ledger=ledger)
-        return self._sync([entry], report, targets=[self.wallie] if self.wallie else [])
+        return self._sync([entry], report, self._plan(targets=[self.wallie] if self.wallie else [], grouped=True))
 
     def send_products(self, item_ids: Iterable[str], *, guard: Guard | None = None, wallie: bool = False,
                       mode: str = "product", empty_sets: bool = True, ledger: Ledger | None = None) -> SyncReport:
@@ -118,78 +120,39 @@ class SyncEngine:
         items = list(dict.fromkeys(item_ids))
         report = SyncReport(mode=mode, track=set(items), ledger=ledger)
         targets = [t for t in (self.wallie if wallie else None, self.traede) if t is not None]
-        return self._sync(self._entries_of(items), report, items=items, targets=targets, guard=guard,
-                          empty_sets=empty_sets)
+        return self._sync(self._entries_of(items), report, self._plan(
+            items=items, targets=targets, guard=guard, grouped=True, empty_sets=empty_sets))
 
     # -- the one path -------------------------------------------------------------------------------
 
-    def _sync(self, entries: Iterable[CatalogEntry], report: SyncReport, *, items: list[str] | None = None,
-              fence: Fence | None = None, targets: list[Target] | None = None,
-              guard: Guard | None = None, grouped: bool = True, empty_sets: bool = True) -> SyncReport:
-        """``grouped``: the entries come product by product (a product's images are never interleaved
-        with another's), so each product can be sent as soon as the next one begins. ``guard`` (or the
-        fence's) bounds every TRAEDE attempt: the lock or fence that makes a product set safe to send."""
-        codes = self.codes() if self.codes else None  # a bad mapping file: ConfigError before any work
+    def _plan(self, *, fence: Fence | None = None, items: list[str] | None = None,
+              targets: list[Target] | None = None, guard: Guard | None = None, grouped: bool | None = None,
+              empty_sets: bool = True) -> _Plan:
         if targets is None:
             targets = [t for t in (self.wallie, self.traede) if t is not None]
-        wallie = self.wallie if self.wallie in targets else None
-        traede = self.traede if self.traede in targets else None
-        withhold = fence.withhold if fence is not None else frozenset()
-        if fence is not None:
-            report.track |= set(fence.pending)
-            guard = fence.guard
-        lanes = {t.name: Lane(t, report, workers=self.concurrency, stop=self.stop,
-                              guard=guard if t is traede else None, track_items=t is traede) for t in targets}
-        report.layout, report.item_separator = self.catalog.layout.pattern, self.catalog.layout.item_prefix_separator
-        products = _Products(self, report, traede, lanes.get(traede.name) if traede else None, withhold, grouped,
-                             remember=items is not None, codes=codes)
-        wallie_batch: list[Unit] = []
+        return _Plan(
+            items=items, targets=targets, withhold=fence.withhold if fence is not None else frozenset(),
+            track=frozenset(fence.pending) if fence is not None else frozenset(),
+            guard=fence.guard if fence is not None else guard,
+            grouped=self.catalog.layout.item_prefix_separator is not None if grouped is None else grouped,
+            empty_sets=empty_sets)
+
+    def _sync(self, entries: Iterable[CatalogEntry], report: SyncReport, plan: _Plan) -> SyncReport:
+        run = _Run(self, report, plan)  # a bad mapping file: ConfigError before any work
         listing_error: Exception | None = None
         try:
             for entry in entries:
                 if self.stop.is_set():
                     listing_error = _Stopped()
                     break
-                if isinstance(entry, SkippedBlob):
-                    if entry.blob_name != self.codes_file:  # the mapping file lives among the images
-                        report.add_skipped(entry)
-                    continue
-                signed = SignedImage(entry, self.sign(entry.blob_name))
-                report.images += 1
-                for reason, detail in entry.ignored:
-                    report.add_ignored(entry.blob_name, reason, detail)
-                products.add(signed)
-                if wallie:
-                    ids = partner_ids(entry, codes, WALLIE) if codes is not None or entry.codes else None
-                    if ids is not None and ids.problem and codes is not None:
-                        report.add_rejected(Problem(wallie.name, entry.item_id, entry.blob_name,
-                                                    f"not sent: {missing_code(codes)}", retryable=False,
-                                                    detail=ids.problem))
-                        continue
-                    record = wallie_record(signed, ids)
-                    wallie_batch.append(Unit(record, entry.item_id, entry.blob_name, size=wallie_record_bytes(record)))
-                    if len(wallie_batch) >= wallie.batch_size:
-                        lanes[wallie.name].put(wallie_batch)
-                        wallie_batch = []
+                run.take(entry)
         except (AzureError, ListingStalled, SigningError) as exc:
             listing_error = exc
         finally:
             close = getattr(entries, "close", None)
             if callable(close):
                 close()  # the listing thread stops now, not when the garbage collector finds the generator
-            report.listing_done = True
-            if wallie:
-                lanes[wallie.name].put(wallie_batch)  # every listed image is complete on its own: upsert it
-            try:
-                if listing_error is None:
-                    for item_id in items or ():
-                        products.asked_for(item_id, empty_sets)
-                    products.flush_all()
-                else:
-                    products.abandon(listing_error)
-            finally:
-                for lane in lanes.values():
-                    lane.finish()
+            run.finish(listing_error)
         if self.stop.is_set():
             report.interrupted = getattr(self.stop, "reason", None) or "a stop request"
         return report.finish()
@@ -209,6 +172,82 @@ def _form(name: str) -> str:
         if unicodedata.is_normalized(form, name):
             return form
     return "mixed"
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What one engine run sends, where, and under which lock or fence."""
+
+    items: list[str] | None      # products asked for by id (None: whatever the entries hold)
+    targets: list[Target]        # the partners this run sends to
+    withhold: frozenset[str]     # products another process sends itself (its lock is held)
+    track: frozenset[str]        # products whose delivery the report records (pending when a fence went up)
+    guard: Guard | None          # seconds the lock or fence that makes a TRAEDE send safe certainly holds
+    grouped: bool                # entries come product by product: a product is complete when the next begins
+    empty_sets: bool             # an asked-for product without images is sent as an empty set
+
+
+class _Run:
+    """One engine run: its lanes, the products being collected, the Wallie batch being filled."""
+
+    def __init__(self, engine: SyncEngine, report: SyncReport, plan: _Plan):
+        self.engine, self.report, self.plan = engine, report, plan
+        self.codes = engine.codes() if engine.codes else None
+        self.wallie = engine.wallie if engine.wallie in plan.targets else None
+        traede = engine.traede if engine.traede in plan.targets else None
+        report.track |= plan.track
+        self.lanes = {t.name: Lane(t, report, workers=engine.concurrency, stop=engine.stop,
+                                   guard=plan.guard if t is traede else None, track_items=t is traede)
+                      for t in plan.targets}
+        layout = engine.catalog.layout
+        report.layout, report.item_separator = layout.pattern, layout.item_prefix_separator
+        self.products = _Products(engine, report, traede, self.lanes.get(traede.name) if traede else None,
+                                  plan.withhold, plan.grouped, remember=plan.items is not None, codes=self.codes)
+        self.wallie_batch: list[Unit] = []
+
+    def take(self, entry: CatalogEntry) -> None:
+        """One listed blob: reported if skipped, else signed, into its product, and its Wallie record queued."""
+        report = self.report
+        if isinstance(entry, SkippedBlob):
+            if entry.blob_name != self.engine.codes_file:  # the mapping file lives among the images
+                report.add_skipped(entry)
+            return
+        signed = SignedImage(entry, self.engine.sign(entry.blob_name))
+        report.images += 1
+        for reason, detail in entry.ignored:
+            report.add_ignored(entry.blob_name, reason, detail)
+        self.products.add(signed)
+        if self.wallie is not None:
+            self._wallie_record(self.wallie, signed)
+
+    def _wallie_record(self, wallie: Target, signed: SignedImage) -> None:
+        entry, codes = signed.record, self.codes
+        ids = partner_ids(entry, codes, Partner.WALLIE) if codes is not None or entry.codes else None
+        if ids is not None and ids.problem and codes is not None:
+            self.report.add_rejected(Problem(wallie.name, entry.item_id, entry.blob_name,
+                                             f"not sent: {missing_code(codes)}", retryable=False, detail=ids.problem))
+            return
+        record = wallie_record(signed, ids)
+        self.wallie_batch.append(Unit(record, entry.item_id, entry.blob_name, size=wallie_record_bytes(record)))
+        if len(self.wallie_batch) >= wallie.batch_size:
+            self.lanes[wallie.name].put(self.wallie_batch)
+            self.wallie_batch = []
+
+    def finish(self, listing_error: Exception | None) -> None:
+        """The listing ended (or broke off): send what is complete, withhold what is not, wait for the lanes."""
+        self.report.listing_done = True
+        if self.wallie is not None:
+            self.lanes[self.wallie.name].put(self.wallie_batch)  # every listed image is complete: upsert it
+        try:
+            if listing_error is None:
+                for item_id in self.plan.items or ():
+                    self.products.asked_for(item_id, self.plan.empty_sets)
+                self.products.flush_all()
+            else:
+                self.products.abandon(listing_error)
+        finally:
+            for lane in self.lanes.values():
+                lane.finish()
 
 
 class _Stopped(Exception):
@@ -357,7 +396,7 @@ class _Products:
                                     "(one row per folder); remove the metadata or add the folder to the file",
                                     f"blob {record.blob_name!r} has traede_item_number {asked[:60]!r}, the "
                                     f"product's is {code!r}")
-            ids = partner_ids(record, self.codes, TRAEDE)
+            ids = partner_ids(record, self.codes, Partner.TRAEDE)
             if ids.problem:
                 return item, None, (missing_code(self.codes), f"blob {record.blob_name!r}: {ids.problem}")
             colors[record.blob_name] = ids.color
