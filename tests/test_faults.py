@@ -208,7 +208,8 @@ def test_storage_stopping_mid_listing_withholds_only_the_product_not_listed_whol
     assert data["accounting"]["traede"]["unaccounted"] == 0
     storage = [p for p in data["failed"] if p["partner"] == "storage"]
     assert len(storage) == 1 and "listing the container stopped after" in storage[0]["reason"]
-    assert "ServiceRequestError" in storage[0]["reason"]
+    # storage went away: refused on the next request, or the answer in flight broke off (a busy machine)
+    assert "ServiceRequestError" in storage[0]["reason"] or "ServiceResponseError" in storage[0]["reason"]
 
 
 @pytest.fixture

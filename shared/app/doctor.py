@@ -10,7 +10,7 @@ import ipaddress
 import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlsplit
 
 import requests
@@ -26,6 +26,9 @@ from ..redact import redact
 from ..storage.clients import QUICK, storage_problem
 from ..storage.sas import SasSigner
 from .factory import open_storage
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobServiceClient, ContainerClient
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 SAMPLE_SCAN_LIMIT = 5000  # blobs looked at to find one image for the SAS round trip
@@ -60,7 +63,7 @@ def check_settings(env: Mapping[str, str] | None) -> tuple[Result, Settings | No
                 f"SAS valid {settings.sas_ttl_hours:g} h"), settings
 
 
-def check_storage(container: Any) -> Result:
+def check_storage(container: ContainerClient) -> Result:
     """The container exists and this identity may list it."""
     from azure.core.exceptions import AzureError
 
@@ -98,7 +101,7 @@ def check_layout(catalog: Catalog) -> Result:
     return OK, summary + (f" ({missed} do not, e.g. {example!r})" if missed else "")
 
 
-def check_partner_codes(container: Any, name: str) -> Result:
+def check_partner_codes(container: ContainerClient, name: str) -> Result:
     """PARTNER_CODES_FILE can be read and parsed (a bad one stops every sync before it sends anything)."""
     from ..catalog import partner_codes
 
@@ -110,7 +113,7 @@ def check_partner_codes(container: Any, name: str) -> Result:
                 "mapped")
 
 
-def check_history(service: Any, name: str) -> Result:
+def check_history(service: BlobServiceClient, name: str) -> Result:
     """RUN_HISTORY_CONTAINER can be read (runs are kept there). Changes nothing: a missing container is
     created by the first run that keeps a report, which needs write access."""
     from azure.core.exceptions import AzureError, ResourceNotFoundError
@@ -251,7 +254,7 @@ def _guard(check: Callable[[], Result]) -> Result:
         return FAIL, f"{type(exc).__name__}: {_first_line(exc)}"
 
 
-def _storage_problem(exc: Exception, container: Any) -> str:
+def _storage_problem(exc: Exception, container: ContainerClient) -> str:
     return storage_problem(exc, container)[1]
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..catalog import partner_codes
 from ..catalog.container import Catalog
@@ -22,6 +22,10 @@ from ..runs.history import RunHistory
 from ..storage.clients import HISTORY_TIMEOUTS, blob_service, default_credential, ensure_queue, queue_client
 from ..storage.sas import SasSigner
 
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobServiceClient, ContainerClient
+    from azure.storage.queue import QueueClient
+
 NO_PARTNER = ("no partner is configured: set WALLIE_BASE_URL (with WALLIE_TENANT, WALLIE_USERNAME, WALLIE_PASSWORD) "
               "and/or TRAEDE_BASE_URL (with TRAEDE_ACCESS_TOKEN, TRAEDE_APP_KEY)")
 
@@ -30,8 +34,8 @@ NO_PARTNER = ("no partner is configured: set WALLIE_BASE_URL (with WALLIE_TENANT
 class ImagesStorage:
     """The images account as one run sees it: the client, the container, what it holds, how it is signed."""
 
-    service: Any  # azure.storage.blob.BlobServiceClient
-    container: Any  # azure.storage.blob.ContainerClient
+    service: BlobServiceClient
+    container: ContainerClient
     catalog: Catalog
     signer: SasSigner
 
@@ -105,7 +109,7 @@ class Components:
         self._codes = partner_codes.load(self.container, self.settings.partner_codes_file, self._codes)
         return self._codes
 
-    def product_queue_client(self) -> Any:
+    def product_queue_client(self) -> QueueClient:
         return queue_client(self.settings.storage, self.settings.product_sync_queue, self.credential,
                             needed_for="needed to queue product syncs (PRODUCT_SYNC_QUEUE)")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .. import redact
 from ..config.settings import Settings
@@ -16,6 +16,9 @@ from ..runs.names import RUN_KINDS, UnknownRun
 from ..runs.report import SyncReport
 from ..runs.validation import DamagedHistory, listed
 from .output import EXIT_CONFIG, EXIT_OK, EXIT_PROBLEMS, path_problem, printable
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobServiceClient
 
 log = logging.getLogger(__name__)
 
@@ -205,8 +208,8 @@ def _entry_line(entry: dict[str, Any]) -> str:
     return f"{partner}: {outcome}{blob}{reason}"
 
 
-def _write_sheet(history: RunHistory, service: Any, settings: Settings, args: argparse.Namespace, stdout: TextIO,
-                 stderr: TextIO, damage: list[str]) -> int:
+def _write_sheet(history: RunHistory, service: BlobServiceClient, settings: Settings, args: argparse.Namespace,
+                 stdout: TextIO, stderr: TextIO, damage: list[str]) -> int:
     from datetime import timedelta
 
     from ..runs import contact_sheet

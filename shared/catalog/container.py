@@ -6,13 +6,16 @@ prefetch are ``listing``; what one blob is, ``describe``).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .describe import describe_blob
 from .layout import PathLayout
-from .listing import ContainerListing, ListedBlob
+from .listing import ContainerListing, ListedBlob, Pages, content_md5
 from .partner_codes import nfc, nfc_forms
 from .records import CatalogEntry, ImageRecord, SkippedBlob
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobProperties, ContainerClient
 
 
 class Catalog:
@@ -21,8 +24,8 @@ class Catalog:
     The listing itself (wire protocol, paging, prefetch) is ``listing.ContainerListing``.
     """
 
-    def __init__(self, container_client: Any, layout: PathLayout, *, page_size: int | None = None,
-                 raw_listing: bool | None = None, listing: Any = None):
+    def __init__(self, container_client: ContainerClient, layout: PathLayout, *, page_size: int | None = None,
+                 raw_listing: bool | None = None, listing: Pages | None = None):
         self.container = container_client
         self.layout = layout
         # ``listing``: anything with ContainerListing's ``pages()`` (the benchmark's synthetic catalog).
@@ -39,13 +42,12 @@ class Catalog:
         """``(marker that fetched it, blobs)`` per listing page, starting at ``marker`` (None: the start)."""
         return self.listing.pages(prefix, marker)
 
-    def describe(self, blob: Any) -> CatalogEntry:
+    def describe(self, blob: ListedBlob | BlobProperties) -> CatalogEntry:
         """Describe a ``ListedBlob`` or a ``BlobProperties`` (from ``get_blob_properties``)."""
         if isinstance(blob, ListedBlob):
             return describe_blob(self.layout, blob.name, blob.size, blob.metadata, blob.content_md5, blob.etag)
-        settings = blob.content_settings
-        return describe_blob(self.layout, blob.name, blob.size, blob.metadata,
-                             settings.content_md5 if settings else None, blob.etag)
+        md5 = content_md5(blob.content_settings)
+        return describe_blob(self.layout, blob.name, blob.size, blob.metadata, md5, blob.etag)
 
     def get(self, blob_name: str) -> CatalogEntry:
         """One blob by name; a blob that is gone is reported as skipped, not raised."""

@@ -15,8 +15,11 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, unquote
+
+if TYPE_CHECKING:
+    from azure.storage.blob import ContainerClient, ContentSettings
 
 log = logging.getLogger(__name__)
 LIST_PAGE_SIZE = 5000  # the service maximum: fewest round trips
@@ -43,12 +46,25 @@ class ListedBlob:
 Page = tuple[list[ListedBlob], str | None]  # the blobs and the marker of the next page (None: the last)
 
 
+class Pages(Protocol):
+    """Anything that lists a container page by page (``ContainerListing``; the benchmark's synthetic catalog)."""
+
+    def pages(self, prefix: str | None = None,
+              marker: str | None = None) -> Iterator[tuple[str | None, list[ListedBlob]]]: ...
+
+
+def content_md5(settings: ContentSettings | None) -> bytes | None:
+    """A blob's Content-MD5 as listed (the SDK gives a bytearray, or nothing)."""
+    md5 = settings.content_md5 if settings else None
+    return bytes(md5) if md5 else None
+
+
 class ListingStalled(Exception):
     """Storage stopped answering mid-listing (it neither answered nor failed within the stall limit)."""
 
 
 class ContainerListing:
-    def __init__(self, container: Any, *, page_size: int | None = None, raw: bool | None = None,
+    def __init__(self, container: ContainerClient, *, page_size: int | None = None, raw: bool | None = None,
                  stall_seconds: float = STALL_SECONDS):
         self.container = container
         self.page_size = page_size or LIST_PAGE_SIZE
@@ -145,10 +161,9 @@ class ContainerListing:
             response.close()
 
     def _fetch_sdk(self, prefix: str | None, marker: str | None, size: int) -> Page:
-        pages = self.container.list_blobs(name_starts_with=prefix, include=["metadata"],
-                                          results_per_page=size).by_page(continuation_token=marker)
-        blobs = [ListedBlob(b.name, b.size, b.metadata or {},
-                            b.content_settings.content_md5 if b.content_settings else None, b.etag)
+        pages: Any = self.container.list_blobs(  # an ItemPaged page iterator: it has the continuation token
+            name_starts_with=prefix, include=["metadata"], results_per_page=size).by_page(continuation_token=marker)
+        blobs = [ListedBlob(b.name, b.size, b.metadata or {}, content_md5(b.content_settings), b.etag)
                  for b in next(pages, [])]
         return blobs, pages.continuation_token
 

@@ -29,10 +29,15 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..domain import Partner
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from azure.storage.blob import ContainerClient
+
+    from .records import ImageRecord
 
 SETTING = "PARTNER_CODES_FILE"
 HEADER = ("kind", "code", "wallie", "traede")
@@ -145,7 +150,7 @@ class PartnerCodes:
         return item_code, color_code
 
 
-def load(container: Any, name: str, cached: PartnerCodes | None = None) -> PartnerCodes:
+def load(container: ContainerClient, name: str, cached: PartnerCodes | None = None) -> PartnerCodes:
     """Read and parse the mapping file from the images container; any problem is a ConfigError.
 
     ``cached``: the file as last read; while the blob's ETag is the same it is used again (one small
@@ -184,7 +189,7 @@ _COLUMN = {Partner.WALLIE: 0, Partner.TRAEDE: 1}  # each partner's code in a (wa
 _META = {Partner.WALLIE: ("wallie_item_id", "wallie_color_id"), Partner.TRAEDE: (None, "traede_color")}
 
 
-def partner_ids(record: Any, codes: PartnerCodes | None, partner: Partner) -> PartnerIds:
+def partner_ids(record: ImageRecord, codes: PartnerCodes | None, partner: Partner) -> PartnerIds:
     """An image's codes at one partner, in NFC: metadata first, then the mapping file, then the folder's;
     ``problem`` says why there are none."""
     item_key, color_key = _META[partner]

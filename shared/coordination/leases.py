@@ -11,10 +11,13 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
 
 from .state import FENCES, LOCKS, StateContainer, first_line, item_of, state_blob
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobLeaseClient
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +28,7 @@ class _Lease:
     """A blob lease this process holds, renewed by a keeper thread: ``remaining()`` is how long it is
     certainly held (from when the last successful acquire or renewal was *sent*)."""
 
-    def __init__(self, what: str, lease: Any, seconds: float, sent: float):
+    def __init__(self, what: str, lease: BlobLeaseClient, seconds: float, sent: float):
         self.what = what
         self.lease = lease
         self.seconds = seconds

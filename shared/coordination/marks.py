@@ -8,9 +8,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .state import PENDING, SETTING, SETTLED, StateContainer, first_line, item_of, state_blob
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobProperties
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,7 @@ def _gen(metadata: dict[str, str] | None) -> int:
     return int(value) if value.isdigit() else 0
 
 
-def _mark(props: Any, now: datetime | None = None) -> Mark:
+def _mark(props: BlobProperties, now: datetime | None = None) -> Mark:
     created = props.creation_time
     age = ((now or datetime.now(UTC)) - created).total_seconds() if created else 0.0
     return Mark(props.etag, _gen(props.metadata), age)

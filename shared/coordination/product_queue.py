@@ -50,6 +50,8 @@ from .marks import Mark, PendingMarks
 from .state import StateContainer
 
 if TYPE_CHECKING:
+    from azure.storage.queue import QueueClient
+
     from ..engine.sync import SyncEngine
 
 log = logging.getLogger(__name__)
@@ -108,7 +110,7 @@ class ProductQueue:
     """The product-level operations that need coordination: uploads, deletes, queue messages, the CLI's
     ``--item`` and ``flush``, and the fence around every full sync."""
 
-    def __init__(self, engine: SyncEngine, state: StateContainer, *, container: str, queue: Callable[[], Any],
+    def __init__(self, engine: SyncEngine, state: StateContainer, *, container: str, queue: Callable[[], QueueClient],
                  delay_seconds: float, lock_seconds: int, resend_seconds: float = 300.0,
                  fence_seconds: int = 60):
         self.engine = engine
@@ -119,7 +121,7 @@ class ProductQueue:
         self.delay = delay_seconds
         self.resend_seconds = resend_seconds
         self._queue_factory = queue
-        self._queue: Any = None
+        self._queue: QueueClient | None = None
 
     # -- the triggers -------------------------------------------------------------------------------
 

@@ -36,10 +36,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from ..errors import StateError
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobClient, BlobProperties, BlobServiceClient
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +69,7 @@ def first_line(exc: BaseException) -> str:
 class StateContainer:
     """The state container, created on first write when it is missing (the deploy creates it in Azure)."""
 
-    def __init__(self, service: Any, name: str):
+    def __init__(self, service: BlobServiceClient, name: str):
         self.client = service.get_container_client(name)
         self.name = name
 
@@ -106,10 +109,10 @@ class StateContainer:
             pass  # created by someone else meanwhile (or being deleted: the retry below says so)
         return operation()
 
-    def blob(self, name: str) -> Any:
+    def blob(self, name: str) -> BlobClient:
         return self.client.get_blob_client(name)
 
-    def listing(self, prefix: str, *, metadata: bool = False) -> list[Any]:
+    def listing(self, prefix: str, *, metadata: bool = False) -> list[BlobProperties]:
         from azure.core.exceptions import ResourceNotFoundError
 
         try:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..catalog.layout import TYPE_NAMES
 from ..domain import Outcome
@@ -32,6 +32,9 @@ from .history import RunHistory
 from .names import part_of, run_kind, run_time
 from .report import STORAGE
 from .validation import listed
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobServiceClient
 
 THUMBNAIL_TTL = timedelta(hours=1)
 MAX_PRODUCTS = 200
@@ -86,7 +89,7 @@ class _Page:
     unit: str = "products"  # what a card is on this page: a product (a run's sheet), or a run (a product's)
 
 
-def signer(service: Any, *, start_skew: timedelta) -> Sign:
+def signer(service: BlobServiceClient, *, start_skew: timedelta) -> Sign:
     """Thumbnail URLs: read-only, one blob each, valid ``THUMBNAIL_TTL``; one ``SasSigner`` per container
     (the account key, or a user-delegation key in Azure)."""
     from ..storage.sas import SasSigner

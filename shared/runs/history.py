@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from ..redact import redact, redact_tree
@@ -60,6 +60,9 @@ from .names import (
 from .parts import MAX_PARTS, Parts, worst
 from .report import SyncReport
 from .validation import DamagedHistory, check_report, parse_entry, report_body
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobProperties, BlobServiceClient
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +173,8 @@ class ItemRun:
 class RunHistory:
     """Keeps, lists, reads and prunes run reports in one container of the images account."""
 
-    def __init__(self, service: Any, container: str, *, days: int, clock: Callable[[], datetime] = _utcnow):
+    def __init__(self, service: BlobServiceClient, container: str, *, days: int,
+                 clock: Callable[[], datetime] = _utcnow):
         self.client = service.get_container_client(container)
         self.container = container
         self.days = days
@@ -249,7 +253,7 @@ class RunHistory:
         for n in range(self.days + 1):
             yield day_of(today - timedelta(days=n))
 
-    def _list(self, prefix: str, *, metadata: bool = False) -> list[Any]:
+    def _list(self, prefix: str, *, metadata: bool = False) -> list[BlobProperties]:
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
@@ -273,7 +277,7 @@ class RunHistory:
                 break
         return found[:limit]
 
-    def _iter(self, prefix: str, *, metadata: bool = False) -> Iterator[Any]:
+    def _iter(self, prefix: str, *, metadata: bool = False) -> Iterator[BlobProperties]:
         """``_list``, a page at a time."""
         from azure.core.exceptions import ResourceNotFoundError
 

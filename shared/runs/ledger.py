@@ -14,9 +14,12 @@ import json
 import tempfile
 import threading
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ..redact import redact
+
+if TYPE_CHECKING:
+    from ..engine.lanes import Unit
 
 
 def public_url(url: str) -> str:
@@ -42,7 +45,7 @@ class Ledger:
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def record(self, partner: str, unit: Any, outcome: str, reason: str | None = None,
+    def record(self, partner: str, unit: Unit, outcome: str, reason: str | None = None,
                detail: str | None = None) -> None:
         """One unit (a Wallie record or a TRAEDE product) and what became of it: the cause (``reason``) and
         what is particular to this unit (``detail``, e.g. the partner's answer)."""

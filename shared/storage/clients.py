@@ -13,7 +13,7 @@ from ..config.settings import StorageSettings
 from ..errors import ConfigError, ImageSyncError
 
 if TYPE_CHECKING:
-    from azure.storage.blob import BlobServiceClient
+    from azure.storage.blob import BlobServiceClient, ContainerClient
     from azure.storage.queue import QueueClient
 
 # The SDK's ExponentialRetry counts a retry before it sleeps, so "initial 1 s, base 3, 3 retries" waits about
@@ -102,7 +102,7 @@ def queue_client(storage: StorageSettings, queue: str, credential: Any = None, *
                        message_encode_policy=encode, retry_policy=retry, **opts)
 
 
-def ensure_queue(client: Any) -> None:
+def ensure_queue(client: QueueClient) -> None:
     """Create the queue if it does not exist yet (the deploy creates it in Azure)."""
     from azure.core.exceptions import ResourceExistsError
 
@@ -124,7 +124,7 @@ class StorageUnreachable(ImageSyncError):
     """The images account could not be reached (DNS, network, firewall): maybe transient."""
 
 
-def storage_problem(exc: Exception, container: Any) -> tuple[bool, str]:
+def storage_problem(exc: Exception, container: ContainerClient) -> tuple[bool, str]:
     """``(is_configuration, message)`` for a storage error, naming the setting to check."""
     from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundError, ServiceRequestError
 

@@ -8,13 +8,16 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from azure.core.exceptions import AzureError
 
 from ..errors import ConfigError, SigningError
 from ..redact import remember_signature
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobServiceClient
 
 # A user-delegation key may live at most 7 days; ask for what the SAS needs plus a margin.
 _DELEGATION_KEY_MARGIN = timedelta(hours=1)
@@ -41,7 +44,7 @@ class SasSigner:
     is signed by the SDK.
     """
 
-    def __init__(self, service_client: Any, container: str, *, ttl: timedelta, start_skew: timedelta,
+    def __init__(self, service_client: BlobServiceClient, container: str, *, ttl: timedelta, start_skew: timedelta,
                  clock: Callable[[], datetime] = _utcnow):
         if not timedelta(0) < ttl <= MAX_TTL:
             raise ConfigError(f"a SAS may live from a moment to {MAX_TTL.days} days, not {ttl}: partners need "
@@ -51,7 +54,9 @@ class SasSigner:
         self.ttl = ttl
         self.start_skew = start_skew
         self.clock = clock
-        self.account_name = service_client.account_name
+        if not service_client.account_name:
+            raise ConfigError("the images account has no name: IMAGES_STORAGE names no account to sign SAS URLs for")
+        self.account_name: str = service_client.account_name
         self._container_url = f"{service_client.url.rstrip('/')}/{quote(container)}"
         self._https = self._container_url.lower().startswith("https://")
         key = getattr(service_client.credential, "account_key", None)
