@@ -14,12 +14,23 @@ import json
 import tempfile
 import threading
 from collections.abc import Iterator
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any, Protocol
 
+from ..catalog.records import ImageRecord
 from ..redact import redact
 
-if TYPE_CHECKING:
-    from ..engine.lanes import Unit
+
+class Sent(Protocol):
+    """What a ledger records of a unit a partner was sent (``engine.lanes.Unit`` is one)."""
+
+    @property
+    def payload(self) -> dict[str, Any]: ...
+    @property
+    def item_id(self) -> str: ...
+    @property
+    def blob_name(self) -> str | None: ...
+    @property
+    def records(self) -> tuple[ImageRecord, ...]: ...
 
 
 def public_url(url: str) -> str:
@@ -27,7 +38,7 @@ def public_url(url: str) -> str:
     return url.split("?", 1)[0]
 
 
-def _sent_image(record: Any, sent: dict[str, Any]) -> dict[str, Any]:
+def _sent_image(record: ImageRecord, sent: dict[str, Any]) -> dict[str, Any]:
     """One image of a TRAEDE set as the report keeps it; ``variant`` only where TRAEDE's colour code is not
     the folder's (``partner_codes``)."""
     image = {"blob": record.blob_name, "existance_key": sent.get("existance_key"), "sort": sent.get("sort"),
@@ -45,7 +56,7 @@ class Ledger:
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def record(self, partner: str, unit: Unit, outcome: str, reason: str | None = None,
+    def record(self, partner: str, unit: Sent, outcome: str, reason: str | None = None,
                detail: str | None = None) -> None:
         """One unit (a Wallie record or a TRAEDE product) and what became of it: the cause (``reason``) and
         what is particular to this unit (``detail``, e.g. the partner's answer)."""
