@@ -87,3 +87,19 @@ def test_each_sub_package_says_what_it_owns_and_what_it_may_import(package):
 def test_nothing_in_shared_imports_azure_functions():
     for path, parts in modules():
         assert "azure.functions" not in {t for t, _ in imports_of(path, parts)}, path
+
+
+def test_the_package_ships_every_sub_package():
+    """pyproject.toml's package discovery finds every sub-package (``pip install .`` would leave out one it
+    does not name)."""
+    import tomllib
+
+    from setuptools import find_packages
+
+    config = tomllib.loads((SHARED.parent / "pyproject.toml").read_text())
+    assert config["project"]["requires-python"] == ">=3.11"
+    find = config["tool"]["setuptools"]["packages"]["find"]
+    shipped = set(find_packages(where=str(SHARED.parent), include=find["include"]))
+    packages = {".".join(p.relative_to(SHARED.parent).parts) for p in [SHARED, *SHARED.rglob("*")]
+                if p.is_dir() and (p / "__init__.py").exists()}
+    assert packages == shipped and len(packages) > 8

@@ -44,7 +44,7 @@ exit codes:
        (run id, host, when it started and was last renewed); nothing more was sent, run it again later
   130  stopped by Ctrl-C (SIGINT); 143 stopped by SIGTERM: the summary and --report name what was not sent
 
-Settings come from the environment (see README, "Settings"). Examples:
+Settings come from the environment (docs/settings.md lists every one). Examples:
   image-sync sync                      full sync to every configured partner
   image-sync sync --item 100001        one product (repeatable); its full set goes to TRAEDE
   image-sync sync --dry-run            print what would be sent (JSON lines on stdout); call no partner
