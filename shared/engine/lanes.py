@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..catalog.records import ImageRecord
+from ..domain import Outcome
 from ..errors import PartnerError, RejectedError, StopPartnerError, TooLargeError, TransientError
 from ..runs.report import Problem, SyncReport, not_sent_reason
 from .target import Target
@@ -195,7 +196,7 @@ class Lane:
         with self._lock:
             self._failed_calls = 0
         self.report.add_delivered(self.name, len(units), items=[u.item_id for u in units] if self.track_items else ())
-        self._record(units, "delivered")
+        self._record(units, Outcome.DELIVERED)
 
     def _failed(self, units: list[Unit], exc: PartnerError) -> None:
         if isinstance(exc, RejectedError):
@@ -210,7 +211,7 @@ class Lane:
             for u in units:
                 self.report.add_rejected(Problem(self.name, u.item_id, u.blob_name, cause, exc.status_code,
                                                  detail=detail))
-            self._record(units, "rejected", cause, detail)
+            self._record(units, Outcome.REJECTED, cause, detail)
         elif isinstance(exc, StopPartnerError):
             # Retrying with the same credentials or address cannot help: stop, with one reason for all.
             self._stop(_reason(exc), retryable=False)
@@ -242,9 +243,10 @@ class Lane:
               detail: str | None = None) -> None:
         for u in units:
             self.report.add_failed(Problem(self.name, u.item_id, u.blob_name, reason, status, retryable, detail))
-        self._record(units, "not sent" if reason.startswith("not sent") else "failed", reason, detail)
+        self._record(units, Outcome.NOT_SENT if reason.startswith("not sent") else Outcome.FAILED, reason, detail)
 
-    def _record(self, units: list[Unit], outcome: str, reason: str | None = None, detail: str | None = None) -> None:
+    def _record(self, units: list[Unit], outcome: Outcome, reason: str | None = None,
+                detail: str | None = None) -> None:
         ledger = self.report.ledger
         if ledger is not None:
             for u in units:

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import IO, Any, Protocol
 
 from ..catalog.records import ImageRecord
+from ..domain import Outcome
 from ..redact import redact
 
 
@@ -56,7 +57,7 @@ class Ledger:
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def record(self, partner: str, unit: Sent, outcome: str, reason: str | None = None,
+    def record(self, partner: str, unit: Sent, outcome: Outcome, reason: str | None = None,
                detail: str | None = None) -> None:
         """One unit (a Wallie record or a TRAEDE product) and what became of it: the cause (``reason``) and
         what is particular to this unit (``detail``, e.g. the partner's answer)."""
