@@ -86,6 +86,17 @@ class StorageProxy:
         if process is not None and process.poll() is None:
             process.kill()
             process.wait(10)
+        self.close()
+
+    def revive(self) -> None:
+        """Storage is back: Azurite starts again on its ports with the data it had persisted."""
+        self.die_at = None
+        self.azurite.start()
+        self._listen()
+        self.died.clear()
+
+    def close(self) -> None:
+        """Stop listening and break every open connection."""
         with self._lock:
             server, self._server = self._server, None
             connections, self._connections = list(self._connections), set()
@@ -96,20 +107,4 @@ class StorageProxy:
                 conn.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-            conn.close()
-
-    def revive(self) -> None:
-        """Storage is back: Azurite starts again on its ports with the data it had persisted."""
-        self.die_at = None
-        self.azurite.start()
-        self._listen()
-        self.died.clear()
-
-    def close(self) -> None:
-        with self._lock:
-            server, self._server = self._server, None
-            connections, self._connections = list(self._connections), set()
-        if server is not None:
-            server.close()
-        for conn in connections:
             conn.close()
