@@ -245,3 +245,61 @@ def test_an_answer_that_breaks_off_is_a_named_failure_not_a_crash(container, syn
     assert_accounted(report, names)
     assert report["accounting"]["traede"]["failed"] == 3 and len(wallie.images) == len(names)
     assert all("answer broke off" in p["reason"] for p in report["failed"])
+
+
+class BreaksAfterFirstPage:
+    """The real listing, broken after its first page by an error that is no storage error: a spill file that
+    cannot be written (OSError), a body cut off mid-XML (ParseError), a bug."""
+
+    def __init__(self, listing, error):
+        self.listing, self.error = listing, error
+
+    def pages(self, prefix=None, marker=None):
+        for number, page in enumerate(self.listing.pages(prefix, marker)):
+            if number == 1:
+                raise self.error
+            yield page
+
+
+@pytest.mark.parametrize("prefix", ["", "shots/"])  # a folder per product; products held until the listing ends
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), ValueError("a bug")])
+def test_an_error_that_is_no_storage_error_mid_listing_sends_no_partial_set(container, traede, prefix, error):
+    """Page 1 holds A's two images and B's first: B must not reach TRAEDE with one image, whatever broke the run
+    off, with a folder-per-product layout or one where products are held until the listing ends."""
+    for name in ("A/1.png", "A/2.png", "B/1.png", "B/2.png", "C/1.png"):
+        container.upload_blob(prefix + name, png(note=name))
+    catalog = Catalog(container, PathLayout(prefix + "{item_id}/{name}"), page_size=3)
+    catalog.listing = BreaksAfterFirstPage(catalog.listing, error)
+    http = HttpSettings(timeout_seconds=5, max_retries=0, backoff_seconds=0.01)
+    engine = SyncEngine(catalog, lambda name: f"{container.url}/{name}",
+                        traede=TraedeClient(traede.url, **TRAEDE_CREDENTIALS, http=http))
+    with pytest.raises(type(error)):
+        engine.full_sync()
+    for entry in traede.history:  # nothing partial ever reached TRAEDE
+        assert entry["item_number"] == "A" and len(entry["keys"]) == 2, entry
+    assert prefix or traede.history  # with a folder per product, A was complete and went while listing
+
+
+def test_an_error_that_is_no_storage_error_while_listing_asked_for_products_sends_no_empty_set(container, traede):
+    """The product queue's path (send_products, empty sets allowed): a product not listed because the run broke
+    off is not an empty product, and must not be sent as one (that would delete all its images at TRAEDE)."""
+    for name in ("A/1.png", "A/2.png", "B/1.png", "C/1.png"):
+        container.upload_blob(name, png(note=name))
+    catalog = Catalog(container, PathLayout("{item_id}/{name}"))
+
+    class BreaksOnB:  # the real listing, but listing B's folder fails with an error that is no storage error
+        def __init__(self, listing):
+            self.listing = listing
+
+        def pages(self, prefix=None, marker=None):
+            if prefix == "B/":
+                raise OSError(5, "Input/output error")
+            return self.listing.pages(prefix, marker)
+
+    catalog.listing = BreaksOnB(catalog.listing)
+    http = HttpSettings(timeout_seconds=5, max_retries=0, backoff_seconds=0.01)
+    engine = SyncEngine(catalog, lambda name: f"{container.url}/{name}",
+                        traede=TraedeClient(traede.url, **TRAEDE_CREDENTIALS, http=http))
+    with pytest.raises(OSError):
+        engine.send_products(["A", "B", "C"], empty_sets=True)
+    assert {e["item_number"]: len(e["keys"]) for e in traede.history} in ({}, {"A": 2})  # never B:0 or C:0

@@ -14,6 +14,7 @@ sorted runs on disk (``grouping``). A listing that fails midway withholds only w
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from ..catalog.container import Catalog
 from ..catalog.listing import ListingStalled
 from ..catalog.partner_codes import PartnerCodes, missing_code, nfc, partner_ids
 from ..catalog.records import CatalogEntry, ImageRecord, SignedImage, SkippedBlob
-from ..domain import Partner
+from ..domain import Partner, Source
 from ..errors import SigningError
 from ..partners.payloads import (
     DEFAULT_TRAEDE_OPTIONS,
@@ -39,6 +40,8 @@ from ..runs.report import STORAGE, Problem, SyncReport
 from .grouping import ProductGroups
 from .lanes import Lane, Unit
 from .target import Guard, Target
+
+log = logging.getLogger(__name__)
 
 
 class Fence(Protocol):
@@ -139,7 +142,7 @@ class SyncEngine:
 
     def _sync(self, entries: Iterable[CatalogEntry], report: SyncReport, plan: _Plan) -> SyncReport:
         run = _Run(self, report, plan)  # a bad mapping file: ConfigError before any work
-        listing_error: Exception | None = None
+        listing_error: BaseException | None = None
         try:
             for entry in entries:
                 if self.stop.is_set():
@@ -148,6 +151,13 @@ class SyncEngine:
                 run.take(entry)
         except (AzureError, ListingStalled, SigningError) as exc:
             listing_error = exc
+        except BaseException as exc:
+            # Anything else (a spill file that cannot be written, a body cut off mid-XML, a bug) broke the run
+            # off just the same: what was not listed whole must not reach TRAEDE as if it were complete.
+            if isinstance(exc, Exception):
+                log.exception("the run broke off after %d images", report.images)
+            listing_error = exc
+            raise
         finally:
             close = getattr(entries, "close", None)
             if callable(close):
@@ -233,7 +243,7 @@ class _Run:
             self.lanes[wallie.name].put(self.wallie_batch)
             self.wallie_batch = []
 
-    def finish(self, listing_error: Exception | None) -> None:
+    def finish(self, listing_error: BaseException | None) -> None:
         """The listing ended (or broke off): send what is complete, withhold what is not, wait for the lanes."""
         self.report.listing_done = True
         if self.wallie is not None:
@@ -244,7 +254,7 @@ class _Run:
                     self.products.asked_for(item_id, self.plan.empty_sets)
                 self.products.flush_all()
             else:
-                self.products.abandon(listing_error)
+                self.products.abandon(listing_error, asked=self.plan.items or ())
         finally:
             for lane in self.lanes.values():
                 lane.finish()
@@ -310,22 +320,31 @@ class _Products:
             self._complete(item)
         self._send_batch()
 
-    def abandon(self, error: Exception) -> None:
-        """The listing broke off: what was complete has been sent; the rest cannot be, whole."""
+    def abandon(self, error: BaseException, asked: Iterable[str] = ()) -> None:
+        """The listing broke off: what was complete has been sent; the rest cannot be, whole. Products asked
+        for by id that the listing never reached are named too (never sent as an empty set)."""
+        listed = self.report.images + len(self.report.skipped)
+        first = (str(error).splitlines() or [""])[0][:200]
         if isinstance(error, _Stopped):
             why = "not sent: the run was stopped before the product's listing was complete"
         elif isinstance(error, SigningError):
             why = "not sent: its images' URLs could not be signed"
             self.report.add_storage_failure(Problem(STORAGE, "*", None, f"{error} (after {self.report.images} images)",
                                                     retryable=False))
-        else:
+        elif isinstance(error, (AzureError, ListingStalled)):
             why = "not sent: the listing did not complete, and a partial set would delete images at TRAEDE"
-            listed = self.report.images + len(self.report.skipped)
             self.report.add_storage_failure(Problem(
                 STORAGE, "*", None, f"listing the container stopped after {listed} blobs "
-                                    f"({type(error).__name__}: {str(error).splitlines()[0][:200]})"))
+                                    f"({type(error).__name__}: {first})"))
+        else:
+            why = "not sent: the run broke off before the product's listing was complete"
+            self.report.add_storage_failure(Problem(
+                Source.RUN, "*", None, f"the run broke off after {listed} blobs ({type(error).__name__}: {first})"))
         self._send_batch()
-        for item in itertools.chain(self.open, self.groups.items() if self.groups is not None else ()):
+        reached = self.done if self.done is not None else set()
+        unsent = list(itertools.chain(self.open, self.groups.items() if self.groups is not None else ()))
+        unsent += [item for item in dict.fromkeys(asked) if item not in reached and item not in self.open]
+        for item in dict.fromkeys(unsent):
             self.report.products += 1
             if self.traede:
                 self.report.add_failed(Problem(self.traede.name, item, None, why))
