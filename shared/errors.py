@@ -71,4 +71,9 @@ class TransientError(PartnerError):
 class StateError(ImageSyncError):
     """Our coordination state could not be read or written: the state container (``SYNC_STATE_CONTAINER``:
     pending marks, product locks, full-sync fences) or the product queue (``PRODUCT_SYNC_QUEUE``). The
-    message names the setting and what to check; a later attempt may succeed."""
+    message names the setting and what to check; a later attempt may succeed. ``being_deleted``: the state
+    container was deleted moments ago, and Azure lets it be created again only in a while."""
+
+    def __init__(self, message: str, *, being_deleted: bool = False):
+        super().__init__(message)
+        self.being_deleted = being_deleted

@@ -23,7 +23,7 @@ def state(blob_service):
 
 def test_the_first_request_makes_a_product_pending_later_ones_only_bump_it(state):
     marks = PendingMarks(state)
-    gen = marks.request("100")
+    gen = marks.request("100").gen
     assert gen  # the caller queues a message for this generation of the mark
     first = marks.read("100")
     assert marks.request("100") is None
@@ -33,13 +33,13 @@ def test_the_first_request_makes_a_product_pending_later_ones_only_bump_it(state
 
 def test_a_mark_bumped_after_it_was_read_is_not_cleared(state):
     marks = PendingMarks(state)
-    gen = marks.request("100")
+    gen = marks.request("100").gen
     read_before_listing = marks.read("100")
     marks.request("100")  # an upload lands while the product is being sent
     assert marks.clear("100", read_before_listing) is False and marks.read("100") is not None
     assert marks.clear("100", marks.read("100")) is True and marks.read("100") is None
     assert marks.settled("100") == gen  # what a late message of this mark finds: it was settled
-    again = marks.request("100")
+    again = marks.request("100").gen
     assert again == gen + 1  # pending again: a new message is due, for a newer generation
 
 
@@ -60,10 +60,11 @@ def test_names_with_any_characters_round_trip(state):
 def test_a_mark_pending_far_too_long_asks_for_a_new_message(state):
     """A message that died with its instance (or went to the poison queue) must not strand the product."""
     marks = PendingMarks(state)
-    gen = marks.request("300")
+    gen = marks.request("300").gen
     assert marks.request("300", stale_after=60) is None
     time.sleep(2.1)  # creation time has whole seconds
-    assert marks.request("300", stale_after=1) == gen  # a new message for the same mark
+    rescued = marks.request("300", stale_after=1)
+    assert rescued.gen == gen and rescued.created_etag is None  # a new message for the same mark, not a new mark
 
 
 def test_due_takes_only_products_whose_burst_has_settled(state):
@@ -179,3 +180,67 @@ def test_many_threads_never_hold_one_lock_together(state):
     with ThreadPoolExecutor(max_workers=6) as pool:
         list(pool.map(contend, range(6)))
     assert overlaps and max(overlaps) == 1
+
+
+def test_a_mark_that_vanished_without_being_settled_is_not_taken_as_settled(state, blob_service):
+    """The container deleted between a bump and the sender's clear takes the bump with it: the sender must
+    send the product once more rather than take it as settled."""
+    marks = PendingMarks(state)
+    marks.request("900")
+    read_before_listing = marks.read("900")
+    state.blob("pending/900").delete_blob()  # gone, and nobody settled it
+    assert marks.clear("900", read_before_listing) is False
+
+
+def test_a_failed_enqueue_withdraws_only_the_mark_this_call_made(state):
+    marks = PendingMarks(state)
+    mine = marks.request("910")
+    marks.withdraw("910", mine)
+    assert marks.read("910") is None and marks.settled("910") is None  # gone, and nothing noted as settled
+    mine = marks.request("911")
+    marks.request("911")  # another upload bumps it meanwhile: it counts on this mark's message
+    marks.withdraw("911", mine)
+    assert marks.read("911") is not None  # kept: its next change after the stale time queues a message
+    stale = marks.request("911", stale_after=0)
+    marks.withdraw("911", stale)  # a message for an existing mark: not this call's mark to withdraw
+    assert marks.read("911") is not None
+
+
+def test_a_storage_error_about_something_else_than_the_lease_does_not_end_it():
+    """A 503 or a throttle on renewal is storage in trouble, not the lease gone: the lease counts down; only
+    storage saying the lease or its blob is gone ends it at once."""
+    from azure.core.exceptions import HttpResponseError
+
+    from shared.coordination.leases import _Lease
+
+    class Renewal:  # stands in for the SDK's lease client, answering as storage would
+        def __init__(self, status):
+            self.status = status
+
+        def renew(self):
+            error = HttpResponseError(message=f"HTTP {self.status}")
+            error.status_code = self.status
+            raise error
+
+    busy = _Lease("a lock", Renewal(503), 15, time.monotonic())
+    assert busy.renew() is False and not busy.lost and busy.remaining() > 10
+    gone = _Lease("a lock", Renewal(409), 15, time.monotonic())
+    assert gone.renew() is False and gone.lost and gone.remaining() == 0
+
+
+def test_a_lock_left_by_a_dead_holder_is_known_to_the_next_one(state):
+    """A holder that releases deletes the lock's blob; one that died leaves it: the next holder knows that what
+    the dead one had in flight may still land (and sends the product again later)."""
+    first, second = ProductLocks(state, 15), ProductLocks(state, 15)
+    assert first.try_acquire("920") and not first.inherited("920")
+    first.release("920")
+    assert second.try_acquire("920") and not second.inherited("920")  # released: a clean start
+    with second._lock:
+        second._held.clear()  # the holder dies: no release, no renewal
+    third = ProductLocks(state, 15)
+    started = time.monotonic()
+    while not third.try_acquire("920"):
+        assert time.monotonic() - started < 25
+        time.sleep(0.5)
+    assert third.inherited("920")
+    third.release("920")

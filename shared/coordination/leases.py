@@ -14,14 +14,17 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
 
-from .state import FENCES, LOCKS, StateContainer, first_line, item_of, state_blob
+from .state import FENCES, LOCKS, SETTING, StateContainer, first_line, item_of, state_blob
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobLeaseClient
 
 log = logging.getLogger(__name__)
 
-DEAD_FENCE_SECONDS = 600.0  # a fence blob whose lease lapsed this long ago is removed by the next full sync
+# A fence blob last renewed this long ago is removed by the next full sync: longer than PRODUCT_RESEND_SECONDS may
+# be (3600), so a crashed full sync is seen by product sends for as long as its requests may still land.
+DEAD_FENCE_SECONDS = 3600.0
+LEASE_GONE = frozenset({404, 409, 412})  # no such blob or container; lease broken, taken or not present
 
 
 class _Lease:
@@ -34,6 +37,7 @@ class _Lease:
         self.seconds = seconds
         self.renewed = sent
         self.lost = False
+        self.inherited = False
 
     def remaining(self) -> float:
         return 0.0 if self.lost else self.renewed + self.seconds - time.monotonic()
@@ -45,19 +49,24 @@ class _Lease:
         try:
             self.lease.renew()
         except HttpResponseError as exc:
-            # Storage answered: the lease is gone (the container was deleted, the lease broken). Whoever sends
-            # under it must stop now, and what it sent may have overlapped another sender.
-            self.lost = True
-            log.warning("lost %s: %s", self.what, first_line(exc))
-            return False
-        except Exception as exc:  # noqa: BLE001 - storage unreachable: the lease lasts until it runs out
-            if self.remaining() <= 0:
+            if exc.status_code in LEASE_GONE:
+                # Storage says the lease is gone (the container deleted, the lease broken or taken). Whoever sends
+                # under it must stop now, and what it sent may have overlapped another sender.
                 self.lost = True
-            log.warning("could not renew %s (%.0f s left): %s", self.what, max(0.0, self.remaining()),
-                        first_line(exc))
-            return False
+                log.warning("lost %s in %s: %s", self.what, SETTING, first_line(exc))
+                return False
+            return self._unrenewed(exc)  # a 5xx, a throttle: like storage out of reach, the lease counts down
+        except Exception as exc:  # noqa: BLE001 - storage unreachable: the lease lasts until it runs out
+            return self._unrenewed(exc)
         self.renewed = sent
         return True
+
+    def _unrenewed(self, exc: BaseException) -> bool:
+        if self.remaining() <= 0:
+            self.lost = True
+        log.warning("could not renew %s in %s (%.0f s left): %s", self.what, SETTING, max(0.0, self.remaining()),
+                    first_line(exc))
+        return False
 
 
 class ProductLocks:
@@ -75,7 +84,7 @@ class ProductLocks:
 
         blob = self.state.blob(state_blob(LOCKS, item))
         with self.state.failing(f"taking the lock of product {item!r}"):
-            for _ in range(3):
+            for attempt in range(3):
                 sent = time.monotonic()
                 try:
                     lease = blob.acquire_lease(lease_duration=self.seconds)
@@ -87,11 +96,21 @@ class ProductLocks:
                     continue
                 except ResourceExistsError:  # LeaseAlreadyPresent: someone else sends this product now
                     return False
+                held = _Lease(f"the lock of product {item!r}", lease, self.seconds, sent)
+                # A lock blob found in place was never released: its holder died, maybe with a request in flight.
+                held.inherited = attempt == 0
                 with self._lock:
-                    self._held[item] = _Lease(f"the lock of product {item!r}", lease, self.seconds, sent)
+                    self._held[item] = held
                 self._ensure_keeper()
                 return True
         return False
+
+    def inherited(self, item: str) -> bool:
+        """Whether ``item``'s lock was left by a holder that never released it (crashed, maybe mid-request):
+        what that holder sent may still land at TRAEDE after what this holder sends."""
+        with self._lock:
+            held = self._held.get(item)
+        return held is not None and held.inherited
 
     def remaining(self, item: str) -> float:
         """Seconds for which this process certainly still holds ``item``'s lock (0 when lost)."""
@@ -223,19 +242,27 @@ class FullSyncFences:
 
     def active(self) -> list[FenceInfo]:
         """The fences whose lease is held now, oldest first."""
+        return self.look()[0]
+
+    def look(self, crashed_within: float = 0.0) -> tuple[list[FenceInfo], list[FenceInfo]]:
+        """``(active, crashed)`` in one listing: the fences held now, oldest first, and those whose holder
+        died without closing them (a closed fence is deleted) and renewed them less than ``crashed_within``
+        seconds ago: requests such a full sync had in flight may still land at TRAEDE."""
         with self.state.failing("listing the full-sync fences"):
             blobs = self.state.listing(FENCES, metadata=True)
-        fences = []
+        active, crashed = [], []
+        now = time.time()
         for b in blobs:
-            if getattr(b.lease, "state", None) != "leased":
-                continue  # its holder is gone (or closed it): the lease lapsed
             meta = b.metadata or {}
             created = _number(b.name[len(FENCES):].split("-", 1)[0]) / 1000
-            fences.append(FenceInfo(b.name, unquote(meta.get("run", "")), unquote(meta.get("what", "")),
-                                    unquote(meta.get("host", "?")), meta.get("pid", "?"),
-                                    _number(meta.get("started")) or created,
-                                    _number(meta.get("renewed")) or created))
-        return sorted(fences, key=lambda f: f.name)
+            fence = FenceInfo(b.name, unquote(meta.get("run", "")), unquote(meta.get("what", "")),
+                              unquote(meta.get("host", "?")), meta.get("pid", "?"),
+                              _number(meta.get("started")) or created, _number(meta.get("renewed")) or created)
+            if getattr(b.lease, "state", None) == "leased":
+                active.append(fence)
+            elif now - fence.renewed < crashed_within:
+                crashed.append(fence)
+        return sorted(active, key=lambda f: f.name), crashed
 
     def open(self, run: str, what: str) -> FullSyncFence:
         self._sweep()
@@ -247,10 +274,11 @@ class FullSyncFences:
 
     def _sweep(self) -> None:
         """Remove fences of crashed syncs, long lapsed (best effort: a leased one cannot be deleted)."""
-        cutoff = (time.time() - DEAD_FENCE_SECONDS) * 1000
         try:
+            _active, recent = self.look(crashed_within=DEAD_FENCE_SECONDS)
+            keep = {f.name for f in recent}
             for b in self.state.listing(FENCES):
-                if getattr(b.lease, "state", None) != "leased" and _number(b.name[len(FENCES):].split("-")[0]) < cutoff:
+                if getattr(b.lease, "state", None) != "leased" and b.name not in keep:
                     self.state.blob(b.name).delete_blob()
         except Exception as exc:  # noqa: BLE001 - a lapsed fence blocks nobody; it only takes space
             log.debug("sweeping lapsed fences: %s", exc)

@@ -30,6 +30,14 @@ class Mark:
     age: float
 
 
+@dataclass(frozen=True, slots=True)
+class Requested:
+    """A mark the caller must queue a message for: its generation, and the ETag when this call created it."""
+
+    gen: int
+    created_etag: str | None
+
+
 def _gen(metadata: dict[str, str] | None) -> int:
     value = (metadata or {}).get("gen", "")
     return int(value) if value.isdigit() else 0
@@ -47,7 +55,7 @@ class PendingMarks:
     def __init__(self, state: StateContainer):
         self.state = state
 
-    def request(self, item: str, *, stale_after: float = float("inf")) -> int | None:
+    def request(self, item: str, *, stale_after: float = float("inf")) -> Requested | None:
         """Mark ``item`` as changed. Returns the mark's generation when the caller must enqueue a message:
         this call made it pending, or it has been pending for over ``stale_after`` seconds (its message may
         have died with a crashed instance; one more message costs at most one more send). None when it was
@@ -61,8 +69,9 @@ class PendingMarks:
             gen = (self._settled(item) or 0) + 1
             for _ in range(MARK_ATTEMPTS):
                 try:
-                    self.state.create_empty(blob.blob_name, {"gen": str(gen)})
-                    return gen
+                    created = self.state.call(lambda: blob.upload_blob(b"", overwrite=False,  # If-None-Match: *
+                                                                       metadata={"gen": str(gen)}))
+                    return Requested(gen, created.get("etag"))
                 except ResourceExistsError:
                     pass
                 try:
@@ -78,8 +87,23 @@ class PendingMarks:
                     if self.read(item) is None:
                         continue
                 mark = _mark(props)
-                return (mark.gen or gen) if mark.age > stale_after else None
-            return gen  # heavy contention: one more message costs at most one more send
+                return Requested(mark.gen or gen, None) if mark.age > stale_after else None
+            return Requested(gen, None)  # heavy contention: one more message costs at most one more send
+
+    def withdraw(self, item: str, requested: Requested) -> None:
+        """Undo a mark this process just created and could not queue a message for (the host retries the
+        invocation, which marks and queues again): only if nobody bumped it since, and noting nothing settled."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+        if requested.created_etag is None:
+            return  # not ours: its own message is on its way, or the stale rescue queues one
+        with self.state.failing(f"withdrawing the pending mark of product {item!r}"):
+            try:
+                self.state.blob(state_blob(PENDING, item)).delete_blob(
+                    etag=requested.created_etag, match_condition=MatchConditions.IfNotModified)
+            except (ResourceModifiedError, ResourceNotFoundError):
+                pass  # bumped meanwhile: it stays, and its next change after the stale time queues a message
 
     def read(self, item: str) -> Mark | None:
         from azure.core.exceptions import ResourceNotFoundError
@@ -107,10 +131,10 @@ class PendingMarks:
             try:
                 self.state.blob(state_blob(PENDING, item)).delete_blob(etag=mark.etag,
                                                                   match_condition=MatchConditions.IfNotModified)
-            except ResourceModifiedError:
+            except (ResourceModifiedError, ResourceNotFoundError):
+                # Bumped (a change landed during the send), or gone although nobody settled it (the container was
+                # deleted meanwhile, and with it any bump): either way the product goes once more.
                 return False
-            except ResourceNotFoundError:
-                return True
         return True
 
     def settled(self, item: str) -> int | None:

@@ -64,6 +64,7 @@ WAIT_POLL_SECONDS = 1.0
 STALE_MARK_SLACK_SECONDS = 60  # a mark pending this much longer than a send takes has probably lost its message
 DEFAULT_WAIT_SECONDS = 600.0  # how long the operator's commands wait for a full sync or a product's sender
 HOLDER_EVERY_SECONDS = 30.0   # while waiting for a full sync, say again who holds the fence this often
+BEING_DELETED_RETRY_SECONDS = 60  # a deleted state container can be created again after about 30 s
 
 
 class FullSyncBusy(ImageSyncError):
@@ -170,16 +171,14 @@ class ProductQueue:
     def request(self, item: str) -> None:
         """Mark ``item`` pending; the call that makes it pending queues its message (and so does a call
         that finds it pending for much longer than a send takes: see ``PendingMarks.request``)."""
-        gen = self.marks.request(item, stale_after=self.delay + 2 * self.locks.seconds + STALE_MARK_SLACK_SECONDS)
-        if gen is None:
+        requested = self.marks.request(item, stale_after=self.delay + 2 * self.locks.seconds + STALE_MARK_SLACK_SECONDS)
+        if requested is None:
             return
         try:
-            self.enqueue(ProductMessage(self.container, item, gen=gen), self.delay)
+            self.enqueue(ProductMessage(self.container, item, gen=requested.gen), self.delay)
         except Exception:
             # No message, no mark: the host retries this invocation, which marks and queues again.
-            mark = self.marks.read(item)
-            if mark is not None:
-                self.marks.clear(item, mark)
+            self.marks.withdraw(item, requested)
             raise
 
     def enqueue(self, message: ProductMessage, delay: float) -> None:
@@ -220,9 +219,19 @@ class ProductQueue:
             raise ConfigError(f"product message is for container {message.container!r}, but IMAGES_CONTAINER is "
                               f"{self.container!r}")
         report = SyncReport(mode="product", ledger=ledger)
-        if not message.resend and not self._still_due(message, report):
+        try:
+            if not message.resend and not self._still_due(message, report):
+                return report.finish()
+            return self._send([message.item], report, message=message)
+        except StateError as exc:
+            if not exc.being_deleted:
+                raise
+            # Azure re-creates a deleted container only after a while: wait for it rather than fail this message
+            # five times into the poison queue (the product would then wait for the nightly sync).
+            self.enqueue(message, BEING_DELETED_RETRY_SECONDS)
+            report.notes.append(f"{exc}; the product is looked at again in {BEING_DELETED_RETRY_SECONDS} s")
+            log.warning("%s", report.notes[-1])
             return report.finish()
-        return self._send([message.item], report, message=message)
 
     def _still_due(self, message: ProductMessage, report: SyncReport) -> bool:
         """Whether a message must send its product: yes while it is pending, and also when its mark is gone,
@@ -283,19 +292,20 @@ class ProductQueue:
             held = self._take_locks(items, report, message, operator)
             if not held:
                 return report.finish()
-            if message is not None:  # fill the request with other products whose burst settled
-                for other in self.marks.due(self.delay, 3 * PRODUCTS_PER_SEND, exclude=held):
-                    if len(held) >= PRODUCTS_PER_SEND:
-                        break
-                    if self.locks.try_acquire(other):
-                        held.append(other)
-            if not self._fences_clear(operator):
+            overtaken = self._fences_clear(operator)
+            if overtaken is None:
                 assert message is not None  # the operator waits or raises
                 retry = max(2, min(FENCE_RETRY_SECONDS, math.ceil(2 * self.delay)))
                 self.enqueue(message, retry)
                 report.add_deferred(Problem(Partner.TRAEDE, message.item, None, "a full sync is running; the "
                                             f"product is looked at again in {retry} s"))
                 return report.finish()
+            if message is not None:  # fill the request with other products whose burst settled
+                for other in self.marks.due(self.delay, 3 * PRODUCTS_PER_SEND, exclude=held):
+                    if len(held) >= PRODUCTS_PER_SEND:
+                        break
+                    if self.locks.try_acquire(other):
+                        held.append(other)
             marks = {item: self.marks.read(item) for item in held}
             forced = message is not None or (operator is not None and operator.force)
             batch = [item for item in held if marks[item] is not None or (forced and item in items)]
@@ -306,7 +316,7 @@ class ProductQueue:
                                              wallie=wallie, mode=report.mode, empty_sets=empty_sets,
                                              ledger=report.ledger)
             report.merge(sent)
-            self._settle(batch, marks, sent, report)
+            self._settle(batch, marks, sent, report, overtaken)
         finally:
             for item in held:
                 self.locks.release(item)
@@ -328,12 +338,16 @@ class ProductQueue:
             held.append(item)
         return held
 
-    def _settle(self, batch: list[str], marks: dict[str, Mark | None], sent: SyncReport, report: SyncReport) -> None:
+    def _settle(self, batch: list[str], marks: dict[str, Mark | None], sent: SyncReport, report: SyncReport,
+                overtaken: bool) -> None:
         """Clear the marks of products TRAEDE answered for (delivered or rejected: a retry cannot change it);
         a mark bumped during the send stays, and its product is queued again. Products a request of unknown
-        outcome carried, or whose lock was lost during the send, are sent again later."""
-        lost = {item for item in batch if self.locks.lost(item)}  # another sender may have overlapped
-        self.resend_later(sent.unsure(Partner.TRAEDE) | lost, report)  # first: it is what keeps TRAEDE right
+        outcome carried, whose lock was lost during the send or left by a holder that died (maybe mid-request),
+        and every product sent while a crashed full sync's requests may still land (``overtaken``), are sent
+        again later: after whatever else is in flight for them must have landed."""
+        maybe_overtaken = {item for item in batch
+                           if overtaken or self.locks.lost(item) or self.locks.inherited(item)}
+        self.resend_later(sent.unsure(Partner.TRAEDE) | maybe_overtaken, report)  # first: it keeps TRAEDE right
         for item in batch:
             mark = marks[item]
             if mark is not None and sent.outcome(Partner.TRAEDE, item).answered \
@@ -343,24 +357,28 @@ class ProductQueue:
     def _lock(self, item: str, operator: _Operator) -> None:
         if self.locks.try_acquire(item):
             return
-        deadline = time.monotonic() + self.locks.seconds + 30
-        operator.say(f"product {item!r} is being sent by another instance: waiting for it (at most "
-                     f"{self.locks.seconds + 30} s: a crashed sender's lock runs out after PRODUCT_LOCK_SECONDS)")
+        limit = min(self.locks.seconds + 30, operator.seconds)  # a crashed sender's lock lapses well before
+        deadline = time.monotonic() + limit
+        operator.say(f"product {item!r} is being sent by another instance: waiting for it (at most {limit:g} s: "
+                     "a crashed sender's lock runs out after PRODUCT_LOCK_SECONDS)")
         while time.monotonic() < deadline:
             time.sleep(WAIT_POLL_SECONDS)
             if self.locks.try_acquire(item):
                 return
-        raise FullSyncBusy(f"product {item!r} stayed locked by another instance for {self.locks.seconds + 30} s")
+        raise FullSyncBusy(f"product {item!r} stayed locked by another instance for {limit:g} s; nothing more was "
+                           "sent")
 
-    def _fences_clear(self, operator: _Operator | None) -> bool:
-        """No full sync is running; the operator waits for one (at most ``wait_seconds``)."""
-        fences = self.fences.active()
-        if not fences:
-            return True
-        if operator is None:
-            return False
-        operator.wait_for(self.fences.active, "a full sync is running")
-        return True
+    def _fences_clear(self, operator: _Operator | None) -> bool | None:
+        """None while a full sync runs (the operator waits for it instead, at most ``wait_seconds``). Else
+        whether a full sync died recently without closing its fence: requests it had in flight may still land
+        at TRAEDE after what is sent now."""
+        active, crashed = self.fences.look(crashed_within=self.resend_seconds)
+        if active:
+            if operator is None:
+                return None
+            operator.wait_for(self.fences.active, "a full sync is running")
+            active, crashed = self.fences.look(crashed_within=self.resend_seconds)
+        return bool(crashed)
 
     # -- full syncs ---------------------------------------------------------------------------------
 

@@ -30,6 +30,11 @@ def item_of(name: str, prefix: str) -> str:
     return unquote(name[len(prefix):])
 
 
+def being_deleted(exc: BaseException) -> bool:
+    """Azure answers 409 ContainerBeingDeleted for a while after a container was deleted."""
+    return "beingdeleted" in str(getattr(exc, "error_code", "")).lower().replace("_", "")
+
+
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__
@@ -52,14 +57,14 @@ class StateContainer:
         except AzureError as exc:
             code = getattr(exc, "error_code", None) or type(exc).__name__
             where = self.client.url.split("?")[0]
-            if str(code) in ("ContainerBeingDeleted", "StorageErrorCode.CONTAINER_BEING_DELETED"):
+            if being_deleted(exc):
                 hint = ("the container was deleted moments ago and Azure lets it be created again only after "
                         "about 30 s; the work is retried")
             else:
                 hint = ("check that storage can be reached (IMAGES_STORAGE) and that the app may create the "
                         "container and write blobs in it ('Storage Blob Data Contributor')")
             raise StateError(f"{SETTING} {self.name!r} ({where}): {what} failed ({code}: {first_line(exc)}): "
-                             f"{hint}") from exc
+                             f"{hint}", being_deleted=being_deleted(exc)) from exc
 
     def call(self, operation: Callable[[], Any]) -> Any:
         """Run a write; if the container is missing, create it (idempotent) and run it once more."""
@@ -74,8 +79,10 @@ class StateContainer:
         log.debug("%s %r did not exist: creating it", SETTING, self.name)
         try:
             self.client.create_container()
-        except ResourceExistsError:
-            pass  # created by someone else meanwhile (or being deleted: the retry below says so)
+        except ResourceExistsError as exc:
+            if being_deleted(exc):
+                raise  # named by ``failing``: Azure lets it be created again only in a while
+            # else: created by someone else meanwhile
         return operation()
 
     def blob(self, name: str) -> BlobClient:

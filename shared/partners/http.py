@@ -17,6 +17,7 @@ Every call goes through ``PartnerHttp.post``:
 from __future__ import annotations
 
 import heapq
+import http.client
 import json
 import logging
 import random
@@ -332,6 +333,9 @@ class PartnerHttp:
                 raise _Retry(f"timed out: no complete answer within {budget:g} s (HTTP_TIMEOUT_SECONDS)",
                              unsure=unsure) from exc
             raise _Retry(_describe(exc, self.base_url), unsure=unsure) from exc
+        except (OSError, ValueError, http.client.HTTPException) as exc:  # below requests: a transport oddity
+            raise _Retry(f"the connection failed ({type(exc).__name__}: {str(exc)[:200]})",
+                         unsure=watchdog.sent) from exc
         finally:
             with self._lock:
                 self._attempts.discard(watchdog)
