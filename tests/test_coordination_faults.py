@@ -113,6 +113,39 @@ def test_a_traede_answer_slower_than_the_lock_ends_with_the_newest_full_set(app_
     assert host.stats()["failures"] == 0 and host.stats()["poisoned"] == 0
 
 
+def test_a_sender_killed_while_traede_sits_on_its_request_is_followed_by_a_resend(app_env, container, traede):
+    """``kill -9`` of the instance whose request TRAEDE is sitting on: the request still lands, late. The next
+    holder of the product's lock inherits it from a dead holder, so it cannot know what is still in flight: it
+    sends the current set and, once the dead one's request may have landed, sends it again."""
+    from tests.workers import Workers
+
+    env = {**app_env, "HTTP_TIMEOUT_SECONDS": "60"}
+    container.upload_blob("8150/BLK/front.jpg", jpeg(note="front"))
+    traede.configure_faults(slow_next=1, slow_ms=28_000)  # lands after the lock runs out and a new holder sent
+    workers = Workers(env, count=1, visibility=10)
+    try:
+        workers.fire("8150/BLK/front.jpg")
+        wait_until(lambda: traede.stats["injected_slow"] == 1, 30, "the send TRAEDE sits on")
+        workers.crash(0)  # kill -9 mid-request: the lock is left behind, the request is still at TRAEDE
+        killed_at = time.monotonic()
+        container.upload_blob("8150/BLK/back.jpg", jpeg(note="back"))
+        workers.fire("8150/BLK/back.jpg")
+        wait_until(lambda: filenames(traede, "8150") == ["back.jpg", "front.jpg"], 40, "the inheritor's send")
+        wait_until(lambda: filenames(traede, "8150") == ["front.jpg"], 30,
+                   "the dead sender's request landing late")  # the fault really happened: an image deleted
+        landed_at = time.monotonic()
+        wait_until(lambda: filenames(traede, "8150") == ["back.jpg", "front.jpg"], 45, "the resend")
+        repaired_after = time.monotonic() - landed_at
+        time.sleep(2)
+    finally:
+        counts = workers.stop()
+    assert filenames(traede, "8150") == ["back.jpg", "front.jpg"]
+    sets = [len(s) for s in sets_of(traede, "8150")]
+    assert sets[-1] == 2 and sets.index(2) < len(sets) - 1 - sets[::-1].index(1), sets  # full, late small, full
+    assert counts[-1]["resend_invocations"] >= 1, counts
+    assert landed_at - killed_at < 30 and repaired_after < 30, (landed_at - killed_at, repaired_after)
+
+
 # -- a full sync killed mid-run ----------------------------------------------------------------------------
 
 def test_a_killed_full_sync_blocks_product_sends_briefly_and_the_next_sync_names_it_and_proceeds(
