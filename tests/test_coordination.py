@@ -244,3 +244,19 @@ def test_a_lock_left_by_a_dead_holder_is_known_to_the_next_one(state):
         time.sleep(0.5)
     assert third.inherited("920")
     third.release("920")
+
+
+def test_a_renewal_that_races_the_release_is_not_reported_as_a_lost_lock(state, caplog):
+    """The keeper renews from a list taken before a release popped the lock: storage then says the blob is gone.
+    That is the release, not a lost lock: nothing is logged, and a new holder of the product is not disturbed."""
+    locks = ProductLocks(state, 15)
+    assert locks.try_acquire("930")
+    with locks._lock:
+        racing = locks._held["930"]  # what the keeper holds in its list while release runs
+    locks.release("930")
+    assert locks.try_acquire("930")  # the product is taken again at once (a new burst)
+    with caplog.at_level("WARNING", logger="shared.coordination.leases"):
+        assert racing.renew() is False
+    assert not [r for r in caplog.records if "lost" in r.getMessage()], caplog.text
+    assert not locks.lost("930") and locks.remaining("930") > 10
+    locks.release("930")

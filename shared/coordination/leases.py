@@ -38,6 +38,7 @@ class _Lease:
         self.renewed = sent
         self.lost = False
         self.inherited = False
+        self.released = False  # set before the blob is deleted: a renewal racing the release is no loss
 
     def remaining(self) -> float:
         return 0.0 if self.lost else self.renewed + self.seconds - time.monotonic()
@@ -49,6 +50,8 @@ class _Lease:
         try:
             self.lease.renew()
         except HttpResponseError as exc:
+            if self.released:
+                return False
             if exc.status_code in LEASE_GONE:
                 # Storage says the lease is gone (the container deleted, the lease broken or taken). Whoever sends
                 # under it must stop now, and what it sent may have overlapped another sender.
@@ -57,7 +60,7 @@ class _Lease:
                 return False
             return self._unrenewed(exc)  # a 5xx, a throttle: like storage out of reach, the lease counts down
         except Exception as exc:  # noqa: BLE001 - storage unreachable: the lease lasts until it runs out
-            return self._unrenewed(exc)
+            return False if self.released else self._unrenewed(exc)
         self.renewed = sent
         return True
 
@@ -129,6 +132,7 @@ class ProductLocks:
             held = self._held.pop(item, None)
         if held is None or held.lost:
             return
+        held.released = True  # the keeper may be renewing it right now, from a list taken before the pop
         try:
             self.state.blob(state_blob(LOCKS, item)).delete_blob(lease=held.lease)
         except Exception as exc:  # noqa: BLE001 - the lease runs out by itself; nothing to undo
