@@ -25,6 +25,7 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 WALLIE = {"tenant": "TENANT", "username": "wallie-user", "password": "wallie-pass"}
@@ -203,9 +204,11 @@ def run(args: argparse.Namespace) -> dict:
                 complete_s = time.monotonic() - last_upload
                 break
             time.sleep(0.25)
-        # With slow answers, a resend comes PRODUCT_RESEND_SECONDS after the request it repairs: wait past it.
-        quiet = settle(urls, *((3.0, 120.0) if not args.slow_rate else
+        # Quiet means longer than a deferred message waits (PRODUCT_SYNC_DELAY_SECONDS, 10 s); with slow answers,
+        # a resend comes PRODUCT_RESEND_SECONDS after the request it repairs: wait past it.
+        quiet = settle(urls, *((15.0, 180.0) if not args.slow_rate else
                                (args.resend_s + 5, args.resend_s + args.slow_ms / 1000 + 180)))
+        left = leftovers(service, env, queue) if queue else {}
         for worker in workers:
             worker.send_signal(signal.SIGTERM)
         counts = []
@@ -238,7 +241,22 @@ def run(args: argparse.Namespace) -> dict:
         "invocations": sum(c["invocations"] for c in counts),
         "failed_invocations": sum(c["failed_invocations"] for c in counts),
         "quiet_after_s": quiet,
+        **left,
+        "queue_failures": sum(c.get("queue_failures", 0) for c in counts),
+        "queue_poisoned": sum(c.get("queue_poisoned", 0) for c in counts),
     }
+
+
+def leftovers(service: Any, env: dict, queue: str) -> dict:
+    """What the coordination still holds once quiet: pending marks and queued messages (a mark without a
+    message would be a product nothing sends any more)."""
+    from azure.storage.queue import QueueClient
+
+    state = service.get_container_client(env["SYNC_STATE_CONTAINER"])
+    marks = sum(1 for _ in state.list_blobs(name_starts_with="pending/"))
+    with QueueClient.from_connection_string(env["IMAGES_STORAGE"], queue) as client:
+        queued = client.get_queue_properties().approximate_message_count
+    return {"pending_marks_at_end": marks, "queued_at_end": queued}
 
 
 def settle(urls: dict, quiet_s: float = 3.0, limit_s: float = 120.0) -> float:
@@ -276,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
                          f"products whose request had an unknown outcome (after {args.resend_s:g} s)"),
         ("Wallie requests", f"{result['wallie_requests']} (+{result['wallie_token_requests']} token)"),
         ("trigger invocations", f"{result['invocations']} ({result['failed_invocations']} failed and retried)"),
+        ("product queue", f"{result.get('queue_failures', 0)} failed invocations, {result.get('queue_poisoned', 0)} "
+                          f"poisoned; at the end {result.get('pending_marks_at_end', 0)} pending marks, "
+                          f"{result.get('queued_at_end', 0)} queued messages"),
     ]
     width = max(len(r[0]) for r in rows)
     for name, value in rows:

@@ -260,3 +260,14 @@ def test_a_renewal_that_races_the_release_is_not_reported_as_a_lost_lock(state, 
     assert not [r for r in caplog.records if "lost" in r.getMessage()], caplog.text
     assert not locks.lost("930") and locks.remaining("930") > 10
     locks.release("930")
+
+
+def test_a_lock_blob_another_sender_has_just_created_is_not_taken_for_a_dead_holders(state):
+    """Two senders race for a product whose lock blob is gone: one creates it, the other leases it first. The
+    blob was never held, so nothing can be in flight: the winner is no heir, and no extra send is queued."""
+    from shared.coordination.state import LOCKS, state_blob
+
+    state.create_empty(state_blob(LOCKS, "940"))  # the racing sender's create, just before its own lease
+    locks = ProductLocks(state, 15)
+    assert locks.try_acquire("940") and not locks.inherited("940")
+    locks.release("940")

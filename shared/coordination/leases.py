@@ -17,7 +17,7 @@ from urllib.parse import quote, unquote
 from .state import FENCES, LOCKS, SETTING, StateContainer, first_line, item_of, state_blob
 
 if TYPE_CHECKING:
-    from azure.storage.blob import BlobLeaseClient
+    from azure.storage.blob import BlobClient, BlobLeaseClient
 
 log = logging.getLogger(__name__)
 
@@ -100,13 +100,22 @@ class ProductLocks:
                 except ResourceExistsError:  # LeaseAlreadyPresent: someone else sends this product now
                     return False
                 held = _Lease(f"the lock of product {item!r}", lease, self.seconds, sent)
-                # A lock blob found in place was never released: its holder died, maybe with a request in flight.
-                held.inherited = attempt == 0
+                held.inherited = attempt == 0 and self._left_behind(blob)
                 with self._lock:
                     self._held[item] = held
                 self._ensure_keeper()
                 return True
         return False
+
+    def _left_behind(self, blob: BlobClient) -> bool:
+        """Whether a lock blob found in place (leased now by us) was left by a holder that never released it: it
+        died, maybe with a request in flight. Such a blob is at least one lease old; one that another process has
+        just created, racing us for the product, is not (half a lease allows for clock skew)."""
+        try:
+            created = blob.get_blob_properties().creation_time
+        except Exception:  # noqa: BLE001 - unknown: assume the worst, which costs one more send later
+            return True
+        return created is None or (datetime.now(UTC) - created).total_seconds() > self.seconds / 2
 
     def inherited(self, item: str) -> bool:
         """Whether ``item``'s lock was left by a holder that never released it (crashed, maybe mid-request):
