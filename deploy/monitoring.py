@@ -43,8 +43,9 @@ ALERT_RULE_API = "2023-12-01"  # Microsoft.Insights/scheduledQueryRules
 NIGHTLY_FUNCTION = "nightly_sync"
 # Every other function of the app: the blob and Event Grid triggers and the two queue functions.
 TRIGGER_FUNCTIONS = ("image_uploaded", "image_deleted", "sync_shard", "product_sync")
-# The operator's HTTP page (the contact sheet): whoever asked sees its answer, so it raises no alert.
-PAGE_FUNCTIONS = ("contact_sheet",)
+# The operator's HTTP pages (the contact sheet, the resubmit and its button on the sheet): whoever asked sees
+# its answer, so they raise no alert.
+PAGE_FUNCTIONS = ("contact_sheet", "resubmit", "resubmit_from_sheet")
 ALL_FUNCTIONS = (NIGHTLY_FUNCTION, *TRIGGER_FUNCTIONS, *PAGE_FUNCTIONS)
 
 # The queues extension logs this warning (Microsoft.Azure.WebJobs.Extensions.Storage.Queues,

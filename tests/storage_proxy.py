@@ -6,21 +6,26 @@ Azurite's blob endpoint. ``die_at(request_line)`` sees the first line of each re
 Azurite is killed (SIGKILL) and the proxy stops listening and drops every connection, so the client sees
 what it sees when the storage account goes away: the request in flight breaks, new connections are refused.
 ``revive()`` starts Azurite again (its data persisted on disk) and forwards again on the same port.
+``delay(request_line)`` (seconds) holds a request back before it is forwarded: "the listing is slow" at the same
+point on every run.
 """
 from __future__ import annotations
 
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable
 
 REQUEST_LINE = re.compile(rb"(GET|PUT|POST|HEAD|DELETE|OPTIONS) (\S+) HTTP/1\.1\r\n")
 
 
 class StorageProxy:
-    def __init__(self, azurite, die_at: Callable[[str], bool] | None = None):
+    def __init__(self, azurite, die_at: Callable[[str], bool] | None = None,
+                 delay: Callable[[str], float] | None = None):
         self.azurite = azurite
         self.die_at = die_at
+        self.delay = delay
         self.requests: list[str] = []
         self.died = threading.Event()
         self._lock = threading.Lock()
@@ -69,6 +74,8 @@ class StorageProxy:
                         if self.die_at is not None and not self.died.is_set() and self.die_at(line):
                             self.kill()
                             return
+                        if self.delay is not None:
+                            time.sleep(self.delay(line))
                 sink.sendall(data)
         except OSError:
             pass

@@ -156,6 +156,8 @@ def shard_work(parts: Components, message: str, report: SyncReport | None = None
         raise ConfigError(f"shard message is for container {shard.container!r}, but IMAGES_CONTAINER is "
                           f"{parts.settings.storage.container!r}")
     what = f"shard {shard.index + 1}/{shard.count}"
+    if report is not None:  # which products it covers: a resubmit of a shard stopped midway finishes them
+        report.context["shard"] = {"after": shard.after, "upto": shard.upto}
     return parts.product_queue.fenced(f"nightly {what}", lambda fence: parts.engine.sync_entries(
         shards.shard_entries(parts.catalog, shard), mode=what, fence=fence, report=report),
         run=shard.run or f"shard-{uuid.uuid4().hex}")
@@ -179,16 +181,77 @@ def contact_sheet_page(run: str | None, item: str | None, env: Env = None) -> tu
     default = parts.settings.storage.container
     try:
         if item:
-            page = contact_sheet.product_sheet(parts.history, item, sign, default_container=default)
+            page = contact_sheet.product_sheet(parts.history, item, sign, default_container=default, served=True)
             if page is None:
                 return 404, f"no kept run touched product {item!r} in the last {parts.history.days} days"
             return 200, page
         run_id = parts.history.resolve(run or "latest")
-        return 200, contact_sheet.run_sheet(parts.history, run_id, sign, default_container=default)
+        return 200, contact_sheet.run_sheet(parts.history, run_id, sign, default_container=default, served=True)
     except UnknownRun as exc:
         return 404, str(exc)
     except DamagedHistory as exc:  # the run's report is not one this app wrote: named, never a traceback
         return 500, str(exc)
+
+
+# A resubmit from the HTTP page waits this long at most for a product's sender or a full sync (the page's
+# request must answer within the platform's 230 s): then 503, and the button may be pressed again.
+HTTP_RESUBMIT_WAIT_SECONDS = 120.0
+
+
+def resubmit(run: str | None, env: Env = None) -> tuple[int, dict[str, object]]:
+    """The HTTP resubmit of one kept run (see ``resubmit``): ``(status, answer as JSON)``. Idempotent per run: of
+    two requests for one run (a double click) one resubmits it, the other answers with that resubmit."""
+    from ..coordination.product_queue import FullSyncBusy
+    from ..runs.names import UnknownRun
+    from ..runs.validation import DamagedHistory
+    from . import resubmit as rs
+
+    if not run or not run.strip():
+        return 400, {"error": "give run=<run id> (image-sync runs lists them)"}
+    if run.strip() == "latest":
+        return 400, {"error": "name the run by its id, not latest: by the time a second request arrives, latest may "
+                              "be another run (the resubmit itself)"}
+    parts = components(env)
+    if parts.history is None:
+        return 404, {"error": "RUN_HISTORY_CONTAINER is empty, so runs keep no report"}
+    try:
+        done = rs.resubmit(parts, [run.strip()], via="http", wait_seconds=HTTP_RESUBMIT_WAIT_SECONDS)
+    except UnknownRun as exc:
+        return 404, {"error": str(exc)}
+    except DamagedHistory as exc:
+        return 500, {"error": str(exc)}
+    except ConfigError as exc:
+        return 409, {"error": redact.redact(str(exc))}
+    except FullSyncBusy as exc:
+        return 503, {"error": f"not resubmitted: {exc}; press it again later", "retry": True}
+    answer: dict[str, object] = {"run": run.strip()}
+    if done.report is not None and done.run_id is not None:
+        report = done.report
+        log_report(report, log)
+        return 200, {**answer, "resubmit": done.run_id, "created": True, "state": "done", "ok": report.ok,
+                     "summary": redact.redact(report.summary()),
+                     "lines": [redact.redact(line) for line in report.grouped_lines(deferred=True)],
+                     "notes": [redact.redact(note) for note in report.notes]}
+    if done.already:
+        claim = done.already[0]
+        return 200, {**answer, "resubmit": claim.latest, "created": False, "state": claim.state,
+                     "message": f"already {claim.describe()}"}
+    return 200, {**answer, "resubmit": None, "created": False, "state": "nothing",
+                 "message": "the run left nothing undone: nothing to resubmit"}
+
+
+def resubmit_page(run: str | None, env: Env = None) -> tuple[int, str, str]:
+    """The contact sheet's button: ``(status, body, mimetype)``. The sheet of the resubmit (the new one, or the
+    one a first click made), or one line of text."""
+    status, answer = resubmit(run, env)
+    resubmitted = answer.get("resubmit")
+    if status != 200 or not isinstance(resubmitted, str):
+        return status, str(answer.get("error") or answer.get("message")), "text/plain"
+    if answer.get("state") == "running":
+        return 202, (f"run {answer['run']} is being resubmitted by run {resubmitted} right now: press the button "
+                     "again in a while to see its sheet"), "text/plain"
+    status, body = contact_sheet_page(resubmitted, None, env)
+    return status, body, "text/html" if status == 200 else "text/plain"
 
 
 def _recording(parts: Components, kind: str, *, prune: bool = False, quiet: bool = False) -> Recording:

@@ -253,17 +253,18 @@ class ProductQueue:
 
     def sync_now(self, items: Iterable[str], *, empty_sets: bool = False,
                  on_wait: Callable[[str], None] | None = None, report: SyncReport | None = None,
-                 wait_seconds: float = DEFAULT_WAIT_SECONDS) -> SyncReport:
+                 wait_seconds: float = DEFAULT_WAIT_SECONDS, wallie: bool = True) -> SyncReport:
         """``sync --item``: these products now, whether pending or not, waiting (at most ``wait_seconds``)
         for a sender or a full sync that has them. A product without any image is sent as an empty set only
-        with ``empty_sets``."""
+        with ``empty_sets``. ``wallie``: their images' records to Wallie too (a resubmit of a product only
+        TRAEDE failed sends its set alone)."""
         report = report or SyncReport()
         report.mode = "items"
         wanted = list(dict.fromkeys(items))
         for start in range(0, len(wanted), PRODUCTS_PER_SEND):
             part = SyncReport(mode="product", ledger=report.ledger)
             report.merge(self._send(wanted[start:start + PRODUCTS_PER_SEND], part, operator=_Operator(
-                on_wait, wait_seconds, force=True), wallie=True, empty_sets=empty_sets))
+                on_wait, wait_seconds, force=True), wallie=wallie, empty_sets=empty_sets))
         return report.finish()
 
     def flush(self, *, on_wait: Callable[[str], None] | None = None, ledger: Ledger | None = None,

@@ -35,6 +35,7 @@ from ..partners.payloads import (
     wallie_record,
     wallie_record_bytes,
 )
+from ..runs import causes
 from ..runs.ledger import Ledger
 from ..runs.report import STORAGE, Problem, SyncReport
 from .grouping import ProductGroups
@@ -113,8 +114,13 @@ class SyncEngine:
     def send_image(self, entry: ImageRecord, *, ledger: Ledger | None = None) -> SyncReport:
         """One new image to Wallie. Its product goes to TRAEDE through the product queue, coalesced with
         the rest of its burst (``product_queue``)."""
-        report = SyncReport(mode="image", ledger=ledger)
-        return self._sync([entry], report, self._plan(targets=[self.wallie] if self.wallie else [], grouped=True))
+        return self.send_images([entry], report=SyncReport(mode="image", ledger=ledger))
+
+    def send_images(self, entries: Iterable[CatalogEntry], *, report: SyncReport | None = None) -> SyncReport:
+        """These images' records to Wallie only (a resubmit's failed images); a ``SkippedBlob`` among them (a blob
+        gone since) is reported as skipped, not sent."""
+        report = report or SyncReport(mode="image")
+        return self._sync(entries, report, self._plan(targets=[self.wallie] if self.wallie else [], grouped=True))
 
     def send_products(self, item_ids: Iterable[str], *, guard: Guard | None = None, wallie: bool = False,
                       mode: str = "product", empty_sets: bool = True, ledger: Ledger | None = None) -> SyncReport:
@@ -306,11 +312,11 @@ class _Products:
             return
         if empty_sets:
             self.open[item_id] = []
+            if self.traede:
+                self.report.notes.append(causes.empty_set_note(item_id))
         elif self.traede:
             self.report.products += 1
-            self.report.add_failed(Problem(self.traede.name, item_id, None, "not sent: the product has no image "
-                                           "in the container (a typo?); sending it would delete all its images "
-                                           "at TRAEDE: pass --allow-empty to do that on purpose"))
+            self.report.add_failed(Problem(self.traede.name, item_id, None, causes.NO_IMAGE))
 
     def flush_all(self) -> None:
         for item, images in self.groups.products() if self.groups is not None else ():
@@ -322,32 +328,35 @@ class _Products:
 
     def abandon(self, error: BaseException, asked: Iterable[str] = ()) -> None:
         """The listing broke off: what was complete has been sent; the rest cannot be, whole. Products asked
-        for by id that the listing never reached are named too (never sent as an empty set)."""
+        for by id that the listing never reached are named too (never sent as an empty set; a resubmit
+        finishes them: ``runs.causes``)."""
         listed = self.report.images + len(self.report.skipped)
         first = (str(error).splitlines() or [""])[0][:200]
         if isinstance(error, _Stopped):
-            why = "not sent: the run was stopped before the product's listing was complete"
+            why = causes.STOPPED_LISTING
         elif isinstance(error, SigningError):
-            why = "not sent: its images' URLs could not be signed"
+            why = causes.UNSIGNED
             self.report.add_storage_failure(Problem(STORAGE, "*", None, f"{error} (after {self.report.images} images)",
                                                     retryable=False))
         elif isinstance(error, (AzureError, ListingStalled)):
-            why = "not sent: the listing did not complete, and a partial set would delete images at TRAEDE"
+            why = causes.BROKEN_LISTING
             self.report.add_storage_failure(Problem(
                 STORAGE, "*", None, f"listing the container stopped after {listed} blobs "
                                     f"({type(error).__name__}: {first})"))
         else:
-            why = "not sent: the run broke off before the product's listing was complete"
+            why = causes.BROKE_OFF
             self.report.add_storage_failure(Problem(
                 Source.RUN, "*", None, f"the run broke off after {listed} blobs ({type(error).__name__}: {first})"))
         self._send_batch()
         reached = self.done if self.done is not None else set()
-        unsent = list(itertools.chain(self.open, self.groups.items() if self.groups is not None else ()))
-        unsent += [item for item in dict.fromkeys(asked) if item not in reached and item not in self.open]
-        for item in dict.fromkeys(unsent):
+        partial = dict.fromkeys(itertools.chain(self.open, self.groups.items() if self.groups is not None else ()))
+        unreached = [item for item in dict.fromkeys(asked) if item not in reached and item not in partial]
+        # a stopped run's asked-for products it never reached say so (a resubmit finishes them)
+        beyond = causes.UNREACHED if isinstance(error, _Stopped) else why
+        for item, cause in [*((item, why) for item in partial), *((item, beyond) for item in unreached)]:
             self.report.products += 1
             if self.traede:
-                self.report.add_failed(Problem(self.traede.name, item, None, why))
+                self.report.add_failed(Problem(self.traede.name, item, None, cause))
         self.open.clear()
 
     def _complete(self, item: str) -> None:

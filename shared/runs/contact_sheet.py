@@ -29,6 +29,7 @@ from ..catalog.layout import TYPE_NAMES
 from ..domain import Outcome
 from ..redact import redact
 from .history import RunHistory
+from .links import Links
 from .names import part_of, run_kind, run_time
 from .report import STORAGE
 from .validation import listed
@@ -87,6 +88,7 @@ class _Page:
     skipped_total: int = 0
     empty: str = "Nothing was sent in this run."
     unit: str = "products"  # what a card is on this page: a product (a run's sheet), or a run (a product's)
+    resubmit: str | None = None  # served over HTTP: the failed run the page's form resubmits
 
 
 def signer(service: BlobServiceClient, *, start_skew: timedelta) -> Sign:
@@ -107,9 +109,11 @@ def signer(service: BlobServiceClient, *, start_skew: timedelta) -> Sign:
 # -- building a sheet ----------------------------------------------------------------------------------
 
 def run_sheet(history: RunHistory, run_id: str, sign: Sign, *, default_container: str,
-              now: datetime | None = None, max_products: int = MAX_PRODUCTS, damage: list[str] | None = None) -> str:
+              now: datetime | None = None, max_products: int = MAX_PRODUCTS, damage: list[str] | None = None,
+              served: bool = False) -> str:
     """The sheet of one run: its products with a problem first, then a sample of the others. A damaged part of
-    the history is left out, with a note on the page (and a line in ``damage``)."""
+    the history is left out, with a note on the page (and a line in ``damage``). ``served``: the deployed app's
+    HTTP page, which offers a failed run's resubmit as a form (see ``resubmit_form``)."""
     damage = [] if damage is None else damage
     head = history.load(run_id)
     run_id = str(head.get("run", run_id))
@@ -163,14 +167,26 @@ def run_sheet(history: RunHistory, run_id: str, sign: Sign, *, default_container
     for problem in (head.get("failed") or [])[:5]:
         if problem.get("item") == "*":
             facts.append(("Failure", f"{problem.get('partner')}: {_why(problem)}"))
+    resubmits = head.get("resubmits") or []
+    if resubmits:
+        facts.append(("Resubmit of", ", ".join(resubmits[:5]) + (f" and {len(resubmits) - 5} more"
+                                                                 if len(resubmits) > 5 else "")))
+    claim = Links(history).get(run_id)
+    if claim is not None:
+        facts.append(("Resubmitted", claim.describe()))
+    offer = (not head.get("ok") or bool(head.get("interrupted"))) and claim is None
+    if offer and not served:
+        notes.append(f"To send again what this run left undone, as the container holds it now: "
+                     f"`image-sync runs resubmit {run_id}`.")
     notes += [f"Left out: {line}" for line in damage]
     page = _Page(f"Contact sheet: run {run_id}", facts, notes, cards, _by_cause(head.get("skipped") or []),
-                 listed(head, "skipped"))
-    return _render(page, sign, now=now)
+                 listed(head, "skipped"), resubmit=run_id if offer and served else None)
+    return _render(page, sign, now=now, served=served)
 
 
 def product_sheet(history: RunHistory, item: str, sign: Sign, *, default_container: str,
-                  now: datetime | None = None, limit: int = MAX_RUNS, damage: list[str] | None = None) -> str | None:
+                  now: datetime | None = None, limit: int = MAX_RUNS, damage: list[str] | None = None,
+                  served: bool = False) -> str | None:
     """The sheet of one product over the newest runs that touched it (None when no kept run did)."""
     damage = [] if damage is None else damage
     runs = history.item_runs(item, limit=limit, damage=damage)
@@ -195,7 +211,8 @@ def product_sheet(history: RunHistory, item: str, sign: Sign, *, default_contain
     if len(runs) == limit:
         notes.append(f"Only the {limit} newest runs are shown; `image-sync runs --item {item} --limit N` lists more.")
     notes += [f"Left out: {line}" for line in damage]
-    return _render(_Page(f"Contact sheet: product {item}", facts, notes, cards, unit="runs"), sign, now=now)
+    return _render(_Page(f"Contact sheet: product {item}", facts, notes, cards, unit="runs"), sign, now=now,
+                   served=served)
 
 
 def _product_set(card: Card, partner: str) -> list[dict[str, Any]] | None:
@@ -208,7 +225,7 @@ def _product_set(card: Card, partner: str) -> list[dict[str, Any]] | None:
 
 # -- rendering -----------------------------------------------------------------------------------------
 
-def _render(page: _Page, sign: Sign, *, now: datetime | None) -> str:
+def _render(page: _Page, sign: Sign, *, now: datetime | None, served: bool = False) -> str:
     now = (now or datetime.now(UTC)).astimezone(UTC)
     until = now + THUMBNAIL_TTL
     urls: dict[tuple[str, str], str] = {}
@@ -220,7 +237,8 @@ def _render(page: _Page, sign: Sign, *, now: datetime | None) -> str:
         return urls[key]
 
     problems = sum(1 for c in page.cards if c.has_problem)
-    out = [_HEAD.replace("{title}", _e(page.title)), "<header>", f"<h1>{_e(page.title)}</h1>",
+    head = _HEAD.replace("{policy}", SERVED_POLICY if served else PAGE_POLICY)
+    out = [head.replace("{title}", _e(page.title)), "<header>", f"<h1>{_e(page.title)}</h1>",
            '<table class="facts">']
     out += [f"<tr><th>{_e(k)}</th><td>{_e(_clip(v, 2000))}</td></tr>" for k, v in page.facts]
     out.append("</table>")
@@ -230,6 +248,8 @@ def _render(page: _Page, sign: Sign, *, now: datetime | None) -> str:
                "The pictures are the original files, shown small.</p>")
     for note in page.notes:
         out.append(f'<p class="note">{_e(_clip(note, 2000))}</p>')
+    if page.resubmit is not None:
+        out.append(resubmit_form(page.resubmit))
     bad = f'<span class="count-bad">{problems} with a problem</span> (red)' if problems else "none with a problem"
     out.append(f'<p class="legend">{len(page.cards)} {page.unit} shown, {bad}. Pictures are in the order TRAEDE '
                "got them.</p>")
@@ -253,6 +273,21 @@ def _render(page: _Page, sign: Sign, *, now: datetime | None) -> str:
         out.append("</section>")
     out.append(f"<footer>Made by image-sync at {now:%Y-%m-%d %H:%M:%S} UTC.</footer></main></body></html>\n")
     return "\n".join(out)
+
+
+def resubmit_form(run_id: str) -> str:
+    """The HTTP page's button that resubmits a failed run: a plain form, no script (the policy allows none).
+
+    It has no ``action``: a form that posts without one posts to the page's own address, query included, so
+    the function key the page was opened with (``?code=``) goes with it, and is never written into the page:
+    it travels no further than the address the browser already holds. The function ``resubmit_from_sheet``
+    answers POSTs to that address. The run to resubmit is the form's own field, never the address's ``run``
+    (which may say ``latest``: another run by the time the button is pressed)."""
+    return ('<form method="post" class="resubmit">'
+            f'<input type="hidden" name="run" value="{_e(run_id)}">'
+            '<button type="submit">Resubmit what this run left undone</button>'
+            '<span>Sends each product and image again as the container holds it now, under the same locks as any '
+            "send. Once: pressing it again shows the first resubmit.</span></form>")
 
 
 def _card(card: Card, url: Callable[[str, str], str]) -> str:
@@ -450,6 +485,9 @@ section.skipped{background:#fff;border:1px solid var(--line);border-radius:8px;p
 section.skipped td{padding:2px 12px 2px 0;vertical-align:top;font-size:12px}
 section.skipped h3{font-size:14px;margin:12px 0 4px} section.skipped .count{color:var(--muted);font-weight:400}
 footer{color:var(--muted);font-size:12px;margin-top:16px}
+form.resubmit{margin:12px 0 0} form.resubmit span{color:var(--muted);font-size:12px;margin-left:10px}
+form.resubmit button{font:inherit;font-weight:600;padding:5px 14px;border-radius:6px;border:1px solid var(--bad);
+  background:#fff;color:var(--bad);cursor:pointer}
 """
 
 # The page's one script. Listeners capture every thumbnail's load and error on the document (those events
@@ -473,12 +511,14 @@ def _source_hash(text: str) -> str:
 # to a file carries ``PAGE_POLICY``.
 PAGE_POLICY = (f"default-src 'none'; img-src https: http:; style-src {_source_hash(_STYLE)}; "
                f"script-src {_source_hash(_SCRIPT)}; base-uri 'none'; form-action 'none'")
-CONTENT_SECURITY_POLICY = PAGE_POLICY + "; frame-ancestors 'none'"
+# The deployed app's page may post its one form (``resubmit_form``) to its own origin, and nowhere else.
+SERVED_POLICY = PAGE_POLICY.replace("form-action 'none'", "form-action 'self'")
+CONTENT_SECURITY_POLICY = SERVED_POLICY + "; frame-ancestors 'none'"
 
 _HEAD = "\n".join([
     '<!DOCTYPE html>',
     '<html lang="en"><head><meta charset="utf-8">',
-    f'<meta http-equiv="Content-Security-Policy" content="{PAGE_POLICY}">',
+    '<meta http-equiv="Content-Security-Policy" content="{policy}">',
     '<meta name="viewport" content="width=device-width, initial-scale=1">',
     '<meta name="referrer" content="no-referrer">',
     "<title>{title}</title>",

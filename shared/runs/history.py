@@ -3,9 +3,11 @@
 "Why does TRAEDE show the wrong picture for product X?" needs what each run sent, long after the run.
 Each run (the timer, each shard, each trigger invocation, the CLI) leaves, all under its UTC start day:
 
-``runs/YYYY/MM/DD/<run-id>.json``
+``runs/YYYY/MM/DD/HH/<run-id>.json``
     The report (``SyncReport.to_dict()`` plus the run id, its kind and how many parts it has), without
-    what was sent. Its metadata repeats the counts, so ``runs`` lists recent runs without reading one.
+    what was sent. Its metadata repeats the counts, so ``runs`` lists recent runs without reading one; the
+    hour in the name lets it list the newest hours only, never a whole day of thousands of runs. (Runs kept
+    by an older version are ``runs/YYYY/MM/DD/<run-id>.json``: still listed and read until they expire.)
 ``sent/YYYY/MM/DD/<run-id>/<part>.jsonl``
     What each partner was sent: the ledger's entries, one JSON object a line, each with its ``partner``;
     plus, marked ``"synthetic": true``, an entry for a product problem the ledger does not hold (withheld,
@@ -18,6 +20,13 @@ Each run (the timer, each shard, each trigger invocation, the CLI) leaves, all u
 ``wide/YYYY/MM/DD/<run-id>``
     One marker for a run that touched more (full syncs, shards), with the range of product ids it
     covered: ``runs --item`` reads that product's part of each such run whose range holds it.
+``failed/YYYY/MM/DD/<run-id>``
+    A marker, with the report's metadata, for each run that failed or was stopped: ``runs --failed`` and
+    ``runs resubmit --failed-since`` list these, never the runs that went well.
+``resubmits/YYYY/MM/DD/<run-id>``
+    The claim of the resubmit of that run (``links``): which run resubmitted it.
+``index/latest``
+    The newest run's id (``pointer``): ``latest`` in one request, repaired from a listing when it is wrong.
 
 Run ids sort by time: ``20261123T020000.123Z-nightly-1a2b3c``. Retention deletes whole days older than
 ``RUN_HISTORY_DAYS``: at most once an hour per process and at every nightly run, at most ``PRUNE_BUDGET``
@@ -42,22 +51,28 @@ from ..redact import redact, redact_tree
 from . import validation
 from .ledger import Ledger
 from .names import (
+    FAILED,
     ITEMS,
+    RESUBMITS,
     RUNS,
     SENT,
     WIDE,
     UnknownRun,
     check_run_id,
     day_of,
+    day_report_name,
     is_run_id,
     item_segment,
     new_run_id,
     part_name,
     part_of,
+    report_name,
     run_kind,
+    run_of,
     run_time,
 )
 from .parts import MAX_PARTS, Parts, worst
+from .pointer import LatestPointer
 from .report import SyncReport
 from .validation import DamagedHistory, check_report, parse_entry, report_body
 
@@ -114,6 +129,8 @@ class RunSummary:
     skipped: int
     seconds: float
     interrupted: str | None
+    resubmits: str | None = None  # the run this one resubmits (the first, when it resubmits several)
+    resubmits_count: int = 0
 
     @classmethod
     def from_metadata(cls, run_id: str, metadata: dict[str, str] | None) -> RunSummary:
@@ -131,13 +148,20 @@ class RunSummary:
             seconds = float(m.get("seconds", "0"))
         except ValueError:
             seconds = 0.0
+        resubmits = m.get("resubmits") or None
         return cls(run_id, m.get("kind", run_kind(run_id)), m.get("mode", "?"), m.get("ok") == "yes",
                    number("images"), number("products"), delivered, number("rejected"), number("failed"),
-                   number("deferred"), number("skipped"), seconds, m.get("interrupted") or None)
+                   number("deferred"), number("skipped"), seconds, m.get("interrupted") or None,
+                   resubmits if resubmits and is_run_id(resubmits) else None, number("resubmits_count"))
 
     @property
     def started(self) -> datetime:
         return run_time(self.run_id)
+
+    @property
+    def failed_run(self) -> bool:
+        """A run ``runs --failed`` lists: a record rejected or failed, or the run was stopped."""
+        return not self.ok or self.interrupted is not None
 
     def line(self) -> str:
         sent = " ".join(f"{name}={count}" for name, count in self.delivered.items()) or "nothing sent"
@@ -145,9 +169,13 @@ class RunSummary:
         if self.interrupted:
             state += f" (stopped by {self.interrupted})"
         deferred = f" deferred={self.deferred}" if self.deferred else ""
+        link = ""
+        if self.resubmits:
+            more = f" and {self.resubmits_count - 1} more" if self.resubmits_count > 1 else ""
+            link = f"  resubmit of {self.resubmits}{more}"
         return (f"{self.run_id}  {self.started:%Y-%m-%d %H:%M:%S}Z  {self.kind:<8} {self.mode:<10} {state:<6}  "
                 f"images={self.images} products={self.products} delivered: {sent}  rejected={self.rejected} "
-                f"failed={self.failed}{deferred} skipped={self.skipped}  {self.seconds:.1f}s")
+                f"failed={self.failed}{deferred} skipped={self.skipped}  {self.seconds:.1f}s{link}")
 
 
 @dataclass(slots=True)
@@ -179,14 +207,15 @@ class RunHistory:
         self.container = container
         self.days = days
         self.clock = clock
+        self.pointer = LatestPointer(self.client)
 
     # -- writing ------------------------------------------------------------------------------------
 
-    def save(self, report: SyncReport, ledger: Ledger | None, *, kind: str) -> str:
-        """Keep the report and what was sent; returns the run id. Raises on a storage error."""
-        started = self.clock() - timedelta(seconds=report.seconds)
-        run_id = new_run_id(kind, started)
-        day = day_of(started)
+    def save(self, report: SyncReport, ledger: Ledger | None, *, kind: str, run_id: str | None = None) -> str:
+        """Keep the report and what was sent; returns the run id (``run_id``: one chosen when the run started,
+        as a resubmit does, to name itself in its claim). Raises on a storage error."""
+        run_id = run_id or new_run_id(kind, self.clock() - timedelta(seconds=report.seconds))
+        day = day_of(run_time(run_id))
         images_container = str(report.context.get("container") or "")
         with Parts(report, ledger) as parts:
             self._put_all((f"{SENT}{day}/{run_id}/{number:03d}.jsonl", data) for number, data in parts.chunks())
@@ -201,10 +230,25 @@ class RunHistory:
                 self._put(f"{WIDE}{day}/{run_id}", b"", {**index, "first": _meta(parts.first),
                                                          "last": _meta(parts.last)})
             head = {**report.to_dict(), "run": run_id, "kind": kind, "parts": parts.count}
-            self._put(f"{RUNS}{day}/{run_id}.json", report_body(head), _summary_metadata(report, kind))
+            summary = _summary_metadata(report, kind)
+            self._put(report_name(run_id), report_body(head), summary)
+        if not report.ok or report.interrupted:
+            self._put_markers([(f"{FAILED}{day}/{run_id}", summary)], what="runs --failed will not list the run")
+        self._advance(run_id)
         return run_id
 
-    def _put_markers(self, markers: list[tuple[str, dict[str, str]]]) -> None:
+    def _advance(self, run_id: str) -> None:
+        """Move ``index/latest`` forward to this run (best effort: a reader repairs it from a listing)."""
+        from azure.core.exceptions import AzureError
+
+        try:
+            self.pointer.advance(run_id)
+        except AzureError as exc:
+            log.warning("run history: %s not moved to %s (readers fall back to listing): %s",
+                        self.pointer.blob.blob_name, run_id, why(exc))
+
+    def _put_markers(self, markers: list[tuple[str, dict[str, str]]], *,
+                     what: str = "runs --item will not find it") -> None:
         """The per-product index of a run. Best effort: a marker storage refuses (an odd product name)
         costs ``runs --item`` that product, never the run's report."""
         from azure.core.exceptions import AzureError
@@ -213,7 +257,7 @@ class RunHistory:
             try:
                 self._put(name, b"", meta)
             except AzureError as exc:
-                log.warning("run history: no index entry for %r (runs --item will not find it): %s", name, why(exc))
+                log.warning("run history: no index entry for %r (%s): %s", name, what, why(exc))
 
     def _put_all(self, blobs: Iterable[tuple[str, bytes]]) -> None:
         """Upload several blobs, ``UPLOADS_IN_FLIGHT`` at a time (a full sync's parts are ~60 MB): at most
@@ -247,11 +291,15 @@ class RunHistory:
 
     # -- reading ------------------------------------------------------------------------------------
 
-    def _days(self) -> Iterator[str]:
-        """The days that may hold kept runs, newest first (one more than RUN_HISTORY_DAYS: the prune's edge)."""
+    def _days(self, since: datetime | None = None) -> Iterator[str]:
+        """The days that may hold kept runs, newest first (one more than RUN_HISTORY_DAYS: the prune's edge),
+        back to the day of ``since`` at the most."""
         today = self.clock().date()
         for n in range(self.days + 1):
-            yield day_of(today - timedelta(days=n))
+            day = today - timedelta(days=n)
+            if since is not None and day < since.date():
+                return
+            yield day_of(day)
 
     def _list(self, prefix: str, *, metadata: bool = False) -> list[BlobProperties]:
         from azure.core.exceptions import ResourceNotFoundError
@@ -261,21 +309,70 @@ class RunHistory:
         except ResourceNotFoundError:
             return []  # nothing kept yet
 
-    def recent(self, limit: int = 20, *, kind: str | None = None) -> list[RunSummary]:
-        """The newest runs first, at most ``limit``; ``kind`` keeps only runs of that kind (nightly, cli-sync...).
-        Reads only the listing (each report's counts are its metadata); memory holds ``limit`` runs a day,
-        however many blobs a day holds. Blobs that are not a run's report are passed over."""
+    def _walk(self, prefix: str) -> tuple[list[str], list[BlobProperties]]:
+        """One level under ``prefix``: the folders (hours, ``HH/``, newest first) and the blobs (with metadata)."""
+        from azure.core.exceptions import ResourceNotFoundError
+        from azure.storage.blob import BlobProperties
+
+        folders: list[str] = []
+        blobs: list[BlobProperties] = []
+        try:
+            for entry in self.client.walk_blobs(name_starts_with=prefix, include=["metadata"], delimiter="/"):
+                if isinstance(entry, BlobProperties):
+                    blobs.append(entry)
+                elif entry.name.endswith("/"):
+                    hour = entry.name[len(prefix):-1]
+                    if len(hour) == 2 and hour.isascii() and hour.isdigit():
+                        folders.append(entry.name)  # (a folder of another shape is not ours)
+        except ResourceNotFoundError:
+            pass  # nothing kept yet
+        return sorted(folders, reverse=True), blobs
+
+    def recent(self, limit: int | None = 20, *, kind: str | None = None, since: datetime | None = None,
+               failed: bool = False) -> list[RunSummary]:
+        """The newest runs first (see ``_recent``); an unfiltered listing moves ``index/latest`` forward if it
+        lists a newer run than the pointer names (one kept by an older version, or by a save that died between
+        its report and the pointer)."""
+        found = self._recent(limit, kind=kind, since=since, failed=failed)
+        if found and not failed and kind is None:
+            self._advance(found[0].run_id)
+        return found
+
+    def _recent(self, limit: int | None, *, kind: str | None = None, since: datetime | None = None,
+                failed: bool = False) -> list[RunSummary]:
+        """The newest runs first, at most ``limit`` (None: all); ``kind`` keeps only runs of that kind (nightly,
+        cli-sync...), ``since`` only runs started since then, ``failed`` only runs that failed or were stopped.
+
+        Reads only listings (each report's counts are its metadata): per day, one listing of its hours, then
+        its hours newest first until ``limit`` runs are found, so the newest runs cost a few requests however
+        many runs a day keeps; ``failed`` lists the ``failed/`` markers instead of the runs. Blobs that are not a
+        run's report are passed over."""
         import heapq
 
+        def fits(run: RunSummary) -> bool:
+            return (kind is None or run.kind == kind) and (since is None or run.started >= since) \
+                and (not failed or run.failed_run)
+
         found: list[RunSummary] = []
-        for day in self._days():
-            runs = (RunSummary.from_metadata(b.name.rsplit("/", 1)[-1][:-len(".json")], b.metadata)
-                    for b in self._iter(f"{RUNS}{day}/", metadata=True) if b.name.endswith(".json"))
-            fitting = (r for r in runs if is_run_id(r.run_id) and (kind is None or r.kind == kind))
-            found.extend(heapq.nlargest(limit - len(found), fitting, key=lambda r: r.run_id))
-            if len(found) >= limit:
+        for day in self._days(since):
+            need = None if limit is None else limit - len(found)
+            hours, blobs = self._walk(f"{RUNS}{day}/")
+            day_runs = [r for r in _summaries(blobs) if fits(r)]  # kept by an older version: under the day
+            if failed:
+                day_runs += [r for r in _summaries(self._iter(f"{FAILED}{day}/", metadata=True)) if fits(r)]
+            else:
+                from_hours: list[RunSummary] = []
+                for hour in hours:
+                    if need is not None and len(from_hours) >= need:
+                        break  # every hour left is older than what was found
+                    from_hours += [r for r in _summaries(self._iter(hour, metadata=True)) if fits(r)]
+                day_runs += from_hours
+            unique = {r.run_id: r for r in day_runs}.values()
+            found += heapq.nlargest(need, unique, key=lambda r: r.run_id) if need is not None else \
+                sorted(unique, key=lambda r: r.run_id, reverse=True)
+            if limit is not None and len(found) >= limit:
                 break
-        return found[:limit]
+        return found if limit is None else found[:limit]
 
     def _iter(self, prefix: str, *, metadata: bool = False) -> Iterator[BlobProperties]:
         """``_list``, a page at a time."""
@@ -287,25 +384,64 @@ class RunHistory:
             return  # nothing kept yet
 
     def resolve(self, run_id: str) -> str:
-        """A run id as given, or the newest run's for ``latest``."""
+        """A run id as given, or the newest run's for ``latest`` (``index/latest``, checked: its report is kept)."""
         if run_id == "latest":
-            newest = self.recent(1)
-            if not newest:
-                raise UnknownRun(f"no run is kept in RUN_HISTORY_CONTAINER {self.container!r} (the last "
-                                 f"{self.days} days): run a sync first")
-            return newest[0].run_id
+            return self._latest(read=False)[0]
         return check_run_id(run_id)
+
+    def _latest(self, *, read: bool) -> tuple[str, bytes | None, str]:
+        """The newest run, and with ``read`` its report's bytes and blob name. ``index/latest`` first; when it
+        is missing, damaged or names a run whose report is gone, the listing (and the pointer is repaired)."""
+        pointed = self.pointer.read()
+        if pointed.run_id is not None:
+            if read:
+                data, name = self._report_bytes(pointed.run_id)
+                if data is not None:
+                    return pointed.run_id, data, name
+            elif self._report_kept(pointed.run_id):
+                return pointed.run_id, None, ""
+        newest = self._recent(1)
+        if not newest:
+            raise UnknownRun(f"no run is kept in RUN_HISTORY_CONTAINER {self.container!r} (the last "
+                             f"{self.days} days): run a sync first")
+        self.pointer.repair(newest[0].run_id, pointed)
+        run_id = newest[0].run_id
+        if read:
+            data, name = self._report_bytes(run_id)
+            return run_id, data, name
+        return run_id, None, ""
 
     def load(self, run_id: str) -> dict[str, Any]:
         """The run's report, without what was sent (see ``sent``): checked, so a reader can trust its types.
         Raises ``UnknownRun``, or ``DamagedHistory`` naming the blob and what is wrong."""
-        run_id = self.resolve(run_id)
-        name = f"{RUNS}{day_of(run_time(run_id))}/{run_id}.json"
-        data = self._read(name, validation.MAX_REPORT_BYTES, "a run report")
+        if run_id == "latest":
+            run_id, data, name = self._latest(read=True)
+        else:
+            run_id = check_run_id(run_id)
+            data, name = self._report_bytes(run_id)
         if data is None:
             raise UnknownRun(f"no run {run_id!r} is kept in RUN_HISTORY_CONTAINER {self.container!r} (runs are "
                              f"kept RUN_HISTORY_DAYS={self.days} days; image-sync runs lists them)")
         return check_report(name, data, run_id)
+
+    def _report_bytes(self, run_id: str) -> tuple[bytes | None, str]:
+        """A run's report as kept (under its hour, or under its day by an older version), and its blob's name."""
+        for name in (report_name(run_id), day_report_name(run_id)):
+            data = self._read(name, validation.MAX_REPORT_BYTES, "a run report")
+            if data is not None:
+                return data, name
+        return None, report_name(run_id)
+
+    def _report_kept(self, run_id: str) -> bool:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        for name in (report_name(run_id), day_report_name(run_id)):
+            try:
+                self.client.get_blob_client(name).get_blob_properties()
+                return True
+            except ResourceNotFoundError:
+                continue
+        return False
 
     def read_part(self, run_id: str, part: int, damage: list[str] | None = None) -> Iterator[dict[str, Any]]:
         """The entries of one part of a run, in the order they were kept. A line that is not an entry this
@@ -412,7 +548,7 @@ class RunHistory:
             _last_prune[key] = time.monotonic()
         cutoff = (self.clock() - timedelta(days=self.days)).date()
         deleted = 0
-        for root in (RUNS, ITEMS, WIDE, SENT):  # reports first: a listed run never lacks its report
+        for root in (FAILED, RUNS, ITEMS, WIDE, SENT, RESUBMITS):  # what lists runs first, then the reports
             for prefix in self._expired(root, cutoff):
                 names = []
                 for blob in self.client.list_blobs(name_starts_with=prefix):
@@ -472,14 +608,15 @@ class RunHistory:
 
 
 def keep(history: RunHistory | None, report: SyncReport, ledger: Ledger | None, *, kind: str,
-         prune: bool = False, quiet: bool = False) -> str | None:
+         prune: bool = False, quiet: bool = False, run_id: str | None = None) -> str | None:
     """Keep the run's report (never raises: a report that cannot be kept is logged, the sync goes on),
     then prune old runs (hourly, or now with ``prune``). Returns the run id, or None. ``quiet``: name the
-    kept run at DEBUG only (a trigger invocation: thousands a day, each already logs its summary)."""
+    kept run at DEBUG only (a trigger invocation: thousands a day, each already logs its summary).
+    ``run_id``: the id the run chose when it started (a resubmit)."""
     if history is None or report.dry_run:
         return None
     try:
-        run_id = history.save(report, ledger, kind=kind)
+        run_id = history.save(report, ledger, kind=kind, run_id=run_id)
     except Exception as exc:  # noqa: BLE001 - the history must never fail a sync
         log.warning("run report not kept in RUN_HISTORY_CONTAINER %r (the sync itself is not affected): %s",
                     history.container, why(exc))
@@ -520,10 +657,24 @@ def _meta_key(partner: str) -> str:
 
 
 def _summary_metadata(report: SyncReport, kind: str) -> dict[str, str]:
+    resubmits = report.context.get("resubmits")
+    resubmits = [str(r) for r in resubmits] if isinstance(resubmits, list) else []
     meta = {"kind": kind, "mode": report.mode, "ok": "yes" if report.ok else "no",
             "images": report.images, "products": report.products,
             "delivered": ",".join(f"{name}={count}" for name, count in report.delivered.items()),
             "rejected": len(report.rejected), "failed": len(report.failed), "deferred": len(report.deferred),
-            "skipped": len(report.skipped), "seconds": report.seconds, "interrupted": report.interrupted or ""}
+            "skipped": len(report.skipped), "seconds": report.seconds, "interrupted": report.interrupted or "",
+            "resubmits": resubmits[0] if resubmits else "", "resubmits_count": len(resubmits) or ""}
     return {k: _meta(v) for k, v in meta.items() if v != ""}
+
+
+def _summaries(blobs: Iterable[BlobProperties]) -> Iterator[RunSummary]:
+    """The runs among listed blobs (a report, or a ``failed/`` marker), from their metadata."""
+    for blob in blobs:
+        name = blob.name
+        if name.startswith(RUNS) and not name.endswith(".json"):
+            continue
+        run_id = run_of(name)
+        if run_id is not None:
+            yield RunSummary.from_metadata(run_id, blob.metadata)
 

@@ -1,4 +1,8 @@
 """Run ids, and the names of what a run keeps: they sort by time and say what ran.
+
+A run's report is ``runs/YYYY/MM/DD/HH/<run-id>.json`` (``report_name``): the hour in the name lets ``runs``
+list the newest hour only, never a whole day of thousands of runs. Runs kept before the hour was in the name
+are ``runs/YYYY/MM/DD/<run-id>.json`` (``day_report_name``) and are still read until they expire.
 """
 from __future__ import annotations
 
@@ -11,6 +15,9 @@ from urllib.parse import quote
 from ..errors import ImageSyncError
 
 RUNS, SENT, ITEMS, WIDE = "runs/", "sent/", "items/", "wide/"
+FAILED = "failed/"        # failed/YYYY/MM/DD/<run-id>: a marker per run that failed or was stopped (runs --failed)
+RESUBMITS = "resubmits/"  # resubmits/YYYY/MM/DD/<run-id>: the claim a resubmit of that run holds (``links``)
+LATEST = "index/latest"   # the newest run's id, in metadata (``pointer``)
 
 
 _RUN_ID = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})\.(\d{3})Z-([a-z0-9-]{1,24})-([0-9a-f]{6})")
@@ -21,7 +28,7 @@ class UnknownRun(ImageSyncError):
 
 
 # What kept runs are, by what started them (the triggers in ``jobs``, the CLI): ``runs --kind``.
-RUN_KINDS = ("nightly", "shard", "full", "upload", "delete", "product", "cli-sync", "cli-flush")
+RUN_KINDS = ("nightly", "shard", "full", "upload", "delete", "product", "cli-sync", "cli-flush", "resubmit")
 
 
 def new_run_id(kind: str, started: datetime) -> str:
@@ -66,6 +73,27 @@ def run_kind(run_id: str) -> str:
 
 def day_of(when: date | datetime) -> str:
     return f"{when:%Y/%m/%d}"
+
+
+def hour_of(when: datetime) -> str:
+    return f"{when:%Y/%m/%d/%H}"
+
+
+def report_name(run_id: str) -> str:
+    """Where a run's report is kept: under its UTC start hour."""
+    return f"{RUNS}{hour_of(run_time(run_id))}/{run_id}.json"
+
+
+def day_report_name(run_id: str) -> str:
+    """Where a version before the hourly layout kept a run's report: under its UTC start day."""
+    return f"{RUNS}{day_of(run_time(run_id))}/{run_id}.json"
+
+
+def run_of(name: str) -> str | None:
+    """The run id a blob of the history is named after (its last segment, without ``.json``), if any."""
+    last = name.rstrip("/").rsplit("/", 1)[-1]
+    last = last[:-len(".json")] if last.endswith(".json") else last
+    return last if is_run_id(last) else None
 
 
 def part_of(item: str, parts: int) -> int:

@@ -18,11 +18,12 @@ class Recording:
             rec.report = SyncReport(ledger=rec.ledger)
             ...
 
-    ``want_ledger``: a ledger also without history (the CLI's ``--report``).
+    ``want_ledger``: a ledger also without history (the CLI's ``--report``). ``run_id``: the id to keep the run
+    under, chosen when it started (a resubmit names itself in its claim before it sends anything).
     """
 
     def __init__(self, history: RunHistory | None, kind: str, *, prune: bool = False, want_ledger: bool = False,
-                 quiet: bool = False, context: dict[str, Any] | None = None):
+                 quiet: bool = False, context: dict[str, Any] | None = None, run_id: str | None = None):
         self.history = history
         self.kind = kind
         self.prune = prune
@@ -31,6 +32,7 @@ class Recording:
         self.ledger: Ledger | None = Ledger() if history is not None or want_ledger else None
         self.report: SyncReport | None = None
         self.run_id: str | None = None
+        self._chosen = run_id
         self._kept = False
 
     def __enter__(self) -> Recording:
@@ -50,7 +52,8 @@ class Recording:
             report.finish()
         for key, value in self.context.items():
             report.context.setdefault(key, value)
-        self.run_id = keep(self.history, report, self.ledger, kind=self.kind, prune=self.prune, quiet=self.quiet)
+        self.run_id = keep(self.history, report, self.ledger, kind=self.kind, prune=self.prune, quiet=self.quiet,
+                           run_id=self._chosen)
         return self.run_id
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:

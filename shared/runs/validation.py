@@ -34,9 +34,10 @@ _REPORT_TYPES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     **{key: ("a list of objects", lambda v: isinstance(v, list) and all(isinstance(e, dict) for e in v))
        for key in ("skipped", "ignored", "rejected", "failed", "deferred")},
     **{key: ("a list of strings", lambda v: isinstance(v, list) and all(isinstance(e, str) for e in v))
-       for key in ("notes", "queued")},
+       for key in ("notes", "queued", "resubmits")},
     **{key: ("a string", lambda v: isinstance(v, str))
-       for key in ("run", "kind", "mode", "started_at", "ended_at", "container", "layout", "interrupted", "storage")},
+       for key in ("run", "kind", "mode", "started_at", "ended_at", "container", "layout", "interrupted", "storage",
+                   "via")},
     **{key: ("a whole number >= 0", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0)
        for key in ("images", "products", "requests", "retries", "layout_misses")},
     "parts": (f"a whole number from 1 to {MAX_PARTS}",
@@ -46,7 +47,7 @@ _REPORT_TYPES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "delivered": ("an object of counts", lambda v: isinstance(v, dict) and all(
         isinstance(c, int) and not isinstance(c, bool) for c in v.values())),
     **{key: ("an object", lambda v: isinstance(v, dict)) for key in ("partners", "stopped_partners", "accounting",
-                                                                     "truncated")},
+                                                                     "truncated", "shard")},
 }
 
 def _kind_of(value: Any) -> str:
