@@ -282,6 +282,28 @@ def test_a_resubmit_waits_for_a_products_lock_and_for_a_full_syncs_fence(env, co
     assert "waiting" in result["err"] and "a full sync is running" in result["err"]
 
 
+def test_a_resubmit_that_waited_longer_than_wait_exits_75_sends_nothing_and_gives_its_claim_back(
+        env, container, traede):
+    upload(container, "9651/BLK/front.jpg")
+    traede.configure_faults(reject={"9651"})
+    bad = kept_id(cli("sync", env=env)[2])
+    traede.configure_faults(reject=set())
+    queue = jobs.components().product_queue
+    assert queue.locks.try_acquire("9651")  # another instance is sending it, and keeps on
+    sent = Sent(traede, traede)
+    try:
+        code, out, err = cli("runs", "resubmit", bad, "--wait", "1", env=env)
+    finally:
+        queue.locks.release("9651")
+    assert code == 75, err
+    assert "stayed locked by another instance" in err and "the run may be resubmitted again" in err
+    assert sent.traede_items() == []
+    assert "resubmitted" not in cli("runs", "show", bad, env=env)[1]  # the claim was given back...
+    code, _, err = cli("runs", "resubmit", bad, env=env)  # ...so the next resubmit sends it
+    assert code == 0, err
+    assert sent.traede_items() == ["9651"]
+
+
 # -- a stopped run ---------------------------------------------------------------------------------------------
 
 def test_a_resubmit_of_a_run_stopped_by_sigterm_finishes_what_it_did_not_reach(env, container, wallie, traede):
@@ -313,6 +335,34 @@ def test_a_resubmit_of_a_run_stopped_by_sigterm_finishes_what_it_did_not_reach(e
     assert len(sent.traede_items()) == len(set(sent.traede_items()))
     assert set(sent.wallie_ids()) == {image_id_for(n) for n in names} - delivered_wallie
     assert len(traede.products) == 30 and len(wallie.images) == 60  # now everything is there
+
+
+def test_a_resubmit_of_a_stopped_sync_item_run_sends_the_products_it_never_reached(env, container, wallie, traede):
+    items = [str(8200 + p) for p in range(30)]
+    upload(container, *[f"{item}/BLK/front.jpg" for item in items])
+    traede.configure_faults(latency_ms=800)
+    child = {**os.environ, **env, "PYTHONPATH": str(REPO)}
+    argv = [sys.executable, "-m", "shared", "sync", *(arg for item in items for arg in ("--item", item))]
+    process = subprocess.Popen(argv, cwd=REPO, env=child, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while traede.stats["sync_requests"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err
+    stopped = kept_id(err)
+    delivered = set(traede.products)
+    assert 0 < len(delivered) < 30
+    kept = json.loads(cli("runs", "show", stopped, "--json", env=env)[1])
+    unreached = {p["item"] for p in kept["failed"] if p["reason"] == causes.UNREACHED}
+    assert unreached and unreached <= set(items) - delivered  # named, though never listed
+
+    traede.configure_faults(latency_ms=0)
+    sent = Sent(wallie, traede)
+    code, _, err = cli("runs", "resubmit", stopped, env=env)
+    assert code == 0, err
+    assert sorted(sent.traede_items()) == sorted(set(items) - delivered)  # what it did not get, each once
+    assert set(traede.products) == set(items)
 
 
 STOPPED_WHILE_LISTING = """
