@@ -198,3 +198,20 @@ def test_redaction_bench_prints_its_figures():
             "false_positives"} <= set(figures)
     assert figures["urls"] == 2000 and len(figures["redact_us"]) == 3
     assert 0 <= figures["false_positives"] <= figures["probes"]
+
+
+def test_history_bench_prints_requests_and_times_before_and_after_the_index():
+    """``python -m bench.history``: the newest run by a whole day's listing, then through ``index/latest``
+    (small; the request counts are exact, no timing asserted)."""
+    result = subprocess.run([sys.executable, "-m", "bench.history", "--runs", "240", "--repeat", "2"], cwd=REPO,
+                            capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["runs"] == 240 and figures["repeat"] == 2
+    assert figures["before_latest"]["requests"] == 1  # 240 reports: one page of the day's listing...
+    assert figures["before_latest"]["kb"] > 5 * figures["after_runs_20"]["kb"] > 0  # ...with all 240 runs in it
+    assert figures["after_latest"]["requests"] == figures["after_latest_repaired"]["requests"] == 2
+    assert figures["after_latest_repair"]["requests"] == 4  # pointer missing, the day's hours, the newest hour, PUT
+    assert figures["after_runs_20"]["requests"] == 1 + 2 + 1  # the day's hours, the two newest (10 runs each), pointer
+    for key in ("before_latest", "after_latest", "after_show_latest", "after_runs_20", "after_latest_repair"):
+        assert figures[key]["s"] > 0 and figures[key]["spread_s"][0] <= figures[key]["s"] <= figures[key]["spread_s"][1]
