@@ -26,7 +26,7 @@ def binding(function, kind):
 
 def test_the_app_indexes_exactly_the_triggers(indexed):
     assert sorted(indexed) == ["contact_sheet", "image_deleted", "image_uploaded", "nightly_sync", "product_sync",
-                               "sync_shard"]
+                               "resubmit", "resubmit_from_sheet", "sync_shard"]
     assert indexed["image_uploaded"].get_trigger().type == "blobTrigger"
     assert indexed["image_deleted"].get_trigger().type == "eventGridTrigger"
     assert indexed["nightly_sync"].get_trigger().type == "timerTrigger"

@@ -36,7 +36,7 @@ RULES = [
     (r"^(\.venv/bin/image-sync|deploy/deploy\.sh|deploy/teardown\.sh)$", "exists"),
     (r"^deploy/deploy\.sh --help$", "run"),
     (r"^deploy/deploy\.sh --plan$", "azure"),  # reads a subscription
-    (r"^(\.venv/bin/)?python -m bench( |$)|^python -m bench\.(burst|redaction)$", "slow"),  # minutes; test_bench runs it small
+    (r"^(\.venv/bin/)?python -m bench( |$)|^python -m bench\.(burst|redaction|history)$", "slow"),  # minutes; test_bench runs it small
     (r"^python -m devtools\.sandboxes$", "service"),
     (r"^jq ", "run"),
     (r"^(cp local\.settings\.json\.example|npx azurite|\.venv/bin/python -m devtools\.sandboxes &|func start)",
