@@ -88,3 +88,18 @@ def _fresh_jobs_cache():
     from shared.app import jobs
 
     jobs.reset()
+
+
+def own_state(env: dict, monkeypatch=None, *, queue: bool = False, **extra: str) -> dict:
+    """``env`` with a run history and a state container of the test's own (and a product queue with no delay,
+    with ``queue``), plus ``extra`` settings; also put in the process environment when ``monkeypatch`` is
+    given, for code that reads it there, as the triggers do."""
+    suffix = uuid.uuid4().hex[:10]
+    values = {**env, "RUN_HISTORY_CONTAINER": f"runs-{suffix}", "SYNC_STATE_CONTAINER": f"state-{suffix}"}
+    if queue:
+        values.update({"PRODUCT_SYNC_QUEUE": f"products-{suffix}", "PRODUCT_SYNC_DELAY_SECONDS": "0"})
+    values.update(extra)
+    if monkeypatch is not None:
+        for key, value in values.items():
+            monkeypatch.setenv(key, value)
+    return values

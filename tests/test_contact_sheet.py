@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
@@ -23,6 +22,7 @@ import pytest
 from devtools.azurite import ACCOUNT_KEY
 from devtools.images import jpeg, png
 from shared.app.cli import main as cli_main
+from tests.conftest import own_state
 
 REPO = Path(__file__).resolve().parent.parent
 OUTPUT = REPO / "tests" / "output"
@@ -115,8 +115,7 @@ def assert_no_secret_and_only_short_lived_signatures(html: str) -> None:
 
 @pytest.fixture
 def env(sync_env):
-    suffix = uuid.uuid4().hex[:10]
-    return {**sync_env, "RUN_HISTORY_CONTAINER": f"runs-{suffix}", "SYNC_STATE_CONTAINER": f"state-{suffix}"}
+    return own_state(sync_env)
 
 
 def cli(argv, env) -> tuple[int, str, str]:

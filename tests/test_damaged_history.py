@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import tracemalloc
-import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -15,17 +14,14 @@ import pytest
 from devtools.images import png
 from shared.app.cli import main as cli_main
 from shared.runs import names, validation
+from tests.conftest import own_state
 
 pytestmark = pytest.mark.timeout(240)
 
 
 @pytest.fixture
 def env(sync_env, monkeypatch):
-    suffix = uuid.uuid4().hex[:10]
-    values = {**sync_env, "RUN_HISTORY_CONTAINER": f"runs-{suffix}", "SYNC_STATE_CONTAINER": f"state-{suffix}"}
-    for key, value in values.items():
-        monkeypatch.setenv(key, value)
-    return values
+    return own_state(sync_env, monkeypatch)
 
 
 @pytest.fixture

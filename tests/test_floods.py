@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -16,6 +15,7 @@ import pytest
 from devtools.images import png
 from shared.app.cli import main as cli_main
 from shared.catalog.records import image_id_for
+from tests.conftest import own_state
 
 pytestmark = pytest.mark.timeout(300)
 SLASHES = [f"{9000 + n // 10}//img-{n}.jpg" for n in range(1000)]
@@ -30,8 +30,7 @@ def cli(*argv, env):
 
 @pytest.fixture
 def flooded(container, sync_env, wallie, traede):
-    suffix = uuid.uuid4().hex[:10]
-    env = {**sync_env, "RUN_HISTORY_CONTAINER": f"runs-{suffix}", "SYNC_STATE_CONTAINER": f"state-{suffix}"}
+    env = own_state(sync_env)
     jobs = [(name, None) for name in SLASHES] + [(name, {"itemid": f"{8000 + n}"}) for n, name in enumerate(MOVED)]
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda job: container.upload_blob(job[0], b"x", metadata=job[1]), jobs))

@@ -20,6 +20,7 @@ from shared.app.cli import main as cli_main
 from shared.runs import parts
 from shared.runs.history import RunHistory
 from shared.runs.report import SyncReport
+from tests.conftest import own_state
 from tests.host_objects import deleted_event, sdk_blob_client
 
 pytestmark = pytest.mark.timeout(180)
@@ -29,12 +30,7 @@ SECRETS = ("wallie-secret-pw", "traede-secret-token", "traede-secret-appkey", AC
 @pytest.fixture
 def env(sync_env, monkeypatch):
     """Settings as the host passes them, with a run-history container (and queue, state) of this test's own."""
-    suffix = uuid.uuid4().hex[:10]
-    values = {**sync_env, "RUN_HISTORY_CONTAINER": f"runs-{suffix}", "SYNC_STATE_CONTAINER": f"state-{suffix}",
-              "PRODUCT_SYNC_QUEUE": f"products-{suffix}", "PRODUCT_SYNC_DELAY_SECONDS": "0"}
-    for key, value in values.items():
-        monkeypatch.setenv(key, value)
-    return values
+    return own_state(sync_env, monkeypatch, queue=True)
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from shared.app import jobs
 from shared.app.cli import main as cli_main
 from shared.catalog.records import image_id_for
 from shared.runs import causes
-from tests.conftest import TRAEDE_CREDENTIALS, WALLIE_CREDENTIALS
+from tests.conftest import TRAEDE_CREDENTIALS, WALLIE_CREDENTIALS, own_state
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(240)
@@ -36,13 +36,7 @@ SECRETS = (WALLIE_CREDENTIALS["password"], *TRAEDE_CREDENTIALS.values())
 @pytest.fixture
 def env(sync_env, monkeypatch):
     """Settings as the host passes them, with a history, state container and product queue of this test's own."""
-    suffix = uuid.uuid4().hex[:10]
-    values = {**sync_env, "RUN_HISTORY_CONTAINER": f"runs-{suffix}", "SYNC_STATE_CONTAINER": f"state-{suffix}",
-              "PRODUCT_SYNC_QUEUE": f"products-{suffix}", "PRODUCT_SYNC_DELAY_SECONDS": "0",
-              "HTTP_MAX_RETRIES": "1"}
-    for key, value in values.items():
-        monkeypatch.setenv(key, value)
-    return values
+    return own_state(sync_env, monkeypatch, queue=True, HTTP_MAX_RETRIES="1")
 
 
 def cli(*argv, env):

@@ -11,7 +11,6 @@ import io
 import json
 import logging
 import re
-import uuid
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
@@ -20,6 +19,7 @@ from devtools.images import png
 from devtools.sandboxes.base import ECHO_FORMS
 from shared.app.cli import main as cli_main
 from shared.catalog.records import image_id_for
+from tests.conftest import own_state
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -64,9 +64,7 @@ def spellings(signature: str) -> set[str]:
 
 @pytest.fixture
 def env(sync_env):
-    suffix = uuid.uuid4().hex[:10]
-    return {**sync_env, "RUN_HISTORY_CONTAINER": f"runs-{suffix}", "SYNC_STATE_CONTAINER": f"state-{suffix}",
-            "HTTP_MAX_RETRIES": "1", "LOG_LEVEL": "DEBUG", "WALLIE_BATCH_SIZE": "3"}
+    return own_state(sync_env, HTTP_MAX_RETRIES="1", LOG_LEVEL="DEBUG", WALLIE_BATCH_SIZE="3")
 
 
 @pytest.mark.parametrize("form", sorted(ECHO_FORMS))
