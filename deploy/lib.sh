@@ -32,7 +32,7 @@ CONFIG_VARS=(
   PYTHON_VERSION BLOB_TRIGGER_SOURCE
   HOST_STORAGE_ACCOUNT IMAGES_STORAGE_ACCOUNT IMAGES_RESOURCE_GROUP IMAGES_CONTAINER KEY_VAULT_NAME
   SYSTEM_TOPIC_NAME PROJECT_DIR
-  SYNC_SHARD_QUEUE PRODUCT_SYNC_QUEUE SYNC_STATE_CONTAINER RUN_HISTORY_CONTAINER
+  SYNC_SHARD_QUEUE PRODUCT_SYNC_QUEUE SYNC_STATE_CONTAINER RUN_HISTORY_CONTAINER RENDITIONS_CONTAINER
   WALLIE_PASSWORD TRAEDE_ACCESS_TOKEN TRAEDE_APP_KEY
   ALERT_EMAIL ALERT_ACTION_GROUP_ID
   DEPLOY_WAIT_SECONDS DEPLOY_RETRY_ATTEMPTS DEPLOY_RETRY_SLEEP
@@ -276,6 +276,7 @@ apply_common_defaults() {
   PRODUCT_SYNC_QUEUE="${PRODUCT_SYNC_QUEUE:-image-sync-products}"
   SYNC_STATE_CONTAINER="${SYNC_STATE_CONTAINER:-image-sync-state}"
   RUN_HISTORY_CONTAINER="${RUN_HISTORY_CONTAINER:-image-sync-runs}"
+  RENDITIONS_CONTAINER="${RENDITIONS_CONTAINER:-image-sync-renditions}"
   if [[ -n "${RESOURCE_GROUP:-}" && -n "${APP_NAME:-}" ]]; then
     local suffix
     suffix="$(name_suffix)"
@@ -294,8 +295,8 @@ apply_common_defaults() {
   APP_QUEUES=("$SYNC_SHARD_QUEUE" "$SYNC_SHARD_QUEUE-poison" "$PRODUCT_SYNC_QUEUE" "$PRODUCT_SYNC_QUEUE-poison")
   QUEUES=("${APP_QUEUES[@]}" "$BLOB_TRIGGER_POISON_QUEUE")
   POISON_QUEUES=("$SYNC_SHARD_QUEUE-poison" "$PRODUCT_SYNC_QUEUE-poison" "$BLOB_TRIGGER_POISON_QUEUE")
-  # The containers the app writes to (per-product leases and pending marks; run reports).
-  APP_CONTAINERS=("$SYNC_STATE_CONTAINER" "$RUN_HISTORY_CONTAINER")
+  # The containers the app writes to (per-product leases and pending marks; run reports; web renditions).
+  APP_CONTAINERS=("$SYNC_STATE_CONTAINER" "$RUN_HISTORY_CONTAINER" "$RENDITIONS_CONTAINER")
 }
 
 require_vars() {
@@ -323,7 +324,7 @@ validate_names() {
   [[ "$KEY_VAULT_NAME" =~ ^[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]$ && "$KEY_VAULT_NAME" != *--* ]] \
     || die "KEY_VAULT_NAME '$KEY_VAULT_NAME': 3-24 letters, digits and single hyphens, starting with a letter"
   local container
-  for container in IMAGES_CONTAINER SYNC_STATE_CONTAINER RUN_HISTORY_CONTAINER; do
+  for container in IMAGES_CONTAINER SYNC_STATE_CONTAINER RUN_HISTORY_CONTAINER RENDITIONS_CONTAINER; do
     valid_container_name "${!container}" \
       || die "$container '${!container}': 3-63 lower-case letters, digits and single hyphens"
   done
@@ -331,6 +332,10 @@ validate_names() {
     || "$SYNC_STATE_CONTAINER" == "$RUN_HISTORY_CONTAINER" ]]; then
     die "IMAGES_CONTAINER, SYNC_STATE_CONTAINER and RUN_HISTORY_CONTAINER must be three different containers"
   fi
+  local other
+  for other in IMAGES_CONTAINER SYNC_STATE_CONTAINER RUN_HISTORY_CONTAINER; do
+    [[ "$RENDITIONS_CONTAINER" != "${!other}" ]] || die "RENDITIONS_CONTAINER must differ from $other"
+  done
   local queue
   for queue in SYNC_SHARD_QUEUE PRODUCT_SYNC_QUEUE; do
     [[ "${!queue}" =~ ^[a-z0-9][a-z0-9-]{1,55}[a-z0-9]$ && "${!queue}" != *--* ]] \

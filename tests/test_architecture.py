@@ -21,9 +21,10 @@ MAY_IMPORT = {
     "storage": GROUND | {"config"},
     "partners": GROUND | {"catalog", "config"},
     "runs": GROUND | {"catalog", "storage"},
-    "engine": GROUND | {"catalog", "partners", "runs"},
+    "imaging": GROUND | {"catalog", "config", "storage", "runs"},
+    "engine": GROUND | {"catalog", "imaging", "partners", "runs"},
     "coordination": GROUND | {"catalog", "engine", "runs", "storage"},
-    "app": GROUND | {"catalog", "config", "storage", "partners", "runs", "engine", "coordination"},
+    "app": GROUND | {"catalog", "config", "storage", "partners", "runs", "imaging", "engine", "coordination"},
     "__main__": {"app"},
     "__init__": set(),
 }

@@ -15,6 +15,7 @@ from ..engine.stopping import StopSignal
 from ..engine.sync import SyncEngine
 from ..engine.target import Target
 from ..errors import ConfigError
+from ..imaging.stage import WebStage
 from ..partners.payloads import TraedeOptions
 from ..partners.traede import TraedeClient
 from ..partners.wallie import WallieClient
@@ -38,6 +39,7 @@ class ImagesStorage:
     container: ContainerClient
     catalog: Catalog
     signer: SasSigner
+    web: WebStage | None = None  # WEB_IMAGES: verdicts and renditions (None when off)
 
     def close(self) -> None:
         self.service.close()
@@ -48,9 +50,15 @@ def open_storage(settings: Settings, credential: Any = None, *, page_size: int |
     """The images account's clients; ``options`` are the storage client's (``storage.QUICK`` for doctor)."""
     service = blob_service(settings.storage, credential, **options)
     container = service.get_container_client(settings.storage.container)
-    signer = SasSigner(service, settings.storage.container, ttl=timedelta(hours=settings.sas_ttl_hours),
-                       start_skew=timedelta(minutes=settings.sas_start_skew_minutes))
-    return ImagesStorage(service, container, Catalog(container, settings.layout, page_size=page_size), signer)
+    ttl, skew = timedelta(hours=settings.sas_ttl_hours), timedelta(minutes=settings.sas_start_skew_minutes)
+    signer = SasSigner(service, settings.storage.container, ttl=ttl, start_skew=skew)
+    policy = settings.web
+    web = None
+    if policy.on:
+        renditions = SasSigner(service, policy.renditions_container, ttl=ttl, start_skew=skew)
+        web = WebStage(container, service.get_container_client(policy.renditions_container), policy, renditions.url)
+    catalog = Catalog(container, settings.layout, page_size=page_size, tags=policy.on)
+    return ImagesStorage(service, container, catalog, signer, web)
 
 
 def traede_options(settings: Settings) -> TraedeOptions:
@@ -81,7 +89,7 @@ class Components:
             self.catalog, self.storage.signer.url, wallie=wallie, traede=traede,
             concurrency=settings.sync_concurrency, traede_options=traede_options(settings),
             codes=self.partner_codes if settings.partner_codes_file else None,
-            codes_file=settings.partner_codes_file, stop=self.stop)
+            codes_file=settings.partner_codes_file, stop=self.stop, web=self.storage.web)
         # The run history has a client of its own with short timeouts and one retry: storage that hangs
         # costs a trigger invocation seconds, not minutes, after its work is done (the save never fails it).
         self._history_service = blob_service(settings.storage, credential, **HISTORY_TIMEOUTS) \

@@ -279,7 +279,9 @@ def log_report(report: SyncReport, logger: logging.Logger = log) -> None:
     """Log once, at the boundary: one line per cause (a count, the reason, the first names), at INFO for
     skipped blobs and at ERROR for rejections and failures, then the summary. Every name is in the report."""
     for line in report.grouped_lines():
-        logger.log(logging.INFO if line.startswith("skipped") else logging.ERROR, "%s", line)
+        level = logging.INFO if line.startswith("skipped") else \
+            logging.WARNING if line.startswith("not web-ready") else logging.ERROR
+        logger.log(level, "%s", line)
     logger.log(logging.INFO if report.ok else logging.ERROR, "%s", report.summary())
 
 

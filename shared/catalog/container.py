@@ -13,9 +13,10 @@ from .layout import PathLayout
 from .listing import ContainerListing, ListedBlob, Pages, content_md5
 from .partner_codes import nfc, nfc_forms
 from .records import CatalogEntry, ImageRecord, SkippedBlob
+from .web import TAG as WEB_TAG
 
 if TYPE_CHECKING:
-    from azure.storage.blob import BlobProperties, ContainerClient
+    from azure.storage.blob import BlobClient, BlobProperties, ContainerClient
 
 
 class Catalog:
@@ -25,11 +26,14 @@ class Catalog:
     """
 
     def __init__(self, container_client: ContainerClient, layout: PathLayout, *, page_size: int | None = None,
-                 raw_listing: bool | None = None, listing: Pages | None = None):
+                 raw_listing: bool | None = None, listing: Pages | None = None, tags: bool = False):
+        """``tags``: list the image verdicts too (``web``: WEB_IMAGES is not off)."""
         self.container = container_client
         self.layout = layout
+        self.tags = tags
         # ``listing``: anything with ContainerListing's ``pages()`` (the benchmark's synthetic catalog).
-        self.listing = listing or ContainerListing(container_client, page_size=page_size, raw=raw_listing)
+        self.listing = listing or ContainerListing(container_client, page_size=page_size, raw=raw_listing,
+                                                   tags=tags)
 
     def scan(self, prefix: str | None = None) -> Iterator[CatalogEntry]:
         """Every blob under ``prefix``, one page in memory at a time."""
@@ -42,22 +46,45 @@ class Catalog:
         """``(marker that fetched it, blobs)`` per listing page, starting at ``marker`` (None: the start)."""
         return self.listing.pages(prefix, marker)
 
-    def describe(self, blob: ListedBlob | BlobProperties) -> CatalogEntry:
-        """Describe a ``ListedBlob`` or a ``BlobProperties`` (from ``get_blob_properties``)."""
+    def describe(self, blob: ListedBlob | BlobProperties, web_tag: str | None = None) -> CatalogEntry:
+        """Describe a ``ListedBlob`` or a ``BlobProperties`` (from ``get_blob_properties``; ``web_tag``: its
+        verdict tag, read apart)."""
         if isinstance(blob, ListedBlob):
-            return describe_blob(self.layout, blob.name, blob.size, blob.metadata, blob.content_md5, blob.etag)
+            return describe_blob(self.layout, blob.name, blob.size, blob.metadata, blob.content_md5, blob.etag,
+                                 content_type=blob.content_type, web_tag=blob.web_tag, tag_count=blob.tag_count)
         md5 = content_md5(blob.content_settings)
-        return describe_blob(self.layout, blob.name, blob.size, blob.metadata, md5, blob.etag)
+        content_type = blob.content_settings.content_type if blob.content_settings else None
+        return describe_blob(self.layout, blob.name, blob.size, blob.metadata, md5, blob.etag,
+                             content_type=content_type, web_tag=web_tag, tag_count=int(blob.tag_count or 0))
+
+    @property
+    def tags_refused(self) -> bool:
+        """The listing asked for the image verdicts (blob index tags) and was refused them."""
+        return bool(getattr(self.listing, "tags_refused", False))
 
     def get(self, blob_name: str) -> CatalogEntry:
         """One blob by name; a blob that is gone is reported as skipped, not raised."""
         from azure.core.exceptions import ResourceNotFoundError
 
+        blob = self.container.get_blob_client(blob_name)
         try:
-            props = self.container.get_blob_client(blob_name).get_blob_properties()
+            props = blob.get_blob_properties()
         except ResourceNotFoundError:
             return SkippedBlob(blob_name, "blob no longer exists")
-        return self.describe(props)
+        return self.describe(props, web_tag=self._web_tag(blob) if props.tag_count and self.tags else None)
+
+    @staticmethod
+    def _web_tag(blob: BlobClient) -> str | None:
+        """One blob's verdict tag (one more request, only for a blob that has tags); None when the identity
+        may not read tags (the image is then looked at again)."""
+        from azure.core.exceptions import HttpResponseError
+
+        try:
+            return (blob.get_blob_tags() or {}).get(WEB_TAG)
+        except HttpResponseError as exc:
+            if exc.status_code == 403:
+                return None
+            raise
 
     def product(self, item_id: str) -> tuple[list[ImageRecord], list[SkippedBlob]]:
         """All images of one product: listed by prefix when the layout starts with the item id (its folder,

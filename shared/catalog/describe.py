@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from .layout import InvalidValue, PathFields, PathLayout, parse_sort, parse_type, type_from_words
 from .partner_codes import META_KEYS, nfc
 from .records import CatalogEntry, ImageRecord, SkippedBlob, content_key_for, image_id_for
+from .web import Verdict
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp", ".avif"})
 _IMAGE_EXTENSION_LIST = ", ".join(sorted(e[1:] for e in IMAGE_EXTENSIONS))
@@ -18,8 +19,10 @@ _NO_METADATA: Mapping[str, str] = {}
 
 
 def describe_blob(layout: PathLayout, name: str, size: int | None, metadata: Mapping[str, str] | None,
-                  content_md5: bytes | None, etag: str | None) -> CatalogEntry:
-    """Turn one blob's name and properties into a record, or say why it is not one."""
+                  content_md5: bytes | None, etag: str | None, *, content_type: str | None = None,
+                  web_tag: str | None = None, tag_count: int = 0) -> CatalogEntry:
+    """Turn one blob's name and properties into a record, or say why it is not one. ``web_tag``: its verdict
+    tag (``web.TAG``), kept only when it is about the blob's content now."""
     base = name[name.rfind("/") + 1:]
     not_an_image = _not_an_image(name, base, size)
     if not_an_image is not None:
@@ -35,6 +38,7 @@ def describe_blob(layout: PathLayout, name: str, size: int | None, metadata: Map
     kind, sort = kind_and_sort
     sort_b2c, codes, ignored = _partner_fields(meta) if meta else (None, None, ())
     image_id = image_id_for(name)
+    content_key = content_key_for(image_id, content_md5, etag)
     return ImageRecord(
         blob_name=name,
         item_id=placed,
@@ -44,10 +48,14 @@ def describe_blob(layout: PathLayout, name: str, size: int | None, metadata: Map
         alt=(meta.get("alt") or "").strip() or None,
         size=int(size or 0),
         image_id=image_id,
-        content_key=content_key_for(image_id, content_md5, etag),
+        content_key=content_key,
         sort_b2c=sort_b2c,
         codes=codes,
         ignored=ignored,
+        content_type=content_type,
+        etag=etag,
+        tag_count=tag_count,
+        verdict=Verdict.decode(web_tag, content_key[len(image_id) + 1:]) if web_tag else None,
     )
 
 

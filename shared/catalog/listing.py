@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, unquote
 
+from .web import TAG as _WEB_TAG
+
 if TYPE_CHECKING:
     from azure.storage.blob import ContainerClient, ContentSettings
 
@@ -41,6 +43,9 @@ class ListedBlob:
     metadata: dict[str, str] = field(default_factory=dict)
     content_md5: bytes | None = None
     etag: str | None = None
+    content_type: str | None = None
+    web_tag: str | None = None  # the image's verdict tag (``web.TAG``), when the listing asked for tags
+    tag_count: int = 0
 
 
 Page = tuple[list[ListedBlob], str | None]  # the blobs and the marker of the next page (None: the last)
@@ -64,12 +69,18 @@ class ListingStalled(Exception):
 
 
 class ContainerListing:
+    """``tags``: also list each blob's index tags (the image verdicts of ``web``). An identity without the
+    permission to read tags gets its listing without them (``tags_refused`` says so): the images are then
+    sent unchecked, as before, rather than not at all."""
+
     def __init__(self, container: ContainerClient, *, page_size: int | None = None, raw: bool | None = None,
-                 stall_seconds: float = STALL_SECONDS):
+                 stall_seconds: float = STALL_SECONDS, tags: bool = False):
         self.container = container
         self.page_size = page_size or LIST_PAGE_SIZE
         self.raw = raw_listing_supported(container) if raw is None else raw
         self.stall_seconds = stall_seconds
+        self.tags = tags
+        self.tags_refused = False
 
     def pages(self, prefix: str | None = None,
               marker: str | None = None) -> Iterator[tuple[str | None, list[ListedBlob]]]:
@@ -138,10 +149,32 @@ class ContainerListing:
             done.set()  # the listing thread stops after its current request
 
     def _fetch_raw(self, prefix: str | None, marker: str | None, size: int) -> Page:
+        from azure.core.exceptions import HttpResponseError
+
+        try:
+            return self._fetch_raw_once(prefix, marker, size)
+        except HttpResponseError as exc:
+            if not self._tags_refused(exc):
+                raise
+            return self._fetch_raw_once(prefix, marker, size)
+
+    def _tags_refused(self, exc: Exception) -> bool:
+        """The identity may list blobs but not read their tags: list without them from now on."""
+        if not self.tags or getattr(exc, "status_code", None) != 403 \
+                or getattr(exc, "error_code", None) == "AuthenticationFailed":
+            return False
+        self.tags, self.tags_refused = False, True
+        log.warning("listing %r with its blob index tags was refused (%s): images are sent unchecked; give the "
+                    "app's identity the tags permission (docs/images.md, 'Web-ready images')",
+                    self.container.container_name, getattr(exc, "error_code", None) or "HTTP 403")
+        return True
+
+    def _fetch_raw_once(self, prefix: str | None, marker: str | None, size: int) -> Page:
         from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
         from azure.core.rest import HttpRequest
 
-        params = {"restype": "container", "comp": "list", "maxresults": str(size), "include": "metadata"}
+        params = {"restype": "container", "comp": "list", "maxresults": str(size),
+                  "include": "metadata,tags" if self.tags else "metadata"}
         if prefix:
             params["prefix"] = quote(prefix, safe="")  # HttpRequest does not encode params; the SDK quotes
         if marker:
@@ -155,15 +188,30 @@ class ContainerListing:
             if response.status_code != 200:
                 response.read()
                 error = ResourceNotFoundError if response.status_code == 404 else HttpResponseError
-                raise error(response=response)
+                exc: Any = error(response=response)
+                exc.error_code = getattr(exc, "error_code", None) or response.headers.get("x-ms-error-code")
+                raise exc
             return parse_listing(response.iter_bytes())
         finally:
             response.close()
 
     def _fetch_sdk(self, prefix: str | None, marker: str | None, size: int) -> Page:
+        from azure.core.exceptions import HttpResponseError
+
+        try:
+            return self._fetch_sdk_once(prefix, marker, size)
+        except HttpResponseError as exc:
+            if not self._tags_refused(exc):
+                raise
+            return self._fetch_sdk_once(prefix, marker, size)
+
+    def _fetch_sdk_once(self, prefix: str | None, marker: str | None, size: int) -> Page:
+        include = ["metadata", "tags"] if self.tags else ["metadata"]
         pages: Any = self.container.list_blobs(  # an ItemPaged page iterator: it has the continuation token
-            name_starts_with=prefix, include=["metadata"], results_per_page=size).by_page(continuation_token=marker)
-        blobs = [ListedBlob(b.name, b.size, b.metadata or {}, content_md5(b.content_settings), b.etag)
+            name_starts_with=prefix, include=include, results_per_page=size).by_page(continuation_token=marker)
+        blobs = [ListedBlob(b.name, b.size, b.metadata or {}, content_md5(b.content_settings), b.etag,
+                            b.content_settings.content_type if b.content_settings else None,
+                            (b.tags or {}).get(_WEB_TAG), int(getattr(b, "tag_count", 0) or 0))
                  for b in next(pages, [])]
         return blobs, pages.continuation_token
 
@@ -199,21 +247,32 @@ def _listed_blob(blob: Any) -> ListedBlob:
     if name_el is not None and name_el.get("Encoded") == "true":  # names XML cannot carry come encoded
         name = unquote(name)
     props = blob.find("Properties")
-    size = md5 = etag = None
+    size = md5 = etag = content_type = None
+    tag_count = 0
     if props is not None:
         length = props.findtext("Content-Length")
         size = int(length) if length else None
         raw_md5 = props.findtext("Content-MD5")
         md5 = base64.b64decode(raw_md5) if raw_md5 else None
         etag = props.findtext("Etag")
+        content_type = props.findtext("Content-Type") or None
+        count = props.findtext("TagCount")
+        tag_count = int(count) if count and count.isdigit() else 0
     meta_el = blob.find("Metadata")
     metadata = {m.tag: m.text or "" for m in meta_el} if meta_el is not None else {}
-    return ListedBlob(name, size, metadata, md5, etag)
+    web_tag = None
+    tags_el = blob.find("Tags")
+    if tags_el is not None:
+        for tag in tags_el.iter("Tag"):
+            if tag.findtext("Key") == _WEB_TAG:
+                web_tag = tag.findtext("Value")
+    return ListedBlob(name, size, metadata, md5, etag, content_type, web_tag, tag_count)
 
 
 def blob_bytes(blob: ListedBlob) -> int:
     """About the memory a listed blob holds (CPython object sizes, rounded up)."""
-    return 250 + len(blob.name) + sum(120 + len(k) + len(v) for k, v in blob.metadata.items())
+    return 250 + len(blob.name) + len(blob.web_tag or "") + sum(120 + len(k) + len(v)
+                                                                for k, v in blob.metadata.items())
 
 
 def next_page_size(page: list[ListedBlob], page_size: int) -> int:

@@ -9,6 +9,8 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .web import Delivery, Verdict, identity_of
+
 # Fixed forever: changing it would give every image a new Wallie imageId.
 IMAGE_ID_NAMESPACE = uuid.UUID("6f2b9c1e-4c1a-5d7e-9a3b-2f1e0c8d7b6a")
 _NAMESPACE_BYTES = IMAGE_ID_NAMESPACE.bytes
@@ -30,10 +32,29 @@ class ImageRecord:
     sort_b2c: int | None = None                 # TRAEDE's B2C sort (metadata ``sort_b2c``)
     codes: Mapping[str, str] | None = None      # per-partner code overrides from metadata (``partner_codes``)
     ignored: tuple[tuple[str, str], ...] = ()   # metadata values not valid for their field: (cause, detail)
+    content_type: str | None = None             # the Content-Type stored with the blob
+    etag: str | None = None                     # as listed: the web stage reads only these bytes
+    tag_count: int = 0                          # blob index tags it has (ours among them, perhaps)
+    verdict: Verdict | None = None              # what its bytes really are, when known (``web``)
+    delivery: Delivery | None = None            # what a partner is sent instead of the plain original, if not it
 
     @property
     def filename(self) -> str:
         return self.blob_name[self.blob_name.rfind("/") + 1:]
+
+    @property
+    def identity(self) -> str:
+        """What identifies the blob's content (``md5:<hex>`` or ``etag:<etag>``): its content key's tail."""
+        return self.content_key[len(self.image_id) + 1:]
+
+    @property
+    def sent_key(self) -> str:
+        """TRAEDE's existance_key for what a partner downloads: the rendition's when one is sent."""
+        return self.delivery.content_key if self.delivery is not None else self.content_key
+
+    @property
+    def sent_filename(self) -> str:
+        return self.delivery.filename or self.filename if self.delivery is not None else self.filename
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +105,4 @@ def image_id_for(blob_name: str) -> str:
 
 def content_key_for(image_id: str, content_md5: bytes | None, etag: str | None) -> str:
     """TRAEDE's existance_key: stable while the bytes are, new when they change, never a URL or SAS."""
-    if content_md5:
-        return f"{image_id}:md5:{bytes(content_md5).hex()}"
-    return f"{image_id}:etag:{(etag or '').strip(chr(34))}"
+    return f"{image_id}:{identity_of(content_md5, etag)}"

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from typing import overload
 from urllib.parse import urlparse
 
+from ..catalog import web
 from ..catalog.layout import PathLayout
+from ..catalog.web import DEFAULT_POLICY, WebPolicy
 from ..domain import Partner
 from ..errors import ConfigError
 
@@ -21,6 +23,8 @@ DEFAULT_SHARD_QUEUE = "image-sync-shards"
 DEFAULT_PRODUCT_QUEUE = "image-sync-products"
 DEFAULT_STATE_CONTAINER = "image-sync-state"
 DEFAULT_RUN_HISTORY_CONTAINER = "image-sync-runs"
+DEFAULT_RENDITIONS_CONTAINER = "image-sync-renditions"
+DEFAULT_WEB_FORMATS = "jpeg,png,gif,webp"
 MAX_SAS_TTL_HOURS = 168  # user-delegation keys live at most 7 days
 KEY_VAULT_PREFIX = "@Microsoft.KeyVault("
 
@@ -92,6 +96,7 @@ class Settings:
     run_history_container: str | None = DEFAULT_RUN_HISTORY_CONTAINER  # None: no run history
     run_history_days: int = 30
     log_level: str = "INFO"
+    web: WebPolicy = DEFAULT_POLICY                   # WEB_* and RENDITION_*: what partners may be sent as it is
     layout: PathLayout = field(init=False, repr=False, compare=False)  # IMAGE_PATH_PATTERN, compiled once
 
     def __post_init__(self) -> None:
@@ -153,6 +158,7 @@ class Settings:
             run_history_container=_run_history_container(r),
             run_history_days=r.integer("RUN_HISTORY_DAYS", 30, low=1, high=3650),
             log_level=r.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+            web=_web(r),
         )
 
 
@@ -184,6 +190,48 @@ def _run_history_container(r: _Reader) -> str | None:
             raise ConfigError(f"RUN_HISTORY_CONTAINER={name!r} is also {other}: expected a container of its own "
                               "for the run reports (default 'image-sync-runs'; empty turns the history off)")
     return name
+
+
+def _web(r: _Reader) -> WebPolicy:
+    """WEB_IMAGES and the limits and renditions that go with it (``catalog.web``)."""
+    mode = r.choice("WEB_IMAGES", "CONVERT", tuple(m.upper() for m in web.MODES)).lower()
+    raw_formats = r.text("WEB_FORMATS", DEFAULT_WEB_FORMATS)
+    try:
+        formats = web.parse_formats(raw_formats)
+    except ValueError as exc:
+        raise ConfigError(f"WEB_FORMATS={raw_formats!r} is invalid: {exc.args[0]!r} is not an image format; expected "
+                          f"a comma-separated list of {', '.join(sorted(web.MEDIA_TYPES)).lower()}") from None
+    if not formats:
+        raise ConfigError(f"WEB_FORMATS={raw_formats!r} is invalid: expected at least one format, e.g. "
+                          f"{DEFAULT_WEB_FORMATS}")
+    max_side = r.integer("WEB_MAX_SIDE", 6000, low=256, high=65535)
+    rendition_side = r.integer("RENDITION_MAX_SIDE", 3000, low=256, high=65535)
+    if rendition_side > max_side:
+        raise ConfigError(f"RENDITION_MAX_SIDE={rendition_side} is invalid: expected at most WEB_MAX_SIDE "
+                          f"({max_side}): a rendition must itself be web-ready")
+    rendition_format = r.choice("RENDITION_FORMAT", "JPEG", web.RENDITION_FORMATS)
+    if rendition_format not in formats:
+        raise ConfigError(f"RENDITION_FORMAT={rendition_format.lower()!r} is invalid: it is not one of WEB_FORMATS "
+                          f"({raw_formats}): a rendition must itself be web-ready")
+    renditions = _container_name("RENDITIONS_CONTAINER", r.text("RENDITIONS_CONTAINER", DEFAULT_RENDITIONS_CONTAINER))
+    for other, default in (("IMAGES_CONTAINER", DEFAULT_CONTAINER), ("SYNC_STATE_CONTAINER", DEFAULT_STATE_CONTAINER),
+                           ("RUN_HISTORY_CONTAINER", DEFAULT_RUN_HISTORY_CONTAINER)):
+        if renditions == r.text(other, default):
+            raise ConfigError(f"RENDITIONS_CONTAINER={renditions!r} is also {other}: expected a container of its own "
+                              "for the web renditions (default 'image-sync-renditions')")
+    return WebPolicy(
+        mode=mode, formats=formats, max_side=max_side,
+        max_bytes=int(r.number("WEB_MAX_MEGABYTES", 20, low=0.1, high=5000,
+                               why="megabytes above which an image gets a web rendition") * 2**20),
+        rendition_format=rendition_format, rendition_side=rendition_side,
+        rendition_quality=r.integer("RENDITION_QUALITY", 85, low=30, high=100),
+        renditions_container=renditions,
+        budget_images=r.integer("RENDITION_BUDGET_IMAGES", 500, low=0, high=1_000_000),
+        budget_bytes=int(r.number("RENDITION_BUDGET_MEGABYTES", 2048, low=0, high=1_000_000,
+                                  why="megabytes of originals one run may download to convert") * 2**20),
+        budget_seconds=r.number("RENDITION_BUDGET_SECONDS", 120, low=0, high=3600,
+                                why="seconds one run may spend checking and converting images it has not seen"),
+    )
 
 
 def _storage(r: _Reader) -> StorageSettings:

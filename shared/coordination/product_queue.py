@@ -147,6 +147,10 @@ class ProductQueue:
         if blob_name == self.engine.codes_file:
             return self._codes_file_changed("delete", None)
         report = self._report("delete", None)
+        web = self.engine.web
+        if web is not None:  # its rendition goes with it (a failure raises: the event is delivered again)
+            for name in web.forget(blob_name):
+                report.notes.append(f"rendition {name!r} deleted with its image")
         fields = self.engine.catalog.layout.match(blob_name)
         if fields is None:
             report.skipped.append(SkippedBlob(blob_name, "deleted blob's path does not fit IMAGE_PATH_PATTERN: "

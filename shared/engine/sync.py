@@ -28,6 +28,7 @@ from ..catalog.partner_codes import PartnerCodes, missing_code, nfc, partner_ids
 from ..catalog.records import CatalogEntry, ImageRecord, SignedImage, SkippedBlob
 from ..domain import Partner, Source
 from ..errors import SigningError
+from ..imaging.stage import WebStage
 from ..partners.payloads import (
     DEFAULT_TRAEDE_OPTIONS,
     TraedeOptions,
@@ -63,16 +64,24 @@ class Fence(Protocol):
         ...
 
 
+class Sign(Protocol):
+    """A blob's download URL; ``content_type``: the type the download is served with (``SasSigner.url``)."""
+
+    def __call__(self, blob_name: str, content_type: str | None = None, /) -> str: ...
+
+
 class SyncEngine:
-    def __init__(self, catalog: Catalog, sign: Callable[[str], str], *,
+    def __init__(self, catalog: Catalog, sign: Sign | Callable[[str], str], *,
                  wallie: Target | None = None, traede: Target | None = None,
                  concurrency: int = 4, traede_options: TraedeOptions = DEFAULT_TRAEDE_OPTIONS,
                  codes: Callable[[], PartnerCodes | None] | None = None, codes_file: str | None = None,
-                 stop: threading.Event | None = None):
+                 stop: threading.Event | None = None, web: WebStage | None = None):
         """``codes`` loads the partner codes mapping (``PARTNER_CODES_FILE``, the blob ``codes_file``) at
-        the start of each run, so a changed file applies from the next run on."""
+        the start of each run, so a changed file applies from the next run on. ``web``: the web stage
+        (WEB_IMAGES: verdicts, renditions) every image passes before it is signed; None sends originals."""
         self.catalog = catalog
         self.sign = sign
+        self.web = web
         self.wallie = wallie
         self.traede = traede
         self.concurrency = concurrency
@@ -149,6 +158,8 @@ class SyncEngine:
     def _sync(self, entries: Iterable[CatalogEntry], report: SyncReport, plan: _Plan) -> SyncReport:
         run = _Run(self, report, plan)  # a bad mapping file: ConfigError before any work
         listing_error: BaseException | None = None
+        if self.web is not None:
+            entries = self.web.prepared(entries, report, stop=self.stop, dry_run=report.dry_run)
         try:
             for entry in entries:
                 if self.stop.is_set():
@@ -171,6 +182,9 @@ class SyncEngine:
             run.finish(listing_error)
         if self.stop.is_set():
             report.interrupted = getattr(self.stop, "reason", None) or "a stop request"
+        if self.web is not None and self.catalog.tags_refused:
+            report.notes.append("the images' verdicts (blob index tags) could not be listed: the app's identity may "
+                                "not read tags, so images were sent unchecked (docs/images.md, 'Web-ready images')")
         return report.finish()
 
     def _entries_of(self, item_ids: list[str]) -> Iterator[CatalogEntry]:
@@ -228,13 +242,25 @@ class _Run:
             if entry.blob_name != self.engine.codes_file:  # the mapping file lives among the images
                 report.add_skipped(entry)
             return
-        signed = SignedImage(entry, self.engine.sign(entry.blob_name))
+        signed = SignedImage(entry, self._url(entry))
         report.images += 1
         for reason, detail in entry.ignored:
             report.add_ignored(entry.blob_name, reason, detail)
         self.products.add(signed)
         if self.wallie is not None:
             self._wallie_record(self.wallie, signed)
+
+    def _url(self, entry: ImageRecord) -> str:
+        """The URL a partner downloads: the rendition's, or the original's (served with its real type when
+        its stored one is wrong)."""
+        delivery, engine = entry.delivery, self.engine
+        if delivery is None:
+            return engine.sign(entry.blob_name)
+        if delivery.rendition and engine.web is not None:
+            return engine.web.rendition_url(delivery.rendition)
+        if delivery.content_type:
+            return engine.sign(entry.blob_name, delivery.content_type)  # type: ignore[call-arg]
+        return engine.sign(entry.blob_name)
 
     def _wallie_record(self, wallie: Target, signed: SignedImage) -> None:
         entry, codes = signed.record, self.codes
@@ -244,7 +270,8 @@ class _Run:
                                              f"not sent: {missing_code(codes)}", retryable=False, detail=ids.problem))
             return
         record = wallie_record(signed, ids)
-        self.wallie_batch.append(Unit(record, entry.item_id, entry.blob_name, size=wallie_record_bytes(record)))
+        kept = (entry,) if self.report.ledger is not None else ()  # the ledger names its verdict
+        self.wallie_batch.append(Unit(record, entry.item_id, entry.blob_name, kept, size=wallie_record_bytes(record)))
         if len(self.wallie_batch) >= wallie.batch_size:
             self.lanes[wallie.name].put(self.wallie_batch)
             self.wallie_batch = []

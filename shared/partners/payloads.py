@@ -96,7 +96,7 @@ def traede_product(item_id: str, images: Iterable[SignedImage], *,
         entry = {
             "url": signed.url,
             "sort": n,
-            "existance_key": image.content_key,
+            "existance_key": image.sent_key,
             "filename": filename,
             "alt": alt,
         }
@@ -123,16 +123,16 @@ def traede_product(item_id: str, images: Iterable[SignedImage], *,
 def _unique_filenames(images: list[ImageRecord]) -> dict[str, str]:
     """File names unique within one product: ``front.jpg`` of two colours become ``100-front.jpg`` and
     ``900-front.jpg``, so TRAEDE never stores one picture under another's name."""
-    plain_names = [i.filename for i in images]
+    plain_names = [i.sent_filename for i in images]  # a rendition's name has the rendition's extension
     if len(set(plain_names)) == len(plain_names) and all(len(n) <= MAX_FILENAME_BYTES // 4 for n in plain_names):
         return dict(zip((i.blob_name for i in images), plain_names, strict=True))  # the usual case: nothing to change
-    plain = Counter(_fit(i.filename) for i in images)
-    names = {i.blob_name: _fit(f"{i.color_id}-{i.filename}" if plain[_fit(i.filename)] > 1 and i.color_id
-                               else i.filename)
+    plain = Counter(_fit(i.sent_filename) for i in images)
+    names = {i.blob_name: _fit(f"{i.color_id}-{i.sent_filename}" if plain[_fit(i.sent_filename)] > 1 and i.color_id
+                               else i.sent_filename)
              for i in images}
     again = Counter(names.values())
     return {i.blob_name: names[i.blob_name] if again[names[i.blob_name]] == 1
-            else _fit(f"{i.image_id[:8]}-{i.filename}") for i in images}
+            else _fit(f"{i.image_id[:8]}-{i.sent_filename}") for i in images}
 
 
 def _fit(filename: str) -> str:

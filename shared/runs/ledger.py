@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import IO, Any, Protocol
 
 from ..catalog.records import ImageRecord
+from ..catalog.web import summary
 from ..domain import Outcome
 from ..redact import redact
 
@@ -48,7 +49,17 @@ def _sent_image(record: ImageRecord, sent: dict[str, Any]) -> dict[str, Any]:
     variant = sent.get("attach_to_variants_matching_attribute_code")
     if variant and record.color_id not in variant.values():
         image["variant"] = variant
+    if record.verdict is not None or record.delivery is not None:
+        image["image"] = web_summary(record)
     return image
+
+
+def web_summary(record: ImageRecord) -> dict[str, Any]:
+    """The image's verdict and what was sent for it (the contact sheet shows it)."""
+    out = summary(record.verdict, record.size, record.delivery)
+    if record.delivery is not None and record.delivery.rendition:
+        out["rendition"] = record.delivery.rendition
+    return out
 
 
 class Ledger:
@@ -67,7 +78,7 @@ class Ledger:
         if detail:
             entry["detail"] = redact(detail)
         payload = unit.payload
-        if unit.records:  # a product set: its images in the order TRAEDE got them
+        if unit.records and "images" in payload:  # a product set: its images in the order TRAEDE got them
             if payload.get("item_number", unit.item_id) != unit.item_id:  # TRAEDE's own code (partner_codes)
                 entry["item_number"] = payload["item_number"]
             entry["images"] = [_sent_image(record, sent)
@@ -75,6 +86,9 @@ class Ledger:
         else:
             entry.update({"blob": unit.blob_name, **{k: v for k, v in payload.items() if k != "url"},
                           "url": public_url(payload.get("url", ""))})
+            record = unit.records[0] if unit.records else None
+            if record is not None and (record.verdict is not None or record.delivery is not None):
+                entry["image"] = web_summary(record)
         self.add_entry(partner, json.dumps(entry, ensure_ascii=False))
 
     def add_entry(self, partner: str, text: str) -> None:

@@ -85,6 +85,8 @@ class SyncReport:
     products: int = 0
     skipped: list[SkippedBlob] = field(default_factory=list)
     ignored: list[SkippedBlob] = field(default_factory=list)  # metadata values left out (the image went)
+    not_web_ready: list[SkippedBlob] = field(default_factory=list)  # sent as it is although not web-ready
+    web: dict[str, int] = field(default_factory=dict)    # the web stage's counts (``imaging.stage``)
     storage_failures: list[Problem] = field(default_factory=list)
     tallies: dict[Partner, PartnerTally] = field(default_factory=dict)
     queued: list[str] = field(default_factory=list)      # products handed to the product queue
@@ -113,7 +115,8 @@ class SyncReport:
         for name in {**(kept.get("delivered") or {}), **(kept.get("stopped_partners") or {})}:
             if partner := _partner(name):
                 report.partner(partner)
-        for key, listed in (("skipped", report.skipped), ("ignored", report.ignored)):
+        for key, listed in (("skipped", report.skipped), ("ignored", report.ignored),
+                            ("not_web_ready", report.not_web_ready)):
             listed.extend(SkippedBlob(str(e.get("blob")), str(e.get("reason")), detail=_text(e.get("detail")))
                           for e in kept.get(key) or [])
         for kind in (Outcome.REJECTED, Outcome.FAILED, Outcome.DEFERRED):
@@ -173,6 +176,17 @@ class SyncReport:
     def add_ignored(self, blob_name: str, reason: str, detail: str | None = None) -> None:
         with self._lock:
             self.ignored.append(SkippedBlob(blob_name, reason, detail=detail))
+
+    def add_not_web_ready(self, blob_name: str, reason: str, detail: str | None = None) -> None:
+        """An image sent as it is although a partner may not show it (not converted yet, or unchecked)."""
+        with self._lock:
+            self.not_web_ready.append(SkippedBlob(blob_name, reason, detail=detail))
+
+    def add_web(self, what: str, count: int = 1) -> None:
+        """Count what the web stage did: ``checked``, ``converted``, ``renditions`` (sent), ``retyped``
+        (served with their real type), ``unchecked``, ``undecodable``."""
+        with self._lock:
+            self.web[what] = self.web.get(what, 0) + count
 
     def add_traffic(self, partner: Partner, requests: int, retries: int) -> None:
         with self._lock:
@@ -292,6 +306,9 @@ class SyncReport:
             self.products += other.products
             self.skipped.extend(other.skipped)
             self.ignored.extend(other.ignored)
+            self.not_web_ready.extend(other.not_web_ready)
+            for what, count in other.web.items():
+                self.web[what] = self.web.get(what, 0) + count
             self.layout_misses += other.layout_misses
             self.layout_example = self.layout_example or other.layout_example
             self.layout = self.layout or other.layout
@@ -331,6 +348,10 @@ class SyncReport:
         ]
         if self.ignored:
             parts.append(f"metadata ignored={len(self.ignored)}")
+        if self.web.get("renditions"):
+            parts.append(f"renditions={self.web['renditions']}")
+        if self.not_web_ready:
+            parts.append(f"not web-ready={len(self.not_web_ready)}")
         if self.deferred:
             parts.append(f"deferred={len(self.deferred)}")
         if self.queued:
@@ -346,7 +367,8 @@ class SyncReport:
         not write 10,000 lines to the logs (Application Insights bills them); ``to_dict`` keeps every one,
         with its detail, for the report. ``deferred``: products left to another sender too (``runs show``)."""
         lines = []
-        for word, listed in (("skipped", self.skipped), ("ignored", self.ignored)):
+        for word, listed in (("skipped", self.skipped), ("ignored", self.ignored),
+                             ("not web-ready", self.not_web_ready)):
             by_reason: dict[str, list[SkippedBlob]] = {}
             for entry in listed:
                 by_reason.setdefault(entry.reason, []).append(entry)
@@ -395,6 +417,8 @@ class SyncReport:
             "seconds": self.seconds,
             "skipped": [s.to_dict() for s in self.skipped],
             "ignored": [s.to_dict() for s in self.ignored],
+            "not_web_ready": [s.to_dict() for s in self.not_web_ready],
+            "web": dict(sorted(self.web.items())),
             "rejected": [p.to_dict() for p in self.rejected],
             "failed": [p.to_dict() for p in self.failed],
             "deferred": [p.to_dict() for p in self.deferred],

@@ -25,6 +25,7 @@ _DELEGATION_KEY_MAX = timedelta(days=7)
 MAX_TTL = timedelta(hours=168)  # SAS_TTL_HOURS' limit: what a user-delegation key can cover
 # Signed once per second as a template; its name must not occur anywhere else in a string-to-sign.
 _TEMPLATE_BLOB = "sas-template-6f2b9c1e/x.jpg"
+_MAX_TEMPLATES = 16  # response types signed within one second (a handful of image types in practice)
 
 
 def _utcnow() -> datetime:
@@ -64,7 +65,7 @@ class SasSigner:
         self._delegation_key: Any = None
         self._delegation_expiry: datetime | None = None
         self._lock = threading.Lock()
-        self._template: _Template | None = None
+        self._templates: dict[str | None, _Template] = {}  # by the response type they set (None: the stored one)
         self._fast = True
         # With the real clock and whole-second skew and TTL, a template serves every URL of its second.
         self._whole_seconds = clock is _utcnow and not (ttl.microseconds or start_skew.microseconds)
@@ -73,31 +74,39 @@ class SasSigner:
     def uses_delegation_key(self) -> bool:
         return self._account_key is None
 
-    def url(self, blob_name: str) -> str:
-        """The download URL for one blob, valid from now - skew until now + ttl."""
-        template = self._template
+    def url(self, blob_name: str, content_type: str | None = None) -> str:
+        """The download URL for one blob, valid from now - skew until now + ttl. ``content_type``: the type the
+        download is served with (the SAS's ``rsct``), where the blob's stored type is wrong or missing."""
+        template = self._templates.get(content_type)
         if template is not None and self._whole_seconds and int(time.time()) == template.second:
             return f"{self._container_url}/{url_path(blob_name)}?{template.token(blob_name)}"  # the usual case
         now = self.clock()
         start, expiry = now - self.start_skew, now + self.ttl
         window = (start.replace(microsecond=0), expiry.replace(microsecond=0))
-        template = self._template
         if self._fast and (template is None or template.window != window):
-            template = self._template = self._make_template(now, start, expiry, window)
+            template = self._make_template(now, start, expiry, window, content_type)
+            if template is None:
+                self._templates.clear()
+            else:
+                if len(self._templates) >= _MAX_TEMPLATES:
+                    self._templates.clear()
+                self._templates[content_type] = template
         if self._fast and template is not None:
             token = template.token(blob_name)
         else:
-            token = self._sdk_token(blob_name, now, start, expiry)
+            token = self._sdk_token(blob_name, now, start, expiry, content_type=content_type)
         return f"{self._container_url}/{url_path(blob_name)}?{token}"
 
     def _sdk_token(self, blob_name: str, now: datetime, start: datetime, expiry: datetime,
-                   sts_hook: Callable[[str], None] | None = None) -> str:
+                   sts_hook: Callable[[str], None] | None = None, content_type: str | None = None) -> str:
         from azure.storage.blob import BlobSasPermissions, generate_blob_sas
 
         options: dict[str, Any] = {"account_key": self._account_key} if self._account_key is not None \
             else {"user_delegation_key": self._user_delegation_key(now, expiry)}
         if sts_hook:
             options["sts_hook"] = sts_hook
+        if content_type:
+            options["content_type"] = content_type
         token: str = generate_blob_sas(
             self.account_name, self.container, blob_name,
             permission=BlobSasPermissions(read=True), start=start, expiry=expiry,
@@ -109,11 +118,13 @@ class SasSigner:
         return token
 
     def _make_template(self, now: datetime, start: datetime, expiry: datetime,
-                       window: tuple[datetime, datetime]) -> _Template | None:
-        """Sign the template blob with the SDK and split its string-to-sign around the blob path."""
+                       window: tuple[datetime, datetime], content_type: str | None = None) -> _Template | None:
+        """Sign the template blob with the SDK and split its string-to-sign around the blob path (one
+        template per response type: ``rsct`` is part of what is signed)."""
         seen: list[str] = []
         try:
-            token = self._sdk_token(_TEMPLATE_BLOB, now, start, expiry, sts_hook=seen.append)
+            token = self._sdk_token(_TEMPLATE_BLOB, now, start, expiry, sts_hook=seen.append,
+                                    content_type=content_type)
         except TypeError:  # an SDK without sts_hook
             self._fast = False
             return None

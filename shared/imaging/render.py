@@ -1,0 +1,109 @@
+"""A web rendition of one image: decoded in bounded memory, turned upright, converted to sRGB, its longest
+side bounded, encoded as JPEG or WebP.
+
+Memory: one decode at a time per process (``_DECODING``), whatever the number of threads or trigger
+invocations asking; a JPEG is decoded at the smallest scale (1/2, 1/4, 1/8) still larger than the rendition
+(Pillow's ``draft``); nothing with more than ``MAX_DECODE_PIXELS`` pixels to decode is decoded at all (a
+decompression-bomb guard: a 2 KB PNG can declare 40,000 x 40,000 pixels). The original is read from a
+temporary file, never held in memory whole.
+"""
+from __future__ import annotations
+
+import io
+import threading
+import warnings
+from dataclasses import dataclass
+from typing import IO, Any
+
+from ..catalog.web import WebPolicy
+from .probe import _pillow
+
+MAX_DECODE_PIXELS = 100_000_000  # 100 MP: 300 MB as RGB, 400 MB as CMYK; one at a time
+_DECODING = threading.BoundedSemaphore(1)
+
+
+class CannotRender(Exception):
+    """The image cannot be converted; ``code`` is a ``catalog.web.PROBLEMS`` key."""
+
+    def __init__(self, code: str, detail: str):
+        super().__init__(detail)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Rendition:
+    data: bytes
+    width: int
+    height: int
+
+
+def render(source: IO[bytes], policy: WebPolicy) -> Rendition:
+    """The rendition of the image in ``source`` under ``policy``; ``CannotRender`` when it cannot be made."""
+    Image = _pillow()
+    with _DECODING, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            image = Image.open(source)
+        except Exception as exc:  # noqa: BLE001 - any reader error: the header does not parse
+            raise CannotRender("damaged", f"{type(exc).__name__}: {exc}") from exc
+        side = policy.rendition_side
+        if image.format in ("JPEG", "MPO"):
+            image.draft(image.mode if image.mode in ("RGB", "L", "CMYK") else None, (side, side))
+        pixels = image.size[0] * image.size[1]
+        if pixels > MAX_DECODE_PIXELS:
+            raise CannotRender("toomany", f"{image.size[0]}x{image.size[1]} = {pixels / 1e6:.0f} MP to decode, "
+                                          f"more than {MAX_DECODE_PIXELS / 1e6:.0f} MP")
+        try:
+            image.load()
+            return _encode(_web_ready(image), policy)
+        except CannotRender:
+            raise
+        except Exception as exc:  # noqa: BLE001 - truncated or damaged data: the decoder says so
+            raise CannotRender("undecodable", f"{type(exc).__name__}: {exc}") from exc
+
+
+def _web_ready(image: Any) -> Any:
+    """Upright, sRGB, 8 bits, RGB or RGBA, at most the rendition's size."""
+    from PIL import ImageCms, ImageOps
+
+    profile = image.info.get("icc_profile")
+    image = ImageOps.exif_transpose(image)  # the rendition carries no EXIF: bake the orientation in
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        image = image.point(lambda v: v / 256).convert("L")
+    elif image.mode == "F":
+        image = image.convert("L")
+    if profile and image.mode in ("RGB", "RGBA", "CMYK", "L"):
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+            target_mode = "RGBA" if image.mode == "RGBA" else "RGB"
+            converted = ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"),
+                                                  outputMode=target_mode)
+            if converted is not None:
+                image = converted
+        except (ImageCms.PyCMSError, OSError, ValueError):
+            pass  # a broken profile: convert as if there were none
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif image.mode in ("LA", "PA", "RGBa", "La"):
+        image = image.convert("RGBA")
+    elif image.mode not in ("RGB", "RGBA"):
+        image = image.convert("RGB")  # CMYK without a profile, L, YCbCr, LAB...
+    return image
+
+
+def _encode(image: Any, policy: WebPolicy) -> Rendition:
+    from PIL import Image
+
+    side = policy.rendition_side
+    if max(image.size) > side:
+        image.thumbnail((side, side), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    out = io.BytesIO()
+    if policy.rendition_format == "WEBP":
+        image.save(out, "WEBP", quality=policy.rendition_quality, method=4)
+    else:
+        if image.mode == "RGBA":  # JPEG has no transparency: on white, as a page would show it
+            flat = Image.new("RGB", image.size, (255, 255, 255))
+            flat.paste(image, mask=image.getchannel("A"))
+            image = flat
+        image.save(out, "JPEG", quality=policy.rendition_quality, progressive=True, optimize=True)
+    return Rendition(out.getvalue(), image.size[0], image.size[1])
