@@ -82,11 +82,11 @@ def test_a_listing_that_breaks_off_names_every_product_held_on_disk_and_sends_no
     with Components(Settings.from_env({**sync_env, "IMAGE_PATH_PATTERN": LAYOUT})) as parts:
         sign, count = parts.engine.sign, [0]
 
-        def sign_until_the_24th(name):
+        def sign_until_the_24th(name, *content_type):
             count[0] += 1
             if count[0] == 24:
                 raise SigningError("the identity lost Storage Blob Delegator")
-            return sign(name)
+            return sign(name, *content_type)
 
         parts.engine.sign = sign_until_the_24th
         report = parts.engine.full_sync()

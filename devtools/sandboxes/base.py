@@ -557,7 +557,9 @@ def _is_loopback(url: str) -> bool:
 
 
 def download(url: str, timeout: float = DOWNLOAD_TIMEOUT) -> dict[str, Any]:
-    """GET the url like the partner would and return {"url", "sha256", "size"}; raises on any failure.
+    """GET the url like the partner would; raises on any failure. Returns {"url", "sha256", "size",
+    "content_type"} and what a browser would make of it (``web_check``): {"format", "width", "height",
+    "web_image", "problem"}.
 
     Loopback URLs (Azurite, test servers) bypass any proxy from the environment, as the partner's own
     downloader would not go through the developer's proxy either.
@@ -568,11 +570,52 @@ def download(url: str, timeout: float = DOWNLOAD_TIMEOUT) -> dict[str, Any]:
     with opener.open(request, timeout=timeout) as response:
         if response.status != 200:
             raise OSError(f"HTTP {response.status} {response.reason}")
-        digest, size = hashlib.sha256(), 0
+        content_type = response.headers.get("Content-Type") or ""
+        digest, size, kept = hashlib.sha256(), 0, bytearray()
         while chunk := response.read(65536):
             digest.update(chunk)
             size += len(chunk)
-    return {"url": url, "sha256": digest.hexdigest(), "size": size}
+            if size <= CHECK_BYTES:
+                kept += chunk
+    result = {"url": url, "sha256": digest.hexdigest(), "size": size, "content_type": content_type}
+    result.update(web_check(bytes(kept) if size <= CHECK_BYTES else None, content_type))
+    return result
+
+
+CHECK_BYTES = 64 * 2**20  # larger downloads are hashed, not decoded
+WEB_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp"}
+
+
+def web_check(data: bytes | None, content_type: str) -> dict[str, Any]:
+    """What a browser makes of a download: it shows it when its bytes decode whole as JPEG, PNG, GIF or WebP
+    and the response says that type (``web_image``); ``problem`` says why not."""
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - Pillow is in requirements-dev.txt
+        return {"web_image": None, "problem": "Pillow is not installed: not checked"}
+    if data is None:
+        return {"web_image": None, "problem": f"larger than {CHECK_BYTES} bytes: not checked"}
+    import io
+    import warnings
+
+    out: dict[str, Any] = {"format": None, "width": 0, "height": 0}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image = Image.open(io.BytesIO(data))
+            out.update(format=image.format, width=image.size[0], height=image.size[1], mode=image.mode)
+            image.load()  # every pixel: a cut-off file fails here
+    except Exception as exc:  # noqa: BLE001 - any decoder failure: a browser shows a broken image
+        return {**out, "web_image": False, "problem": f"does not decode: {type(exc).__name__}: {exc}"}
+    declared = content_type.split(";", 1)[0].strip().lower()
+    if out["format"] not in WEB_TYPES:
+        return {**out, "web_image": False, "problem": f"{out['format']} is not a web format"}
+    if out["mode"] in ("CMYK", "YCbCr") and out["format"] == "JPEG":
+        return {**out, "web_image": False, "problem": "CMYK JPEG: browsers show print colours wrongly"}
+    if declared != WEB_TYPES[out["format"]]:
+        return {**out, "web_image": False,
+                "problem": f"served as {declared or 'no type'!r}, but the bytes are {out['format']}"}
+    return {**out, "web_image": True, "problem": None}
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -93,7 +93,10 @@ def _complete(fmt: str | None, image: Any, window: BlobWindow) -> bool:
     size = window.size
     if fmt in ("JPEG", "MPO"):
         start = max(window.high_water, size - TAIL)  # only past the scan's start: no thumbnail's marker
-        if b"\xff\xd9" in window.range(start, size):
+        tail = window.range(start, size).rstrip(b"\x00")
+        if not tail and start > window.high_water:
+            return True  # padded with zeros after the image: its end cannot be seen, so it is not judged
+        if b"\xff\xd9" in tail:
             return True
         header = window.range(0, min(window.high_water, size))
         return any(mark in header for mark in _TRAILER_MARKS)
