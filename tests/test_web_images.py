@@ -298,3 +298,22 @@ def test_a_sas_with_a_response_type_is_the_sdk_sas_byte_for_byte_and_azurite_ser
     live = SasSigner(blob_service, container.container_name, ttl=timedelta(hours=1), start_skew=skew)
     with urllib.request.urlopen(live.url("1/png.jpg", "image/png")) as response:
         assert response.headers["Content-Type"] == "image/png"
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "JPEG"])
+def test_a_rendition_is_turned_upright_as_its_exif_orientation_says(container, web_env, blob_service, fmt):
+    """A portrait stored sideways with EXIF orientation 6 (a CMYK JPEG, a TIFF): the rendition carries no
+    EXIF, so the turn must be baked in: taller than wide, the stored top row down its right side."""
+    image = Image.new("RGB", (400, 300), (0, 0, 255))
+    image.paste((255, 0, 0), (0, 0, 400, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    out = io.BytesIO()
+    image.convert("CMYK" if fmt == "JPEG" else "RGB").save(out, fmt, exif=exif)
+    name = "904/portrait." + {"JPEG": "jpg", "TIFF": "tif"}[fmt]
+    container.upload_blob(name, out.getvalue())
+    assert sync(web_env)[0] == 0
+    rendition = Image.open(io.BytesIO(blob_service.get_container_client(web_env["RENDITIONS_CONTAINER"])
+                                      .download_blob(name + ".jpg").readall())).convert("RGB")
+    assert rendition.size == (300, 400)
+    assert rendition.getpixel((290, 200))[0] > 200 and rendition.getpixel((10, 200))[2] > 200
