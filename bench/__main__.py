@@ -61,9 +61,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="also sync a generated listing of IMAGES images (same images per product), no storage")
     p.add_argument("--synthetic-only", action="store_true",
                    help="only the synthetic run (no Azurite, no catalog): needs --synthetic")
+    p.add_argument("--web", action="store_true",
+                   help="each run also syncs with WEB_IMAGES=off: requests and time with the verdicts kept "
+                        "(the default, convert) against without (off, as before web-ready images)")
+    p.add_argument("--renditions", type=int, metavar="IMAGES",
+                   help="also convert IMAGES 20 MP TIFFs with the web stage: renditions per second, peak RSS")
+    p.add_argument("--renditions-only", action="store_true",
+                   help="only the renditions run (a throwaway Azurite, no catalog): needs --renditions")
     args = p.parse_args(argv)
     if args.synthetic_only and not args.synthetic:
         p.error("--synthetic-only needs --synthetic IMAGES")
+    if args.renditions_only and not args.renditions:
+        p.error("--renditions-only needs --renditions IMAGES")
     if args.repeat < 1:
         p.error("--repeat must be at least 1")
     if not (1 <= args.products <= args.images):
@@ -204,8 +213,19 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))
     log(f"bench: {args.images} images over {args.products} products, partner latency {args.latency_ms:g} ms, "
         f"SYNC_CONCURRENCY={args.concurrency}, {os.cpu_count()} cores")
-    result, rows = ({}, []) if args.synthetic_only else run_catalog(args)
-    if args.synthetic:
+    only = args.synthetic_only or args.renditions_only
+    result, rows = ({}, []) if only else run_catalog(args)
+    if args.renditions:
+        from bench.renditions import run_renditions
+
+        made = result["renditions"] = run_renditions(args, log)
+        rows.append(("renditions", f"{made['images']} TIFFs of {made['pixels']} ({made['tiff_mb']:.0f} MB each), "
+                                   f"median of {args.repeat}: {made['renditions_per_s']:.2f} renditions/s "
+                                   f"({spread_text(made['spread'], 'renditions_per_s', '/s', '.2f')}), peak RSS "
+                                   f"{made['peak_rss_mb']:.0f} MB "
+                                   f"({spread_text(made['spread'], 'peak_rss_mb', ' MB', '.0f')}), "
+                                   f"{made['cpu_s']:.1f} s CPU, renditions of {made['rendition_kb']:.0f} KB"))
+    if args.synthetic and not args.renditions_only:
         synthetic = run_synthetic(args)
         result["synthetic"] = synthetic
         spread = synthetic["spread"]
@@ -255,7 +275,17 @@ def run_catalog(args: argparse.Namespace) -> tuple[dict, list]:
                 storage_cpu, partner_cpu = (process_cpu_s(pid) - b for pid, b in zip(helpers, before, strict=True))
                 if not full["ok"] or full["images"] != args.images:
                     raise RuntimeError(f"the full sync did not deliver everything: {full}")
+                if full["web"].get("checked") or full["web"].get("unchecked"):  # seeded with every verdict kept
+                    raise RuntimeError(f"the sync looked at images it should have had verdicts on: {full['web']}")
                 runs.append(one_run(args, listing, full, signing_s, storage_cpu, partner_cpu))
+                if args.web:  # the same night as before web-ready images: no tags listed, nothing checked
+                    log(f"run {n}/{args.repeat}: full sync with WEB_IMAGES=off (fresh process)...")
+                    off = run_child({**env, "WEB_IMAGES": "off"}, ["--ledger"] if args.ledger else [])
+                    if not off["ok"] or off["images"] != args.images:
+                        raise RuntimeError(f"the full sync (WEB_IMAGES=off) did not deliver everything: {off}")
+                    runs[-1].update({"off_wall_s": off["wall_s"], "off_requests": off["requests"],
+                                     "off_storage_requests": off["storage_requests"],
+                                     "off_peak_rss_mb": off["peak_rss_mb"], "off_cpu_s": off["cpu_s"]})
                 log(f"run {n}/{args.repeat}: full sync {full['wall_s']:.1f}s, {runs[-1]['wall_per_floor']} x floor, "
                     f"peak RSS {full['peak_rss_mb']:.0f} MB")
             fanned = None
@@ -274,7 +304,7 @@ def run_catalog(args: argparse.Namespace) -> tuple[dict, list]:
                     naive = run_naive(parts, env, args.naive_sample, args.images, args.products, listing_median)
     lanes = lane_floors(args.images, args.products, batch_size=args.batch_size, latency_ms=args.latency_ms,
                         concurrency=args.concurrency)
-    medians, spread = summarize(runs, RUN_KEYS)
+    medians, spread = summarize(runs, RUN_KEYS + (WEB_KEYS if args.web else ()))
     last = runs[-1]
     result = {
         "images": args.images, "products": args.products, "latency_ms": args.latency_ms,
@@ -284,7 +314,9 @@ def run_catalog(args: argparse.Namespace) -> tuple[dict, list]:
         "lanes": lanes,
         "naive_wall_s": round(naive["naive_wall_s"], 1) if naive else None,
         "speedup": round(naive["naive_wall_s"] / medians["wall_s"], 1) if naive else None,
-        "requests": last["requests"], "min_requests": sum(int(lane["requests"]) for lane in lanes.values()),
+        "requests": last["requests"], "storage_requests": last["storage_requests"],
+        "listing_storage_requests": last["listing_storage_requests"], "web_off_compared": args.web,
+        "min_requests": sum(int(lane["requests"]) for lane in lanes.values()),
         "retries": max(r["retries"] for r in runs), "naive_requests": args.images + args.products + 1,
         "sas_per_s": round(sas_per_s), "list_per_s": round(list_per_s),
         "naive_sample_images": naive["sample_images"] if naive else 0, "catalog_reused": reused,
@@ -315,9 +347,23 @@ def run_catalog(args: argparse.Namespace) -> tuple[dict, list]:
         ("CPU during sync", f"sync {medians['cpu_s']:.1f} s + Azurite {medians['storage_cpu_s']:.1f} s + sandboxes "
                             f"{medians['partners_cpu_s']:.1f} s (medians)"),
         ("requests", f"{last['requests']}  (minimum {result['min_requests']}; retries {result['retries']})"),
+        ("storage requests", f"{last['storage_requests']}  (the listing alone: {last['listing_storage_requests']})"),
         ("peak RSS", f"{medians['peak_rss_mb']:.0f} MB  ({of} {spread_text(spread, 'peak_rss_mb', ' MB', '.0f')}; "
                      "sync process)"),
     ]
+    if args.web:
+        result["off_requests"], result["off_storage_requests"] = last["off_requests"], last["off_storage_requests"]
+        same = all(r["requests"] == r["off_requests"] and r["storage_requests"] == r["off_storage_requests"]
+                   for r in runs)
+        result["web_requests_equal"] = same
+        rows += [
+            ("WEB_IMAGES=off", f"{medians['off_wall_s']:.1f} s  ({of} {spread_text(spread, 'off_wall_s')}), "
+                               f"{last['off_requests']} partner + {last['off_storage_requests']} storage requests, "
+                               f"peak RSS {medians['off_peak_rss_mb']:.0f} MB"),
+            ("verdicts kept", f"{medians['wall_s']:.1f} s (WEB_IMAGES=convert, every verdict in its tag), "
+                              f"{last['requests']} partner + {last['storage_requests']} storage requests: "
+                              f"{'the same requests' if same else 'NOT the same requests'} in every run"),
+        ]
     if naive:
         rows += [
             ("naive baseline", f"{naive['naive_wall_s']:.0f} s  (the real listing, plus {naive['per_image_ms']:.1f} "
@@ -355,10 +401,12 @@ def one_run(args: argparse.Namespace, listing: dict, full: dict, signing_s: floa
         "listing_peak_rss_mb": listing["peak_rss_mb"], "cpu_s": full["cpu_s"],
         "storage_cpu_s": round(storage_cpu, 2), "partners_cpu_s": round(partner_cpu, 2),
         "cpu_bound_s": round((full["cpu_s"] + storage_cpu + partner_cpu) / (os.cpu_count() or 1), 2),
-        "requests": full["requests"], "retries": full["retries"],
+        "requests": full["requests"], "retries": full["retries"], "storage_requests": full["storage_requests"],
+        "listing_storage_requests": listing["storage_requests"], "web": full["web"],
     }
 
 
+WEB_KEYS = ("off_wall_s", "off_peak_rss_mb", "off_cpu_s")  # --web: the same night with WEB_IMAGES=off
 SYNTHETIC_KEYS = ("wall_s", "cpu_s", "peak_rss_mb")
 
 

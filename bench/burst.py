@@ -27,6 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from devtools.images import jpeg
+
 REPO = Path(__file__).resolve().parent.parent
 WALLIE = {"tenant": "TENANT", "username": "wallie-user", "password": "wallie-pass"}
 TRAEDE = {"access_token": "traede-token", "app_key": "traede-app-key"}
@@ -178,7 +180,7 @@ def run(args: argparse.Namespace) -> dict:
         def upload(name: str) -> None:
             if pace is not None:
                 pace.acquire()
-            container.upload_blob(name, f"burst {name}".encode() + b"\xff\xd9", overwrite=True)
+            container.upload_blob(name, jpeg(note=f"burst {name}"), overwrite=True)  # a real image: it is checked
             with feed_lock:  # Event Grid: the BlobCreated event goes to some instance right away
                 worker = workers[next(turn) % len(workers)]
                 worker.stdin.write(name + "\n")

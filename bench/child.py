@@ -5,7 +5,13 @@ Settings come from the environment, as in the Functions host. Prints one JSON li
 - (default) a full sync of the container;
 - ``--listing-only``: the container's listing alone (fetch and parse every page): the floor's first half;
 - ``--synthetic IMAGES PRODUCTS``: a full sync of a generated listing (no storage) through the real engine;
-- ``--fan-out``: the timer's planning, then every shard in turn.
+- ``--fan-out``: the timer's planning, then every shard in turn;
+- ``--renditions``: the web stage alone over the container (every image looked at and converted, none
+  sent): renditions per second (``bench.renditions`` seeds the images).
+
+Every mode that touches storage reports ``storage_requests``: the HTTP requests this process sent to the
+storage endpoint (each attempt counted, as storage bills them), counted where every SDK and raw request goes
+out (urllib3's connection pool), so nothing the app does to storage escapes it.
 
 ``--profile FILE`` writes a pyinstrument text profile (pip install pyinstrument).
 """
@@ -28,7 +34,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="instead: sync a generated listing of IMAGES over PRODUCTS, without storage")
     parser.add_argument("--ledger", action="store_true",
                         help="keep the report's ledger of what each partner got, as the timer's run history does")
+    parser.add_argument("--renditions", action="store_true",
+                        help="instead: the web stage alone over the container (look at and convert every image)")
     args = parser.parse_args(argv)
+    count_storage_requests()
+    if args.renditions:
+        return renditions()
     if args.fan_out:
         return fan_out()
     if args.listing_only:
@@ -58,9 +69,63 @@ def main(argv: list[str] | None = None) -> int:
         "ok": report.ok, "images": report.images, "products": report.products, "skipped": len(report.skipped),
         "rejected": len(report.rejected), "failed": len(report.failed), "delivered": report.delivered,
         "requests": report.requests, "retries": report.retries, "wall_s": round(wall, 3),
-        "import_s": round(imported, 3), **usage(),
+        "import_s": round(imported, 3), **usage(), "storage_requests": STORAGE_REQUESTS[0],
+        "web": report.web,
         "problems": [p.line() for p in (report.rejected + report.failed)[:5]],
     }))
+    return 0
+
+
+STORAGE_REQUESTS = [0]
+
+
+def count_storage_requests() -> None:
+    """Count every request this process sends to the storage endpoint of ``IMAGES_STORAGE`` (by port)."""
+    import os
+    import threading
+
+    import urllib3.connectionpool
+
+    conn = os.environ.get("IMAGES_STORAGE", "")
+    endpoint = next((part.split("=", 1)[1] for part in conn.split(";") if part.startswith("BlobEndpoint=")), "")
+    from urllib.parse import urlsplit
+
+    port = urlsplit(endpoint).port if endpoint else None
+    if port is None:
+        return
+    lock = threading.Lock()
+    original = urllib3.connectionpool.HTTPConnectionPool.urlopen
+
+    def urlopen(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if self.port == port:
+            with lock:
+                STORAGE_REQUESTS[0] += 1
+        return original(self, *args, **kwargs)
+
+    urllib3.connectionpool.HTTPConnectionPool.urlopen = urlopen  # type: ignore[method-assign]
+
+
+def renditions() -> int:
+    """The web stage alone over the container: each image looked at (ranged reads), downloaded, rendered
+    and its rendition written, as a full sync does for images it has no verdict on; nothing is sent."""
+    from shared.app.factory import open_storage
+    from shared.config.settings import Settings
+    from shared.runs.report import SyncReport
+
+    settings = Settings.from_env()
+    storage = open_storage(settings)
+    if storage.web is None:
+        raise SystemExit("WEB_IMAGES is off")
+    report = SyncReport()
+    started = time.perf_counter()
+    entries = sum(1 for _ in storage.web.prepared(storage.catalog.scan(), report))
+    wall = time.perf_counter() - started
+    storage.close()
+    converted = report.web.get("converted", 0)
+    print(json.dumps({"entries": entries, "converted": converted, "web": report.web, "wall_s": round(wall, 3),
+                      "renditions_per_s": round(converted / wall, 3) if wall else None, **usage(),
+                      "storage_requests": STORAGE_REQUESTS[0],
+                      "problems": [f"{s.blob_name}: {s.text}" for s in report.not_web_ready[:5]]}))
     return 0
 
 
@@ -104,7 +169,8 @@ def listing_only() -> int:
         started = time.perf_counter()
         blobs = sum(len(page) for _, page in parts.catalog.listing.pages())
         wall = time.perf_counter() - started
-    print(json.dumps({"blobs": blobs, "listing_s": round(wall, 3), **usage()}))
+    print(json.dumps({"blobs": blobs, "listing_s": round(wall, 3), **usage(),
+                      "storage_requests": STORAGE_REQUESTS[0]}))
     return 0
 
 

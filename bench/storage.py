@@ -19,9 +19,27 @@ from devtools.azurite import ACCOUNT, ACCOUNT_KEY
 
 COLOURS = ("BLK", "WHT")
 KINDS = ("front", "back", "detail", "zoom", "lifestyle", "packaging")
-SEED_VERSION = "1"
-# A few bytes are enough: the sandboxes run with downloads off, and the catalog only needs size > 0.
-JPEG_BYTES = b"\xff\xd8\xff\xe0bench\xff\xd9"
+SEED_VERSION = "2"
+# A real (tiny) JPEG: the web stage reads what images really are. The sandboxes run with downloads off.
+JPEG_BYTES = bytes.fromhex(
+    "ffd8ffe000104a46494600010100000100010000ffdb004300080606070605080707070909080a0c140d0c0b0b0c1912130f141d1a"
+    "1f1e1d1a1c1c20242e2720222c231c1c2837292c30313434341f27393d38323c2e333432ffc0000b080001000101011100ffc4001f"
+    "0000010501010101010100000000000000000102030405060708090a0bffc400b5100002010303020403050504040000017d0102"
+    "0300041105122131410613516107227114328191a1082342b1c11552d1f02433627282090a161718191a25262728292a3435363738"
+    "393a434445464748494a535455565758595a636465666768696a737475767778797a838485868788898a92939495969798999aa2"
+    "a3a4a5a6a7a8a9aab2b3b4b5b6b7b8b9bac2c3c4c5c6c7c8c9cad2d3d4d5d6d7d8d9dae1e2e3e4e5e6e7e8e9eaf1f2f3f4f5f6f7f8"
+    "f9faffda0008010100003f00fbd3ffd9")
+
+
+def verdict_tag() -> str:
+    """The ``x-ms-tags`` header that gives every seeded image the verdict the web stage would write: the
+    catalog is seeded as a night after the first would leave it (WEB_IMAGES on, every verdict kept)."""
+    from urllib.parse import quote
+
+    from shared.catalog.web import TAG, Verdict
+
+    md5 = hashlib.md5(JPEG_BYTES).hexdigest()
+    return f"{quote(TAG)}={quote(Verdict(f'md5:{md5}', 'JPEG', 1, 1, 'L').encode())}"
 
 
 def catalog_names(images: int, products: int):
@@ -59,6 +77,7 @@ def ensure_catalog(service, images: int, products: int, *, workers: int = 16,
     names = [n for _, n in catalog_names(images, products)]
     local = threading.local()
     md5 = base64.b64encode(hashlib.md5(JPEG_BYTES).digest()).decode()
+    tags = verdict_tag()
     done = [0]
     lock = threading.Lock()
 
@@ -72,7 +91,7 @@ def ensure_catalog(service, images: int, products: int, *, workers: int = 16,
             try:
                 conn.request("PUT", path, body=JPEG_BYTES, headers={
                     "x-ms-blob-type": "BlockBlob", "x-ms-version": "2021-08-06", "Content-Type": "image/jpeg",
-                    "Content-MD5": md5})
+                    "Content-MD5": md5, "x-ms-tags": tags})
                 response = conn.getresponse()
                 response.read()
                 if response.status == 201:

@@ -25,7 +25,7 @@ KEYS = {"images", "products", "wall_s", "floor_s", "wall_per_floor", "listing_s"
 def test_bench_smoke_run_prints_the_figures_and_sends_the_minimum_requests():
     result = subprocess.run(
         [sys.executable, "-m", "bench", "--images", "300", "--products", "60", "--latency-ms", "1",
-         "--naive-sample", "20", "--in-memory", "--fan-out", "20", "--synthetic", "2000", "--repeat", "2"],
+         "--naive-sample", "20", "--in-memory", "--fan-out", "20", "--synthetic", "2000", "--repeat", "2", "--web"],
         cwd=REPO, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
@@ -34,6 +34,10 @@ def test_bench_smoke_run_prints_the_figures_and_sends_the_minimum_requests():
     assert (figures["images"], figures["products"]) == (300, 60)
     assert figures["requests"] == figures["min_requests"] == 1 + 1 + 6  # token, 1 Wallie batch, 6 TRAEDE
     assert any(line.startswith("speedup") for line in lines[:-1])  # the readable table
+    # the verdicts kept in tags cost no request: the same partner and storage requests as WEB_IMAGES=off
+    assert figures["web_requests_equal"] is True and figures["off_requests"] == figures["requests"]
+    assert figures["storage_requests"] == figures["off_storage_requests"] == figures["listing_storage_requests"] >= 1
+    assert all(run["web"] == {} for run in figures["runs"])  # every image had its verdict: none looked at
     fan_out = figures["fan_out"]  # 60 products in shards of 20: each shard may end with a part-full batch
     assert fan_out["shards"] == 3 and figures["min_requests"] <= fan_out["requests"] <= figures["min_requests"] + 3
     # each partner's lane has its own SYNC_CONCURRENCY workers: its floor is its own requests over them
@@ -215,3 +219,16 @@ def test_history_bench_prints_requests_and_times_before_and_after_the_index():
     assert figures["after_runs_20"]["requests"] == 1 + 2 + 1  # the day's hours, the two newest (10 runs each), pointer
     for key in ("before_latest", "after_latest", "after_show_latest", "after_runs_20", "after_latest_repair"):
         assert figures[key]["s"] > 0 and figures[key]["spread_s"][0] <= figures[key]["s"] <= figures[key]["spread_s"][1]
+
+
+def test_bench_renditions_converts_20_megapixel_tiffs_in_a_fresh_process():
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--renditions", "2", "--renditions-only", "--repeat", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    made = json.loads(result.stdout.strip().splitlines()[-1])["renditions"]
+    assert (made["images"], made["pixels"], made["repeat"]) == (2, "5472x3648", 1)
+    run = made["runs"][0]
+    assert run["converted"] == 2 and run["web"] == {"checked": 2, "converted": 2, "renditions": 2}
+    assert abs(made["renditions_per_s"] - 2 / run["wall_s"]) <= 0.01 and made["peak_rss_mb"] > 50
+    assert 0 < made["rendition_kb"] < made["tiff_mb"] * 1024  # a JPEG of at most 3000 px, not the master
