@@ -27,6 +27,9 @@ create_role_assignment() {
 # The roles the app's identity needs, as "ROLE|SCOPE" lines. Sources: Microsoft's "Azure Blob storage
 # trigger" permissions table and "Connecting to host storage with an identity". The Event Grid-sourced
 # blob trigger only reads the blob it is given, so the images need only read access to the container;
+# the web stage (WEB_IMAGES) keeps each image's verdict in a blob index tag on it, and reading and writing
+# tags is a right of Storage Blob Data Owner alone among the built-in roles (Reader and Contributor lack
+# blobs/tags/*): Owner, scoped to the images container, the code never writing an original's bytes;
 # the polling trigger (BLOB_TRIGGER_SOURCE=LogsAndContainerScan) keeps its receipts and leases there and
 # needs Storage Blob Data Owner on the account. User-delegation SAS needs Storage Blob Delegator on the
 # account. The app creates, leases and deletes blobs in SYNC_STATE_CONTAINER and writes reports to
@@ -34,7 +37,7 @@ create_role_assignment() {
 desired_app_roles() {
   local account="$IMAGES_ACCOUNT_ID" container role
   if [[ "$BLOB_TRIGGER_SOURCE" == EventGrid ]]; then
-    printf '%s\n' "Storage Blob Data Reader|$account/blobServices/default/containers/$IMAGES_CONTAINER"
+    printf '%s\n' "Storage Blob Data Owner|$account/blobServices/default/containers/$IMAGES_CONTAINER"
     for container in "${APP_CONTAINERS[@]}"; do
       printf '%s\n' "Storage Blob Data Contributor|$account/blobServices/default/containers/$container"
     done

@@ -317,3 +317,35 @@ def test_a_rendition_is_turned_upright_as_its_exif_orientation_says(container, w
                                       .download_blob(name + ".jpg").readall())).convert("RGB")
     assert rendition.size == (300, 400)
     assert rendition.getpixel((290, 200))[0] > 200 and rendition.getpixel((10, 200))[2] > 200
+
+
+def test_an_identity_that_may_not_write_tags_sends_unchecked_instead_of_looking_every_night(
+        container, blob_service, web_env):
+    """Azurite, like Azure, refuses Set Blob Tags to a SAS without the tag permission: a verdict that cannot
+    be kept would be paid for again every night, so after the first refusal the run looks at nothing more."""
+    from datetime import UTC, datetime, timedelta
+
+    from azure.storage.blob import ContainerClient, ContainerSasPermissions, generate_container_sas
+
+    from shared.catalog.container import Catalog
+    from shared.catalog.layout import PathLayout
+    from shared.config.settings import DEFAULT_PATH_PATTERN
+    from shared.imaging.stage import UNKEPT, WORKERS, WebStage
+    from shared.runs.report import SyncReport
+
+    for n in range(30):
+        container.upload_blob(f"905/BLK/v{n:02}.jpg", picture("JPEG", (40, 30)))
+    token = generate_container_sas(blob_service.account_name, container.container_name,
+                                   account_key=blob_service.credential.account_key,
+                                   permission=ContainerSasPermissions(read=True, list=True),
+                                   expiry=datetime.now(UTC) + timedelta(hours=1))
+    no_tags = ContainerClient.from_container_url(f"{container.url}?{token}")
+    stage = WebStage(no_tags, blob_service.get_container_client(web_env["RENDITIONS_CONTAINER"]), WebPolicy(),
+                     lambda name: name)
+    report = SyncReport()
+    out = list(stage.prepared(Catalog(no_tags, PathLayout(DEFAULT_PATH_PATTERN), tags=True).scan(), report))
+    assert len(out) == 30 and not stage.tags_writable and not stage.can_keep_verdicts()
+    assert 1 <= report.web["checked"] <= WORKERS and report.web["unchecked"] >= 30 - WORKERS
+    assert report.not_web_ready == []  # one note for the run, not 30 lines
+    assert not any(b.tags for b in container.list_blobs(include=["tags"]))
+    assert "may not read or write blob index tags" in UNKEPT

@@ -53,11 +53,12 @@ def open_storage(settings: Settings, credential: Any = None, *, page_size: int |
     ttl, skew = timedelta(hours=settings.sas_ttl_hours), timedelta(minutes=settings.sas_start_skew_minutes)
     signer = SasSigner(service, settings.storage.container, ttl=ttl, start_skew=skew)
     policy = settings.web
+    catalog = Catalog(container, settings.layout, page_size=page_size, tags=policy.on)
     web = None
     if policy.on:
         renditions = SasSigner(service, policy.renditions_container, ttl=ttl, start_skew=skew)
-        web = WebStage(container, service.get_container_client(policy.renditions_container), policy, renditions.url)
-    catalog = Catalog(container, settings.layout, page_size=page_size, tags=policy.on)
+        web = WebStage(container, service.get_container_client(policy.renditions_container), policy, renditions.url,
+                       tags_listed=lambda: not catalog.tags_refused)
     return ImagesStorage(service, container, catalog, signer, web)
 
 

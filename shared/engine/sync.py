@@ -182,9 +182,10 @@ class SyncEngine:
             run.finish(listing_error)
         if self.stop.is_set():
             report.interrupted = getattr(self.stop, "reason", None) or "a stop request"
-        if self.web is not None and self.catalog.tags_refused:
-            report.notes.append("the images' verdicts (blob index tags) could not be listed: the app's identity may "
-                                "not read tags, so images were sent unchecked (docs/images.md, 'Web-ready images')")
+        if self.web is not None and not self.web.can_keep_verdicts() and report.web.get("unchecked"):
+            report.notes.append("the images' verdicts (blob index tags) could not be listed or written: the app's "
+                                "identity may not read or write tags, so images were sent unchecked "
+                                "(docs/images.md, 'Web-ready images')")
         return report.finish()
 
     def _entries_of(self, item_ids: list[str]) -> Iterator[CatalogEntry]:

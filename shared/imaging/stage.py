@@ -86,12 +86,19 @@ class WebStage:
     """The web policy at work on one images container: verdicts, renditions, and what each image is sent as."""
 
     def __init__(self, images: ContainerClient, renditions: ContainerClient, policy: WebPolicy,
-                 sign_rendition: Callable[[str], str]):
+                 sign_rendition: Callable[[str], str], *, tags_listed: Callable[[], bool] = lambda: True):
+        """``tags_listed``: whether the listing brings the verdict tags (the identity may read them)."""
         self.images = images
         self.renditions = renditions
         self.policy = policy
         self.rendition_url = sign_rendition
-        self._container_ready = False
+        self._tags_listed = tags_listed
+        self.tags_writable = True  # False once storage refused to write a verdict tag (no permission)
+
+    def can_keep_verdicts(self) -> bool:
+        """Verdicts can be read back from the listing and written: an image looked at now is not looked at
+        again. Otherwise each look would be paid again every night, so images are sent unchecked instead."""
+        return self.tags_writable and self._tags_listed()
 
     # -- a run's images -----------------------------------------------------------------------------
 
@@ -104,14 +111,16 @@ class WebStage:
         waiting: deque[CatalogEntry | Future[CatalogEntry]] = deque()
         try:
             for entry in entries:
-                if isinstance(entry, ImageRecord) and self._needs_work(entry):
+                if isinstance(entry, ImageRecord) and entry.verdict is None and not self.can_keep_verdicts():
+                    waiting.append(self.decide(entry, report, unchecked=UNKEPT, named=False))
+                elif isinstance(entry, ImageRecord) and self._needs_work(entry):
                     if budget.time_left() and not (stop is not None and stop.is_set()):
                         pool = pool or ThreadPoolExecutor(WORKERS, thread_name_prefix="web")
                         waiting.append(pool.submit(self._prepare, entry, budget, report, dry_run))
                     else:
                         waiting.append(self.decide(entry, report, unchecked=f"not checked yet: over this run's "
                                                                             f"RENDITION_BUDGET_SECONDS "
-                                                                            f"({budget.seconds:g} s)"))
+                                                                            f"({budget.seconds:g} s)", named=False))
                 elif isinstance(entry, ImageRecord):
                     waiting.append(self.decide(entry, report))
                 else:
@@ -149,6 +158,8 @@ class WebStage:
         try:
             verdict = record.verdict
             if verdict is None:
+                if not self.can_keep_verdicts():  # found out while this image waited for a worker
+                    return self.decide(record, report, unchecked=UNKEPT, named=False)
                 verdict = self._inspect(record)
                 report.add_web("checked")
                 if not dry_run:
@@ -174,12 +185,13 @@ class WebStage:
     # -- what a partner is sent ---------------------------------------------------------------------
 
     def decide(self, record: ImageRecord, report: SyncReport, *, unchecked: str | None = None,
-               pending: str | None = None) -> CatalogEntry:
-        """The record with what a partner is sent for it (``delivery``), or why it is skipped."""
+               pending: str | None = None, named: bool = True) -> CatalogEntry:
+        """The record with what a partner is sent for it (``delivery``), or why it is skipped. ``named``: an
+        unchecked image is named in the report (not when a whole run's worth are: one note says it)."""
         policy, verdict = self.policy, record.verdict
         if verdict is None:
             report.add_web("unchecked")
-            if unchecked and not unchecked.startswith("not checked yet"):
+            if unchecked and named:
                 report.add_not_web_ready(record.blob_name, "sent as it is, not checked (it may not be web-ready)",
                                          unchecked)
             content_type = served_type(record.blob_name, record.content_type, None)
@@ -249,6 +261,8 @@ class WebStage:
                 return
             blob.set_blob_tags(tags)
         except AzureError as exc:
+            if getattr(exc, "status_code", None) == 403:
+                self.tags_writable = False  # no look is kept: the rest of this process sends unchecked
             log.warning("verdict of %r not kept (%s): it is looked at again by the next run; the app's identity "
                         "needs permission to write blob index tags", record.blob_name,
                         getattr(exc, "error_code", None) or type(exc).__name__)
@@ -318,6 +332,10 @@ class WebStage:
             except ResourceNotFoundError:
                 pass
         return gone
+
+
+UNKEPT = ("not checked: a verdict could not be kept (the app's identity may not read or write blob index tags), "
+          "and looking again every run would cost storage reads each night")
 
 
 class _Unchecked(Exception):

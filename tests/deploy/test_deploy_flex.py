@@ -67,7 +67,7 @@ def test_first_run_creates_everything(flex):
     assert "stproductimgtest" in state["accounts"] and len(host_accounts) == 1
     assert sorted(q.rsplit("/", 1)[1] for q in state["queues"]) == QUEUES
     assert sorted(c.rsplit("/", 1)[1] for c in state["containers"]) == [
-        "image-sync-runs", "image-sync-state", "product-images"]
+        "image-sync-renditions", "image-sync-runs", "image-sync-state", "product-images"]
     for container in state["containers"].values():
         assert container["publicAccess"] == "off"
     # everything on the images account is marked as the deploy's, for teardown
@@ -224,6 +224,7 @@ def test_app_settings(flex):
     assert (settings["PRODUCT_SYNC_QUEUE"], settings["PRODUCT_SYNC_DELAY_SECONDS"], settings["SYNC_STATE_CONTAINER"],
             settings["RUN_HISTORY_CONTAINER"], settings["RUN_HISTORY_DAYS"]) == (
         "image-sync-products", "10", "image-sync-state", "image-sync-runs", "30")
+    assert (settings["RENDITIONS_CONTAINER"], settings["WEB_IMAGES"]) == ("image-sync-renditions", "convert")
     assert "IMAGE_PATH_PATTERN" not in settings, "optional: the app's default layout applies"
 
 
@@ -237,11 +238,13 @@ def test_role_assignments_are_narrow(flex):
     host_id = account_id.replace("stproductimgtest", host)
     vault_id = next(iter(state["vaults"].values()))["id"]
     roles = sorted((r["role"], r["scope"]) for r in state["roles"] if r["principalId"] == principal)
-    # the Event Grid-sourced blob trigger only reads the blob it is handed
+    # the Event Grid-sourced blob trigger only reads the blob it is handed; the web stage reads and writes the
+    # images' verdict tags, a right of Storage Blob Data Owner alone: scoped to the images container
     assert roles == sorted([
-        ("Storage Blob Data Reader", f"{account_id}/blobServices/default/containers/product-images"),
+        ("Storage Blob Data Owner", f"{account_id}/blobServices/default/containers/product-images"),
         ("Storage Blob Data Contributor", f"{account_id}/blobServices/default/containers/image-sync-state"),
         ("Storage Blob Data Contributor", f"{account_id}/blobServices/default/containers/image-sync-runs"),
+        ("Storage Blob Data Contributor", f"{account_id}/blobServices/default/containers/image-sync-renditions"),
         ("Storage Blob Delegator", account_id),
         *[("Storage Queue Data Contributor", f"{account_id}/queueServices/default/queues/{q}") for q in QUEUES],
         ("Key Vault Secrets User", vault_id),

@@ -83,14 +83,15 @@ def test_event_grid_subscription_and_blob_trigger_binding_agree_on_every_plan(pl
         assert plan_create["sku"] == "EP1" and plan_create["is_linux"] in (True, "true")
         assert create["plan"] == plan_create["name"]
 
-    # every plan: the images are only read by the trigger
+    # every plan: the images' bytes are only read (Owner on their container: the verdict tags need it)
     principal = app["identity"]["principalId"]
     images_roles = sorted((r["role"], r["scope"].split("/storageAccounts/")[1]) for r in state["roles"]
                           if r["principalId"] == principal and "/stproductimgtest" in r["scope"]
                           and r["role"].startswith("Storage Blob"))
-    assert images_roles == [("Storage Blob Data Contributor", "stproductimgtest/blobServices/default/containers/image-sync-runs"),
+    assert images_roles == [("Storage Blob Data Contributor", "stproductimgtest/blobServices/default/containers/image-sync-renditions"),
+                            ("Storage Blob Data Contributor", "stproductimgtest/blobServices/default/containers/image-sync-runs"),
                             ("Storage Blob Data Contributor", "stproductimgtest/blobServices/default/containers/image-sync-state"),
-                            ("Storage Blob Data Reader", "stproductimgtest/blobServices/default/containers/product-images"),
+                            ("Storage Blob Data Owner", "stproductimgtest/blobServices/default/containers/product-images"),
                             ("Storage Blob Delegator", "stproductimgtest")]
     assert app["httpsOnly"] is True
 

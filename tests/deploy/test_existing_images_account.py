@@ -51,7 +51,8 @@ def test_existing_account_in_other_resource_group(with_topic, make_fake_az, env_
     assert len(created_accounts) == 1 and ACCOUNT not in created_accounts, "only the host account is created"
     assert not any("network-rule" in command_of(c) or command_of(c) == "storage account update" for c in calls)
     created_containers = [c["params"]["container_name"] for c in calls if command_of(c) == "storage container-rm create"]
-    assert sorted(created_containers) == ["image-sync-runs", "image-sync-state"], "existing images container reused"
+    assert sorted(created_containers) == ["image-sync-renditions", "image-sync-runs", "image-sync-state"], \
+        "existing images container reused"
 
     state = fake.state()
     assert state["accounts"][ACCOUNT]["tags"] == {"owner": "customer"}
@@ -68,7 +69,7 @@ def test_existing_account_in_other_resource_group(with_topic, make_fake_az, env_
     assert ours == {f"{topic_name}/imgsync-test-blob-created", f"{topic_name}/imgsync-test-blob-deleted"}
     principal = state["apps"]["imgsync-test"]["identity"]["principalId"]
     on_images = [r for r in state["roles"] if r["principalId"] == principal and f"/{ACCOUNT}" in r["scope"]]
-    assert len(on_images) == 9, "reader, 2 contributors, delegator, 5 queues"
+    assert len(on_images) == 10, "owner of the images container (verdict tags), 3 contributors, delegator, 5 queues"
     # the preflight checked the rights on the customer's account before anything was created
     permission_reads = [c["argv"][c["argv"].index("--url") + 1] for c in calls if command_of(c) == "rest"]
     assert f"{ACCOUNT_ID}/providers/Microsoft.Authorization/permissions?api-version=2022-04-01" in permission_reads
