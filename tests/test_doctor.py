@@ -7,7 +7,7 @@ from devtools.azurite import free_port
 from devtools.images import jpeg
 from shared.app.cli import main as cli_main
 
-CHECKS = ["settings", "storage", "layout", "sas", "history", "wallie", "traede"]
+CHECKS = ["settings", "storage", "layout", "sas", "web", "history", "wallie", "traede"]
 
 
 def doctor(env):
@@ -41,6 +41,9 @@ def test_good_configuration_passes_every_check_with_one_line_each(image, history
     assert "100/10/front.jpg" in checks["sas"] and "account-key" in checks["sas"]
     assert "HTTP 422" in checks["traede"]  # the empty list was refused as invalid: credentials accepted
     assert "can be read: image-sync runs lists the kept runs" in checks["history"]
+    # (the fixture's image is stored untyped, as application/octet-stream: its SAS serves it as image/jpeg)
+    assert checks["web"] == ("OK   web: 0 of 1 sampled images are not web-ready; 1 stored with a wrong or no "
+                             "Content-Type (served with their real type) (0 verdicts kept, 1 read now)")
     assert traede.products == {} and traede.stats["products_received"] == 0  # and nothing changed
     assert wallie.images == {} and wallie.stats["token_requests"] == 1
 
@@ -103,7 +106,7 @@ def test_partner_codes_file_is_checked_when_set(image, container, sync_env, wall
     container.upload_blob("_config/codes.csv", b"kind,code,wallie,traede\nitem,100,W100,T100\ncolour,10,,1\n")
     code, checks, lines = doctor(env)
     assert code == 0, lines
-    assert list(checks) == ["settings", "storage", "layout", "codes", "sas", "history", "wallie", "traede"]
+    assert list(checks) == ["settings", "storage", "layout", "codes", "sas", "web", "history", "wallie", "traede"]
     assert checks["codes"].startswith("OK ") and "1 items and 1 colours mapped" in checks["codes"]
     container.upload_blob("_config/codes.csv", b"kind,code,wallie,traede\nitem,100\n", overwrite=True)
     code, checks, lines = doctor(env)
@@ -117,3 +120,43 @@ def test_a_run_history_container_not_there_yet_is_a_warning_and_history_off_is_n
                                                       "does not exist yet"), lines
     code, checks, lines = doctor({**sync_env, "RUN_HISTORY_CONTAINER": ""})
     assert code == 0 and "history" not in checks, lines
+
+
+def test_web_counts_the_sampled_images_that_are_not_web_ready_and_writes_nothing(container, sync_env, blob_service):
+    import uuid
+
+    from PIL import Image
+
+    from devtools.images import png
+
+    def made(fmt, mode="RGB"):
+        out = io.BytesIO()
+        Image.new(mode, (64, 48), (10, 200, 30) if mode == "RGB" else (0, 50, 90, 10)).save(out, fmt, quality=90)
+        return out.getvalue()
+
+    from azure.storage.blob import ContentSettings
+
+    noisy = io.BytesIO()
+    Image.effect_noise((400, 300), 50).save(noisy, "JPEG")
+    for name, data, kind in (("200/10/front.jpg", jpeg(), "image/jpeg"), ("200/10/scan.tif", made("TIFF"), "image/tiff"),
+                             ("200/10/print.jpg", made("JPEG", "CMYK"), "image/jpeg"),
+                             ("200/10/png.jpg", png(), "image/jpeg"),                         # PNG bytes named .jpg
+                             ("200/20/cut.jpg", noisy.getvalue()[:20000], "image/jpeg")):     # an upload cut off
+        container.upload_blob(name, data, content_settings=ContentSettings(content_type=kind))
+    env = {**sync_env, "RENDITIONS_CONTAINER": f"renditions-{uuid.uuid4().hex[:10]}", "RUN_HISTORY_CONTAINER": ""}
+    code, checks, lines = doctor(env)
+    assert code == 0, lines  # a warning: the run still syncs what it can
+    assert checks["web"] == (
+        "WARN web: 3 of 5 sampled images are not web-ready: 1 cannot be decoded (e.g. '200/20/cut.jpg': the "
+        "image is cut off (an interrupted upload?)); 2 need a web rendition (CMYK 1, TIFF 1; 0 made already); 1 "
+        "stored with a wrong or no Content-Type (served with their real type) (0 verdicts kept, 5 read now); those "
+        "that cannot be decoded are skipped: upload them again"), lines
+    assert not any(b.tags for b in container.list_blobs(include=["tags"]))  # doctor changes nothing
+    assert not blob_service.get_container_client(env["RENDITIONS_CONTAINER"]).exists()
+    assert cli_main(["sync"], env=env, stdout=io.StringIO(), stderr=io.StringIO()) == 0
+    code, checks, lines = doctor(env)
+    assert "2 need a web rendition (CMYK 1, TIFF 1; 2 made already)" in checks["web"]
+    assert "(5 verdicts kept, 0 read now)" in checks["web"]
+    code, checks, lines = doctor({**env, "WEB_IMAGES": "off"})
+    assert checks["web"].startswith("WARN web: 3 of 5 sampled images are not web-ready") and \
+        checks["web"].endswith("; WEB_IMAGES=off sends them as they are")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import itertools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlsplit
 
@@ -17,21 +17,24 @@ import requests
 
 from ..catalog.container import Catalog
 from ..catalog.records import ImageRecord
+from ..catalog.web import CONVERT, OFF, problem_reason, served_type
 from ..config.settings import HttpSettings, Settings
 from ..domain import Partner
 from ..errors import ConfigError, ImageSyncError, PartnerError
+from ..imaging.stage import Unchecked, WebStage
 from ..partners.traede import TraedeClient
 from ..partners.wallie import WallieClient
 from ..redact import redact
 from ..storage.clients import QUICK, storage_problem
 from ..storage.sas import SasSigner
-from .factory import open_storage
+from .factory import ImagesStorage, open_storage
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobServiceClient, ContainerClient
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 SAMPLE_SCAN_LIMIT = 5000  # blobs looked at to find one image for the SAS round trip
+WEB_SAMPLE = 100  # images whose verdict the web check reads (a kept one, else 1-2 ranged reads each)
 PUBLIC_NOTE = ("partners download from the public internet: if the storage account blocks public network "
                "access (firewall rules, private endpoint only), they cannot download either")
 
@@ -193,6 +196,84 @@ def check_traede(settings: Settings) -> Result:
 
 # -- running them ---------------------------------------------------------------------------------------
 
+def check_web(storage: ImagesStorage, settings: Settings) -> Result:
+    """How many of a sample of images are not web-ready, and what becomes of them under WEB_IMAGES. Reads
+    the kept verdicts (and the headers of images without one); writes no tag and makes no rendition."""
+    from azure.core.exceptions import AzureError
+
+    policy = settings.web
+    stage = storage.web or WebStage(storage.container, storage.service.get_container_client(
+        policy.renditions_container), replace(policy, mode=CONVERT), lambda name: name)
+    sampled = kept = needing = converted = retyped = unchecked = 0
+    broken: list[tuple[str, str]] = []
+    kinds: dict[str, int] = {}
+    try:
+        for entry in itertools.islice(storage.catalog.scan(), SAMPLE_SCAN_LIMIT):
+            if not isinstance(entry, ImageRecord):
+                continue
+            sampled += 1
+            kept += entry.verdict is not None
+            try:
+                verdict = stage.look(entry)
+            except Unchecked:
+                unchecked += 1
+            else:
+                if not verdict.ok:
+                    broken.append((entry.blob_name, problem_reason(verdict.problem or "notimage").split(":")[0]))
+                elif why := policy.not_web_ready(verdict, entry.size):
+                    needing += 1
+                    converted += verdict.rendition == policy.fingerprint
+                    for kind in _web_kinds(why, verdict.format or "?"):
+                        kinds[kind] = kinds.get(kind, 0) + 1
+                elif served_type(entry.blob_name, entry.content_type, verdict):
+                    retyped += 1
+            if sampled >= WEB_SAMPLE:
+                break
+    except AzureError as exc:
+        return FAIL, _storage_problem(exc, storage.container)
+    if sampled == 0:
+        return WARN, f"no image among the first {SAMPLE_SCAN_LIMIT} blobs to check"
+    parts = []
+    if broken:
+        name, cause = broken[0]
+        parts.append(f"{len(broken)} cannot be decoded (e.g. {name!r}: {cause})")
+    if needing:
+        listed = ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))
+        parts.append(f"{needing} need a web rendition ({listed}; {converted} made already)")
+    summary = f"{len(broken) + needing} of {sampled} sampled images are not web-ready"
+    summary += f": {'; '.join(parts)}" if parts else ""
+    if retyped:
+        summary += f"; {retyped} stored with a wrong or no Content-Type (served with their real type)"
+    if unchecked:
+        summary += f"; {unchecked} could not be checked"
+    if policy.on and storage.catalog.tags_refused:
+        return WARN, (f"{summary}; the verdicts (blob index tags) cannot be listed, so images are sent unchecked: "
+                      "give the app's identity Storage Blob Data Owner on the container (docs/images.md)")
+    if policy.mode == OFF:
+        return (WARN, f"{summary}; WEB_IMAGES=off sends them as they are") if broken or needing else (OK, summary)
+    summary += f" ({kept} verdicts kept, {sampled - kept} read now)"
+    if broken:
+        return WARN, f"{summary}; those that cannot be decoded are skipped: upload them again"
+    if needing and policy.mode != CONVERT:
+        return WARN, f"{summary}; WEB_IMAGES=check sends them as they are"
+    return OK, summary + ("; their renditions are sent in their place" if needing else "")
+
+
+def _web_kinds(why: list[str], fmt: str) -> list[str]:
+    """What makes an image not web-ready, in a word each: its format, CMYK, over a limit."""
+    out = []
+    for reason in why:
+        if "WEB_MAX_SIDE" in reason:
+            out.append("over WEB_MAX_SIDE")
+        elif "WEB_MAX_MEGABYTES" in reason:
+            out.append("over WEB_MAX_MEGABYTES")
+        elif "colours" in reason:
+            out.append(reason.split(" ", 1)[0])  # CMYK, YCCK
+        else:
+            out.append(fmt)
+    return out
+
+
 def run(env: Mapping[str, str] | None = None, *, credential: Any = None,
         on_result: Callable[[Check], None] | None = None) -> list[Check]:
     """Every check, in order; storage checks are skipped when storage cannot be opened at all."""
@@ -214,12 +295,14 @@ def run(env: Mapping[str, str] | None = None, *, credential: Any = None,
         if record("storage", _guard(lambda: check_storage(storage.container))).status == FAIL:
             record("layout", (WARN, "not tried: the container cannot be read"))
             record("sas", (WARN, "not tried: the container cannot be read"))
+            record("web", (WARN, "not tried: the container cannot be read"))
         else:
             record("layout", _guard(lambda: check_layout(storage.catalog)))
             codes_file = settings.partner_codes_file
             if codes_file:
                 record("codes", _guard(lambda: check_partner_codes(storage.container, codes_file)))
             record("sas", _guard(lambda: check_sas(storage.catalog, storage.signer)))
+            record("web", _guard(lambda: check_web(storage, settings)))
             history = settings.run_history_container
             if history:
                 record("history", _guard(lambda: check_history(storage.service, history)))

@@ -145,6 +145,11 @@ class WebStage:
             return self.decide(record, report)
         return self._prepare(record, Budget(self.policy), report, dry_run=False)
 
+    def look(self, record: ImageRecord) -> Verdict:
+        """The verdict on an image: the one kept in its tag, else read now (ranged reads). Keeps nothing
+        (doctor). Raises ``Unchecked`` (why it could not be read) or a storage error."""
+        return record.verdict if record.verdict is not None else self._inspect(record)
+
     def _needs_work(self, record: ImageRecord) -> bool:
         verdict = record.verdict
         if verdict is None:
@@ -176,7 +181,7 @@ class WebStage:
                 return self.decide(record, report, pending=f"not converted yet: over this run's {refused}; a later "
                                                            "run converts it")
             return self.decide(self._convert(record, verdict, report), report)
-        except _Unchecked as exc:
+        except Unchecked as exc:
             return self.decide(record, report, unchecked=str(exc))
         except (AzureError, OSError) as exc:
             failure = f"not checked: storage failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})" \
@@ -238,10 +243,10 @@ class WebStage:
         try:
             return inspect(window, record.identity)
         except ReadLimit as exc:
-            raise _Unchecked(f"not checked: {exc}") from exc
+            raise Unchecked(f"not checked: {exc}") from exc
         except Exception as exc:
             if _changed(exc):
-                raise _Unchecked("not checked: the blob changed while it was read (a new upload)") from exc
+                raise Unchecked("not checked: the blob changed while it was read (a new upload)") from exc
             raise
 
     def _keep(self, record: ImageRecord, verdict: Verdict) -> None:
@@ -279,7 +284,7 @@ class WebStage:
                 self._download(record, spool)
             except AzureError as exc:
                 if _changed(exc):
-                    raise _Unchecked("not converted: the blob changed while it was read (a new upload)") from exc
+                    raise Unchecked("not converted: the blob changed while it was read (a new upload)") from exc
                 raise
             spool.seek(0)
             try:
@@ -347,7 +352,7 @@ UNKEPT = ("not checked: a verdict could not be kept (the app's identity may not 
           "and looking again every run would cost storage reads each night")
 
 
-class _Unchecked(Exception):
+class Unchecked(Exception):
     """The image could not be looked at in this run (why is the message); it is sent as it is."""
 
 
