@@ -294,3 +294,34 @@ def test_the_http_page_needs_a_function_key_and_serves_the_same_sheet(indexed, e
     assert get(run="20260101T000000.000Z-nightly-abcdef")[0] == 404
     assert get(item="nope")[:2] == (404, "no kept run touched product 'nope' in the last 30 days")
     assert get(run="latest", item="300002")[0] == 400
+
+
+def test_the_sheet_shows_each_images_verdict_and_the_rendition_a_browser_can_show(env, container, traede, tmp_path):
+    """A TIFF (no browser but Safari shows one) is sent as its JPEG rendition: the sheet's thumbnail is that
+    rendition, so it loads in Chromium, and the caption says what the original is and why it was converted;
+    a PNG stored as application/octet-stream says it was served with its real type. `runs show` counts them."""
+    from PIL import Image
+
+    tiff = io.BytesIO()
+    Image.new("RGB", (640, 480), (20, 120, 40)).save(tiff, "TIFF")
+    container.upload_blob("300004/BLK/master.tif", tiff.getvalue())
+    container.upload_blob("300004/BLK/front.png", png(32, 32, (200, 30, 30)))  # untyped
+    import uuid
+
+    env = {**env, "RENDITIONS_CONTAINER": f"renditions-{uuid.uuid4().hex[:10]}"}
+    assert cli(["sync"], env)[0] == 0
+    page = tmp_path / "web.html"
+    assert cli(["runs", "sheet", "latest", "-o", str(page)], env)[0] == 0
+    html = page.read_text(encoding="utf-8")
+    dom = Dom(render(page, tmp_path / "chromium", OUTPUT / "contact-sheet-web.png"))
+    assert_every_thumbnail_loaded(dom, 2)  # the TIFF's thumbnail is its rendition: Chromium shows no TIFF
+    rendition_src = next(i["src"] for i in dom.images if "master" in i["src"])
+    assert f"/{env['RENDITIONS_CONTAINER']}/300004/BLK/master.tif.jpg?" in rendition_src
+    _, text = dom.section("300004")
+    assert "TIFF 640x480 RGB" in text and "sent as its web rendition: TIFF is not a web format" in text
+    assert "PNG 32x32 RGB" in text and "served as image/png (stored type wrong or missing)" in text
+    assert_no_secret_and_only_short_lived_signatures(html)
+    code, out, _ = cli(["runs", "show", "latest"], env)
+    assert code == 0 and "  images    checked=2 converted=1 renditions=1 retyped=1" in out, out
+    code, out, _ = cli(["runs", "--item", "300004"], env)
+    assert "master.jpg (type 99, colour BLK, key " in out and ", TIFF 640x480 RGB: its web rendition)" in out, out

@@ -248,6 +248,9 @@ def _show_run(history: RunHistory, run_id: str, as_json: bool, stdout: TextIO, s
         f"products={head.get('products')} delivered {delivered} rejected={listed(head, 'rejected')} "
         f"failed={listed(head, 'failed')} deferred={listed(head, 'deferred')} skipped={listed(head, 'skipped')}",
     ]
+    web = head.get("web") or {}
+    if web:  # the web stage (docs/images.md, "Web-ready images")
+        lines.append("  images    " + " ".join(f"{what}={count}" for what, count in web.items()))
     # the lines the run printed, one per cause with the first few names (--json names every one)
     lines += [f"  {line}" for line in SyncReport.from_dict(head).grouped_lines(deferred=True)]
     lines += [f"  note: {note}" for note in head.get("notes") or []]
@@ -287,6 +290,15 @@ def _item_history(history: RunHistory, item: str, limit: int, stdout: TextIO, st
     return EXIT_OK
 
 
+def _web_note(image: dict[str, Any]) -> str:
+    """``, TIFF 640x480 RGB: its web rendition`` (empty when the image's verdict was not kept)."""
+    verdict = image.get("image")
+    if not isinstance(verdict, dict) or not verdict.get("format"):
+        return ""
+    what = " ".join(str(verdict[k]) for k in ("format", "pixels", "mode") if verdict.get(k))
+    return f", {what}: its web rendition" if verdict.get("sent") == "rendition" else f", {what}"
+
+
 def _entry_line(entry: dict[str, Any]) -> str:
     """One kept entry of a product, as a line: what the partner was sent, and what became of it."""
     partner, outcome = entry.get("partner"), entry.get("outcome")
@@ -295,7 +307,7 @@ def _entry_line(entry: dict[str, Any]) -> str:
     if isinstance(entry.get("images"), list):
         images = entry["images"]
         listed = " ".join(f"{i.get('sort')}. {i.get('filename')} (type {i.get('type')}, colour "
-                          f"{i.get('colour') or '-'}, key {i.get('existance_key')})" for i in images)
+                          f"{i.get('colour') or '-'}, key {i.get('existance_key')}{_web_note(i)})" for i in images)
         return f"{partner}: {outcome}{reason}: a set of {len(images)} images: {listed or '(empty: deletes all)'}"
     if entry.get("imageId"):
         return (f"{partner}: {outcome}{reason}: {entry.get('blob')!r} as imageId {entry.get('imageId')} (type "

@@ -184,6 +184,7 @@ class Delivery:
     filename: str | None = None
     why: tuple[str, ...] = ()
     warning: str | None = None
+    rendition_container: str | None = None  # where ``rendition`` is (the contact sheet shows it from there)
 
 
 def stored_type(content_type: str | None) -> str:

@@ -213,7 +213,8 @@ class WebStage:
             name = policy.rendition_name(record.blob_name)
             return replace(record, delivery=Delivery(
                 rendition_key(record.image_id, record.identity, policy), rendition=name,
-                filename=rendition_filename(record.filename, policy), why=why))
+                filename=rendition_filename(record.filename, policy), why=why,
+                rendition_container=policy.renditions_container))
         warning = None
         if why:
             warning = pending or ("WEB_IMAGES=check: not converted" if policy.mode == CHECK else

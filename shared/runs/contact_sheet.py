@@ -245,7 +245,7 @@ def _render(page: _Page, sign: Sign, *, now: datetime | None, served: bool = Fal
     out.append(f'<p class="note">Thumbnails load through read-only SAS links to one blob each, made for this '
                f"page at {now:%Y-%m-%d %H:%M} UTC and valid for {_hours(THUMBNAIL_TTL)}, until "
                f"<b>{until:%Y-%m-%d %H:%M} UTC</b>. After that the pictures stop loading: make a new sheet. "
-               "The pictures are the original files, shown small.</p>")
+               "The pictures are what the partners were sent (the original, or its web rendition), shown small.</p>")
     for note in page.notes:
         out.append(f'<p class="note">{_e(_clip(note, 2000))}</p>')
     if page.resubmit is not None:
@@ -382,13 +382,51 @@ def _figure(card: Card, blob: str, url: Callable[[str, str], str], *,
                      f"{_e(kind)} · {_e(colour)}</div>")
         if entry.get("reason") and str(entry.get("outcome")) != "delivered":
             lines.append(f'<div class="bad">{_e(_clip(_why(entry)))}</div>')
+    verdict = _verdict_of(in_set, others)
+    lines += _verdict_lines(verdict)
     lines.append(f'<div class="blob">{_e(blob)}</div>')
     lines.append('<div class="gone-note">Not loaded: the blob was deleted or renamed since, storage cannot be '
                  "reached, or the link expired.</div>")
-    src = url(card.container, blob)
+    rendition, where = verdict.get("rendition"), verdict.get("rendition_container")
+    # what the partner was sent: the rendition, where one was (a browser shows no TIFF, HEIC or BMP original)
+    src = url(str(where), str(rendition)) if rendition and where else url(card.container, blob)
     return (f'<figure class="{"img bad" if bad else "img"}" data-blob="{_e(blob)}">'
             f'<div class="thumb"><img src="{_e(src)}" alt="{_e(_clip(alt))}" loading="lazy"></div>'
             f"<figcaption>{''.join(lines)}</figcaption></figure>")
+
+
+def _verdict_of(in_set: tuple[str, dict[str, Any], dict[str, Any]] | None,
+                others: list[dict[str, Any]]) -> dict[str, Any]:
+    """The image's web verdict as the ledger kept it (``runs.ledger.web_summary``); {} when none was."""
+    for kept in ([in_set[2]] if in_set is not None else []) + others:
+        if isinstance(kept.get("image"), dict):
+            return dict(kept["image"])
+    return {}
+
+
+def _verdict_lines(verdict: dict[str, Any]) -> list[str]:
+    """What the image really is and what was sent for it: ``TIFF 640x480 RGB · 901 KB``, its rendition and
+    why, the type its download was served with, a warning when it went although not web-ready."""
+    if not verdict:
+        return []
+    if verdict.get("checked") is False:
+        return ['<div class="verdict">not checked yet (sent as it is)</div>']
+    size = int(verdict.get("bytes") or 0)
+    what = " ".join(str(verdict.get(k)) for k in ("format", "pixels", "mode") if verdict.get(k))
+    lines = [f'<div class="verdict">{_e(what)} · {_e(_size(size))}</div>']
+    if verdict.get("sent") == "rendition":
+        lines.append(f'<div class="verdict">sent as its web rendition: {_e(_clip(verdict.get("why")))}</div>')
+    if verdict.get("served_as"):
+        lines.append(f'<div class="verdict">served as {_e(verdict.get("served_as"))} (stored type wrong or '
+                     "missing)</div>")
+    if verdict.get("warning"):
+        lines.append(f'<div class="bad">not web-ready, sent as it is ({_e(_clip(verdict.get("warning")))}): '
+                     f'{_e(_clip(verdict.get("why")))}</div>')
+    return lines
+
+
+def _size(size: int) -> str:
+    return f"{size / 2**20:.1f} MB" if size >= 2**20 else f"{max(1, round(size / 1024))} KB"
 
 
 def _kind(value: Any) -> str:

@@ -59,6 +59,8 @@ def web_summary(record: ImageRecord) -> dict[str, Any]:
     out = summary(record.verdict, record.size, record.delivery)
     if record.delivery is not None and record.delivery.rendition:
         out["rendition"] = record.delivery.rendition
+        if record.delivery.rendition_container:
+            out["rendition_container"] = record.delivery.rendition_container
     return out
 
 
