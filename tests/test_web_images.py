@@ -349,3 +349,27 @@ def test_an_identity_that_may_not_write_tags_sends_unchecked_instead_of_looking_
     assert report.not_web_ready == []  # one note for the run, not 30 lines
     assert not any(b.tags for b in container.list_blobs(include=["tags"]))
     assert "may not read or write blob index tags" in UNKEPT
+
+
+def test_an_image_replaced_by_a_web_ready_one_is_sent_itself_and_its_key_goes_back(
+        container, web_env, traede, blob_service):
+    """The overwrite drops the blob's tags (Put Blob), so the new bytes are looked at; they need no rendition,
+    so the original goes with its own key. The old rendition is no longer sent (it is deleted with the image:
+    finding it now would cost a request for every new image)."""
+    from azure.storage.blob import ContentSettings
+
+    typed = ContentSettings(content_type="image/jpeg")
+    container.upload_blob("906/print.jpg", picture("JPEG", mode="CMYK"), content_settings=typed)
+    assert sync(web_env)[0] == 0
+    renditions = blob_service.get_container_client(web_env["RENDITIONS_CONTAINER"])
+    assert [b.name for b in renditions.list_blobs()] == ["906/print.jpg.jpg"]
+    assert ":r" in traede.products["906"][0]["existance_key"]
+    rgb = picture("JPEG")
+    container.upload_blob("906/print.jpg", rgb, overwrite=True, content_settings=typed)  # re-exported for the web
+    code, err = sync(web_env)
+    assert code == 0, err
+    kept = next(iter(container.list_blobs(include=["tags"]))).tags[TAG]
+    assert kept.endswith(" ok") and " JPEG " in kept and " RGB " in kept  # a verdict on the new bytes, no rendition
+    image = traede.products["906"][0]
+    assert image["existance_key"].endswith(":md5:" + __import__("hashlib").md5(rgb).hexdigest())
+    assert f"/{container.container_name}/906/print.jpg?" in image["url"]
