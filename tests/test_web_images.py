@@ -373,3 +373,49 @@ def test_an_image_replaced_by_a_web_ready_one_is_sent_itself_and_its_key_goes_ba
     image = traede.products["906"][0]
     assert image["existance_key"].endswith(":md5:" + __import__("hashlib").md5(rgb).hexdigest())
     assert f"/{container.container_name}/906/print.jpg?" in image["url"]
+
+
+def test_a_listing_that_breaks_off_still_hands_on_every_image_it_listed_first(tmp_path, web_env):
+    """Storage dies as page 2 is asked for, while page 1's images are still being looked at: the stage hands
+    on all of page 1 (looked at or not: storage is gone) before the listing's error, so the engine can still
+    send the products that were complete. (An Azurite of its own: the proxy kills it.)"""
+    from azure.core.exceptions import AzureError
+    from azure.storage.blob import BlobServiceClient
+
+    from devtools.azurite import Azurite
+    from shared.app.factory import open_storage
+    from shared.catalog.listing import ListingStalled
+    from shared.config.settings import Settings
+    from shared.runs.report import SyncReport
+
+    names = [f"907/v{n}.jpg" for n in range(3)] + [f"908/v{n}.jpg" for n in range(3)]
+    lists = []
+
+    def page_2(line):
+        if "comp=list" in line:
+            lists.append(line)
+        return len(lists) == 2
+
+    azurite = Azurite(persist_dir=tmp_path / "azurite").start()
+    proxy = storage = None
+    try:
+        service = BlobServiceClient.from_connection_string(azurite.connection_string)
+        images = service.create_container("images")
+        for name in names:
+            images.upload_blob(name, picture("JPEG", (40, 30)))
+        service.close()
+        proxy = StorageProxy(azurite, die_at=page_2)
+        storage = open_storage(Settings.from_env({**web_env, "IMAGES_STORAGE": proxy.connection_string,
+                                                  "IMAGES_CONTAINER": "images"}), page_size=3)
+        got, report = [], SyncReport()
+        with pytest.raises((AzureError, ListingStalled)):
+            for entry in storage.web.prepared(storage.catalog.scan(), report):
+                got.append(entry.blob_name)
+        assert proxy.died.is_set() and got == names[:3]
+    finally:
+        if storage is not None:
+            storage.close()
+        if proxy is not None:
+            proxy.close()
+        azurite.persist_dir = None  # remove its folder on stop
+        azurite.stop()

@@ -110,8 +110,16 @@ class WebStage:
         budget = Budget(self.policy)
         pool: ThreadPoolExecutor | None = None
         waiting: deque[CatalogEntry | Future[CatalogEntry]] = deque()
+        source, broke = iter(entries), None
         try:
-            for entry in entries:
+            while True:
+                try:
+                    entry = next(source)
+                except StopIteration:
+                    break
+                except Exception as exc:  # the listing broke off: what it listed before still goes on first,
+                    broke = exc           # so the engine sends the products that were complete (then raises)
+                    break
                 if isinstance(entry, ImageRecord) and entry.verdict is None and not self.can_keep_verdicts():
                     waiting.append(self.decide(entry, report, unchecked=UNKEPT, named=False))
                 elif isinstance(entry, ImageRecord) and self._needs_work(entry):
@@ -132,6 +140,8 @@ class WebStage:
             while waiting:
                 head = waiting.popleft()
                 yield head.result() if isinstance(head, Future) else head
+            if broke is not None:
+                raise broke
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
