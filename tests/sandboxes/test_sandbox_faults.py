@@ -200,8 +200,11 @@ def test_wallie_downloads_new_urls_and_records_sha256(http, image_server):
         token = wallie_token(http, wallie)
         url = f"{image_server}/img.png?v=1"
         assert wallie_images(http, wallie, token, wallie_record("a", url)).status_code == 200
-        assert wallie.downloaded["a"] == {"url": url, "sha256": hashlib.sha256(IMAGE_BYTES).hexdigest(),
-                                          "size": len(IMAGE_BYTES)}
+        got = wallie.downloaded["a"]
+        assert {k: got[k] for k in ("url", "sha256", "size")} == {
+            "url": url, "sha256": hashlib.sha256(IMAGE_BYTES).hexdigest(), "size": len(IMAGE_BYTES)}
+        # and what a browser would make of it: a PNG signature over garbage, served untyped, shows nothing
+        assert got["web_image"] is False and got["format"] is None and "does not decode" in got["problem"]
         wallie_images(http, wallie, token, wallie_record("a", url))  # same url: no second download
         assert wallie.stats["downloads"] == 1
         wallie_images(http, wallie, token, wallie_record("a", f"{image_server}/img.png?v=2"))
