@@ -426,7 +426,8 @@ def test_a_listing_that_storage_stops_answering_ends_at_the_stall_limit():
 
 # -- everything at once ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("seed", [1, 2])
+# PROPERTY_SEEDS=3,4,5 runs more interleavings (each about a minute); CI runs two.
+@pytest.mark.parametrize("seed", [int(s) for s in os.environ.get("PROPERTY_SEEDS", "1,2").split(",")])
 def test_once_quiet_traede_holds_every_products_current_set_whatever_happened(app_env, container, traede, seed):
     """Uploads, overwrites and deletes in random order over four products, fired at two worker processes
     (Functions instances) that also serve the product queue; TRAEDE sits on a third of the requests for longer
