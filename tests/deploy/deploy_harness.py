@@ -238,7 +238,11 @@ def with_temporary_files(argv, tmp_path):
     URL); the CLI reads or checks them, so stand in real ones."""
     stand_ins = {"<temporary file holding": ("secret", "value"),
                  "@<temporary file with the settings as JSON>": ("settings.json", '{"A": "b"}'),
-                 "@<temporary file with the webhook URL": ("endpoint", "https://example.com/hook")}
+                 "@<temporary file with the webhook URL": ("endpoint", "https://example.com/hook"),
+                 "@<temporary file with the role definition as JSON>": ("role.json", json.dumps({
+                     "Name": "Image Sync Image Reader and Tagger (stproductimgtest)",
+                     "DataActions": ["Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read"],
+                     "AssignableScopes": ["/subscriptions/00000000-0000-0000-0000-000000000001"]}))}
     result = []
     for arg in argv:
         for prefix, (name, content) in stand_ins.items():

@@ -175,6 +175,7 @@ class FakeAzure:
                     "secrets", "plans", "apps", "topics", "event_subscriptions", "arm"):
             self.s.setdefault(key, {})
         self.s.setdefault("roles", [])
+        self.s.setdefault("role_definitions", [])
         self.s.setdefault("counter", 0)
         # One tick per az call: a role assignment still applying is refused at most once a call.
         self.s["clock"] = self.tick = self.s.get("clock", 0) + 1
@@ -217,7 +218,8 @@ class FakeAzure:
         delay = (self.s.get("role_delays") or {}).get(role, self.s.get("role_delay_reads", 0))
         assignment = {"id": f"{scope}/providers/Microsoft.Authorization/roleAssignments/{self.next_id()}",
                       "principalId": principal, "principalType": principal_type, "role": role,
-                      "roleDefinitionName": role, "scope": scope, "pending_reads": delay}
+                      "roleDefinitionName": role, "scope": scope, "pending_reads": delay,
+                      "roleDefinitionId": self.role_definition_id(role)}
         self.s["roles"].append(assignment)
         return assignment
 
@@ -382,10 +384,23 @@ class FakeAzure:
                 or low.startswith(r["scope"].lower() + "/"))]
             return {"value": [{"id": r["id"], "name": r["id"].rsplit("/", 1)[1],
                                "type": "Microsoft.Authorization/roleAssignments",
-                               "properties": {"roleDefinitionId": f"/subscriptions/{SUBSCRIPTION}/providers/"
-                                              f"Microsoft.Authorization/roleDefinitions/{ROLE_IDS[r['role']]}",
+                               "properties": {"roleDefinitionId": r.get("roleDefinitionId")
+                                              or self.role_definition_id(r["role"]),
                                               "principalId": r["principalId"], "principalType": r["principalType"],
                                               "scope": r["scope"]}} for r in found]}
+        if method == "delete" and "/providers/microsoft.authorization/roledefinitions/" in path.lower():
+            # Role Definitions - Delete; Azure refuses while the role is still assigned.
+            if "api-version=" not in query:
+                raise AzError("(MissingApiVersionParameter) The api-version query parameter is required.")
+            definition = next((d for d in self.s["role_definitions"] if d["id"].lower() == path.lower()), None)
+            if not definition:
+                return None  # as Azure: 204 for a definition that is not there
+            for scope in definition["assignableScopes"]:
+                self.require("Microsoft.Authorization/roleDefinitions/delete", scope)
+            if any((r.get("roleDefinitionId") or "").lower() == path.lower() for r in self.s["roles"]):
+                raise AzError("(RoleDefinitionHasAssignments) There are existing role assignments referencing role.")
+            self.s["role_definitions"].remove(definition)
+            return None
         if method == "post" and path.lower().endswith("/config/configreferences/appsettings/refresh"):
             if "api-version=" not in query:
                 raise AzError("(MissingApiVersionParameter) The api-version query parameter is required.")
@@ -1021,11 +1036,110 @@ class FakeAzure:
         scope = p["scope"]
         self.require("Microsoft.Authorization/roleAssignments/write", scope)
         self.check_scope_exists(scope)
+        role = self.resolve_role(p["role"], scope)
         for assignment in self.s["roles"]:
             if (assignment["principalId"], assignment["role"].lower(), assignment["scope"].lower()) == (
-                    p["assignee_object_id"], p["role"].lower(), scope.lower()):
+                    p["assignee_object_id"], role.lower(), scope.lower()):
                 raise AzError("(RoleAssignmentExists) The role assignment already exists.")
-        return self.add_role(p["assignee_object_id"], p["assignee_principal_type"], p["role"], scope)
+        return self.add_role(p["assignee_object_id"], p["assignee_principal_type"], role, scope)
+
+    # -- Role definitions (custom roles) ---------------------------------------------------------------
+    def role_definition_id(self, role):
+        """The full definition id of a built-in role (by name) or of a custom one."""
+        if role in ROLE_IDS:
+            return f"/subscriptions/{SUBSCRIPTION}/providers/Microsoft.Authorization/roleDefinitions/{ROLE_IDS[role]}"
+        for definition in self.s["role_definitions"]:
+            if definition["roleName"].lower() == role.lower():
+                return definition["id"]
+        raise AzError(f"fake az: no role definition named {role!r}", 99)
+
+    def resolve_role(self, role, scope):
+        """As azure-cli's _resolve_role_id: a definition id, a GUID or a name (looked up at SCOPE). A new
+        custom definition is unknown to role assignments for a while (state key "role_definition_delay":
+        that many assignment attempts are refused), as Azure replicates it to every region."""
+        low = role.lower()
+        for name, guid in ROLE_IDS.items():
+            if low in (name.lower(), guid) or low.endswith("/roledefinitions/" + guid):
+                return name
+        for definition in self.s["role_definitions"]:
+            guid = definition["name"].lower()
+            by_id = low in (guid, definition["id"].lower()) or low.endswith("/roledefinitions/" + guid)
+            by_name = low == definition["roleName"].lower() and self.assignable(definition, scope)
+            if by_id or by_name:
+                if not self.assignable(definition, scope):
+                    raise AzError(f"(InvalidRoleDefinitionScope) Role definition {definition['roleName']} is not "
+                                  f"assignable at scope {scope}.")
+                if definition.get("pending_assignments", 0) > 0:
+                    definition["pending_assignments"] -= 1
+                    raise AzError(f"(RoleDefinitionDoesNotExist) The specified role definition with ID "
+                                  f"'{guid}' does not exist.")
+                return definition["roleName"]
+        raise AzError(f"Role '{role}' doesn't exist.")
+
+    @staticmethod
+    def assignable(definition, scope):
+        low = scope.lower().rstrip("/")
+        return any(low == s.lower().rstrip("/") or low.startswith(s.lower().rstrip("/") + "/")
+                   for s in definition["assignableScopes"])
+
+    def definition_view(self, definition):
+        return {"id": definition["id"], "name": definition["name"], "roleName": definition["roleName"],
+                "roleType": "CustomRole", "type": "Microsoft.Authorization/roleDefinitions",
+                "description": definition.get("description"), "assignableScopes": definition["assignableScopes"],
+                "permissions": definition["permissions"]}
+
+    def cmd_role_definition_list(self, p, argv):
+        """Role Definitions - List at a scope: the definitions assignable there (custom ones here)."""
+        scope = p.get("scope") or (rg_id(p["resource_group_name"]) if p.get("resource_group_name")
+                                   else f"/subscriptions/{SUBSCRIPTION}")
+        self.require("Microsoft.Authorization/roleDefinitions/read", scope)
+        name = (p.get("name") or "").lower()
+        return [self.definition_view(d) for d in self.s["role_definitions"] if self.assignable(d, scope)
+                and (not name or name in (d["roleName"].lower(), d["name"].lower()))]
+
+    def _definition_body(self, p):
+        text = p["role_definition"]
+        if os.path.exists(text):
+            with open(text, encoding="utf-8") as handle:
+                text = handle.read()
+        body = json.loads(text)
+        body = {(k[:1].lower() + k[1:]): v for k, v in body.items()}  # as the CLI does
+        scopes = body.get("assignableScopes") or []
+        if not scopes:
+            raise AzError("please provide 'assignableScopes'")
+        for scope in scopes:
+            self.require("Microsoft.Authorization/roleDefinitions/write", scope)
+            if "storageaccounts" in parse_id(scope):
+                self.check_scope_exists(scope)
+        permissions = [{key: body.get(key) or [] for key in ("actions", "notActions", "dataActions", "notDataActions")}]
+        return body, scopes, permissions
+
+    def cmd_role_definition_create(self, p, argv):
+        body, scopes, permissions = self._definition_body(p)
+        name = body.get("name")
+        if not name:
+            raise AzError("please provide role name")
+        if any(d["roleName"].lower() == name.lower() for d in self.s["role_definitions"]):
+            raise AzError(f"(RoleDefinitionWithSameNameExists) A custom role with the same name '{name}' already "
+                          "exists in this directory.")
+        guid = self.next_id().replace("0000-0000", "dddd-dddd")
+        definition = {"id": f"/subscriptions/{SUBSCRIPTION}/providers/Microsoft.Authorization/roleDefinitions/{guid}",
+                      "name": guid, "roleName": name, "description": body.get("description"),
+                      "assignableScopes": scopes, "permissions": permissions,
+                      "pending_assignments": self.s.get("role_definition_delay", 0)}
+        self.s["role_definitions"].append(definition)
+        return self.definition_view(definition)
+
+    def cmd_role_definition_update(self, p, argv):
+        body, scopes, permissions = self._definition_body(p)
+        if not body.get("id") or not body.get("roleName"):
+            raise AzError("fake az: the deploy updates a role definition by its id and roleName", 99)
+        definition = next((d for d in self.s["role_definitions"] if d["id"].lower() == body["id"].lower()), None)
+        if not definition:
+            raise AzError("(RoleDefinitionDoesNotExist) The specified role definition does not exist.")
+        definition.update(roleName=body["roleName"], description=body.get("description"), assignableScopes=scopes,
+                          permissions=permissions)
+        return self.definition_view(definition)
 
     def check_scope_exists(self, scope):
         parts = parse_id(scope)
