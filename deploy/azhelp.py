@@ -21,6 +21,14 @@
                                  configreferences/appsettings JSON on stdin: "NAME<TAB>STATUS<TAB>why"
   diff DESIRED_FILE              what the JSON on stdin lacks of DESIRED_FILE, one "path: current -> desired"
                                  line each (see matches())
+  role-definition NAME SCOPE ACTIONS DATA_ACTIONS [ID]
+                                 a custom role definition as `az role definition create/update
+                                 --role-definition` takes it: ACTIONS and DATA_ACTIONS comma-separated,
+                                 assignable at SCOPE; with ID (the existing one's) the body of an update
+  role-definition-check NAME SCOPE ACTIONS DATA_ACTIONS
+                                 the custom role NAME in the `az role definition list` JSON on stdin:
+                                 nothing when absent, else "ID<TAB>" and what differs from the desired
+                                 definition ("; "-separated, empty when it is as it should be)
 """
 
 import base64
@@ -254,6 +262,44 @@ def _brief(value):
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _actions(text):
+    return [action for action in text.split(",") if action]
+
+
+def role_definition(name, scope, actions, data_actions, role_id=None):
+    """The custom role as the CLI's --role-definition reads it: create needs "Name"; an update names the
+    definition by "id" and keeps its display name in "roleName" (azure-cli's _create_update_role_definition)."""
+    body = {"Description": "Image sync app: read product images and read and write their blob index tags "
+                           "(the web-ready verdicts); no write, delete or permission rights on the images.",
+            "IsCustom": True, "Actions": _actions(actions), "NotActions": [], "DataActions": _actions(data_actions),
+            "NotDataActions": [], "AssignableScopes": [scope]}
+    if role_id:
+        return {"id": role_id, "roleName": name, **body}
+    return {"Name": name, **body}
+
+
+def role_definition_check(definitions, name, scope, actions, data_actions):
+    """(id, differences) of the custom role NAME among DEFINITIONS (az role definition list), or None."""
+    found = [d for d in definitions or [] if (d.get("roleName") or "").lower() == name.lower()
+             and d.get("roleType", "CustomRole") == "CustomRole"]
+    if not found:
+        return None
+    definition = found[0]
+    permissions = definition.get("permissions") or [{}]
+    differences = []
+    for key, wanted in (("actions", _actions(actions)), ("notActions", []), ("dataActions", _actions(data_actions)),
+                        ("notDataActions", [])):
+        have = sorted({a.lower() for p in permissions for a in p.get(key) or []})
+        want = sorted({a.lower() for a in wanted})
+        if have != want:
+            extra, lacking = sorted(set(have) - set(want)), sorted(set(want) - set(have))
+            parts = [f"+{a}" for a in lacking] + [f"-{a}" for a in extra]
+            differences.append(f"{key}: {' '.join(parts)}")
+    if scope.lower() not in {s.lower().rstrip("/") for s in definition.get("assignableScopes") or []}:
+        differences.append(f"assignableScopes: {', '.join(definition.get('assignableScopes') or [])} -> {scope}")
+    return definition["id"], differences
+
+
 def main(argv):
     command, args = argv[0], argv[1:]
     if command == "version-at-least":
@@ -305,6 +351,14 @@ def main(argv):
         desired.pop("location", None)
         for path, actual, wanted in differences(desired, json.loads(sys.stdin.read() or "null")):
             print(f"{path}: {_brief(actual)} -> {_brief(wanted)}")
+        return 0
+    if command == "role-definition":
+        print(json.dumps(role_definition(*args[:4], *(args[4:5] or [None])), indent=2))
+        return 0
+    if command == "role-definition-check":
+        checked = role_definition_check(json.loads(sys.stdin.read() or "[]"), *args[:4])
+        if checked:
+            print(f"{checked[0]}\t{'; '.join(checked[1])}")
         return 0
     if command == "fields":
         document = json.loads(sys.stdin.read() or "null")

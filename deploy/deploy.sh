@@ -54,6 +54,12 @@ flags win over the environment, which wins over the env file):
   --images-resource-group NAME where the existing images account is (default: searched in the
                                subscription) [IMAGES_RESOURCE_GROUP]
   --container NAME             images container (default product-images) [IMAGES_CONTAINER]
+  --images-data-role custom|owner
+                               the app's role on the images container (default custom: a role the
+                               deploy defines that reads images and reads and writes their index
+                               tags, nothing more; defining it needs roleDefinitions/write). owner:
+                               the built-in Storage Blob Data Owner, which also lets the app write,
+                               delete and re-permission every image [IMAGES_DATA_ROLE]
   --host-storage-account NAME  the Functions host's own account (default derived from the app
                                name) [HOST_STORAGE_ACCOUNT]
   --key-vault NAME             Key Vault name (default derived from the app name) [KEY_VAULT_NAME]
@@ -172,6 +178,7 @@ parse_args() {
         shift
         ;;
       --container) FLAGS[IMAGES_CONTAINER]="${2:?$1 needs a value}"; shift 2 ;;
+      --images-data-role) FLAGS[IMAGES_DATA_ROLE]="${2:?$1 needs a value}"; shift 2 ;;
       --host-storage-account) FLAGS[HOST_STORAGE_ACCOUNT]="${2:?$1 needs a value}"; shift 2 ;;
       --alert-email) FLAGS[ALERT_EMAIL]="${2:?$1 needs a value}"; shift 2 ;;
       --alert-action-group) FLAGS[ALERT_ACTION_GROUP_ID]="${2:?$1 needs a value}"; shift 2 ;;
@@ -199,6 +206,7 @@ load_config() {
   PREMIUM_SKU="${PREMIUM_SKU:-EP1}"
   PYTHON_VERSION="${PYTHON_VERSION:-3.11}"
   BLOB_TRIGGER_SOURCE="${BLOB_TRIGGER_SOURCE:-EventGrid}"
+  IMAGES_DATA_ROLE="${IMAGES_DATA_ROLE:-custom}"
   local entry name
   for entry in "${APP_SETTINGS[@]}"; do
     name="${entry%%=*}"
@@ -222,6 +230,10 @@ load_config() {
         || die "BLOB_TRIGGER_SOURCE=LogsAndContainerScan: Flex Consumption supports only the Event Grid blob trigger"
       ;;
     *) die "BLOB_TRIGGER_SOURCE '$BLOB_TRIGGER_SOURCE': EventGrid (the default) or LogsAndContainerScan" ;;
+  esac
+  case "$IMAGES_DATA_ROLE" in
+    custom | owner) ;;
+    *) die "IMAGES_DATA_ROLE '$IMAGES_DATA_ROLE': custom (the default: a role that reads images and their tags) or owner (the built-in Storage Blob Data Owner, broader)" ;;
   esac
   local address
   if [[ -n "${ALERT_EMAIL:-}" ]]; then
@@ -257,6 +269,9 @@ say_plan_caveats() {
   fi
   if [[ "$PYTHON_VERSION" == 3.11 ]]; then
     note "Python 3.11: supported on Azure Functions until October 2027; --python-version 3.12 is supported until October 2028"
+  fi
+  if [[ "$IMAGES_DATA_ROLE" == owner && "$BLOB_TRIGGER_SOURCE" == EventGrid ]]; then
+    warn "IMAGES_DATA_ROLE=owner: the app's identity gets the built-in Storage Blob Data Owner on container $IMAGES_CONTAINER, which is broader than it needs - it may also write, delete and change the access of every image there. The default (custom) defines a role that only reads the images and their index tags."
   fi
   if [[ "$BLOB_TRIGGER_SOURCE" == LogsAndContainerScan ]]; then
     warn "BLOB_TRIGGER_SOURCE=LogsAndContainerScan: the polling blob trigger scans the whole container when the app starts and runs image_uploaded once for every blob it holds no receipt for - every image already there, so 100,000 images mean 100,000 calls and Wallie sends; afterwards it can lag up to 10 minutes, and there are open reports of it missing blobs. Event Grid (the default) sees only new uploads; the nightly sync covers the rest."
@@ -750,6 +765,7 @@ main() {
   ensure_resource_group
   ensure_host_storage
   ensure_images_account
+  ensure_images_role_definition
   ensure_containers_and_queues
   ensure_key_vault
   ensure_secrets

@@ -29,7 +29,7 @@ AZ_MIN_VERSION="2.72.0"
 # anything else in the file is an error (it is most likely a typo).
 CONFIG_VARS=(
   RESOURCE_GROUP LOCATION APP_NAME HOSTING_PLAN PLAN PREMIUM_SKU FLEX_INSTANCE_MEMORY FLEX_MAXIMUM_INSTANCES
-  PYTHON_VERSION BLOB_TRIGGER_SOURCE
+  PYTHON_VERSION BLOB_TRIGGER_SOURCE IMAGES_DATA_ROLE
   HOST_STORAGE_ACCOUNT IMAGES_STORAGE_ACCOUNT IMAGES_RESOURCE_GROUP IMAGES_CONTAINER KEY_VAULT_NAME
   SYSTEM_TOPIC_NAME PROJECT_DIR
   SYNC_SHARD_QUEUE PRODUCT_SYNC_QUEUE SYNC_STATE_CONTAINER RUN_HISTORY_CONTAINER RENDITIONS_CONTAINER
@@ -283,6 +283,9 @@ apply_common_defaults() {
     HOST_STORAGE_ACCOUNT="${HOST_STORAGE_ACCOUNT:-st$(alnum_prefix "$APP_NAME" 16)$suffix}"
     KEY_VAULT_NAME="${KEY_VAULT_NAME:-kv$(alnum_prefix "$APP_NAME" 16)$suffix}"
   fi
+  # The app's custom role on the images (roles.sh): custom role names are unique in a tenant, and a
+  # storage account name is globally unique.
+  IMAGES_ROLE_NAME="Image Sync Image Reader and Tagger (${IMAGES_STORAGE_ACCOUNT:-})"
   local app="${APP_NAME:-app}"
   PREMIUM_PLAN_NAME="$(fit_name "$app-plan" 60)"
   BLOB_CREATED_SUBSCRIPTION="$(fit_name "$app-blob-created" 64)"
@@ -374,6 +377,9 @@ find_images_account() {
 
 lower() { printf '%s' "$1" | tr '[:upper:]' '[:lower:]'; }
 
+# Custom roles by definition id (lower-case GUID), as a script finds or creates them.
+declare -A CUSTOM_ROLE_NAMES=()
+
 # The built-in roles the scripts assign, by the ids Azure gives them everywhere ("Azure built-in
 # roles"): the role assignments API returns the id, not the name.
 declare -A BUILTIN_ROLE_NAMES=(
@@ -389,7 +395,8 @@ declare -A BUILTIN_ROLE_NAMES=(
 )
 
 # role_assignments_of PRINCIPAL SCOPE: the principal's role assignments at, above and below SCOPE, as
-# "id<tab>role name<tab>scope" lines (a role not in BUILTIN_ROLE_NAMES shows its definition id). The
+# "id<tab>role name<tab>scope" lines (a role in neither BUILTIN_ROLE_NAMES nor CUSTOM_ROLE_NAMES, the
+# custom roles a script has looked up, shows its definition id). The
 # REST API's principalId filter covers the scopes below (containers, queues), and it needs only
 # roleAssignments/read on SCOPE: `az role assignment list --all` would need it on the whole
 # subscription, which an owner of the resource group alone does not have.
@@ -402,7 +409,7 @@ role_assignments_of() {
   while IFS=$'\t' read -r id definition assigned; do
     [[ -n "$id" ]] || continue
     definition="$(lower "${definition##*/}")"
-    printf '%s\t%s\t%s\n' "$id" "${BUILTIN_ROLE_NAMES[$definition]:-$definition}" "$assigned"
+    printf '%s\t%s\t%s\n' "$id" "${BUILTIN_ROLE_NAMES[$definition]:-${CUSTOM_ROLE_NAMES[$definition]:-$definition}}" "$assigned"
   done <<<"$listing"
 }
 

@@ -78,6 +78,7 @@ discover() {
     printf 'ERROR: %s\n' "${ACCOUNT_PROBLEMS[@]}" >&2
     die "stopped before creating anything: the storage account above cannot serve the app"
   fi
+  find_images_role
   if ((RG_EXISTS)) && resource_exists keyvault show --name "$KEY_VAULT_NAME" --resource-group "$RESOURCE_GROUP"; then
     VAULT_EXISTS=1
   fi
@@ -139,6 +140,11 @@ plan_rights() {
   fi
   local account_id account_rg _location _tag
   IFS=$'\t' read -r account_id account_rg _location _tag <<<"$IMAGES_FOUND"
+  if images_role_needs_writing; then
+    # Owner and User Access Administrator have it; Role Based Access Control Administrator does not.
+    need "${account_id:-$rg}" Microsoft.Authorization/roleDefinitions/write \
+      "define the custom role '$IMAGES_ROLE_NAME' (read images, read and write their index tags), assignable on $IMAGES_STORAGE_ACCOUNT only; or set IMAGES_DATA_ROLE=owner to give the app the built-in Storage Blob Data Owner instead, which is broader (it may also write, delete and re-permission every image)"
+  fi
   if [[ -n "$account_id" && "$(lower "$account_rg")" != "$(lower "$RESOURCE_GROUP")" ]]; then
     need "$account_id" Microsoft.Authorization/roleAssignments/write "give the app's identity its roles on the images account"
     need "$account_id" Microsoft.Storage/storageAccounts/blobServices/containers/write "create the app's containers"

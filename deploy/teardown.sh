@@ -97,7 +97,31 @@ discover() {
   found="$(find_images_account)"
   IFS=$'\t' read -r ACCOUNT_ID ACCOUNT_RG _location tag <<<"$found"
   [[ -n "$ACCOUNT_ID" && "$tag" == "$APP_NAME" ]] && ACCOUNT_OURS=1
+  if [[ -n "$ACCOUNT_ID" ]]; then
+    IMAGES_ROLE_ID="$(az_read role definition list --custom-role-only true --name "$IMAGES_ROLE_NAME" \
+      --scope "$ACCOUNT_ID" --query "[0].id" --output tsv)" \
+      || die "could not read the role definitions on storage account $IMAGES_STORAGE_ACCOUNT"
+  fi
   return 0
+}
+
+IMAGES_ROLE_ID=""
+
+# The deploy's custom role on the images (deploy/roles.sh), once no assignment of it is left: it grants
+# nothing by itself, but its name is taken in the tenant. Azure refuses while another app's identity still
+# holds it (two deployments on one images account share it); then it stays, and is said to.
+delete_images_role() {
+  [[ -n "$IMAGES_ROLE_ID" || "$DRY_RUN" == 1 ]] || return 0
+  if ((NO_WAIT)); then
+    LEFT+=("custom role '$IMAGES_ROLE_NAME' (the deletion was not waited for: run teardown again once it is done)")
+    return 0
+  fi
+  log "Role definition $IMAGES_ROLE_NAME: deleting"
+  if ! az_change rest --method delete \
+    --url "${IMAGES_ROLE_ID:-<id of role definition $IMAGES_ROLE_NAME>}?api-version=2022-04-01" --output none; then
+    warn "role definition '$IMAGES_ROLE_NAME' was not deleted (another app's identity may still hold it)"
+    LEFT+=("custom role '$IMAGES_ROLE_NAME' (still assigned, or not deletable by you)")
+  fi
 }
 
 plan_rights() {
@@ -115,6 +139,10 @@ plan_rights() {
     need "$ACCOUNT_ID" Microsoft.Storage/storageAccounts/queueServices/queues/delete "delete the queues the deploy created"
     need "$sub/resourceGroups/$ACCOUNT_RG" Microsoft.EventGrid/systemTopics/eventSubscriptions/delete \
       "delete the app's event subscriptions on the images account"
+  fi
+  if [[ -n "$IMAGES_ROLE_ID" ]]; then
+    need "$ACCOUNT_ID" Microsoft.Authorization/roleDefinitions/delete \
+      "delete the custom role '$IMAGES_ROLE_NAME' the deploy defined"
   fi
   if ((PURGE_KEY_VAULT)); then
     # Subscription-level rights for soft-deleted vaults, as listed in Microsoft's "Azure Key Vault
@@ -357,6 +385,7 @@ main() {
   elif ((RG_EXISTS)); then
     delete_tagged_resources
   fi
+  delete_images_role
 
   if ((PURGE_KEY_VAULT)); then
     local deleted=""

@@ -149,3 +149,22 @@ def test_round_3_calls(floor_az, env_file, project_dir):
                    extra_env={"BLOB_TRIGGER_SOURCE": "LogsAndContainerScan"})
     changed = {command_of(c) for c in calls if is_mutating(c)}
     assert {"functionapp config set", "eventgrid system-topic event-subscription delete"} <= changed
+
+
+def test_images_role_calls(floor_az, env_file, project_dir):
+    """The custom role on the images (#27): defined, reused, put back after a change by hand, swapped for
+    the owner opt-in, and deleted by teardown - every call through the oldest supported parser."""
+    fake = floor_az()
+    args = ("--env-file", env_file, "--project-dir", project_dir)
+    _, calls = run(fake, "deploy.sh", *args)
+    assert "role definition create" in [command_of(c) for c in calls]
+    state = fake.state()
+    state["role_definitions"][0]["permissions"][0]["dataActions"].append(
+        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/delete")
+    fake.write_state(state)
+    _, calls = run(fake, "deploy.sh", *args, secrets=False)
+    assert [command_of(c) for c in calls if is_mutating(c)] == ["role definition update"]
+    _, calls = run(fake, "deploy.sh", *args, "--images-data-role", "owner", secrets=False)
+    assert {"role assignment create", "role assignment delete"} <= {command_of(c) for c in calls if is_mutating(c)}
+    _, calls = run(fake, "teardown.sh", "--env-file", env_file, "--yes", secrets=False)
+    assert fake.state()["role_definitions"] == []

@@ -239,9 +239,10 @@ def test_role_assignments_are_narrow(flex):
     vault_id = next(iter(state["vaults"].values()))["id"]
     roles = sorted((r["role"], r["scope"]) for r in state["roles"] if r["principalId"] == principal)
     # the Event Grid-sourced blob trigger only reads the blob it is handed; the web stage reads and writes the
-    # images' verdict tags, a right of Storage Blob Data Owner alone: scoped to the images container
+    # images' verdict tags: the deploy's own custom role (read, tags read and write), on the images container
     assert roles == sorted([
-        ("Storage Blob Data Owner", f"{account_id}/blobServices/default/containers/product-images"),
+        ("Image Sync Image Reader and Tagger (stproductimgtest)",
+         f"{account_id}/blobServices/default/containers/product-images"),
         ("Storage Blob Data Contributor", f"{account_id}/blobServices/default/containers/image-sync-state"),
         ("Storage Blob Data Contributor", f"{account_id}/blobServices/default/containers/image-sync-runs"),
         ("Storage Blob Data Contributor", f"{account_id}/blobServices/default/containers/image-sync-renditions"),

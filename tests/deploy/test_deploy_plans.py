@@ -83,7 +83,8 @@ def test_event_grid_subscription_and_blob_trigger_binding_agree_on_every_plan(pl
         assert plan_create["sku"] == "EP1" and plan_create["is_linux"] in (True, "true")
         assert create["plan"] == plan_create["name"]
 
-    # every plan: the images' bytes are only read (Owner on their container: the verdict tags need it)
+    # every plan: the images' bytes are only read (the deploy's custom role on their container: it reads
+    # them and reads and writes their verdict tags, nothing more)
     principal = app["identity"]["principalId"]
     images_roles = sorted((r["role"], r["scope"].split("/storageAccounts/")[1]) for r in state["roles"]
                           if r["principalId"] == principal and "/stproductimgtest" in r["scope"]
@@ -91,8 +92,11 @@ def test_event_grid_subscription_and_blob_trigger_binding_agree_on_every_plan(pl
     assert images_roles == [("Storage Blob Data Contributor", "stproductimgtest/blobServices/default/containers/image-sync-renditions"),
                             ("Storage Blob Data Contributor", "stproductimgtest/blobServices/default/containers/image-sync-runs"),
                             ("Storage Blob Data Contributor", "stproductimgtest/blobServices/default/containers/image-sync-state"),
-                            ("Storage Blob Data Owner", "stproductimgtest/blobServices/default/containers/product-images"),
                             ("Storage Blob Delegator", "stproductimgtest")]
+    assert [(r["role"], r["scope"].split("/storageAccounts/")[1]) for r in state["roles"]
+            if r["principalId"] == principal and r["role"].startswith("Image Sync")] == [
+        ("Image Sync Image Reader and Tagger (stproductimgtest)",
+         "stproductimgtest/blobServices/default/containers/product-images")]
     assert app["httpsOnly"] is True
 
     # a second run finds everything, the plan's own resources included

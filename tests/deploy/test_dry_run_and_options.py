@@ -44,7 +44,9 @@ def test_teardown_dry_run(make_fake_az, env_file, parse_server):
     assert_ok(result)
     assert fake.calls() == []
     commands = dry_run_commands(result.stdout)
-    assert [c[:2] for c in commands][-2:] == [["group", "delete"], ["keyvault", "purge"]]
+    assert [c[:3] for c in commands][-3:] == [["group", "delete", "--name"], ["rest", "--method", "delete"],
+                                              ["keyvault", "purge", "--name"]]
+    assert "roleDefinitions" in commands[-2][4] or "role definition" in commands[-2][4]
     assert ["eventgrid", "system-topic", "event-subscription", "delete"] in [c[:4] for c in commands]
     for argv in commands:
         reply = ask_parser(parse_server, argv)

@@ -75,10 +75,13 @@ def test_teardown_deletes_the_group_and_a_later_deploy_recovers_the_vault(deploy
     down = run_script("teardown.sh", fake, "--env-file", env_file, "--yes", secrets=False)
     assert_ok(down)
     assert not parse_failures(fake.calls())
-    assert [command_of(c) for c in fake.calls() if is_mutating(c)] == ["group delete"]
+    # the group, and then the custom role the deploy defined on its images account (no assignment is left)
+    assert [command_of(c) for c in fake.calls() if is_mutating(c)] == ["group delete", "rest"]
+    assert "/providers/Microsoft.Authorization/roleDefinitions/" in fake.calls()[-1]["params"]["url"]
     assert "images included" in down.stderr, "the images account created in the group goes with it: say so"
     state = fake.state()
     assert state["groups"] == {} and state["apps"] == {} and state["accounts"] == {}
+    assert state["role_definitions"] == []
     assert len(state["deleted_vaults"]) == 1
 
     # Nothing left: a second teardown is a no-op, and with nothing to do it has no rights to check.
@@ -103,7 +106,7 @@ def test_teardown_purges_the_vault_on_request(deployed, make_fake_az, env_file):
     fake.copy_state_from(deployed)
     down = run_script("teardown.sh", fake, "--env-file", env_file, "--yes", "--purge-key-vault", secrets=False)
     assert_ok(down)
-    assert [command_of(c) for c in fake.calls() if is_mutating(c)] == ["group delete", "keyvault purge"]
+    assert [command_of(c) for c in fake.calls() if is_mutating(c)] == ["group delete", "rest", "keyvault purge"]
     assert fake.state()["deleted_vaults"] == {}
 
 

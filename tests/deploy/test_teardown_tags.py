@@ -71,7 +71,7 @@ def test_a_group_the_deploy_created_goes_but_strangers_in_it_are_named(flex_depl
     down = run_script("teardown.sh", fake, "--env-file", env_file, "--yes", secrets=False)
     assert_ok(down)
     assert "also holds resources the deploy did not create; they are deleted with it: financedata" in down.stderr
-    assert [command_of(c) for c in fake.calls() if is_mutating(c)] == ["group delete"]
+    assert [command_of(c) for c in fake.calls() if is_mutating(c)] == ["group delete", "rest"]  # + the custom role
 
 
 def test_confirmation_names_what_it_asks_for(deployed_into_existing_group, env_file):
