@@ -248,7 +248,8 @@ def check_web(storage: ImagesStorage, settings: Settings) -> Result:
         summary += f"; {unchecked} could not be checked"
     if policy.on and storage.catalog.tags_refused:
         return WARN, (f"{summary}; the verdicts (blob index tags) cannot be listed, so images are sent unchecked: "
-                      "give the app's identity Storage Blob Data Owner on the container (docs/images.md)")
+                      "give the app's identity a role with blobs/tags/read and write on the container: the deploy's "
+                      "Image Sync Image Reader and Tagger, or Storage Blob Data Owner (docs/images.md)")
     if policy.mode == OFF:
         return (WARN, f"{summary}; WEB_IMAGES=off sends them as they are") if broken or needing else (OK, summary)
     summary += f" ({kept} verdicts kept, {sampled - kept} read now)"
