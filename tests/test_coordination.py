@@ -271,3 +271,28 @@ def test_a_lock_blob_another_sender_has_just_created_is_not_taken_for_a_dead_hol
     locks = ProductLocks(state, 15)
     assert locks.try_acquire("940") and not locks.inherited("940")
     locks.release("940")
+
+
+def test_a_burst_only_bumps_the_mark_in_place_with_two_requests(azurite, blob_service):
+    """Each upload of a burst after the first finds the mark in place: one look and one conditional write,
+    nothing else (no failed create, no read of the settled generation): bursts are what the state container
+    serves most."""
+    from azure.storage.blob import BlobServiceClient
+
+    from tests.storage_proxy import StorageProxy
+
+    proxy = StorageProxy(azurite)
+    name = f"state-{uuid.uuid4().hex[:10]}"
+    try:
+        with BlobServiceClient.from_connection_string(proxy.connection_string) as service:
+            marks = PendingMarks(StateContainer(service, name))
+            assert marks.request("950") is not None
+            before = len(proxy.requests)
+            for _ in range(5):
+                assert marks.request("950") is None
+            bumps = proxy.requests[before:]
+    finally:
+        proxy.close()
+        blob_service.delete_container(name)
+    assert len(bumps) == 10, bumps
+    assert [line.split()[0] for line in bumps] == ["HEAD", "PUT"] * 5, bumps

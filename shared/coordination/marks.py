@@ -32,7 +32,8 @@ class Mark:
 
 @dataclass(frozen=True, slots=True)
 class Requested:
-    """A mark the caller must queue a message for: its generation, and the ETag when this call created it."""
+    """A mark the caller must queue a message for: its generation (0: unknown, so its message is never taken for
+    settled), and the ETag when this call created it."""
 
     gen: int
     created_etag: str | None
@@ -66,18 +67,21 @@ class PendingMarks:
 
         blob = self.state.blob(state_blob(PENDING, item))
         with self.state.failing(f"marking product {item!r} pending"):
-            gen = (self._settled(item) or 0) + 1
             for _ in range(MARK_ATTEMPTS):
-                try:
-                    created = self.state.call(lambda: blob.upload_blob(b"", overwrite=False,  # If-None-Match: *
-                                                                       metadata={"gen": str(gen)}))
-                    return Requested(gen, created.get("etag"))
-                except ResourceExistsError:
-                    pass
+                # Most calls of a burst find the mark in place: look first (a bump costs two requests). Only a
+                # call that creates it reads the settled generation, after it saw the mark gone: a send clears a
+                # mark after noting it settled, so the new mark's generation is always higher.
                 try:
                     props = blob.get_blob_properties()
                 except ResourceNotFoundError:
-                    continue  # cleared meanwhile: create it
+                    gen = (self._settled(item) or 0) + 1
+                    try:
+                        metadata = {"gen": str(gen)}
+                        created = self.state.call(lambda: blob.upload_blob(b"", overwrite=False,  # If-None-Match: *
+                                                                           metadata=metadata))  # noqa: B023
+                        return Requested(gen, created.get("etag"))
+                    except ResourceExistsError:
+                        continue  # another call created it meanwhile: bump that one
                 try:
                     blob.set_blob_metadata({**(props.metadata or {}), "changed": f"{time.time():.3f}"},
                                            etag=props.etag, match_condition=MatchConditions.IfNotModified)
@@ -87,8 +91,10 @@ class PendingMarks:
                     if self.read(item) is None:
                         continue
                 mark = _mark(props)
-                return Requested(mark.gen or gen, None) if mark.age > stale_after else None
-            return Requested(gen, None)  # heavy contention: one more message costs at most one more send
+                return Requested(mark.gen, None) if mark.age > stale_after else None
+            # Heavy contention: one more message costs at most one more send; without a generation (0) it is
+            # never taken for settled.
+            return Requested(0, None)
 
     def withdraw(self, item: str, requested: Requested) -> None:
         """Undo a mark this process just created and could not queue a message for (the host retries the
