@@ -235,6 +235,19 @@ def test_a_decompression_bomb_is_skipped_without_being_decoded(container, web_en
     assert [i["filename"] for i in traede.products["902"]] == ["front.jpg"]
 
 
+
+def test_a_file_no_reader_foresaw_is_answered_and_never_ends_the_run(container, web_env, traede):
+    """Twelve bytes that sniff as HEIF and announce a 64-bit box size they do not hold: the product's other
+    images are sent, the run ends normally, and the file gets a verdict (so it is not read again each night)."""
+    container.upload_blob("903/odd.jpg", b"\x00\x00\x00\x01ftypheic")
+    container.upload_blob("903/front.jpg", picture("JPEG"))
+    code, err = sync(web_env)
+    assert code == 0, err
+    assert "broke off" not in err and "Traceback" not in err, err
+    assert "skipped: '903/odd.jpg'" in err and "cut off" in err, err
+    assert [i["filename"] for i in traede.products["903"]] == ["front.jpg"]
+
+
 # -- the triggers ---------------------------------------------------------------------------------------
 
 @pytest.fixture

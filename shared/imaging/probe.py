@@ -157,6 +157,8 @@ def _isobmff(window: BlobWindow, identity: str, fmt: str) -> Verdict:
         box_size, kind = struct.unpack(">I4s", window.range(at, at + 8))
         header = 8
         if box_size == 1:
+            if at + 16 > size:
+                return Verdict(identity, fmt, problem="truncated")
             box_size, header = struct.unpack(">Q", window.range(at + 8, at + 16))[0], 16
         elif box_size == 0:
             box_size = size - at

@@ -66,7 +66,7 @@ def _render(source: IO[bytes], policy: WebPolicy) -> Rendition:
             image.load()
             orientation = image.getexif().get(_ORIENTATION, 1)  # after load: Pillow turns TIFFs as it loads them
             return _encode(_web_ready(image), policy, orientation)
-        except CannotRender:
+        except (CannotRender, MemoryError):  # out of memory is this process's state, not the image's verdict
             raise
         except Exception as exc:  # noqa: BLE001 - truncated or damaged data: the decoder says so
             raise CannotRender("undecodable", f"{type(exc).__name__}: {exc}") from exc

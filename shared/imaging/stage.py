@@ -52,6 +52,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 WORKERS = 4    # images looked at or converted at once (decoding itself is one at a time: ``render``)
 WINDOW = 64    # listed entries that may wait for them, in order
+# An image whose look or conversion has not ended after this long (storage hanging or dripping mid-read) is sent
+# unchecked, as the listing's own stall limit ends a listing that stops answering.
+IMAGE_STALL_SECONDS = 120.0
 DOWNLOAD_CHUNK = 4 * 2**20  # an original is downloaded to a temporary file this much a request
 
 
@@ -109,8 +112,21 @@ class WebStage:
         without a verdict on their bytes looked at (and converted) on worker threads within the budget."""
         budget = Budget(self.policy)
         pool: ThreadPoolExecutor | None = None
-        waiting: deque[CatalogEntry | Future[CatalogEntry]] = deque()
-        source, broke = iter(entries), None
+        waiting: deque[CatalogEntry | tuple[ImageRecord, Future[CatalogEntry]]] = deque()
+        source, broke, stalled = iter(entries), None, False
+
+        def result(head: CatalogEntry | tuple[ImageRecord, Future[CatalogEntry]]) -> CatalogEntry:
+            nonlocal stalled
+            if not isinstance(head, tuple):
+                return head
+            record, future = head
+            try:
+                return future.result(timeout=IMAGE_STALL_SECONDS)
+            except TimeoutError:
+                stalled = True
+                return self.decide(record, report, unchecked=f"not checked: looking at it took longer than "
+                                                             f"{IMAGE_STALL_SECONDS:g} s (storage stalled?)")
+
         try:
             while True:
                 try:
@@ -125,7 +141,7 @@ class WebStage:
                 elif isinstance(entry, ImageRecord) and self._needs_work(entry):
                     if budget.time_left() and not (stop is not None and stop.is_set()):
                         pool = pool or ThreadPoolExecutor(WORKERS, thread_name_prefix="web")
-                        waiting.append(pool.submit(self._prepare, entry, budget, report, dry_run))
+                        waiting.append((entry, pool.submit(self._prepare, entry, budget, report, dry_run)))
                     else:
                         waiting.append(self.decide(entry, report, unchecked=f"not checked yet: over this run's "
                                                                             f"RENDITION_BUDGET_SECONDS "
@@ -134,17 +150,15 @@ class WebStage:
                     waiting.append(self.decide(entry, report))
                 else:
                     waiting.append(entry)
-                while waiting and (len(waiting) > WINDOW or not isinstance(waiting[0], Future) or waiting[0].done()):
-                    head = waiting.popleft()
-                    yield head.result() if isinstance(head, Future) else head
+                while waiting and (len(waiting) > WINDOW or not isinstance(waiting[0], tuple) or waiting[0][1].done()):
+                    yield result(waiting.popleft())
             while waiting:
-                head = waiting.popleft()
-                yield head.result() if isinstance(head, Future) else head
+                yield result(waiting.popleft())
             if broke is not None:
                 raise broke
         finally:
             if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+                pool.shutdown(wait=not stalled, cancel_futures=True)  # a stalled read is left to its timeouts
             close = getattr(entries, "close", None)
             if callable(close):
                 close()
@@ -197,6 +211,9 @@ class WebStage:
             failure = f"not checked: storage failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})" \
                 if str(exc) else f"not checked: {type(exc).__name__}"
             return self.decide(record, report, unchecked=failure)
+        except Exception as exc:  # noqa: BLE001 - a file no reader foresaw (or memory ran out): never the run's end
+            log.warning("%r could not be looked at: %s: %s", record.blob_name, type(exc).__name__, exc)
+            return self.decide(record, report, unchecked=f"not checked: {type(exc).__name__} while reading it")
 
     # -- what a partner is sent ---------------------------------------------------------------------
 
