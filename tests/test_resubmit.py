@@ -211,6 +211,8 @@ def test_a_run_that_left_nothing_undone_has_nothing_to_resubmit(env, container, 
     (["runs", "resubmit", "20260101T000000.000Z-nightly-abcdef"], "no run '20260101T000000.000Z-nightly-abcdef'"),
     (["runs", "resubmit", "nope"], "'nope' is not a run id"),
     (["runs", "resubmit", "latest", "--wait", "-1"], "--wait -1: expected a number of seconds >= 0"),
+    (["runs", "resubmit", "--failed-since", "999999d"], "expected at most 3650d"),
+    (["runs", "--since", "999999d"], "expected at most 3650d"),
 ])
 def test_resubmit_mistakes_are_one_line_and_exit_2(env, argv, expected):
     code, out, err = cli(*argv, env=env)

@@ -201,7 +201,10 @@ HTTP_RESUBMIT_WAIT_SECONDS = 120.0
 def resubmit(run: str | None, env: Env = None) -> tuple[int, dict[str, object]]:
     """The HTTP resubmit of one kept run (see ``resubmit``): ``(status, answer as JSON)``. Idempotent per run: of
     two requests for one run (a double click) one resubmits it, the other answers with that resubmit."""
+    from azure.core.exceptions import AzureError
+
     from ..coordination.product_queue import FullSyncBusy
+    from ..runs.history import why
     from ..runs.names import UnknownRun
     from ..runs.validation import DamagedHistory
     from . import resubmit as rs
@@ -224,6 +227,9 @@ def resubmit(run: str | None, env: Env = None) -> tuple[int, dict[str, object]]:
         return 409, {"error": redact.redact(str(exc))}
     except FullSyncBusy as exc:
         return 503, {"error": f"not resubmitted: {exc}; press it again later", "retry": True}
+    except AzureError as exc:  # storage (the history, the state) out of reach: the claim was given back
+        return 503, {"error": f"not resubmitted: storage did not answer as expected ({why(exc)}); press it again "
+                              "later", "retry": True}
     answer: dict[str, object] = {"run": run.strip()}
     if done.report is not None and done.run_id is not None:
         report = done.report

@@ -32,10 +32,11 @@ from ..catalog.records import CatalogEntry, ImageRecord, SkippedBlob
 from ..domain import Partner
 from ..errors import ConfigError
 from ..runs.links import Claim, Links
-from ..runs.names import new_run_id
+from ..runs.names import UnknownRun, new_run_id
 from ..runs.recording import Recording
 from ..runs.report import Problem, SyncReport
 from ..runs.undone import Scope, Undone, undone
+from ..runs.validation import DamagedHistory
 
 if TYPE_CHECKING:
     from ..runs.history import RunHistory
@@ -102,9 +103,16 @@ def resubmit(parts: Components, run_ids: list[str], *, via: str, again: bool = F
     links = Links(history)
     done = Resubmitted()
     todo: list[Undone] = []
+    several = len(set(run_ids)) > 1
     for run_id in dict.fromkeys(run_ids):
-        left = undone(history, run_id, done.damage)
-        _check_container(parts, left)
+        try:
+            left = undone(history, run_id, done.damage)
+            _check_container(parts, left)
+        except (UnknownRun, DamagedHistory, ConfigError) as exc:
+            if not several:
+                raise
+            done.damage.append(f"run {run_id} left out: {exc}")  # one bad run never stops the window's others
+            continue
         if left.empty:
             done.nothing.append(left.run_id)
         else:
@@ -127,8 +135,12 @@ def resubmit(parts: Components, run_ids: list[str], *, via: str, again: bool = F
         claimed = {c.run_id for c in held}
         done.runs = [u.run_id for u in todo if u.run_id in claimed]
         done.plan = plan(parts, [u for u in todo if u.run_id in claimed])
-        done.report = _send(parts, history, done.plan, new_id, via=via, wait_seconds=wait_seconds,
-                            on_wait=on_wait, on_start=on_start)
+        done.report, kept = _send(parts, history, done.plan, new_id, via=via, wait_seconds=wait_seconds,
+                                  on_wait=on_wait, on_start=on_start)
+        if not kept:  # its outcome is nowhere to be read: the run may be resubmitted again
+            for held_claim in held:
+                links.give_back(held_claim)
+            return done
         done.run_id = new_id
     except BaseException:
         for held_claim in held:
@@ -179,7 +191,9 @@ def plan(parts: Components, runs: list[Undone]) -> Plan:
 def _reach(parts: Components, left: Undone, scope: Scope, out: Plan) -> None:
     """A run whose listing did not end: what of its part of the container (as it is now) it did not deliver."""
     separator = parts.catalog.layout.item_prefix_separator or ""
-    traede, wallie = Partner.TRAEDE.value in left.partners, Partner.WALLIE.value in left.partners
+    # A run that ended before any partner's lane started names none: then it owed both what is configured now.
+    partners = left.partners or {p.value for p in Partner}
+    traede, wallie = Partner.TRAEDE.value in partners, Partner.WALLIE.value in partners
     for entry in parts.catalog.scan():
         if not isinstance(entry, ImageRecord) or not _in(scope, entry.item_id + separator):
             continue
@@ -198,7 +212,9 @@ def _in(scope: Scope, key: str) -> bool:
 
 
 def _send(parts: Components, history: RunHistory, todo: Plan, run_id: str, *, via: str, wait_seconds: float,
-          on_wait: Callable[[str], None] | None, on_start: Callable[[Plan, str], None] | None) -> SyncReport:
+          on_wait: Callable[[str], None] | None,
+          on_start: Callable[[Plan, str], None] | None) -> tuple[SyncReport, bool]:
+    """Send the plan as run ``run_id``; its report, and whether it was kept."""
     context = {"container": parts.settings.storage.container, "partners": parts.settings.partner_urls(),
                "resubmits": list(todo.runs), "via": via}
     with Recording(history, "resubmit", context=context, run_id=run_id) as rec:
@@ -212,8 +228,8 @@ def _send(parts: Components, history: RunHistory, todo: Plan, run_id: str, *, vi
         if parts.stop.is_set():
             report.interrupted = getattr(parts.stop, "reason", None) or "a stop request"
         report.finish()
-        rec.keep_now()
-    return report
+        kept = rec.keep_now() is not None
+    return report, kept
 
 
 def _send_images(parts: Components, todo: Plan, report: SyncReport) -> None:

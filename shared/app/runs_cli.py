@@ -188,20 +188,26 @@ _WINDOW = re.compile(r"(\d{1,6})([mhd])")
 _UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
 
 
+MAX_WINDOW = timedelta(days=3650)
+
+
 def window_problem(text: str) -> str | None:
     m = _WINDOW.fullmatch(text.strip())
     if not m:
         return "expected a duration: a whole number and m, h or d (30m, 24h, 7d)"
     if int(m.group(1)) == 0:
         return "expected a duration longer than 0"
+    if int(m.group(1)) * _UNITS[m.group(2)] > MAX_WINDOW:
+        return f"expected at most {MAX_WINDOW.days}d (runs are kept for RUN_HISTORY_DAYS days)"
     return None
 
 
 def window(text: str) -> timedelta:
     """``30m``, ``24h``, ``7d`` as a timedelta (``window_problem`` says what is wrong with a bad one)."""
     m = _WINDOW.fullmatch(text.strip())
-    if not m:
-        raise ConfigError(f"{text!r}: {window_problem(text)}")
+    problem = window_problem(text)
+    if not m or problem:
+        raise ConfigError(f"{text!r}: {problem}")
     return int(m.group(1)) * _UNITS[m.group(2)]
 
 

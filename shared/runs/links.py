@@ -14,7 +14,9 @@ The resubmit's own report names the runs it resubmits (``resubmits``), so ``runs
 other. A resubmit that died while running (its process killed) leaves a ``running`` claim: after
 ``STALE_AFTER`` another resubmit may take it over (conditionally on its ETag, so only one does);
 ``runs resubmit --again`` resubmits a run again at any time and adds itself to ``by``. A resubmit that ended with
-an error before its work was done (storage failed, a full sync held on too long) gives its claim back.
+an error before its work was done (storage failed, a full sync held on too long, its report not kept) gives its
+claim back: the claim it replaced is put back as it was (a finished one), or the claim is removed (none, or a
+dead resubmit's).
 """
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ class Claim:
     since: datetime
     via: str
     etag: str
+    prior: Claim | None = None  # the claim this one replaced (taken over or resubmitted again): put back on give-back
 
     @property
     def latest(self) -> str:
@@ -109,7 +112,15 @@ class Links:
             except ResourceExistsError:
                 existing = self.get(run_id)
             if existing is None:
-                continue  # given back (deleted) meanwhile, or not ours: try to create it again
+                foreign = self._foreign(run_id)
+                if foreign is not None:  # a blob that is no claim of ours (written by hand?): replace it
+                    try:
+                        return self._write(run_id, (by,), RUNNING, now, via, foreign), None
+                    except (ResourceModifiedError, ResourceNotFoundError):
+                        pass
+                continue  # given back (deleted) meanwhile: try to create it again
+            if existing.latest == by:  # our own create, retried after its answer was lost
+                return existing, None
             if not (again or existing.stale(now)):
                 return None, existing
             if existing.stale(now) and not again:
@@ -117,7 +128,7 @@ class Links:
                             existing.latest, f"{existing.since:%Y-%m-%d %H:%M:%S}Z")
             try:
                 chain = (*existing.by, by)[-KEPT_LINKS:]
-                return self._write(run_id, chain, RUNNING, now, via, existing.etag), None
+                return self._write(run_id, chain, RUNNING, now, via, existing.etag, prior=existing), None
             except (ResourceModifiedError, ResourceNotFoundError):
                 continue  # another resubmit changed it first: look again
         theirs = self.get(run_id)
@@ -140,18 +151,31 @@ class Links:
             if current is None or current.latest != claim.latest:
                 return  # taken over meanwhile: it is the other resubmit's now
             blob = self._blob(claim.run_id)
-            if give_back and len(current.by) == 1:
+            prior = claim.prior
+            if give_back and prior is not None and not prior.stale(datetime.now(UTC)):
+                # resubmitted again (--again) over a finished claim: put that one back as it was
+                self._write(claim.run_id, prior.by, prior.state, prior.since, prior.via, current.etag)
+            elif give_back:  # nobody had it, or a resubmit that died: it may be resubmitted again at once
                 blob.delete_blob(etag=current.etag, match_condition=MatchConditions.IfNotModified)
-            elif give_back:
-                self._write(claim.run_id, current.by[:-1], DONE, current.since, current.via, current.etag)
             else:
                 self._write(claim.run_id, current.by, DONE, current.since, current.via, current.etag)
         except AzureError as exc:
             log.warning("resubmit of %s: its claim %s was not %s (%s)", claim.run_id, claim_name(claim.run_id),
                         "given back" if give_back else "marked done", type(exc).__name__)
 
+    def _foreign(self, run_id: str) -> str | None:
+        """The ETag of a blob in the claim's place that is no claim this app wrote (None: none there)."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            props = self._blob(run_id).get_blob_properties()
+        except ResourceNotFoundError:
+            return None
+        by = [r for r in ((props.metadata or {}).get("by") or "").split(",") if is_run_id(r)]
+        return None if by else str(props.etag)
+
     def _write(self, run_id: str, by: tuple[str, ...], state: str, since: datetime, via: str,
-               etag: str | None) -> Claim:
+               etag: str | None, *, prior: Claim | None = None) -> Claim:
         """Create the claim (``etag`` None: only if there is none) or replace it if it is still as read."""
         from azure.core import MatchConditions
 
@@ -163,4 +187,4 @@ class Links:
         else:
             answer = blob.upload_blob(b"", overwrite=True, metadata=meta, etag=etag,
                                       match_condition=MatchConditions.IfNotModified)
-        return Claim(run_id, by, state, since, via, str(answer.get("etag")))
+        return Claim(run_id, by, state, since, via, str(answer.get("etag")), prior)
